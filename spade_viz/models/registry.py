@@ -1,0 +1,151 @@
+"""One registry for architecture differences.
+
+Every lens needs the same three things from a causal LM: its list of decoder blocks
+(to inject states), the final norm (and OPT's `project_out`) that turns a residual
+into what the unembedding expects, and the unembedding itself with any logit quirk
+(Gemma-2/3 final soft-capping). An `ArchSpec` names where these live, per
+`config.model_type`; `Adapter` binds a spec to a loaded model and validates it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import UnsupportedArchitectureError
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """Dotted attribute paths inside the `...ForCausalLM` module."""
+
+    blocks: str
+    final_norm: str | None
+    project_out: str | None = None
+
+
+_DECODER_ONLY = ArchSpec(blocks="model.layers", final_norm="model.norm")
+
+ARCHITECTURES: dict[str, ArchSpec] = {
+    "llama": _DECODER_ONLY,
+    "mistral": _DECODER_ONLY,
+    "qwen2": _DECODER_ONLY,
+    "qwen3": _DECODER_ONLY,
+    "gemma": _DECODER_ONLY,
+    "gemma2": _DECODER_ONLY,
+    "gemma3_text": _DECODER_ONLY,
+    "phi3": _DECODER_ONLY,
+    "gpt2": ArchSpec(blocks="transformer.h", final_norm="transformer.ln_f"),
+    "gpt_neox": ArchSpec(blocks="gpt_neox.layers", final_norm="gpt_neox.final_layer_norm"),
+    "opt": ArchSpec(
+        blocks="model.decoder.layers",
+        final_norm="model.decoder.final_layer_norm",
+        project_out="model.decoder.project_out",
+    ),
+}
+
+# Tried in order for a model_type we do not list; the result is validated before use.
+_FALLBACK_BASES = ("model", "transformer", "gpt_neox", "model.decoder", "backbone")
+_FALLBACK_BLOCKS = ("layers", "h", "blocks")
+_FALLBACK_NORMS = ("norm", "ln_f", "final_layer_norm", "final_norm", "norm_f")
+
+
+def _get(module: nn.Module, path: str | None) -> nn.Module | None:
+    if path is None:
+        return None
+    for name in path.split("."):
+        module = getattr(module, name, None)
+        if module is None:
+            return None
+    return module
+
+
+def _guess_spec(model: nn.Module) -> ArchSpec | None:
+    for base in _FALLBACK_BASES:
+        for blocks in _FALLBACK_BLOCKS:
+            found = _get(model, f"{base}.{blocks}")
+            if isinstance(found, nn.ModuleList) and len(found) > 0:
+                norm = next(
+                    (f"{base}.{n}" for n in _FALLBACK_NORMS if _get(model, f"{base}.{n}") is not None),
+                    None,
+                )
+                return ArchSpec(blocks=f"{base}.{blocks}", final_norm=norm)
+    return None
+
+
+class Adapter:
+    """A model's blocks, final norm and unembedding, found through its `ArchSpec`."""
+
+    def __init__(self, model: nn.Module, spec: ArchSpec):
+        self.model = model
+        self.spec = spec
+        self.blocks: nn.ModuleList = _get(model, spec.blocks)
+        self.final_norm = _get(model, spec.final_norm)
+        self.project_out = _get(model, spec.project_out)
+        self.lm_head = model.get_output_embeddings()
+        self.softcap = getattr(model.config, "final_logit_softcapping", None)
+        if self.blocks is None or self.lm_head is None:
+            raise UnsupportedArchitectureError(
+                f"unsupported architecture '{model.config.model_type}': no decoder blocks or output embedding found"
+            )
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.blocks)
+
+    def head(self, final_hidden: torch.Tensor) -> torch.Tensor:
+        """Unembed a state that has already been through the final norm (hidden_states[L])."""
+        logits = self.lm_head(final_hidden)
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+    def finalize(self, residual: torch.Tensor) -> torch.Tensor:
+        """What the model does between its last block and the unembedding."""
+        if self.final_norm is not None:
+            residual = self.final_norm(residual)
+        if self.project_out is not None:
+            residual = self.project_out(residual)
+        return residual
+
+    def logit_lens(self, residual: torch.Tensor) -> torch.Tensor:
+        return self.head(self.finalize(residual))
+
+
+def _validate(adapter: Adapter) -> None:
+    """Check on a 2-token probe that head(hs[L]) is the model's logits and finalize(last block) is hs[L]."""
+    model = adapter.model
+    param = next(model.parameters())
+    ids = torch.tensor([[1, 2]], device=param.device) % model.config.vocab_size
+    captured: list[torch.Tensor] = []
+
+    def grab(_module, _inputs, output):
+        captured.append(output[0] if isinstance(output, tuple) else output)
+
+    handle = adapter.blocks[-1].register_forward_hook(grab)
+    try:
+        with torch.no_grad():
+            out = model(input_ids=ids, output_hidden_states=True, use_cache=False)
+            final = out.hidden_states[-1]
+            tol = 1e-3 if param.dtype == torch.float32 else 5e-2
+            same_logits = torch.allclose(adapter.head(final).float(), out.logits.float(), atol=tol, rtol=tol)
+            same_final = torch.allclose(adapter.finalize(captured[-1]).float(), final.float(), atol=tol, rtol=tol)
+    finally:
+        handle.remove()
+    if len(out.hidden_states) != adapter.num_layers + 1 or not (same_logits and same_final):
+        raise UnsupportedArchitectureError(
+            f"unsupported architecture '{model.config.model_type}': its layers could not be decoded faithfully"
+        )
+
+
+def adapter_for(model: nn.Module) -> Adapter:
+    """The validated adapter for a loaded causal LM, or a clear UnsupportedArchitectureError."""
+    model_type = getattr(model.config, "model_type", "?")
+    spec = ARCHITECTURES.get(model_type) or _guess_spec(model)
+    if spec is None:
+        raise UnsupportedArchitectureError(f"unsupported architecture '{model_type}': no decoder blocks found")
+    adapter = Adapter(model, spec)
+    _validate(adapter)
+    return adapter

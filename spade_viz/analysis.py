@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from .errors import InputError
+from .lenses.affine import AffineLens
 from .lenses.spade import POSITION_MODES, spade_final_states
 from .lenses.stats import DecodeStats, distribution_stats
 from .models.loading import LoadedModel
@@ -25,6 +26,8 @@ _GRID_CHUNK_ROWS = 256  # logit-lens rows decoded at once: bounds memory at ~256
 
 DECODER_LABELS = {
     "logit_lens": "logit lens",
+    "tuned_lens": "tuned lens",
+    "linear_spade": "linear SPADE",
     "spade": "SPADE",
     "spade_no_bos": "SPADE without <s>",
 }
@@ -42,15 +45,20 @@ class Analysis:
     spade_positions: str
     top_k: int
     target_id: int  # target token at the answer position
-    logit_lens: DecodeStats  # [L+1, positions]
-    answer: dict[str, DecodeStats]  # decoder name -> [L+1, 1] at the answer position
+    grids: dict[str, DecodeStats]  # decoder -> [L+1, positions]; always has "logit_lens"
+    answer: dict[str, DecodeStats]  # decoder -> [L+1, 1] at the answer position
     vocab: dict[int, str]  # strings of every token id that appears in the stats
-    residuals: torch.Tensor = field(repr=False)  # [L+1, positions, d]; entry L final-normed
+    residuals: torch.Tensor = field(repr=False)  # [L, positions, d]: h_0..h_{L-1}, raw
+    final_hidden: torch.Tensor = field(repr=False)  # [positions, d']: h_L, final-normed (what the head reads)
     answer_states: dict[str, torch.Tensor] = field(repr=False)  # decoder -> [L+1, d'] final-normed states
 
     @property
     def decoders(self) -> list[str]:
         return list(self.answer)
+
+    @property
+    def logit_lens(self) -> DecodeStats:
+        return self.grids["logit_lens"]
 
     @property
     def final_answer_id(self) -> int:
@@ -137,39 +145,34 @@ class Analysis:
 
     def to_frame(self) -> pd.DataFrame:
         """Long table: one row per (decoder, layer, position) the analysis decoded."""
-        frames = [self._frame("logit_lens", self.logit_lens, list(range(len(self.tokens))))]
+        positions = list(range(len(self.tokens)))
+        frames = [self._frame(name, stats, positions) for name, stats in self.grids.items()]
         frames += [
             self._frame(name, stats, [self.answer_position])
             for name, stats in self.answer.items()
-            if name != "logit_lens"
+            if name not in self.grids
         ]
         return pd.concat(frames, ignore_index=True)
 
 
-def _final_logprobs(lm: LoadedModel, final_hidden: torch.Tensor) -> torch.Tensor:
-    return torch.log_softmax(lm.adapter.head(final_hidden).float(), dim=-1)
-
-
-def _lens_logits(lm: LoadedModel, residuals: torch.Tensor) -> torch.Tensor:
-    """Logit lens of rows from layers < L (raw residuals) or = L (already final-normed): [l, p, d]."""
-    return lm.adapter.logit_lens(residuals)
-
-
-def _logit_lens_grid(lm: LoadedModel, residuals: torch.Tensor, final_logprobs, target_ids, k) -> DecodeStats:
+def _logit_lens_grid(
+    lm: LoadedModel, residuals, final_hidden, final_logprobs, target_ids, k, lens: AffineLens | None = None
+) -> DecodeStats:
+    """Logit lens (or a tuned lens) at every (layer, position): raw residuals [L, P, d], then the
+    model's own final states at layer L."""
     layers, positions, _ = residuals.shape
     per_chunk = max(1, _GRID_CHUNK_ROWS // positions)
     rows = []
     for start in range(0, layers, per_chunk):
-        stop = min(start + per_chunk, layers)
-        if stop == layers:
-            # the last layer is already final-normed: decode it with the head alone
-            body = _lens_logits(lm, residuals[start : layers - 1])
-            logits = torch.cat([body, lm.adapter.head(residuals[layers - 1 :])])
+        chunk = residuals[start : start + per_chunk]
+        if lens is None:
+            logits = lm.adapter.logit_lens(chunk)
         else:
-            logits = _lens_logits(lm, residuals[start:stop])
+            logits = lens.logits(lm, chunk, slice(start, start + per_chunk))
         stats = distribution_stats(logits, final_logprobs, target_ids, k)
         rows.append({key: value.flatten(0, 1) for key, value in stats.items()})
-    return DecodeStats.stack(rows, (layers, positions))
+    rows.append(distribution_stats(lm.adapter.head(final_hidden), final_logprobs, target_ids, k))
+    return DecodeStats.stack(rows, (layers + 1, positions))
 
 
 def _answer_stats(lm: LoadedModel, states: torch.Tensor, final_logprobs, target_id, k) -> DecodeStats:
@@ -224,8 +227,13 @@ def analyze(
     spade_positions: str = "original",
     without_bos: bool = True,
     max_tokens: int = DEFAULT_MAX_TOKENS,
+    lenses: dict[str, AffineLens] | None = None,
 ) -> Analysis:
-    """Decode every layer of `prompt` with the logit lens (all positions) and SPADE (answer position)."""
+    """Decode every layer of `prompt` with the logit lens (all positions) and SPADE (answer position).
+
+    `lenses` adds fitted affine decoders by name: a tuned lens gets a full grid like the logit
+    lens; linear SPADE, fitted to imitate SPADE at the answer, gets the answer column.
+    """
     if spade_positions not in POSITION_MODES:
         raise InputError(f"spade_positions must be one of {', '.join(POSITION_MODES)}")
     if not 1 <= top_k <= 100:
@@ -237,28 +245,35 @@ def analyze(
         out = lm.model(
             input_ids=torch.tensor([ids], device=lm.device), output_hidden_states=True, use_cache=False
         )
-        residuals = torch.stack([h[0] for h in out.hidden_states])  # [L+1, P, d]
+        residuals = torch.stack([h[0] for h in out.hidden_states[:-1]])  # [L, P, d]
+        final_hidden = out.hidden_states[-1][0]  # [P, d'] after the final norm (and OPT's project_out)
         final_logprobs = torch.log_softmax(out.logits[0].float(), dim=-1)  # [P, V]
         default_targets = final_logprobs.argmax(-1)
         target_id = resolve_target(lm, target, int(default_targets[answer]))
         grid_targets = default_targets.clone()
         grid_targets[answer] = target_id
-        grid = _logit_lens_grid(lm, residuals, final_logprobs, grid_targets, top_k)
+        grid = _logit_lens_grid(lm, residuals, final_hidden, final_logprobs, grid_targets, top_k)
 
-        answer_states = {"logit_lens": None}
-        answer_states["spade"] = spade_final_states(lm, residuals[:, answer], ids[-1], answer, spade_positions)
-        if without_bos:
-            answer_states["spade_no_bos"] = spade_final_states(
-                lm, residuals[:, answer], ids[-1], answer, spade_positions, with_bos=False
+        answer_states = {}
+        for name, with_bos in (("spade", True), ("spade_no_bos", False))[: 2 if without_bos else 1]:
+            answer_states[name] = spade_final_states(
+                lm, residuals[:, answer], final_hidden[answer], ids[-1], answer, spade_positions, with_bos
             )
+        grids = {"logit_lens": grid}
         answer_stats = {"logit_lens": grid.column(answer)}
+        for name, lens in (lenses or {}).items():
+            lens.check_matches(lm)
+            if lens.kind == "tuned_lens":
+                grids[name] = _logit_lens_grid(lm, residuals, final_hidden, final_logprobs, grid_targets, top_k,
+                                               lens=lens)
+                answer_stats[name] = grids[name].column(answer)
+            else:
+                answer_states[name] = torch.cat([lens.apply(residuals[:, answer]), final_hidden[answer : answer + 1]])
         for name, states in answer_states.items():
-            if states is not None:
-                answer_stats[name] = _answer_stats(lm, states, final_logprobs[answer], target_id, top_k)
-    answer_states.pop("logit_lens")
+            answer_stats[name] = _answer_stats(lm, states, final_logprobs[answer], target_id, top_k)
 
-    seen = set(ids) | {target_id} | set(np.unique(grid.top_ids).tolist())
-    for stats in answer_stats.values():
+    seen = set(ids) | {target_id}
+    for stats in [*grids.values(), *answer_stats.values()]:
         seen |= set(np.unique(stats.top_ids).tolist())
     vocab = {i: lm.token_str(i) for i in seen}
     return Analysis(
@@ -270,10 +285,11 @@ def analyze(
         spade_positions=spade_positions,
         top_k=top_k,
         target_id=target_id,
-        logit_lens=grid,
+        grids=grids,
         answer=answer_stats,
         vocab=vocab,
         residuals=residuals.cpu(),
+        final_hidden=final_hidden.cpu(),
         answer_states={k: v.cpu() for k, v in answer_states.items()},
     )
 
@@ -282,16 +298,19 @@ def retarget(lm: LoadedModel, analysis: Analysis, target: str | int | None) -> A
     """The same analysis with another target token at the answer position; no model forward."""
     answer = analysis.answer_position
     with torch.no_grad():
-        final_hidden = analysis.residuals[-1, answer : answer + 1].to(lm.device, lm.dtype)
-        final_logprobs = _final_logprobs(lm, final_hidden)[0]
+        final_hidden = analysis.final_hidden[answer : answer + 1].to(lm.device, lm.dtype)
+        final_logits = lm.adapter.head(final_hidden)
+        final_logprobs = torch.log_softmax(final_logits.float(), dim=-1)[0]
         target_id = resolve_target(lm, target, int(final_logprobs.argmax()))
-        lens_states = analysis.residuals[:, answer].to(lm.device, lm.dtype)
-        lens_logits = torch.cat([_lens_logits(lm, lens_states[:-1]), lm.adapter.head(lens_states[-1:])])
+        lens_logits = torch.cat(
+            [lm.adapter.logit_lens(analysis.residuals[:, answer].to(lm.device, lm.dtype)), final_logits]
+        )
         lens = distribution_stats(lens_logits, final_logprobs, torch.tensor(target_id), analysis.top_k)
         answer_stats = {"logit_lens": DecodeStats.stack([lens], (analysis.num_layers + 1, 1))}
         for name, states in analysis.answer_states.items():
-            answer_stats[name] = _answer_stats(lm, states.to(lm.device, lm.dtype), final_logprobs, target_id,
-                                               analysis.top_k)
+            answer_stats[name] = _answer_stats(
+                lm, states.to(lm.device, lm.dtype), final_logprobs, target_id, analysis.top_k
+            )
     grid = replace(analysis.logit_lens)
     grid.target_prob = grid.target_prob.copy()
     grid.target_rank = grid.target_rank.copy()
@@ -299,4 +318,5 @@ def retarget(lm: LoadedModel, analysis: Analysis, target: str | int | None) -> A
     grid.target_rank[:, answer] = answer_stats["logit_lens"].target_rank[:, 0]
     vocab = dict(analysis.vocab)
     vocab.setdefault(target_id, lm.token_str(target_id))
-    return replace(analysis, target_id=target_id, logit_lens=grid, answer=answer_stats, vocab=vocab)
+    grids = {**analysis.grids, "logit_lens": grid}
+    return replace(analysis, target_id=target_id, grids=grids, answer=answer_stats, vocab=vocab)

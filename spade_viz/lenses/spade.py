@@ -100,7 +100,8 @@ def spade_position(answer_position: int, mode: str, with_bos: bool = True) -> in
 
 def spade_final_states(
     lm: LoadedModel,
-    hidden_states: torch.Tensor,
+    residuals: torch.Tensor,
+    final_hidden: torch.Tensor,
     token_id: int,
     answer_position: int,
     mode: str = "original",
@@ -108,18 +109,18 @@ def spade_final_states(
 ) -> torch.Tensor:
     """SPADE for every layer 0..L at one answer position, as final-normed states [L+1, d'].
 
-    hidden_states [L+1, d]: the full pass's h_l[T] for l = 0..L (entry L already final-normed,
-    so SPADE at L is the model's own output).
+    residuals [L, d]: the full pass's raw h_l[T] for l < L; final_hidden [d']: its final-normed
+    h_L[T], which is SPADE at layer L (the model's own output).
     """
     layers = lm.num_layers
     start = torch.arange(layers)
     position = spade_position(answer_position, mode, with_bos)
     continued = continue_rows(
         lm,
-        hidden_states[:layers],
+        residuals,
         start,
         torch.full((layers,), token_id),
         torch.full((layers,), position),
         with_bos=with_bos,
     )
-    return torch.cat([continued, hidden_states[layers:].to(continued.device, continued.dtype)])
+    return torch.cat([continued, final_hidden.to(continued.device, continued.dtype).view(1, -1)])

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -216,6 +217,29 @@ def _load_pretrained(source: str, dtype: torch.dtype, local: bool):
     return model, tokenizer
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _load_hub(name: str, dtype: torch.dtype, progress: Progress):
+    """A Hub id: from the local Hugging Face cache if it is there, else fetched (fails fast offline)."""
+    try:
+        return _load_pretrained(name, dtype, local=True)
+    except ModelLoadError:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
+        raise ModelLoadError(
+            f"cannot fetch '{name}': the Hugging Face Hub is not reachable (no network?) and it is not in the "
+            "local cache; use the embedded default, a local folder or a .gguf file"
+        )
+    progress(f"Fetching {name} from the Hugging Face Hub...")
+    return _load_pretrained(name, dtype, local=False)
+
+
 def _start_token(model: PreTrainedModel, tokenizer) -> int:
     """The `<s>` SPADE keeps at position 0: BOS, else EOS (GPT-2's convention)."""
     for candidate in (tokenizer.bos_token_id, model.config.bos_token_id, tokenizer.eos_token_id,
@@ -259,8 +283,7 @@ def load_model(
     elif name.startswith((".", "/", "~")) or os.sep in name and path.parent.exists() and not path.exists():
         raise ModelLoadError(f"no such folder or file: {name}")
     else:
-        progress(f"Fetching {name} from the Hugging Face Hub...")
-        model, tokenizer = _load_pretrained(name, torch_dtype, local=False)
+        model, tokenizer = _load_hub(name, torch_dtype, progress)
 
     model = model.to(target_device).eval()
     model.requires_grad_(False)

@@ -1,0 +1,140 @@
+"""Per-layer affine maps shared by the tuned lens and linear SPADE.
+
+Both decoders put an affine map `W_l h + b_l` in front of a fixed readout, one map per layer
+0..L-1 (layer L is the model's own output). They differ only in what the map's output is:
+
+- "tuned_lens":   a translated residual, read by the logit lens (final norm + unembedding);
+- "linear_spade": an approximation of SPADE's final-normed state, read by the unembedding alone.
+
+Maps are saved as safetensors with string metadata (model fingerprint, layers, data hash), and
+loaded only for the exact model they were fitted on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ..errors import SpadeVizError
+from ..models.loading import LoadedModel, cache_dir
+
+KINDS = ("tuned_lens", "linear_spade")
+
+
+class CalibrationMismatch(SpadeVizError):
+    """A saved lens was fitted on another model (or is not a lens file at all)."""
+
+
+@dataclass
+class AffineLens:
+    """weight [L, d_out, d_in], bias [L, d_out]: the map for layers 0..L-1."""
+
+    kind: str
+    weight: torch.Tensor
+    bias: torch.Tensor
+    meta: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def num_layers(self) -> int:
+        return self.weight.shape[0]
+
+    @classmethod
+    def identity(cls, kind: str, num_layers: int, dim: int, meta: dict | None = None) -> "AffineLens":
+        eye = torch.eye(dim).expand(num_layers, dim, dim).clone()
+        return cls(kind, eye, torch.zeros(num_layers, dim), dict(meta or {}))
+
+    def apply(self, residuals: torch.Tensor, layers: torch.Tensor | slice = slice(None)) -> torch.Tensor:
+        """Map residuals [n, d_in] of layers `layers` ([n] ids), or [L, ..., d_in] for all layers."""
+        weight, bias = self.weight[layers], self.bias[layers]
+        weight, bias = weight.to(residuals.device, residuals.dtype), bias.to(residuals.device, residuals.dtype)
+        if residuals.dim() == 2 and weight.dim() == 3 and weight.shape[0] == residuals.shape[0]:
+            return torch.einsum("noi,ni->no", weight, residuals) + bias
+        shape = residuals.shape
+        flat = residuals.reshape(shape[0], -1, shape[-1])
+        out = torch.einsum("loi,lpi->lpo", weight, flat) + bias[:, None]
+        return out.reshape(*shape[:-1], out.shape[-1])
+
+    def logits(self, lm: LoadedModel, residuals: torch.Tensor, layers=slice(None)) -> torch.Tensor:
+        """Decoded logits of raw residuals (see `apply` for shapes)."""
+        mapped = self.apply(residuals, layers)
+        if self.kind == "tuned_lens":
+            return lm.adapter.logit_lens(mapped)
+        return lm.adapter.head(mapped)
+
+    def save(self, path: Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {**{k: str(v) for k, v in self.meta.items()}, "kind": self.kind, "format": "spade-viz-affine-1"}
+        tensors = {"weight": self.weight.float().contiguous(), "bias": self.bias.float().contiguous()}
+        save_file(tensors, str(path), metadata=meta)
+        return path
+
+    @classmethod
+    def load(cls, path: Path, lm: LoadedModel | None = None) -> "AffineLens":
+        """Read a saved lens; with `lm`, refuse it unless it was fitted on that exact model."""
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                meta = dict(handle.metadata() or {})
+                weight, bias = handle.get_tensor("weight"), handle.get_tensor("bias")
+        except Exception as err:
+            raise CalibrationMismatch(f"{Path(path).name} is not a readable lens file: {err}") from err
+        if meta.get("format") != "spade-viz-affine-1" or meta.get("kind") not in KINDS:
+            raise CalibrationMismatch(f"{Path(path).name} is not a spade-viz lens file")
+        lens = cls(meta.pop("kind"), weight, bias, meta)
+        if lm is not None:
+            lens.check_matches(lm)
+        return lens
+
+    def check_matches(self, lm: LoadedModel) -> None:
+        want, have = self.meta.get("fingerprint"), lm.fingerprint()
+        if want != have or self.num_layers != lm.num_layers:
+            raise CalibrationMismatch(
+                f"this {self.kind.replace('_', ' ')} was fitted on model '{self.meta.get('model', '?')}' "
+                f"(fingerprint {want}), not on the loaded '{lm.name}' ({have}): fit one for this model"
+            )
+
+
+def lens_meta(lm: LoadedModel, **extra) -> dict[str, str]:
+    """Metadata every saved lens carries, plus what the fitter adds (data hash, settings, scores)."""
+    meta = {
+        "model": lm.name,
+        "fingerprint": lm.fingerprint(),
+        "num_layers": str(lm.num_layers),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()})
+    return meta
+
+
+def default_lens_path(lm: LoadedModel, kind: str) -> Path:
+    """Where a lens of `kind` for this exact model is kept by default."""
+    return cache_dir() / "lenses" / lm.fingerprint() / f"{kind}.safetensors"
+
+
+def find_lens(lm: LoadedModel, kind: str) -> AffineLens | None:
+    """The saved lens of `kind` for this model, if one exists."""
+    path = default_lens_path(lm, kind)
+    return AffineLens.load(path, lm) if path.exists() else None
+
+
+def fit_ridge(inputs: torch.Tensor, targets: torch.Tensor, ridge: float = 1e-2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Closed-form ridge regression targets ~ W inputs + b; returns (W [d_out, d_in], b [d_out]).
+
+    Inputs are centred so the bias is not shrunk; the penalty is scaled by the input variance so
+    one `ridge` value suits layers whose residual norms differ by orders of magnitude.
+    """
+    x = inputs.double()
+    y = targets.double()
+    x_mean, y_mean = x.mean(0), y.mean(0)
+    xc, yc = x - x_mean, y - y_mean
+    gram = xc.T @ xc
+    scale = gram.diagonal().mean().clamp_min(1e-12)
+    weight = torch.linalg.solve(gram + ridge * scale * torch.eye(gram.shape[0], dtype=gram.dtype), xc.T @ yc).T
+    bias = y_mean - weight @ x_mean
+    return weight.float(), bias.float()

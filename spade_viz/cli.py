@@ -52,6 +52,13 @@ def _cmd_analyze(args) -> None:
         print(f"{name}: top-1 equals the final answer from layer {first} on")
 
 
+def _cmd_fetch(_args) -> None:
+    from .models.loading import ensure_default_model
+
+    folder = ensure_default_model(progress=lambda message: print(message, file=sys.stderr))
+    print(f"default model ready in {folder}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m spade_viz", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -65,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--max-tokens", type=int, default=512)
     analyze.add_argument("--json", action="store_true", help="print one JSON object")
     analyze.set_defaults(run=_cmd_analyze)
+
+    fetch = commands.add_parser("fetch", help=f"fetch and convert the embedded default model ({DEFAULT_MODEL})")
+    fetch.set_defaults(run=_cmd_fetch)
     return parser
 
 

@@ -1,0 +1,37 @@
+"""Shared fixtures: tiny random models of every family (as real folders) and the real default model."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent))
+
+import spade_viz as sv  # noqa: E402
+from tiny_models import FAMILIES, save_tiny  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_folders(tmp_path_factory) -> dict[str, Path]:
+    """family -> folder holding a saved tiny random model and tokenizer."""
+    root = tmp_path_factory.mktemp("tiny")
+    return {family: save_tiny(family, root / family) for family in FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def tiny_lms(tiny_folders) -> dict[str, sv.LoadedModel]:
+    return {family: sv.load_model(str(folder)) for family, folder in tiny_folders.items()}
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tiny_lms) -> sv.LoadedModel:
+    return tiny_lms["llama"]
+
+
+@pytest.fixture(scope="session")
+def default_lm() -> sv.LoadedModel:
+    """The real embedded default model (fetched and converted once into the user cache)."""
+    return sv.load_model(sv.DEFAULT_MODEL)

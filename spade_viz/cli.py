@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     fetch = commands.add_parser("fetch", help=f"fetch and convert the embedded default model ({DEFAULT_MODEL})")
     fetch.set_defaults(run=_cmd_fetch)
+
+    from .exit.cli_commands import add_exit_commands
+
+    add_exit_commands(commands, _add_model_args)  # exit-curve, real-exit
     return parser
 
 

@@ -258,7 +258,7 @@ def load_model(
     progress: Progress = _quiet,
 ) -> LoadedModel:
     """Load `name`: 'smollm2-135m' (embedded default), a folder, a .gguf path, or a Hub id."""
-    name = (name or "").strip()
+    name = str(name or "").strip()
     if not name:
         raise ModelLoadError("no model name given")
     if dtype not in DTYPES:

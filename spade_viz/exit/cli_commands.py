@@ -14,8 +14,6 @@ def _checkpoint_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoints", default="all",
                         help="where the exit test runs: all (every layer from 1), every:K, from:M, "
                              "every:K,from:M, or layers:A,B,... (default: all)")
-    parser.add_argument("--confidence", default="linear_spade",
-                        help="decoder whose entropy is the confidence (default: linear_spade)")
     parser.add_argument("--continuation-tokens", type=float, default=None,
                         help="rows charged in the one-token SPADE continuation (default 1; the paper charges 2)")
 
@@ -68,6 +66,8 @@ def add_exit_commands(commands, add_model_args) -> None:
     )
     curve.add_argument("--sweep", required=True, help="CSV written by `sweep` (one row per example, layer, decoder)")
     _checkpoint_args(curve)
+    curve.add_argument("--confidence", default="linear_spade",
+                       help="decoder whose entropy is the confidence (default: linear_spade)")
     curve.add_argument("--answer", default="spade", help="decoder that answers at the exit layer (default: spade)")
     curve.add_argument("--thresholds", type=int, default=200, help="number of entropy quantiles tried (default 200)")
     curve.add_argument("--threshold", type=float, default=None, help="also report this one threshold")

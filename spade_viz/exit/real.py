@@ -1,0 +1,374 @@
+"""Real hybrid early exit: the forward pass actually stops at the exit layer, then SPADE answers.
+
+For each prompt the model runs its own forward (any architecture) with a pre-hook on the
+block after each checkpoint layer l: the hook reads h_l at the answer row, maps it with linear
+SPADE, and if the entropy of that distribution is below the threshold it raises `StopForward`
+carrying h_l[T]; the remaining blocks never run on the full sequence. SPADE then continues
+that one row through blocks l+1..L (attending to the cached `<s>`), skipping blocks 1..l
+outright, so no block runs twice and none runs for nothing. Never confident: the forward
+finishes and the model's own logits answer.
+
+`run_real_exit` times this against plain full forward passes on the same prompts, in the same
+process, interleaved (alternating which goes first), and reports the measured wall-clock
+speedup beside the simulated compute fraction of the exits it actually took.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..lenses.affine import AffineLens
+from ..lenses.spade import _bos_cache, spade_position
+from ..models.loading import LoadedModel
+from .cost import Checkpoints, CostModel, full_cost, hybrid_costs
+
+
+class StopForward(Exception):
+    """Raised inside the forward pass by a confident checkpoint: carries the layer and h_l[T]."""
+
+    def __init__(self, layer: int, state: torch.Tensor, entropy: float):
+        super().__init__(f"exit at layer {layer}")
+        self.layer, self.state, self.entropy = layer, state, entropy
+
+
+@dataclass
+class PreparedPrompt:
+    """Token ids (with `<s>`) the model reads, and the gold token that follows them."""
+
+    example_id: str
+    ids: list[int]
+    gold_id: int | None = None
+    candidates: list[int] | None = None  # restrict confidence and answer to these tokens
+
+
+def prepare_prompts(lm: LoadedModel, examples, max_tokens: int = 512) -> list[PreparedPrompt]:
+    """`Example`s of a dataset -> model inputs, split at the gold answer's first token."""
+    from ..data import answer_split
+
+    prepared = []
+    limit = min(max_tokens, lm.max_positions or max_tokens)
+    for example in examples:
+        try:
+            split = answer_split(lm.tokenizer, example.prompt, example.answer)
+        except ValueError as err:
+            raise InputError(f"example {example.id}: {err}") from None
+        ids = [lm.bos_id, *split.context_ids]
+        if len(ids) > limit:
+            raise InputError(f"example {example.id} has {len(ids)} tokens; the limit is {limit}")
+        prepared.append(PreparedPrompt(example.id, ids, split.gold_id))
+    return prepared
+
+
+def _entropy(logits: torch.Tensor) -> float:
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    return float(-(logprobs.exp() * logprobs).sum(-1))
+
+
+def _hidden_arg(args, kwargs):
+    return args[0] if args else kwargs["hidden_states"]
+
+
+@contextmanager
+def exit_hooks(lm: LoadedModel, lens: AffineLens, mask: np.ndarray, threshold: float,
+               candidates: torch.Tensor | None = None, record: list | None = None):
+    """While active, a forward pass raises StopForward at the first confident checkpoint."""
+    handles = []
+    layer_ids = {layer: torch.tensor([layer]) for layer in np.nonzero(mask)[0].tolist()}
+
+    def make(layer):
+        def check(_module, args, kwargs):
+            state = _hidden_arg(args, kwargs)[0, -1]
+            logits = lens.logits(lm, state.unsqueeze(0), layer_ids[layer])[0]
+            if candidates is not None:
+                logits = logits[candidates]
+            entropy = _entropy(logits)
+            if record is not None:
+                record.append((layer, entropy))
+            if entropy < threshold:
+                raise StopForward(layer, state.detach().clone(), entropy)
+
+        return check
+
+    for layer in layer_ids:  # h_l is the input of block l (l < L)
+        handles.append(lm.adapter.blocks[layer].register_forward_pre_hook(make(layer), with_kwargs=True))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def skip_blocks(lm: LoadedModel, layer: int, state: torch.Tensor, tuple_len: int = 0):
+    """While active, blocks 1..layer do no work: block `layer` outputs `state` (all earlier ones pass
+    their input through untouched), so a one-token forward resumes at block layer+1."""
+    blocks = lm.adapter.blocks
+    patched = []
+
+    def make(out_state):
+        def forward(*args, **kwargs):
+            hidden = out_state if out_state is not None else _hidden_arg(args, kwargs)
+            return (hidden, *([None] * (tuple_len - 1))) if tuple_len else hidden
+
+        return forward
+
+    try:
+        for index in range(layer):
+            block = blocks[index]
+            block.forward = make(state.view(1, 1, -1).to(lm.dtype) if index == layer - 1 else None)
+            patched.append(block)
+        yield
+    finally:
+        for block in patched:
+            del block.forward  # back to the class's forward
+
+
+def _output_tuple_len(lm: LoadedModel) -> int:
+    """0 when blocks return a tensor (transformers 5), else the length of the tuple they return."""
+    cached = getattr(lm, "_block_tuple_len", None)
+    if cached is None:
+        seen = []
+        handle = lm.adapter.blocks[0].register_forward_hook(lambda _m, _i, out: seen.append(out))
+        try:
+            with torch.no_grad():
+                lm.model(input_ids=torch.tensor([[lm.bos_id]], device=lm.device), use_cache=False, logits_to_keep=1)
+        finally:
+            handle.remove()
+        out = seen[0]
+        cached = len(out) if isinstance(out, tuple) else 0
+        lm._block_tuple_len = cached
+    return cached
+
+
+@dataclass
+class ExitDecision:
+    layer: int  # exit layer; L = the full model answered
+    answer_id: int
+    entropies: list[tuple[int, float]] = field(default_factory=list)
+
+
+def exit_answer(lm: LoadedModel, ids: list[int], lens: AffineLens, mask: np.ndarray, threshold: float,
+                positions: str = "original", candidates: list[int] | None = None, record: bool = False) -> ExitDecision:
+    """One prompt through the real hybrid exit: stop at the first confident checkpoint, SPADE from there."""
+    device = lm.device
+    cand = torch.tensor(candidates, device=device) if candidates else None
+    trace: list | None = [] if record else None
+    input_ids = torch.tensor([ids], device=device)
+    with torch.no_grad():
+        try:
+            with exit_hooks(lm, lens, mask, threshold, cand, trace):
+                out = lm.model(input_ids=input_ids, use_cache=False, logits_to_keep=1)
+        except StopForward as stop:
+            logits = spade_continue(lm, stop.state, stop.layer, ids[-1], spade_position(len(ids) - 1, positions))
+            layer = stop.layer
+        else:
+            logits = out.logits[0, -1]
+            layer = lm.num_layers
+    if cand is not None:
+        answer = int(cand[logits[cand].argmax()])
+    else:
+        answer = int(logits.argmax())
+    return ExitDecision(layer, answer, trace or [])
+
+
+def spade_continue(lm: LoadedModel, state: torch.Tensor, layer: int, token_id: int, position: int) -> torch.Tensor:
+    """Logits [V] of SPADE from `layer`: h_layer[T] through blocks layer+1..L only, with the `<s>` cache."""
+    tuple_len = _output_tuple_len(lm)
+    cache = copy.deepcopy(_bos_cache(lm))
+    device = lm.device
+    with torch.no_grad(), skip_blocks(lm, layer, state, tuple_len):
+        out = lm.model(
+            input_ids=torch.tensor([[token_id]], device=device),
+            position_ids=torch.tensor([[position]], device=device),
+            past_key_values=cache,
+            attention_mask=torch.ones(1, 2, dtype=torch.long, device=device),
+            use_cache=True,
+            logits_to_keep=1,
+        )
+    return out.logits[0, -1]
+
+
+def full_answer(lm: LoadedModel, ids: list[int]) -> torch.Tensor:
+    with torch.no_grad():
+        return lm.model(input_ids=torch.tensor([ids], device=lm.device), use_cache=False, logits_to_keep=1).logits[0, -1]
+
+
+# --------------------------------------------------------------------------------------------
+# Timed runs over a dataset
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RealExitReport:
+    threshold: float
+    checkpoints: str
+    example_ids: list[str]
+    n_tokens: np.ndarray  # [N]
+    exit_layers: np.ndarray  # [N]
+    answers: np.ndarray  # [N] token ids
+    full_answers: np.ndarray  # [N] token ids
+    gold: np.ndarray | None  # [N] token ids
+    full_seconds: float  # total wall clock of the plain full passes (all repeats)
+    exit_seconds: float  # total wall clock of the real-exit runs (all repeats)
+    simulated_fraction: float  # mean cost / full cost of the exits taken (block-token units)
+    num_layers: int
+    repeats: int
+    cost: dict
+
+    @property
+    def measured_speedup(self) -> float:
+        return self.full_seconds / self.exit_seconds if self.exit_seconds > 0 else float("nan")
+
+    @property
+    def simulated_speedup(self) -> float:
+        return 1.0 / self.simulated_fraction
+
+    def to_dict(self) -> dict:
+        n = len(self.example_ids)
+        out = {
+            "threshold": self.threshold,
+            "checkpoints": self.checkpoints,
+            "examples": n,
+            "num_layers": self.num_layers,
+            "repeats": self.repeats,
+            "mean_exit_layer": float(self.exit_layers.mean()),
+            "exit_rate": float((self.exit_layers < self.num_layers).mean()),
+            "agreement": float((self.answers == self.full_answers).mean()),
+            "full_ms_per_example": 1000 * self.full_seconds / (n * self.repeats),
+            "exit_ms_per_example": 1000 * self.exit_seconds / (n * self.repeats),
+            "measured_speedup": self.measured_speedup,
+            "simulated_compute_fraction": self.simulated_fraction,
+            "simulated_speedup": self.simulated_speedup,
+            "cost": self.cost,
+            "per_example": [
+                {"example_id": e, "n_tokens": int(t), "exit_layer": int(x), "answer_id": int(a)}
+                for e, t, x, a in zip(self.example_ids, self.n_tokens, self.exit_layers, self.answers)
+            ],
+        }
+        if self.gold is not None:
+            out["accuracy"] = float((self.answers == self.gold).mean())
+            out["full_accuracy"] = float((self.full_answers == self.gold).mean())
+        return out
+
+
+def run_real_exit(
+    lm: LoadedModel,
+    prompts: list[PreparedPrompt],
+    lens: AffineLens,
+    threshold: float,
+    checkpoints: Checkpoints = Checkpoints(),
+    cost: CostModel | None = None,
+    repeats: int = 3,
+    positions: str = "original",
+    progress=None,
+) -> RealExitReport:
+    """Real exits over `prompts`, timed against full passes (interleaved, `repeats` rounds)."""
+    if not prompts:
+        raise InputError("no examples to run")
+    if lens.kind != "linear_spade":
+        raise InputError(f"the exit confidence needs a linear SPADE lens, not a {lens.kind}")
+    lens.check_matches(lm)
+    if repeats < 1:
+        raise InputError("repeats must be at least 1")
+    L = lm.num_layers
+    mask = checkpoints.mask(L)
+    if not mask.any():
+        raise InputError(f"no checkpoint layer below {L} with {checkpoints.describe()}")
+    cost = cost or CostModel.from_lm(lm)
+    sync = torch.cuda.synchronize if lm.device.type == "cuda" else (lambda: None)
+
+    # warm up both paths (kernels, caches, the <s> cache), untimed
+    exit_answer(lm, prompts[0].ids, lens, mask, threshold, positions, prompts[0].candidates)
+    full_answer(lm, prompts[0].ids)
+
+    n = len(prompts)
+    layers = np.zeros(n, dtype=np.int64)
+    answers = np.zeros(n, dtype=np.int64)
+    finals = np.zeros(n, dtype=np.int64)
+    full_s = exit_s = 0.0
+    for round_ in range(repeats):
+        for i, prompt in enumerate(prompts):
+            order = ("full", "exit") if (i + round_) % 2 == 0 else ("exit", "full")
+            for which in order:
+                sync()
+                start = time.perf_counter()
+                if which == "full":
+                    logits = full_answer(lm, prompt.ids)
+                    sync()
+                    full_s += time.perf_counter() - start
+                    if prompt.candidates:
+                        finals[i] = prompt.candidates[int(logits[prompt.candidates].argmax())]
+                    else:
+                        finals[i] = int(logits.argmax())
+                else:
+                    decision = exit_answer(lm, prompt.ids, lens, mask, threshold, positions, prompt.candidates)
+                    sync()
+                    exit_s += time.perf_counter() - start
+                    layers[i], answers[i] = decision.layer, decision.answer_id
+            if progress is not None:
+                progress((round_ * n + i + 1) / (repeats * n), f"round {round_ + 1}/{repeats}, example {i + 1}/{n}")
+
+    n_tokens = np.array([len(p.ids) for p in prompts])
+    table = hybrid_costs(n_tokens, L, cost, mask) / full_cost(n_tokens, L, cost)[:, None]
+    fraction = float(table[np.arange(n), layers].mean())
+    gold = np.array([p.gold_id for p in prompts]) if all(p.gold_id is not None for p in prompts) else None
+    return RealExitReport(
+        threshold=float(threshold), checkpoints=checkpoints.describe(), example_ids=[p.example_id for p in prompts],
+        n_tokens=n_tokens, exit_layers=layers, answers=answers, full_answers=finals, gold=gold,
+        full_seconds=full_s, exit_seconds=exit_s, simulated_fraction=fraction, num_layers=L, repeats=repeats,
+        cost=cost.to_dict(),
+    )
+
+
+def format_real_exit(report: RealExitReport) -> str:
+    d = report.to_dict()
+    lines = [
+        f"{d['examples']} examples x {d['repeats']} rounds, threshold {d['threshold']:g}, checkpoints {d['checkpoints']}",
+        f"mean exit layer {d['mean_exit_layer']:.1f} of {d['num_layers']} ({d['exit_rate']:.0%} exit early); "
+        f"agreement with the full model {d['agreement']:.3f}",
+    ]
+    if "accuracy" in d:
+        lines.append(f"accuracy {d['accuracy']:.3f} (full model {d['full_accuracy']:.3f})")
+    lines += [
+        f"wall clock per example: full pass {d['full_ms_per_example']:.1f} ms, real exit {d['exit_ms_per_example']:.1f} ms",
+        f"measured speedup {d['measured_speedup']:.2f}x; simulated compute fraction {d['simulated_compute_fraction']:.3f} "
+        f"(speedup {d['simulated_speedup']:.2f}x)",
+    ]
+    return "\n".join(lines)
+
+
+def real_exit_from_cli(args, progress=None) -> RealExitReport:
+    """The `real-exit` subcommand: load model, dataset and lens from its arguments, run, report."""
+    from pathlib import Path
+
+    from ..data import builtin_tasks, load_builtin, load_dataset
+    from ..lenses.affine import find_lens
+    from ..models.loading import load_model
+
+    checkpoints = Checkpoints.parse(args.checkpoints)
+    if args.dataset in builtin_tasks():
+        dataset = load_builtin(args.dataset)
+    elif Path(args.dataset).exists():
+        dataset = load_dataset(args.dataset)
+    else:
+        raise InputError(f"no built-in task or file named {args.dataset!r} (built-in: {', '.join(builtin_tasks())})")
+    examples = list(dataset.examples)[: args.limit] if args.limit else list(dataset.examples)
+    lm = load_model(args.model, device=args.device, dtype=args.dtype, progress=progress or (lambda _m: None))
+    lens = AffineLens.load(Path(args.lens), lm) if args.lens else find_lens(lm, "linear_spade")
+    if lens is None:
+        raise InputError("no linear SPADE is saved for this model: fit one first (`python -m spade_viz calibrate`)")
+    cost = CostModel.from_lm(lm)
+    if args.continuation_tokens is not None:
+        cost = cost.with_options(continuation_tokens=args.continuation_tokens)
+    prompts = prepare_prompts(lm, examples)
+    tick = None
+    if progress is not None:
+        tick = lambda share, text: progress(f"{share:4.0%} {text}") if int(share * 100) % 10 == 0 else None  # noqa: E731
+    return run_real_exit(lm, prompts, lens, args.threshold, checkpoints, cost, args.repeats, progress=tick)

@@ -1,0 +1,128 @@
+"""Real early exit on a tiny model: the forward pass really stops, and its exits and answers are
+exactly the simulated ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import spade_viz as sv
+from spade_viz.data import Example
+from spade_viz.exit import Checkpoints, CostModel, ExitArrays, ExitSimulator
+from spade_viz.exit.real import exit_answer, prepare_prompts, run_real_exit, spade_continue
+from spade_viz.lenses.affine import AffineLens, lens_meta
+
+EXAMPLES = [
+    Example("e1", "France: Paris\nJapan:", " Tokyo"),
+    Example("e2", "Italy: Rome\nEgypt:", " Cairo"),
+    Example("e3", "English: cat\nFrench:", " chat"),
+    Example("e4", "Question: Is the sky blue?\nAnswer:", " Yes"),
+    Example("e5", "The quick brown fox", " jumps"),
+    Example("e6", "1 2 3 4", " 5"),
+]
+
+
+def random_lens(lm, seed=0, scale=0.3) -> AffineLens:
+    L = lm.num_layers
+    d_in = lm.model.get_input_embeddings().weight.shape[1]
+    d_out = lm.adapter.lm_head.weight.shape[1]
+    gen = torch.Generator().manual_seed(seed)
+    weight = torch.randn(L, d_out, d_in, generator=gen) * scale
+    return AffineLens("linear_spade", weight, torch.zeros(L, d_out), lens_meta(lm))
+
+
+def analysed_arrays(lm, lens, examples) -> tuple[ExitArrays, dict]:
+    """What a sweep records, computed here through `analyze` (the engine's own SPADE)."""
+    L = lm.num_layers
+    fields = {k: {d: [] for d in ("spade", "linear_spade", "logit_lens")} for k in ("top1", "correct", "agree", "H")}
+    lengths, answer_ids = [], {}
+    for prompt in prepare_prompts(lm, examples):
+        res = sv.analyze(lm, lm.tokenizer.decode(prompt.ids[1:]), lenses={"linear_spade": lens})
+        assert res.token_ids == prompt.ids
+        final = res.final_answer_id
+        for d in ("spade", "linear_spade", "logit_lens"):
+            top = res.answer[d].top1[:, 0]
+            fields["top1"][d].append(top.astype(str))
+            fields["correct"][d].append(top == prompt.gold_id)
+            fields["agree"][d].append(top == final)
+            fields["H"][d].append(res.answer[d].entropy[:, 0].astype(np.float64))
+        answer_ids[prompt.example_id] = res.answer["spade"].top1[:, 0]
+        lengths.append(len(prompt.ids))
+    stack = lambda k: {d: np.stack(v) for d, v in fields[k].items()}  # noqa: E731
+    arrays = ExitArrays(np.array([e.id for e in examples], dtype=object), np.array(lengths), L,
+                        stack("top1"), stack("correct"), stack("agree"), stack("H"))
+    return arrays, answer_ids
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_lm):
+    lens = random_lens(tiny_lm)
+    arrays, answer_ids = analysed_arrays(tiny_lm, lens, EXAMPLES)
+    return tiny_lm, lens, arrays, answer_ids
+
+
+def _thresholds(arrays: ExitArrays, mask: np.ndarray) -> list[float]:
+    """Midpoints between the distinct checkpoint entropies: no threshold sits on a value."""
+    values = np.unique(arrays.entropy["linear_spade"][:, :-1][:, mask[:-1]].round(6))
+    mids = (values[1:] + values[:-1]) / 2
+    return [0.0, *mids[:: max(1, len(mids) // 6)].tolist(), float(values.max()) + 1.0]
+
+
+@pytest.mark.parametrize("checkpoints", [Checkpoints(start=0), Checkpoints(every=2, start=1)])
+def test_real_exit_equals_simulation(setup, checkpoints):
+    lm, lens, arrays, answer_ids = setup
+    mask = checkpoints.mask(lm.num_layers)
+    sim = ExitSimulator(arrays, CostModel.from_lm(lm), checkpoints)
+    prompts = prepare_prompts(lm, EXAMPLES)
+    seen_layers = set()
+    for tau in _thresholds(arrays, mask):
+        expected = sim.at(tau)
+        report = run_real_exit(lm, prompts, lens, tau, checkpoints, repeats=1)
+        assert report.exit_layers.tolist() == expected.exit_layer.tolist(), tau
+        for i, prompt in enumerate(prompts):
+            assert report.answers[i] == answer_ids[prompt.example_id][report.exit_layers[i]]
+        assert (report.answers == report.gold).tolist() == expected.correct.tolist()
+        assert report.simulated_fraction == pytest.approx(expected.point.compute_fraction)
+        seen_layers |= set(report.exit_layers.tolist())
+        assert report.full_seconds > 0 and report.exit_seconds > 0
+    assert len(seen_layers) >= min(3, mask.sum() + 1)  # thresholds exercised early, late and no exit
+
+
+def test_forward_really_stops(setup):
+    """Blocks after the exit layer never see the full sequence; blocks before it never see the
+    one-token continuation."""
+    lm, lens, arrays, _ = setup
+    calls = {i: [] for i in range(lm.num_layers)}
+    # the MLP inside each block does the work: count the tokens it sees (hooks on the block itself
+    # would fire even for a skipped block, whose forward is replaced but whose hooks still run)
+    handles = [block.mlp.register_forward_hook(lambda m, a, out, i=i: calls[i].append(a[0].shape[1]))
+               for i, block in enumerate(lm.adapter.blocks)]
+    try:
+        ids = prepare_prompts(lm, EXAMPLES[:1])[0].ids
+        decision = exit_answer(lm, ids, lens, Checkpoints(start=1).mask(lm.num_layers), threshold=1e9)
+    finally:
+        for h in handles:
+            h.remove()
+    assert decision.layer == 1
+    assert calls[0] == [len(ids)]  # block 0 ran on the sequence, not on the continuation
+    assert all(calls[i] == [1] for i in range(1, lm.num_layers))  # later blocks: the one-token row only
+
+
+def test_spade_continuation_equals_engine(tiny_lms):
+    for family in ("llama", "gpt2", "opt", "gemma2"):
+        lm = tiny_lms[family]
+        res = sv.analyze(lm, "France: Paris\nJapan:")
+        for layer in range(lm.num_layers):
+            logits = spade_continue(lm, res.residuals[layer, -1], layer, res.token_ids[-1], res.answer_position)
+            ref = lm.adapter.head(res.answer_states["spade"][layer : layer + 1])[0]
+            torch.testing.assert_close(logits, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_bad_input(setup):
+    lm, lens, _, _ = setup
+    prompts = prepare_prompts(lm, EXAMPLES[:2])
+    with pytest.raises(sv.InputError):
+        run_real_exit(lm, [], lens, 1.0)
+    with pytest.raises(sv.InputError, match="linear SPADE"):
+        run_real_exit(lm, prompts, AffineLens("tuned_lens", lens.weight, lens.bias, lens.meta), 1.0)

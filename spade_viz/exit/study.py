@@ -1,0 +1,142 @@
+"""What the Early-exit page holds between reruns: one sweep, its simulators per setting, and the
+per-threshold views, all computed from the cached arrays (never from the model).
+
+`ExitStudy.view(...)` builds (and keeps, for a few settings) everything that depends on the
+checkpoint layout and cost options: the hybrid curve over all thresholds, the baselines and the
+operating points. `StudyView.at(threshold)` is what a slider move costs.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from .arrays import ExitArrays
+from .cost import Checkpoints, CostModel
+from .simulate import ExitOutcome, ExitSimulator, operating_points
+
+EXPLANATIONS = {
+    "metrics": "Accuracy: share of examples whose exit answer is the gold token. Compute: mean cost of an example "
+               "as a fraction of its own full forward pass. Speedup = 1 / compute. Agreement: share whose exit "
+               "answer equals the full model's answer.",
+    "tradeoff": "Each point of a curve is one threshold: up and left is better. The hybrid exit (SPADE answers at "
+                "the linear-SPADE exit) against the classic exit (logit-lens confidence and answer), SPADE at one "
+                "fixed layer for every example, the full model and an oracle that knows the best layer.",
+    "histogram": "Where the examples leave the network at this threshold; the dark bar holds those never confident "
+                 "enough, answered by the full model.",
+    "layers": "Accuracy of each decoder if every example were read at that layer: how early each one finds the "
+              "answer. SPADE usually gets there many layers before the logit lens.",
+    "points": "The paper's two operating points: the threshold with the best accuracy, and the threshold with the "
+              "largest speedup whose accuracy is within 1 point of the full model's.",
+    "table": "Each example at this threshold; select a row to open its prompt in the Explore page.",
+    "cost": "Compute is counted in block-token units: a block applied to one token, by parameter count. Exit at "
+            "layer l costs l blocks on the whole prompt, L - l blocks on the answer token (the SPADE continuation; "
+            "the paper charges 2 tokens), one unembedding, and per checkpoint passed one linear-SPADE map and one "
+            "unembedding. Never confident: the full pass plus all checkpoint costs.",
+    "real": "Runs the exit for real: the forward pass stops at the exit layer and SPADE continues the answer row "
+            "from there; its wall clock is measured against plain full passes on the same prompts, interleaved.",
+}
+
+
+@dataclass(frozen=True)
+class ViewKey:
+    checkpoints: Checkpoints
+    continuation_tokens: float
+    include_head: bool
+    confidence: str
+
+
+class StudyView:
+    """One setting of checkpoints and cost: curves, baselines and operating points, computed once."""
+
+    def __init__(self, arrays: ExitArrays, cost: CostModel, key: ViewKey, thresholds: int = 200):
+        self.arrays, self.key = arrays, key
+        self.simulator = ExitSimulator(
+            arrays, cost.with_options(continuation_tokens=key.continuation_tokens, include_head=key.include_head),
+            key.checkpoints, key.confidence,
+        )
+        self.curve = self.simulator.curve(count=thresholds)
+        self.full = self.simulator.full_model().to_dict()
+        self.points = operating_points(self.curve, self.full["accuracy"])
+
+    @cached_property
+    def classic(self) -> pd.DataFrame | None:
+        return self.simulator.classic_curve() if "logit_lens" in self.arrays.decoders else None
+
+    @cached_property
+    def classic_points(self) -> dict | None:
+        return None if self.classic is None else operating_points(self.classic, self.full["accuracy"])
+
+    @cached_property
+    def fixed(self) -> pd.DataFrame:
+        return self.simulator.fixed_layer()
+
+    @cached_property
+    def oracle(self) -> dict:
+        return self.simulator.oracle().point.to_dict()
+
+    @cached_property
+    def layer_accuracy(self) -> pd.DataFrame:
+        return self.simulator.layer_accuracy()
+
+    @property
+    def max_threshold(self) -> float:
+        return float(self.curve["threshold"].max())
+
+    def at(self, threshold: float) -> ExitOutcome:
+        return self.simulator.at(threshold)
+
+    def first_layers(self) -> dict[str, int | None]:
+        return {d: self.simulator.first_layer_reaching(d) for d in self.arrays.decoders}
+
+    def points_table(self) -> pd.DataFrame:
+        rows = [("full model", self.full), ("oracle", self.oracle)]
+        rows += [("hybrid: best accuracy", self.points["best_accuracy"]),
+                 ("hybrid: largest speedup within 1 pt", self.points["within_1pt"])]
+        if self.classic_points:
+            rows += [("classic: best accuracy", self.classic_points["best_accuracy"]),
+                     ("classic: largest speedup within 1 pt", self.classic_points["within_1pt"])]
+        frame = pd.DataFrame([{"policy": name, **(point or {})} for name, point in rows])
+        return frame[["policy", "threshold", "accuracy", "agreement", "compute_fraction", "speedup",
+                      "mean_exit_layer"]]
+
+    def examples_table(self, outcome: ExitOutcome, gold: np.ndarray | None = None) -> pd.DataFrame:
+        """One row per example at a threshold (answers as the sweep recorded them)."""
+        arrays = self.arrays
+        gold = arrays.gold if gold is None else gold
+        frame = pd.DataFrame({
+            "example": arrays.example_ids,
+            "exit layer": outcome.exit_layer,
+            "answer": outcome.answer,
+            "gold": gold if gold is not None else "",
+            "right": outcome.correct,
+            "agrees with full": outcome.agree,
+            "full answer": arrays.final_answer,
+            "tokens": arrays.n_tokens,
+            "compute": outcome.fraction,
+        })
+        return frame
+
+
+class ExitStudy:
+    """A sweep's arrays and cost model, with a small cache of `StudyView`s by setting."""
+
+    def __init__(self, arrays: ExitArrays, cost: CostModel, max_views: int = 8):
+        self.arrays, self.cost, self.max_views = arrays, cost, max_views
+        self._views: OrderedDict[ViewKey, StudyView] = OrderedDict()
+
+    def view(self, checkpoints: Checkpoints = Checkpoints(), continuation_tokens: float = 1.0,
+             include_head: bool = True, confidence: str = "linear_spade") -> StudyView:
+        key = ViewKey(checkpoints, float(continuation_tokens), bool(include_head), confidence)
+        if key in self._views:
+            self._views.move_to_end(key)
+            return self._views[key]
+        view = StudyView(self.arrays, self.cost, key)
+        self._views[key] = view
+        while len(self._views) > self.max_views:
+            self._views.popitem(last=False)
+        return view

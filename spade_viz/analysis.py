@@ -254,11 +254,10 @@ def analyze(
         grid_targets[answer] = target_id
         grid = _logit_lens_grid(lm, residuals, final_hidden, final_logprobs, grid_targets, top_k)
 
-        answer_states = {}
-        for name, with_bos in (("spade", True), ("spade_no_bos", False))[: 2 if without_bos else 1]:
-            answer_states[name] = spade_final_states(
-                lm, residuals[:, answer], final_hidden[answer], ids[-1], answer, spade_positions, with_bos
-            )
+        variants = {"spade": True, "spade_no_bos": False} if without_bos else {"spade": True}
+        states = spade_final_states(lm, residuals[:, answer], final_hidden[answer], ids[-1], answer,
+                                    spade_positions, tuple(variants.values()))
+        answer_states = dict(zip(variants, states))
         grids = {"logit_lens": grid}
         answer_stats = {"logit_lens": grid.column(answer)}
         for name, lens in (lenses or {}).items():

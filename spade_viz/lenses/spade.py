@@ -61,27 +61,30 @@ def continue_rows(
     start_layers: torch.Tensor,
     token_ids: torch.Tensor,
     positions: torch.Tensor,
-    with_bos: bool = True,
+    with_bos: bool | torch.Tensor = True,
 ) -> torch.Tensor:
     """Final-normed states after continuing each `<a>` row from its start layer to the top.
 
     states [R, d]: the row's residual h_l[T] (ignored for start layer 0, which embeds token_ids);
-    start_layers [R] in 0..L-1; positions [R]: the position id the `<a>` row gets.
+    start_layers [R] in 0..L-1; positions [R]: the position id the `<a>` row gets;
+    with_bos: True/False, or [R] booleans: rows without `<s>` (the ablation) mask its key out,
+    which is exactly the one-row pass, so both kinds share one call.
     Returns [R, d'] = what the unembedding reads (apply `lm.adapter.head`).
     """
     rows = states.shape[0]
     device = lm.device
+    keep_bos = torch.as_tensor(with_bos, device=device).expand(rows)
     kwargs = {}
-    if with_bos:
+    if keep_bos.any():
         cache = copy.deepcopy(_bos_cache(lm))
         cache.batch_repeat_interleave(rows)
         kwargs["past_key_values"] = cache
-        kwargs["attention_mask"] = torch.ones(rows, 2, dtype=torch.long, device=device)
+        kwargs["attention_mask"] = torch.stack([keep_bos.long(), torch.ones_like(keep_bos, dtype=torch.long)], 1)
     with torch.no_grad(), inject_states(lm, states.to(device).unsqueeze(1), start_layers.cpu()):
         out = lm.model(
             input_ids=token_ids.to(device).view(rows, 1),
             position_ids=positions.to(device).view(rows, 1),
-            use_cache=with_bos,
+            use_cache=bool(kwargs),
             output_hidden_states=True,
             logits_to_keep=1,
             **kwargs,
@@ -105,22 +108,24 @@ def spade_final_states(
     token_id: int,
     answer_position: int,
     mode: str = "original",
-    with_bos: bool = True,
-) -> torch.Tensor:
+    variants: tuple[bool, ...] = (True,),
+) -> list[torch.Tensor]:
     """SPADE for every layer 0..L at one answer position, as final-normed states [L+1, d'].
 
     residuals [L, d]: the full pass's raw h_l[T] for l < L; final_hidden [d']: its final-normed
-    h_L[T], which is SPADE at layer L (the model's own output).
+    h_L[T], which is SPADE at layer L (the model's own output). One result per entry of
+    `variants` (True: with `<s>`, False: the ablation without it), all from one batched call.
     """
     layers = lm.num_layers
-    start = torch.arange(layers)
-    position = spade_position(answer_position, mode, with_bos)
+    with_bos = torch.tensor(variants).repeat_interleave(layers)
+    positions = torch.tensor([spade_position(answer_position, mode, keep) for keep in variants])
     continued = continue_rows(
         lm,
-        residuals,
-        start,
-        torch.full((layers,), token_id),
-        torch.full((layers,), position),
+        residuals.repeat(len(variants), 1),
+        torch.arange(layers).repeat(len(variants)),
+        torch.full((len(variants) * layers,), token_id),
+        positions.repeat_interleave(layers),
         with_bos=with_bos,
     )
-    return torch.cat([continued, final_hidden.to(continued.device, continued.dtype).view(1, -1)])
+    top = final_hidden.to(continued.device, continued.dtype).view(1, -1)
+    return [torch.cat([part, top]) for part in continued.split(layers)]

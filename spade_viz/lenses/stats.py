@@ -40,23 +40,35 @@ class DecodeStats:
         return DecodeStats(**{key: value.reshape(*shape, *value.shape[1:]) for key, value in joined.items()})
 
 
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum(a * b, -1) for a [..., V] and b broadcastable to it, as one matrix product (no [.., V] temporary)."""
+    b = b.expand_as(a)
+    return torch.matmul(a.unsqueeze(-2), b.unsqueeze(-1)).squeeze(-1).squeeze(-1)
+
+
 def distribution_stats(
     logits: torch.Tensor, final_logprobs: torch.Tensor, target_ids: torch.Tensor, k: int
 ) -> dict[str, torch.Tensor]:
-    """Stats of softmax(logits) per row. logits [n, V]; final_logprobs and target_ids broadcast to it."""
+    """Stats of softmax(logits) per row. logits [..., V]; final_logprobs and target_ids broadcast to it.
+
+    Few passes over the vocabulary: the log-normaliser, the log-probabilities, their exponent,
+    two row dot products (entropy and KL), top-k and the rank count.
+    KL(final || p) = sum_v f_v (log f_v - log p_v) = -H(final) - <f, log p>.
+    """
     logits = logits.float()
-    logprobs = torch.log_softmax(logits, dim=-1)
-    probs = logprobs.exp()
-    entropy = -(probs * logprobs).sum(-1)
-    kl = (final_logprobs.exp() * (final_logprobs - logprobs)).sum(-1)
-    top = logits.topk(k, dim=-1)
+    logprobs = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+    entropy = -_rowdot(logprobs.exp(), logprobs)
+    final_probs = final_logprobs.exp()
+    final_entropy = -(final_probs * final_logprobs).sum(-1)
+    kl = -final_entropy - _rowdot(logprobs, final_probs)
+    top = logprobs.topk(k, dim=-1)
     target_ids = target_ids.to(logits.device).expand(logits.shape[:-1]).unsqueeze(-1)
-    target_logit = logits.gather(-1, target_ids)
+    target_logprob = logprobs.gather(-1, target_ids)
     return {
         "top_ids": top.indices,
-        "top_probs": (top.values - torch.logsumexp(logits, -1, keepdim=True)).exp(),
+        "top_probs": top.values.exp(),
         "entropy": entropy,
         "kl_to_final": kl.clamp_min(0.0),
-        "target_prob": logprobs.gather(-1, target_ids).squeeze(-1).exp(),
-        "target_rank": (logits > target_logit).sum(-1) + 1,
+        "target_prob": target_logprob.squeeze(-1).exp(),
+        "target_rank": (logprobs > target_logprob).sum(-1) + 1,
     }

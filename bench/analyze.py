@@ -1,0 +1,95 @@
+"""How much does a full analysis cost beyond the work no implementation can avoid?
+
+On the default model with a 32-token prompt, time `sv.analyze` against, measured in the same
+process with plain torch:
+  forward: one forward pass with hidden states;
+  floor:   that pass plus a full-vocabulary log-softmax, entropy and top-5 at every
+           (layer, position) logit-lens cell.
+Repetitions are interleaved and each uses a different prompt; medians are reported as ratios,
+because absolute times on shared machines drift.
+
+    .venv/bin/python bench/analyze.py [--reps 9] [--model smollm2-135m]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import spade_viz as sv  # noqa: E402
+
+WORDS = ("river stone light music garden paper window market silver winter planet engine story "
+         "forest bridge ocean letter mountain city teacher").split()
+
+
+def make_prompt(lm, rng: random.Random, tokens: int) -> str:
+    """A prompt of exactly `tokens` tokens (with `<s>`), different each call."""
+    words = []
+    while len(lm.encode(" ".join(words))) < tokens:
+        words.append(rng.choice(WORDS))
+    ids = lm.encode(" ".join(words))[1:tokens]
+    return lm.tokenizer.decode(ids)
+
+
+def forward(lm, ids):
+    with torch.no_grad():
+        return lm.model(input_ids=ids, output_hidden_states=True, use_cache=False)
+
+
+def floor(lm, ids):
+    """Forward + log-softmax, entropy and top-5 over every (layer, position) of the logit lens."""
+    with torch.no_grad():
+        out = forward(lm, ids)
+        hidden = torch.stack(out.hidden_states[:-1])[:, 0]
+        for layer in range(hidden.shape[0]):
+            logits = lm.adapter.logit_lens(hidden[layer]).float()
+            logp = torch.log_softmax(logits, -1)
+            (-(logp.exp() * logp).sum(-1)).sum().item()
+            logits.topk(5, -1)
+        logp = torch.log_softmax(out.logits[0].float(), -1)
+        (-(logp.exp() * logp).sum(-1)).sum().item()
+        out.logits[0].topk(5, -1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=sv.DEFAULT_MODEL)
+    parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--reps", type=int, default=9)
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    lm = sv.load_model(args.model)
+    rng = random.Random(0)
+    prompts = [make_prompt(lm, rng, args.tokens) for _ in range(args.reps + 1)]
+    times = {"forward": [], "floor": [], "analysis": []}
+    runs = {
+        "forward": lambda p: forward(lm, torch.tensor([lm.encode(p)])),
+        "floor": lambda p: floor(lm, torch.tensor([lm.encode(p)])),
+        "analysis": lambda p: sv.analyze(lm, p),
+    }
+    for run in runs.values():  # warm-up
+        run(prompts[-1])
+    for rep in range(args.reps):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run(prompts[rep])
+            times[name].append(time.perf_counter() - start)
+    med = {name: statistics.median(values) for name, values in times.items()}
+    print(f"model {lm.name}, {args.tokens}-token prompts, {args.reps} interleaved reps, "
+          f"{torch.get_num_threads()} threads")
+    for name, value in med.items():
+        print(f"  median {name:<9} {value * 1000:8.1f} ms")
+    print(f"analysis/forward ratio: {med['analysis'] / med['forward']:.2f}")
+    print(f"analysis/floor ratio: {med['analysis'] / med['floor']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

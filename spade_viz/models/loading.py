@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import (
+    MODEL_FOR_CAUSAL_LM_MAPPING,
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+)
 
 from ..errors import ModelLoadError
 from .registry import Adapter, adapter_for
@@ -198,16 +204,12 @@ def _load_pretrained(source: str, dtype: torch.dtype, local: bool):
         raise ModelLoadError(
             f"unknown model '{source}': not a local folder, a .gguf file, or a model on the Hugging Face Hub"
         ) from err
+    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+        raise ModelLoadError(f"'{source}' is a '{config.model_type}' model, which is not a causal language model")
     try:
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=dtype, trust_remote_code=False, local_files_only=local
         )
-    except ValueError as err:
-        if "Unrecognized configuration class" in str(err):
-            raise ModelLoadError(
-                f"'{source}' is a '{config.model_type}' model, which is not a causal language model"
-            ) from err
-        raise ModelLoadError(f"could not load '{source}': {_first_line(err)}") from err
     except Exception as err:
         raise ModelLoadError(f"could not load '{source}': {_first_line(err)}") from err
     try:

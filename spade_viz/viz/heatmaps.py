@@ -1,0 +1,273 @@
+"""Heatmaps of an Analysis: layers x prompt positions (one decoder), and layers x decoders at the answer.
+
+Pure plotly: every builder takes an `Analysis` (or its parts) and returns a `go.Figure`.
+Rows are layers with layer 0 (the embeddings) at the bottom and the model's output on top;
+cell text is the decoded top-1 token; colour is a metric from `METRICS`; hover gives the
+top-k tokens with their probabilities. Colour scales are oriented so that darker always means
+"more decided" (low entropy, high probability, close to the final distribution).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import plotly.graph_objects as go
+
+from .tokens import visible_token, visible_tokens
+
+if TYPE_CHECKING:  # figures take results, they do not compute them
+    from ..analysis import Analysis
+    from ..lenses.stats import DecodeStats
+
+DECODER_ORDER = ("logit_lens", "tuned_lens", "linear_spade", "spade", "spade_no_bos")
+DECODER_COLORS = {
+    "logit_lens": "#1f77b4",
+    "tuned_lens": "#2ca02c",
+    "linear_spade": "#9467bd",
+    "spade": "#e8710a",
+    "spade_no_bos": "#c9a227",
+}
+_FALLBACK_COLORS = ("#8c564b", "#e377c2", "#7f7f7f", "#17becf")
+ANSWER_COLOR = "#d62728"
+FONT = dict(family="Inter, 'Segoe UI', Roboto, 'DejaVu Sans', sans-serif", size=13)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A per-cell number to colour by."""
+
+    key: str
+    label: str  # colour-bar title and hover label
+    help: str  # one sentence for a student
+    higher_is_sure: bool  # True: high values mean a decided distribution
+    bounded: bool  # True: the value lies in [0, 1]
+
+    def values(self, stats: DecodeStats) -> np.ndarray:
+        if self.key == "top1_prob":
+            return stats.top_probs[..., 0]
+        return getattr(stats, self.key)
+
+    @property
+    def colorscale(self) -> str:
+        return "YlGnBu" if self.higher_is_sure else "YlGnBu_r"
+
+
+METRICS: dict[str, Metric] = {
+    "entropy": Metric("entropy", "entropy (nats)",
+                      "How spread out the prediction is: 0 means all probability on one token.", False, False),
+    "top1_prob": Metric("top1_prob", "top-1 probability",
+                        "The probability of the token shown in the cell.", True, True),
+    "kl_to_final": Metric("kl_to_final", "KL to final (nats)",
+                          "How far the layer's prediction is from the model's final one: 0 means identical.",
+                          False, False),
+    "target_prob": Metric("target_prob", "target probability",
+                          "The probability of the target token (at other positions: of the model's own final "
+                          "prediction there).", True, True),
+}
+
+
+def decoder_label(name: str) -> str:
+    from ..analysis import DECODER_LABELS
+
+    return DECODER_LABELS.get(name, name.replace("_", " "))
+
+
+def decoder_color(name: str) -> str:
+    if name in DECODER_COLORS:
+        return DECODER_COLORS[name]
+    return _FALLBACK_COLORS[sum(map(ord, name)) % len(_FALLBACK_COLORS)]
+
+
+def ordered_decoders(names: Sequence[str]) -> list[str]:
+    """Known decoders in a fixed reading order, then any others as given."""
+    known = [name for name in DECODER_ORDER if name in names]
+    return known + [name for name in names if name not in DECODER_ORDER]
+
+
+def metric_range(res: Analysis, metric: str) -> tuple[float, float]:
+    """One colour range for every view of `res`, so the two heatmaps can be compared by colour."""
+    spec = METRICS[metric]
+    if spec.bounded:
+        return 0.0, 1.0
+    top = 0.0
+    for stats in [*res.grids.values(), *res.answer.values()]:
+        values = spec.values(stats)
+        finite = values[np.isfinite(values)]
+        if finite.size:
+            top = max(top, float(finite.max()))
+    return 0.0, (top if top > 0 else 1.0)
+
+
+def default_window(num_positions: int, answer_position: int, size: int) -> tuple[int, int]:
+    """[start, stop) of `size` positions ending at the answer (or all, when they fit)."""
+    size = max(1, size)
+    stop = min(num_positions, answer_position + 1)
+    return max(0, stop - size), stop
+
+
+def _layout_sizes(num_layers: int) -> tuple[int, int]:
+    """(row height px, cell font px) for L+1 rows: readable for 12..100 layers."""
+    rows = num_layers + 1
+    row_px = 18 if rows <= 40 else max(9, int(740 / rows))
+    return row_px, 11 if row_px >= 17 else (9 if row_px >= 12 else 0)
+
+
+def _hover_top(res: Analysis, stats: DecodeStats, cols: Sequence[int]) -> np.ndarray:
+    """[layers, len(cols)] strings: the top-k tokens with probabilities, one per line."""
+    ids = stats.top_ids[:, cols]
+    probs = stats.top_probs[:, cols]
+    names = {int(i): html.escape(visible_token(res.token(int(i)), max_len=24), quote=False)
+             for i in np.unique(ids)}
+    out = np.empty(ids.shape[:2], dtype=object)
+    for layer in range(ids.shape[0]):
+        for col in range(ids.shape[1]):
+            out[layer, col] = "<br>".join(
+                f"{p:6.1%}  {names[int(i)]}" for i, p in zip(ids[layer, col], probs[layer, col])
+            )
+    return out
+
+
+def _cell_text(res: Analysis, top1: np.ndarray, max_len: int) -> np.ndarray:
+    names = {int(i): html.escape(visible_token(res.token(int(i)), max_len=max_len), quote=False)
+             for i in np.unique(top1)}
+    return np.vectorize(lambda i: names[int(i)], otypes=[object])(top1)
+
+
+def _colorbar(spec: Metric, length: float) -> dict:
+    return dict(
+        title=dict(text=spec.label, side="top", font=dict(size=12)),
+        orientation="h", x=1.0, xanchor="right", y=1.0, yanchor="bottom", len=length, thickness=10,
+        tickfont=dict(size=11), ypad=4,
+    )
+
+
+def _heatmap_trace(res, z, text, custom, spec, zrange, font_px, hover_head, bar_len) -> go.Heatmap:
+    return go.Heatmap(
+        z=z,
+        text=text,
+        texttemplate="%{text}" if font_px else None,
+        textfont=dict(size=font_px or 9),
+        customdata=custom,
+        hovertemplate=(
+            f"{hover_head}<br>{spec.label}: %{{z:.3f}}<br><br><b>top-{res.top_k}</b><br>%{{customdata[1]}}"
+            "<extra></extra>"
+        ),
+        colorscale=spec.colorscale,
+        zmin=zrange[0],
+        zmax=zrange[1],
+        colorbar=_colorbar(spec, bar_len),
+        xgap=1,
+        ygap=1,
+    )
+
+
+def layer_position_heatmap(
+    res: Analysis,
+    metric: str = "entropy",
+    window: tuple[int, int] | None = None,
+    decoder: str = "logit_lens",
+    zrange: tuple[float, float] | None = None,
+) -> go.Figure:
+    """Heatmap 1: one row per layer (0..L), one column per prompt position in `window` [start, stop)."""
+    spec = METRICS[metric]
+    stats = res.grids[decoder]
+    start, stop = window or (0, len(res.tokens))
+    cols = list(range(start, stop))
+    zrange = zrange or metric_range(res, metric)
+    row_px, font_px = _layout_sizes(res.num_layers)
+
+    shown = visible_tokens(res.tokens, max_len=10)
+    full = visible_tokens(res.tokens, max_len=40)
+    ticktext = [html.escape(shown[c], quote=False) for c in cols]
+    if res.answer_position in cols:
+        i = cols.index(res.answer_position)
+        ticktext[i] = f"<b>{ticktext[i]}</b>"
+    position_text = np.array([f"{c}: {html.escape(full[c], quote=False)}" for c in cols], dtype=object)
+    custom = np.stack([np.broadcast_to(position_text, (res.num_layers + 1, len(cols))),
+                       _hover_top(res, stats, cols)], axis=-1)
+    z = spec.values(stats)[:, cols]
+    trace = _heatmap_trace(
+        res, z, _cell_text(res, stats.top1[:, cols], 7), custom, spec, zrange, font_px,
+        f"<b>layer %{{y}}</b> · position %{{customdata[0]}}<br>{html.escape(decoder_label(decoder))} top-1: "
+        "<b>%{text}</b>",
+        bar_len=0.4,
+    )
+    trace.x = cols
+    trace.y = list(range(res.num_layers + 1))
+    fig = go.Figure(trace)
+    if res.answer_position in cols:
+        fig.add_shape(type="rect", x0=res.answer_position - 0.5, x1=res.answer_position + 0.5,
+                      y0=-0.5, y1=res.num_layers + 0.5, line=dict(color=ANSWER_COLOR, width=2.5))
+    title = f"{decoder_label(decoder).capitalize()}: top-1 token per layer and position"
+    if stop - start < len(res.tokens):
+        title += f" (positions {start}–{stop - 1} of {len(res.tokens)})"
+    fig.update_layout(
+        title=dict(text=title, x=0.01, xanchor="left", font=dict(size=14)),
+        font=FONT,
+        height=row_px * (res.num_layers + 1) + 184,
+        margin=dict(l=60, r=12, t=86, b=98),
+        xaxis=dict(tickmode="array", tickvals=cols, ticktext=ticktext, tickangle=-50, tickfont=dict(size=12),
+                   title=dict(text="prompt token (answer position outlined)", standoff=6), showgrid=False,
+                   range=[start - 0.5, stop - 0.5]),
+        yaxis=dict(title="layer", dtick=1 if res.num_layers < 40 else 5, showgrid=False,
+                   range=[-0.5, res.num_layers + 0.5]),
+        plot_bgcolor="white",
+        hoverlabel=dict(font=dict(family="DejaVu Sans Mono, monospace", size=12), align="left"),
+    )
+    return fig
+
+
+def answer_heatmap(
+    res: Analysis,
+    metric: str = "entropy",
+    decoders: Sequence[str] | None = None,
+    zrange: tuple[float, float] | None = None,
+) -> go.Figure:
+    """Heatmap 2: the answer position, one row per layer, one column per decoder.
+
+    Outlined: for each decoder, the layers from which its top-1 equals the model's final answer
+    and stays equal.
+    """
+    spec = METRICS[metric]
+    names = ordered_decoders(list(decoders) if decoders is not None else res.decoders)
+    zrange = zrange or metric_range(res, metric)
+    row_px, font_px = _layout_sizes(res.num_layers)
+    rows = res.num_layers + 1
+    z = np.concatenate([spec.values(res.answer[n]) for n in names], axis=1)
+    top1 = np.concatenate([res.answer[n].top1 for n in names], axis=1)
+    hover = np.concatenate([_hover_top(res, res.answer[n], [0]) for n in names], axis=1)
+    labels = [decoder_label(n) for n in names]
+    custom = np.stack([np.broadcast_to(np.array([html.escape(x) for x in labels], dtype=object), (rows, len(names))),
+                       hover], axis=-1)
+    answer_tok = html.escape(visible_token(res.tokens[res.answer_position], max_len=24), quote=False)
+    trace = _heatmap_trace(
+        res, z, _cell_text(res, top1, 10), custom, spec, zrange, font_px,
+        "<b>layer %{y}</b> · %{customdata[0]}<br>top-1: <b>%{text}</b>",
+        bar_len=0.85,
+    )
+    trace.x = list(range(len(names)))
+    trace.y = list(range(rows))
+    fig = go.Figure(trace)
+    for col, name in enumerate(names):
+        first = res.first_stable_layer(name)
+        if first is not None:
+            fig.add_shape(type="rect", x0=col - 0.5, x1=col + 0.5, y0=first - 0.5, y1=res.num_layers + 0.5,
+                          line=dict(color=ANSWER_COLOR, width=2.5))
+    fig.update_layout(
+        title=dict(text=f"Answer position: after <b>{answer_tok}</b>", x=0.01, xanchor="left",
+                   font=dict(size=14)),
+        font=FONT,
+        height=row_px * rows + 184,
+        margin=dict(l=60, r=12, t=86, b=98),
+        xaxis=dict(tickmode="array", tickvals=list(range(len(names))),
+                   ticktext=[html.escape(x) for x in labels], tickangle=-30 if len(names) > 2 else 0,
+                   tickfont=dict(size=12), showgrid=False, range=[-0.5, len(names) - 0.5]),
+        yaxis=dict(title="layer", dtick=1 if res.num_layers < 40 else 5, showgrid=False, range=[-0.5, rows - 0.5]),
+        plot_bgcolor="white",
+        hoverlabel=dict(font=dict(family="DejaVu Sans Mono, monospace", size=12), align="left"),
+    )
+    return fig

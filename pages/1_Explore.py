@@ -1,0 +1,204 @@
+"""Explore one prompt: what every layer would answer, decoded by the logit lens and by SPADE."""
+
+from __future__ import annotations
+
+import re
+
+import streamlit as st
+
+import spade_viz as sv
+from spade_viz import ui, viz
+
+st.set_page_config(page_title="Explore · spade-viz", page_icon=":material/search:", layout="wide")
+lm = ui.sidebar_model()
+PRESETS = ui.presets()
+BY_NAME = {p.name: p for p in PRESETS}
+WINDOW = 14  # prompt positions shown at once in heatmap 1: readable cells on a laptop screen
+
+state = st.session_state
+if "prompt" not in state:  # first visit: the first preset, analysed straight away
+    state["prompt"] = PRESETS[0].text
+    state["_sv_request"] = PRESETS[0].text
+
+
+def use_preset() -> None:
+    state["prompt"] = BY_NAME[state["preset"]].text
+    state["_sv_request"] = state["prompt"]
+
+
+def run_prompt() -> None:
+    state["_sv_request"] = state["prompt"]
+
+
+st.title("Explore a prompt, layer by layer")
+ui.explain(
+    "A language model builds its answer gradually, one layer after another. Here you can see what it "
+    "would answer if we stopped at each layer and decoded right there: with the **logit lens** (read the "
+    "layer's state directly) and with **SPADE** (keep only the start token `<s>` and the answer token, and "
+    "let the remaining layers finish)."
+)
+
+left, right = st.columns([1, 2.2], gap="medium")
+with left:
+    st.selectbox("Preset", list(BY_NAME), key="preset", on_change=use_preset, persist_state="session",
+                 help="Picking a preset fills the prompt box and analyses it; you can then edit the text.")
+    note = BY_NAME[state.get("preset", PRESETS[0].name)].note
+    if note:
+        st.caption(note)
+    st.button("Analyze", key="run", type="primary", on_click=run_prompt, icon=":material/play_arrow:", disabled=lm is None)
+with right:
+    lines = str(state.get("prompt", "")).count("\n") + 1
+    st.text_area("Prompt (the model predicts the token that comes next)", key="prompt",
+                 height=min(260, max(110, 21 * lines + 30)), persist_state="session")
+
+with st.expander("SPADE and input options"):
+    opt1, opt2 = st.columns(2)
+    opt1.radio(
+        "SPADE position ids", ["original", "renumbered"], key="spade_positions", horizontal=True,
+        persist_state="session",
+        help="original: the answer token keeps its position in the prompt (0 and T); renumbered: the two "
+             "kept tokens become positions 0 and 1.",
+    )
+    opt2.number_input("Token limit", min_value=2, max_value=32768, value=ui.DEFAULT_MAX_TOKENS, step=64,
+                      key="max_tokens", persist_state="session",
+                      help="Longer prompts are refused (the model's own context length also applies).")
+
+request = state.get("_sv_request")
+if lm is None:
+    st.info("Load a model in the sidebar to analyse the prompt.")
+    st.stop()
+if request is None:
+    st.info("Pick a preset or type a prompt, then press **Analyze**.")
+    st.stop()
+if request != state["prompt"]:
+    st.caption("✏️ The prompt box has changed since the last analysis: press **Analyze** to update the views.")
+
+spade_positions = state.get("spade_positions", "original")
+max_tokens = int(state.get("max_tokens", ui.DEFAULT_MAX_TOKENS))
+try:
+    with st.spinner("Running the model and decoding every layer…"):
+        base = ui.analysis(lm, request, spade_positions=spade_positions, max_tokens=max_tokens)
+except sv.SpadeVizError as err:
+    ui.show_error(err)
+    st.stop()
+for problem in ui.lens_problems(lm):
+    st.warning(f"A saved lens was not used: {problem}")
+
+# ------------------------------------------------------------------ view controls (no recompute)
+final = base.answer["logit_lens"]
+candidates = [int(i) for i in final.top_ids[-1, 0]]
+cand_probs = {int(i): float(p) for i, p in zip(final.top_ids[-1, 0], final.top_probs[-1, 0])}
+target_options = ["final", *[f"#{i}" for i in candidates[1:]], "other"]
+if state.get("target") not in target_options:
+    state["target"] = "final"
+
+
+shown = {i: viz.visible_token(base.token(i)) for i in candidates}
+clash = {i for i in candidates if list(shown.values()).count(shown[i]) > 1}  # e.g. two partial-byte tokens
+
+
+def target_label(option: str) -> str:
+    if option == "other":
+        return "another token…"
+    i = candidates[0] if option == "final" else int(option[1:])
+    text = f"{shown[i]} (id {i})" if i in clash else shown[i]
+    return f"final answer: {text} ({cand_probs[i]:.0%})" if option == "final" else f"{text} ({cand_probs[i]:.0%})"
+
+
+c1, c2, c3, c4 = st.columns([1.1, 1.3, 1.1, 1], vertical_alignment="bottom")
+metric = c1.selectbox("Colour cells by", list(viz.METRICS), key="metric", persist_state="session",
+                      format_func=lambda m: viz.METRICS[m].label,
+                      help=" ".join(f"{m.label}: {m.help}" for m in viz.METRICS.values()))
+choice = c2.selectbox("Target token", target_options, key="target", format_func=target_label,
+                      help="The token whose probability and rank are followed through the layers.")
+target = None
+if choice == "other":
+    typed = c2.text_input("Target token text", key="target_text", placeholder="' Yes' (with its leading space) or #1234")
+    target = typed or None
+elif choice != "final":
+    target = int(choice[1:])
+show_no_bos = c3.checkbox("Show SPADE without <s>", value=True, key="show_no_bos", persist_state="session",
+                          help="The ablation: SPADE keeps only the answer token, without the start token.")
+
+res = base
+if target is not None:
+    try:
+        res = ui.analysis(lm, request, spade_positions=spade_positions, max_tokens=max_tokens, target=target)
+    except sv.SpadeVizError as err:
+        ui.show_error(f"Target not used: {err}")
+    else:
+        if choice == "other":
+            c2.caption(f"Following token `{viz.visible_token(res.token(res.target_id))}` (id {res.target_id}), "
+                       "the first token of your text.")
+
+n = len(res.tokens)
+window = (0, n)
+if n > WINDOW:
+    last_start = n - WINDOW
+    if state.get("_sv_window_for") != request or state.get("window_start", 0) > last_start:
+        state["window_start"] = last_start  # a new prompt: show the positions that end at the answer
+        state["_sv_window_for"] = request
+    start = c4.slider("First position shown", 0, last_start, key="window_start",
+                      help=f"The grid shows {WINDOW} positions at a time; slide to move along the prompt.")
+    window = (start, start + WINDOW)
+
+decoders = [d for d in res.decoders if show_no_bos or d != "spade_no_bos"]
+zrange = viz.metric_range(res, metric)
+first = {d: res.first_stable_layer(d) for d in decoders}
+
+
+def settled(d: str) -> str:
+    return f"layer {first[d]}" if first[d] is not None else "never"
+
+
+st.markdown(
+    f"**{n} tokens · {res.num_layers} layers.** Final answer: **`{viz.visible_token(res.token(res.final_answer_id))}`**"
+    f" · target: **`{viz.visible_token(res.token(res.target_id))}`** · top-1 equals the final answer from "
+    + ", ".join(f"{viz.decoder_label(d)}: **{settled(d)}**" for d in decoders)
+)
+
+figs = {
+    "heatmap_positions": viz.layer_position_heatmap(res, metric, window=window, zrange=zrange),
+    "heatmap_answer": viz.answer_heatmap(res, metric, decoders=decoders, zrange=zrange),
+    "entropy_curves": viz.entropy_curves(res, decoders=decoders),
+    "target_curves": viz.target_curves(res, decoders=decoders),
+}
+
+ui.explain(
+    "**Logit lens at every position.** Each row is a layer (0 = the input embeddings, top = the model's "
+    "output); each column is a token of your prompt. A cell shows the token the model would predict next at that "
+    "position if it stopped at that layer; hover for the top 5. The answer position is outlined in red."
+)
+st.plotly_chart(figs["heatmap_positions"], key="fig_positions", theme=None, config={"displaylogo": False})
+
+h2, curves = st.columns([1, 1.9], gap="medium")
+with h2:
+    ui.explain(
+        "**The answer position, decoded several ways.** SPADE often finds the final answer many layers before "
+        "the logit lens. Red outline: from this layer up, the decoder's top-1 is the final answer."
+    )
+    st.plotly_chart(figs["heatmap_answer"], key="fig_answer", theme=None, config={"displaylogo": False})
+with curves:
+    ui.explain(
+        "**Curves at the answer position.** Entropy measures how undecided a prediction is (0 = certain). Below, "
+        "the probability and the rank of the target token (rank 1 = the top prediction). A star and a dotted "
+        "line mark the first layer from which each decoder's top-1 is the final answer and stays so."
+    )
+    st.plotly_chart(figs["entropy_curves"], key="fig_entropy", theme=None, config={"displaylogo": False})
+    st.plotly_chart(figs["target_curves"], key="fig_target", theme=None, config={"displaylogo": False})
+
+# ------------------------------------------------------------------ downloads (built only on click)
+stem = re.sub(r"[^A-Za-z0-9]+", "-", f"spade-viz-{res.model_name.split('/')[-1]}-{request[:24]}").strip("-")
+FIGURE_NAMES = {"heatmap_positions": "Positions heatmap", "heatmap_answer": "Answer heatmap",
+                "entropy_curves": "Entropy curves", "target_curves": "Target curves"}
+with st.expander("Download the analysis and the figures", icon=":material/download:"):
+    d = st.columns(3)
+    d[0].download_button("Analysis · CSV", data=lambda: res.to_frame().to_csv(index=False),
+                         file_name=f"{stem}.csv", mime="text/csv", key="dl_csv", on_click="ignore", width="stretch")
+    d[0].download_button("Analysis · JSON", data=lambda: res.to_json(indent=1), file_name=f"{stem}.json",
+                         mime="application/json", key="dl_json", on_click="ignore", width="stretch")
+    for i, (name, fig) in enumerate(figs.items()):
+        d[1 + i // 2].download_button(
+            f"{FIGURE_NAMES[name]} · HTML", data=lambda fig=fig: fig.to_html(include_plotlyjs=True, full_html=True),
+            file_name=f"{stem}-{name}.html", mime="text/html", key=f"dl_{name}", on_click="ignore", width="stretch",
+        )

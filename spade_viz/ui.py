@@ -1,0 +1,314 @@
+"""Streamlit-only code shared by every page: the sidebar model picker, caches, messages.
+
+Pages stay thin: read widgets, call these helpers and `spade_viz`, draw `spade_viz.viz` figures.
+
+    from spade_viz import ui
+
+    st.set_page_config(page_title="...", layout="wide")   # first, as usual
+    lm = ui.sidebar_model()        # the sidebar picker; LoadedModel, or None after showing why
+    ui.explain("One or two sentences for a student, above a view.")
+    try:
+        res = ui.analysis(lm, prompt, spade_positions="original", max_tokens=512, target=None)
+    except sv.SpadeVizError as err:
+        ui.show_error(err)         # a clear one-line message; the rest of the page keeps working
+
+- The model is held by one `st.cache_resource` slot per process, shared by all sessions: ONE
+  model at a time, keyed by (name, device, dtype). Picking another frees the old one first
+  (gc + CUDA cache). A failed load is remembered per session (no retry loop on every rerun)
+  until the user presses "Retry" or picks something else.
+- Analyses are cached by (model, prompt, SPADE positions, token limit, saved lenses) in a
+  bounded `st.cache_data`; changing the target re-decodes the answer position from the cached
+  hidden states (`sv.retarget`), never the whole model. `ANALYSIS_RUNS` counts real forward
+  passes (tests use it to prove a view change did not recompute).
+- The sidebar widgets keep their values across pages (`persist_state="session"`), keys
+  `sv_model`, `sv_model_path`, `sv_device`, `sv_dtype`.
+"""
+
+from __future__ import annotations
+
+import ast
+import gc
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+import spade_viz as sv
+from spade_viz.models.loading import DTYPES
+
+OTHER = "__other__"
+DEVICES = ("auto", "cpu", "cuda", "mps")
+ANALYSIS_CACHE_ENTRIES = 16
+RETARGET_CACHE_ENTRIES = 32
+DEFAULT_MAX_TOKENS = int(os.environ.get("SPADE_VIZ_MAX_TOKENS", "512"))
+PRESETS_FILE = Path(__file__).resolve().parent.parent / "assets" / "presets.json"
+DEFAULT_LABEL = "SmolLM2-135M-Instruct (embedded default)"
+
+ANALYSIS_RUNS = 0  # real forward passes made by `analysis` in this process
+MODEL_LOADS = 0  # real model loads made by the shared slot in this process
+
+
+# ---------------------------------------------------------------- messages
+
+
+def explain(text: str) -> None:
+    """A short explanation above a view (one or two sentences, written for a student)."""
+    st.caption(text)
+
+
+def show_error(err: BaseException | str, where=None) -> None:
+    """A user-facing error as one clear line (no traceback)."""
+    message = str(err).strip() or type(err).__name__
+    (where or st).error(message[:1].upper() + message[1:], icon=":material/error:")
+
+
+# ---------------------------------------------------------------- the model
+
+
+class _ModelSlot:
+    """The one model this process holds; shared by all sessions through `st.cache_resource`."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.key: tuple[str, str, str] | None = None
+        self.lm: sv.LoadedModel | None = None
+
+    def get(self, key: tuple[str, str, str], progress) -> sv.LoadedModel:
+        global MODEL_LOADS
+        with self.lock:
+            if self.key == key and self.lm is not None:
+                return self.lm
+            self.free()
+            name, device, dtype = key
+            self.lm = sv.load_model(name, device=device, dtype=dtype, progress=progress)
+            self.key = key
+            MODEL_LOADS += 1
+            return self.lm
+
+    def free(self) -> None:
+        """Drop the held model and give its memory back (the caller holds the lock)."""
+        if self.lm is None:
+            return
+        on_cuda = getattr(self.lm.device, "type", "") == "cuda"
+        self.key, self.lm = None, None
+        gc.collect()
+        if on_cuda:
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+@st.cache_resource(show_spinner=False)
+def _model_slot() -> _ModelSlot:
+    return _ModelSlot()
+
+
+def _load(key: tuple[str, str, str]) -> sv.LoadedModel:
+    slot = _model_slot()
+    if slot.key == key and slot.lm is not None:
+        return slot.lm
+    label = DEFAULT_LABEL if key[0] == sv.DEFAULT_MODEL else key[0]
+    with st.spinner(f"Loading {label}…"), st.sidebar.status(f"Loading {label}…", expanded=True) as status:
+        lm = slot.get(key, progress=lambda message: status.write(message))
+        status.update(label=f"Loaded {label}", state="complete", expanded=False)
+    return lm
+
+
+def _requested_key() -> tuple[str, str, str] | None:
+    state = st.session_state
+    name = sv.DEFAULT_MODEL if state.get("sv_model", sv.DEFAULT_MODEL) != OTHER else state.get("sv_model_path", "")
+    name = (name or "").strip()
+    if not name:
+        return None
+    return name, state.get("sv_device", "auto"), state.get("sv_dtype", "fp32")
+
+
+def _retry() -> None:
+    st.session_state.pop("_sv_failed", None)
+
+
+def sidebar_model(show_errors_in_page: bool = True) -> sv.LoadedModel | None:
+    """Draw the model picker in the sidebar and return the loaded model.
+
+    Returns None when no model is usable (nothing typed yet, or loading failed); the reason is
+    shown in the sidebar and, with `show_errors_in_page`, in the page too. Never raises for a
+    bad model: the rest of the page keeps working.
+    """
+    page_style()
+    side = st.sidebar
+    side.header("Model")
+    side.selectbox(
+        "Model", [sv.DEFAULT_MODEL, OTHER], key="sv_model", persist_state="session",
+        format_func=lambda v: DEFAULT_LABEL if v == sv.DEFAULT_MODEL else "Other: Hub id, folder or .gguf…",
+        label_visibility="collapsed",
+    )
+    if st.session_state.get("sv_model") == OTHER:
+        side.text_input(
+            "Hugging Face id, local folder or .gguf file", key="sv_model_path", persist_state="session",
+            placeholder="Qwen/Qwen2.5-0.5B, /models/llama, model.gguf",
+            help="Press Enter to load. Code shipped with a model is never run (trust_remote_code=False).",
+        )
+    left, right = side.columns(2)
+    left.selectbox("Device", DEVICES, key="sv_device", persist_state="session",
+                   help="auto: CUDA if available, else Apple MPS, else CPU")
+    right.selectbox("Precision", list(DTYPES), key="sv_dtype", persist_state="session",
+                    help="fp32 is exact; bf16/fp16 halve memory on a GPU")
+
+    key = _requested_key()
+    if key is None:
+        side.info("Type a model id, folder or .gguf path and press Enter.")
+        return None
+    failed = st.session_state.get("_sv_failed")
+    if failed and failed[0] == key:
+        message = failed[1]
+    else:
+        try:
+            lm = _load(key)
+        except sv.SpadeVizError as err:
+            message = str(err)
+        except Exception as err:  # an unexpected failure inside a third-party loader
+            message = f"could not load '{key[0]}': {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}"
+        else:
+            st.session_state.pop("_sv_failed", None)
+            side.caption(f"✓ **{lm.name}** · {lm.num_layers} layers · {lm.device.type} · "
+                         f"{str(lm.dtype).replace('torch.', '')}")
+            return lm
+        st.session_state["_sv_failed"] = (key, message)
+    show_error(f"Model not loaded: {message}", where=side)
+    side.button("Retry", key="sv_retry", on_click=_retry)
+    if show_errors_in_page:
+        show_error(f"The model could not be loaded: {message}. Pick the default model or another one in the "
+                   "sidebar; your inputs on this page are kept.")
+    return None
+
+
+def model_key(lm: sv.LoadedModel) -> tuple[str, str, str]:
+    return lm.name, str(lm.device), str(lm.dtype)
+
+
+# ---------------------------------------------------------------- analyses
+
+
+def _lens_signature(lm: sv.LoadedModel) -> tuple:
+    """Which saved lenses exist for this model (and when they were written)."""
+    try:
+        from spade_viz.lenses.affine import KINDS, default_lens_path
+
+        paths = [(kind, default_lens_path(lm, kind)) for kind in KINDS]
+        return tuple((kind, path.stat().st_mtime_ns) for kind, path in paths if path.exists())
+    except Exception:
+        return ()
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _lenses(key: tuple, signature: tuple, _lm: sv.LoadedModel) -> tuple[dict, tuple[str, ...]]:
+    lenses, problems = {}, []
+    if signature:
+        from spade_viz.lenses.affine import find_lens
+
+        for kind, _mtime in signature:
+            try:
+                lens = find_lens(_lm, kind)
+            except sv.SpadeVizError as err:
+                problems.append(str(err))
+            else:
+                if lens is not None:
+                    lenses[kind] = lens
+    return lenses, tuple(problems)
+
+
+@st.cache_data(max_entries=ANALYSIS_CACHE_ENTRIES, show_spinner=False)
+def _analysis(key: tuple, prompt: str, spade_positions: str, max_tokens: int, signature: tuple,
+              _lm: sv.LoadedModel, _lenses: dict) -> sv.Analysis:
+    global ANALYSIS_RUNS
+    ANALYSIS_RUNS += 1
+    return sv.analyze(_lm, prompt, top_k=5, spade_positions=spade_positions, without_bos=True,
+                      max_tokens=max_tokens, lenses=_lenses or None)
+
+
+@st.cache_data(max_entries=RETARGET_CACHE_ENTRIES, show_spinner=False)
+def _retargeted(key: tuple, prompt: str, spade_positions: str, max_tokens: int, signature: tuple,
+                target: str | int, _lm: sv.LoadedModel, _lenses: dict) -> sv.Analysis:
+    base = _analysis(key, prompt, spade_positions, max_tokens, signature, _lm, _lenses)
+    return sv.retarget(_lm, base, target)
+
+
+def lens_problems(lm: sv.LoadedModel) -> tuple[str, ...]:
+    """Why a saved tuned lens / linear SPADE could not be used (empty when all is well)."""
+    return _lenses(model_key(lm), _lens_signature(lm), lm)[1]
+
+
+def analysis(lm: sv.LoadedModel, prompt: str, spade_positions: str = "original",
+             max_tokens: int = DEFAULT_MAX_TOKENS, target: str | int | None = None) -> sv.Analysis:
+    """`sv.analyze` through the bounded cache (with any saved lenses for this model).
+
+    `target` None: the model's final top-1. Otherwise a token id, `#id`, or token text;
+    changing it re-decodes from cached states without a forward pass. Raises `sv.SpadeVizError`.
+    """
+    key, signature = model_key(lm), _lens_signature(lm)
+    lenses = _lenses(key, signature, lm)[0]
+    if target is None or target == "":
+        return _analysis(key, prompt, spade_positions, int(max_tokens), signature, lm, lenses)
+    return _retargeted(key, prompt, spade_positions, int(max_tokens), signature, target, lm, lenses)
+
+
+# ---------------------------------------------------------------- presets
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    text: str
+    note: str = ""
+    expected: str = ""
+
+
+@st.cache_data(show_spinner=False)
+def presets() -> list[Preset]:
+    """The Explore-page presets from assets/presets.json."""
+    data = json.loads(PRESETS_FILE.read_text(encoding="utf-8"))
+    return [Preset(p["name"], p["text"], p.get("note", ""), p.get("expected", "")) for p in data["presets"]]
+
+
+_ICONS = {"explore": ":material/search:", "early_exit": ":material/fast_forward:",
+          "compare_decoders": ":material/compare_arrows:"}
+
+
+def app_pages() -> list[dict[str, str]]:
+    """The pages in pages/ (`<n>_<Name>.py`, in order): path, title, icon, summary.
+
+    The summary is the first line of the page file's docstring.
+    """
+    root = Path(__file__).resolve().parent.parent
+    found = []
+    for path in sorted((root / "pages").glob("[0-9]*_*.py"), key=lambda p: (int(p.name.split("_")[0]), p.name)):
+        stem = path.stem.split("_", 1)[1]
+        try:
+            doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+        except (SyntaxError, OSError, UnicodeDecodeError):
+            doc = ""
+        found.append({
+            "path": f"pages/{path.name}",
+            "title": stem.replace("_", " "),
+            "icon": _ICONS.get(stem.lower(), ":material/article:"),
+            "summary": doc.strip().splitlines()[0].rstrip(".") if doc.strip() else "",
+        })
+    return found
+
+
+_STYLE = """
+<style>
+/* denser page: less empty space above the content, smaller headings (laptop and projector) */
+[data-testid="stMainBlockContainer"], .block-container { padding-top: 2.2rem; padding-bottom: 2rem; }
+h1 { font-size: 2.0rem !important; padding-top: 0 !important; }
+[data-testid="stSidebarUserContent"] { padding-top: 1rem; }
+</style>
+"""
+
+
+def page_style() -> None:
+    """The shared look (called by `sidebar_model`, so every page gets it)."""
+    st.markdown(_STYLE, unsafe_allow_html=True)

@@ -1,0 +1,187 @@
+"""Streamlit AppTest: the landing page and the Explore page (tiny model, then the real default model).
+
+The tiny model is picked the way a user would: "Other…" in the sidebar and its folder in the text box.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import spade_viz as sv
+from spade_viz import ui, viz
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPLORE = str(ROOT / "pages" / "1_Explore.py")
+TIMEOUT = 180
+
+
+def _errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def _specs(at: AppTest) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def _explore(folder: Path | None) -> AppTest:
+    at = AppTest.from_file(EXPLORE, default_timeout=TIMEOUT)
+    if folder is not None:
+        at.session_state["sv_model"] = ui.OTHER
+        at.session_state["sv_model_path"] = str(folder)
+    return at.run()
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tiny_folders) -> Path:
+    return tiny_folders["llama"]
+
+
+def test_landing_page_explains_and_links(tiny_folder):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.session_state["sv_model"] = ui.OTHER
+    at.session_state["sv_model_path"] = str(tiny_folder)
+    at.run()
+    assert not at.exception
+    assert "spade-viz" in at.title[0].value
+    intro = next(m.value for m in at.markdown if "SPADE" in m.value)
+    assert "logit lens" in intro.lower() and "<s>" in intro
+    links = at.get("page_link")
+    assert any("Explore" in link.proto.label for link in links)
+    assert at.sidebar.selectbox(key="sv_model").value == ui.OTHER
+    assert any("layers" in c.value for c in at.sidebar.caption)  # the loaded model's summary
+
+
+def test_model_picked_in_the_sidebar_text_box(tiny_folder):
+    at = AppTest.from_file(EXPLORE, default_timeout=TIMEOUT)
+    at.session_state["sv_model"] = ui.OTHER
+    at.run()
+    assert not at.exception and not _errors(at)
+    assert not at.get("plotly_chart")  # nothing typed yet: no model, no analysis, no error
+    assert at.text_area(key="prompt").value == ui.presets()[0].text  # the box is filled anyway
+    at.sidebar.text_input(key="sv_model_path").input(str(tiny_folder)).run()
+    assert not at.exception and not _errors(at)
+    assert len(at.get("plotly_chart")) == 4
+
+
+def test_explore_renders_both_heatmaps_and_curves(tiny_folder, tiny_lm):
+    at = _explore(tiny_folder)
+    assert not at.exception and not _errors(at)
+    heat_positions, heat_answer, entropy, target = _specs(at)
+    layers = tiny_lm.num_layers + 1
+    res = sv.analyze(tiny_lm, ui.presets()[0].text)
+    assert heat_positions["data"][0]["type"] == "heatmap"
+    assert len(heat_positions["data"][0]["y"]) == layers
+    assert len(heat_positions["data"][0]["x"]) == min(len(res.tokens), 14)  # a readable window
+    assert len(heat_answer["data"][0]["y"]) == layers
+    assert heat_answer["layout"]["xaxis"]["ticktext"] == ["logit lens", "SPADE", "SPADE without &lt;s&gt;"]
+    assert {t["legendgroup"] for t in entropy["data"]} == {"logit_lens", "spade", "spade_no_bos"}
+    assert target["layout"]["yaxis2"]["type"] == "log"
+    assert at.slider(key="window_start").value == len(res.tokens) - 14  # window ends at the answer
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels[:2] == ["Analysis · CSV", "Analysis · JSON"] and sum("HTML" in x for x in labels) == 4
+
+
+def test_presets_fill_the_box_and_analyse(tiny_folder):
+    at = _explore(tiny_folder)
+    for preset in ui.presets()[1:]:
+        at.selectbox(key="preset").select(preset.name).run()
+        assert not at.exception and not _errors(at), preset.name
+        assert at.text_area(key="prompt").value == preset.text
+        assert len(at.get("plotly_chart")) == 4
+    # the user can then edit the text and analyse it
+    at.text_area(key="prompt").input("Apples are red.\nBananas are").run()
+    assert any("has changed" in c.value for c in at.caption)
+    at.button(key="run").click().run()
+    assert not _errors(at)
+    assert not any("has changed" in c.value for c in at.caption)
+    assert at.text_area(key="prompt").value == "Apples are red.\nBananas are"
+
+
+def test_view_changes_do_not_rerun_the_model(tiny_folder, tiny_lm):
+    at = _explore(tiny_folder)
+    runs = ui.ANALYSIS_RUNS
+    for metric in ["top1_prob", "kl_to_final", "target_prob", "entropy"]:
+        at.selectbox(key="metric").select(metric).run()
+        assert not at.exception
+        assert _specs(at)[0]["data"][0]["colorbar"]["title"]["text"] == viz.METRICS[metric].label
+    options = at.selectbox(key="target").options
+    res = sv.analyze(tiny_lm, ui.presets()[0].text)
+    second = int(res.answer["logit_lens"].top_ids[-1, 0, 1])
+    at.selectbox(key="target").set_value(f"#{second}").run()
+    assert not at.exception and not _errors(at)
+    assert at.selectbox(key="target").value == f"#{second}"
+    shown = html.escape(viz.visible_token(res.token(second), max_len=24), quote=False)
+    assert shown in _specs(at)[3]["layout"]["title"]["text"]  # the target curves follow the new target
+    at.checkbox(key="show_no_bos").uncheck().run()
+    assert _specs(at)[1]["layout"]["xaxis"]["ticktext"] == ["logit lens", "SPADE"]
+    at.slider(key="window_start").set_value(0).run()
+    assert _specs(at)[0]["data"][0]["x"][0] == 0
+    assert ui.ANALYSIS_RUNS == runs, "a view change re-ran the model"
+    assert len(options) >= 3
+    # a model option does re-run it, once; going back is served from the cache
+    at.radio(key="spade_positions").set_value("renumbered").run()
+    assert ui.ANALYSIS_RUNS == runs + 1
+    at.radio(key="spade_positions").set_value("original").run()
+    assert ui.ANALYSIS_RUNS == runs + 1
+
+
+def test_other_target_token_by_text(tiny_folder, tiny_lm):
+    at = _explore(tiny_folder)
+    at.selectbox(key="target").set_value("other").run()
+    at.text_input(key="target_text").input("Paris").run()
+    assert not at.exception and not _errors(at)
+    # the tiny tokenizer splits "Paris": the target is its first token, and the page says which
+    first = tiny_lm.tokenizer("Paris", add_special_tokens=False).input_ids[0]
+    assert f"id {first}" in " ".join(c.value for c in at.caption)
+    assert viz.visible_token(tiny_lm.token_str(first)) in _specs(at)[3]["layout"]["title"]["text"]
+    # a token outside the vocabulary: a clear message, the views stay (on the default target)
+    at.text_input(key="target_text").input("#999999").run()
+    assert not at.exception
+    assert any("outside the vocabulary" in e for e in _errors(at))
+    assert len(at.get("plotly_chart")) == 4
+
+
+def test_error_paths_keep_the_prompt_and_the_page(tiny_folder):
+    at = _explore(tiny_folder)
+    # empty prompt
+    at.text_area(key="prompt").input("   ").run()
+    at.button(key="run").click().run()
+    assert not at.exception
+    assert any("prompt is empty" in e for e in _errors(at))
+    # over the configurable token limit
+    long_prompt = "one two three four five six seven eight nine ten"
+    at.number_input(key="max_tokens").set_value(8).run()
+    at.text_area(key="prompt").input(long_prompt).run()
+    at.button(key="run").click().run()
+    assert not at.exception
+    assert any("the limit is 8" in e for e in _errors(at))
+    assert at.text_area(key="prompt").value == long_prompt
+    # a model that fails to load: a clear message, the prompt stays, the page still works
+    at.sidebar.text_input(key="sv_model_path").input("/no/such/model/folder").run()
+    assert not at.exception
+    assert any("could not be loaded" in e and "no such folder" in e for e in _errors(at))
+    assert at.text_area(key="prompt").value == long_prompt
+    assert at.button(key="run").disabled
+    at.selectbox(key="preset").select(ui.presets()[2].name).run()  # still usable
+    assert at.text_area(key="prompt").value == ui.presets()[2].text
+    # back to a good model: everything renders again
+    at.number_input(key="max_tokens").set_value(512)
+    at.sidebar.text_input(key="sv_model_path").input(str(tiny_folder)).run()
+    assert not at.exception and not _errors(at)
+    assert len(at.get("plotly_chart")) == 4
+
+
+def test_explore_on_the_default_model():
+    at = _explore(None)
+    assert not at.exception and not _errors(at)
+    heat_positions, heat_answer, *_ = _specs(at)
+    assert len(heat_positions["data"][0]["y"]) == 31 == len(heat_answer["data"][0]["y"])
+    summary = next(m.value for m in at.markdown if "layers." in m.value)
+    assert "Berlin" in summary  # the capitals preset: the model answers ' Berlin'
+    res = ui.analysis(ui._model_slot().lm, ui.presets()[0].text)
+    assert res.first_stable_layer("spade") < res.first_stable_layer("logit_lens")

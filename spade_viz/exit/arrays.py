@@ -147,6 +147,30 @@ class ExitArrays:
         )
 
     @classmethod
+    def from_sweep(cls, result) -> "ExitArrays":
+        """Straight from a `spade_viz.sweep.SweepResult` (no CSV round trip)."""
+        if result.num_examples == 0:
+            raise SweepFormatError("the sweep has no examples")
+        token = np.vectorize(result.token, otypes=[object])
+        top1 = {name: token(ids) for name, ids in result.top1.items()}
+        meta = {"model": result.model_name, "fingerprint": result.fingerprint, "dataset": result.dataset_name,
+                "dataset_hash": result.dataset_hash, "settings": dict(result.settings),
+                "linear_spade_source": result.linear_spade_source}
+        if isinstance(result.info.get("cost"), dict):
+            meta["cost"] = result.info["cost"]
+        return cls(
+            example_ids=np.asarray(result.example_ids, dtype=object),
+            n_tokens=np.asarray(result.n_tokens, dtype=np.int64),
+            num_layers=int(result.num_layers),
+            top1=top1,
+            correct={k: np.asarray(v, dtype=bool) for k, v in result.correct.items()},
+            agree_final={k: np.asarray(v, dtype=bool) for k, v in result.agree_final.items()},
+            entropy={k: np.asarray(v, dtype=np.float64) for k, v in result.entropy.items()},
+            gold=token(np.asarray(result.gold_ids)),
+            meta=meta,
+        )
+
+    @classmethod
     def from_csv(cls, path: str | Path, default_length: int | None = None) -> "ExitArrays":
         """Read a sweep CSV (and its meta JSON beside it, when there is one)."""
         path = Path(path)

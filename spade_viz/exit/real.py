@@ -48,22 +48,17 @@ class PreparedPrompt:
     candidates: list[int] | None = None  # restrict confidence and answer to these tokens
 
 
-def prepare_prompts(lm: LoadedModel, examples, max_tokens: int = 512) -> list[PreparedPrompt]:
-    """`Example`s of a dataset -> model inputs, split at the gold answer's first token."""
-    from ..data import answer_split
+def prepare_prompts(lm: LoadedModel, examples, max_tokens: int = 512, skipped: list | None = None) -> list[PreparedPrompt]:
+    """`Example`s of a dataset -> model inputs, exactly as the sweep prepares them (split at the gold
+    answer's first token; rows with choices answer among their choices' first tokens). Examples the
+    sweep would skip are skipped here too (appended to `skipped` as (id, reason))."""
+    from ..sweep import prepare_examples
 
-    prepared = []
-    limit = min(max_tokens, lm.max_positions or max_tokens)
-    for example in examples:
-        try:
-            split = answer_split(lm.tokenizer, example.prompt, example.answer)
-        except ValueError as err:
-            raise InputError(f"example {example.id}: {err}") from None
-        ids = [lm.bos_id, *split.context_ids]
-        if len(ids) > limit:
-            raise InputError(f"example {example.id} has {len(ids)} tokens; the limit is {limit}")
-        prepared.append(PreparedPrompt(example.id, ids, split.gold_id))
-    return prepared
+    prepared, dropped = prepare_examples(lm, examples, max_tokens)
+    if skipped is not None:
+        skipped.extend(dropped)
+    return [PreparedPrompt(p.id, list(p.token_ids), p.gold_id, list(p.choice_ids) if p.choice_ids else None)
+            for p in prepared]
 
 
 def _entropy(logits: torch.Tensor) -> float:

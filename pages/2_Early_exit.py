@@ -1,0 +1,349 @@
+"""Early exit: sweep a labelled dataset, then slide the exit threshold and watch accuracy against compute."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+
+import numpy as np
+import streamlit as st
+
+import spade_viz as sv
+from spade_viz import ui
+from spade_viz.data import DatasetError, builtin_tasks, load_builtin, load_dataset
+from spade_viz.exit import Checkpoints, CostModel, ExitArrays
+from spade_viz.exit.study import EXPLANATIONS, ExitStudy
+from spade_viz.viz import exit_figures as xf
+
+st.set_page_config(page_title="Early exit · spade-viz", page_icon=":material/fast_forward:", layout="wide")
+lm = ui.sidebar_model()
+state = st.session_state
+PLOT = dict(theme=None, config={"displaylogo": False})
+EXPLORE_PAGE = "pages/1_Explore.py"
+MAX_STUDIES = 4  # sweeps kept per session (each is a few arrays of examples x layers)
+
+st.title("Early exit: how early can the model stop?")
+ui.explain(
+    "The hybrid early exit runs the model layer by layer; at each checkpoint a cheap linear map of the "
+    "answer token's state (linear SPADE) says how sure the model already is. Once that uncertainty (the "
+    "entropy) falls below a threshold, the model stops and SPADE answers from that layer. Run it over a "
+    "dataset once, then slide the threshold: everything below is recomputed from the stored results, "
+    "not by the model."
+)
+
+# ------------------------------------------------------------------ 1. the data
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _builtin(name: str):
+    return load_builtin(name)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _uploaded(raw: bytes, name: str):
+    return load_dataset(raw, name=name.rsplit(".", 1)[0], fmt=name.rsplit(".", 1)[-1] if "." in name else None)
+
+
+st.subheader("1. Pick a dataset")
+tasks = builtin_tasks()
+source = st.radio("Data", ["Built-in task", "Upload a file"], horizontal=True, key="ee_source",
+                  label_visibility="collapsed")
+dataset = None
+if source == "Built-in task":
+    if not tasks:
+        st.error("No built-in tasks were found in assets/datasets.")
+    else:
+        task = st.selectbox("Task", list(tasks), key="ee_task",
+                            help="Few-shot prompts whose gold answer is the next token.")
+        dataset = _builtin(task)
+else:
+    upload = st.file_uploader(
+        "A JSONL or CSV file with `prompt` and `answer` (optional `choices`, `id`)", key="ee_upload",
+        type=["jsonl", "json", "ndjson", "csv", "tsv"],
+        help="The answer continues the prompt, usually with its leading space: prompt 'Germany:', answer ' Berlin'.",
+    )
+    if upload is not None:
+        try:
+            dataset = _uploaded(upload.getvalue(), upload.name)
+        except DatasetError as err:
+            ui.show_error(err)
+        if dataset is not None and dataset.errors:
+            bad = len(dataset.errors)
+            st.warning(f"{bad} row{'s' if bad > 1 else ''} of {upload.name} cannot be used "
+                       f"({len(dataset)} can):")
+            shown = dataset.errors[:20]
+            st.code("\n".join(e.message for e in shown) + (f"\n… and {bad - 20} more" if bad > 20 else ""),
+                    language=None)
+            if not st.checkbox(f"Use the {len(dataset)} good rows without the bad ones", key="ee_accept_partial"):
+                dataset = None
+
+if dataset is None:
+    st.info("Pick a built-in task or upload a file to start.")
+    st.stop()
+
+n_total = len(dataset)
+c1, c2 = st.columns([1, 3])
+limit = c1.number_input("Examples", min_value=1, max_value=n_total, value=min(n_total, 200), step=10,
+                        key="ee_limit", help="The first N examples of the dataset are used.")
+c2.caption(f"**{dataset.name}**: {n_total} examples" + (" with answer choices" if dataset.has_choices else "")
+           + f". Example: `{dataset.examples[0].prompt[-80:]!r}` → `{dataset.examples[0].answer!r}`")
+
+if lm is None:
+    st.info("Load a model in the sidebar to run the sweep.")
+    st.stop()
+
+# ------------------------------------------------------------------ 2. linear SPADE and the sweep
+
+from spade_viz.lenses.affine import find_lens  # noqa: E402  (after the model exists)
+
+st.subheader("2. Run the sweep")
+try:
+    saved_lens = find_lens(lm, "linear_spade")
+except sv.SpadeVizError as err:
+    saved_lens = None
+    st.warning(f"The saved linear SPADE could not be used: {err}")
+examples = tuple(dataset.examples[: int(limit)])
+study_key = (ui.model_key(lm), lm.fingerprint(), dataset.source_hash, int(limit),
+             None if saved_lens is None else saved_lens.meta.get("created", "saved"))
+studies: dict = state.setdefault("_ee_studies", {})
+
+
+def _subset():
+    """The first `limit` examples as a dataset of their own (its own hash: its own sweep cache entry)."""
+    if int(limit) == n_total:
+        return dataset
+    digest = hashlib.sha256(f"{dataset.source_hash}:first{int(limit)}".encode()).hexdigest()
+    return replace(dataset, examples=examples, errors=(), source_hash=digest)
+
+
+def _bar_progress(bar, label):
+    return lambda done, total, stage="": bar.progress(min(1.0, done / max(total, 1)),
+                                                      text=f"{label}: {stage} {done}/{total}")
+
+
+lens_col, run_col = st.columns([3, 2])
+with lens_col:
+    if saved_lens is not None:
+        st.caption(f"✓ A linear SPADE is saved for this model (fitted {saved_lens.meta.get('created', '?')}); "
+                   "it gives the exit confidence, and the real-exit run below uses it.")
+    else:
+        st.caption("No linear SPADE is saved for this model yet. The sweep fits its own on these examples by "
+                   "cross-fitting (each example is scored by maps fitted without it); fit and save one here to "
+                   "run the real early exit below.")
+    if st.button("Fit linear SPADE on these examples", key="ee_fit", icon=":material/tune:",
+                 help="Fits the per-layer maps on these examples and saves them for this model."):
+        from spade_viz.lenses.linear_spade import calibrate_linear_spade
+
+        bar = st.progress(0.0, text="Fitting linear SPADE…")
+        try:
+            calibrate_linear_spade(lm, _subset(), save=True, progress=_bar_progress(bar, "Fitting linear SPADE"))
+        except sv.SpadeVizError as err:
+            ui.show_error(err)
+        else:
+            bar.empty()
+            st.rerun()
+with run_col:
+    run = st.button("Run the sweep", key="ee_run", type="primary", icon=":material/play_arrow:",
+                    disabled=study_key in studies,
+                    help="Decodes every example at every layer with each decoder (done once per dataset).")
+
+
+def _sweep(progress):
+    from spade_viz.sweep import run_sweep
+
+    return run_sweep(lm, _subset(), progress=progress)
+
+
+if run and study_key not in studies:
+    bar = st.progress(0.0, text="Sweeping…")
+    try:
+        result = _sweep(_bar_progress(bar, "Sweeping"))
+        arrays = ExitArrays.from_sweep(result)
+        studies[study_key] = ExitStudy(arrays, CostModel.from_lm(lm))
+        while len(studies) > MAX_STUDIES:
+            studies.pop(next(iter(studies)))
+        skipped = getattr(result, "skipped", [])
+        if skipped:
+            state["_ee_skipped"] = skipped
+    except sv.SpadeVizError as err:
+        ui.show_error(err)
+    bar.empty()
+
+study: ExitStudy | None = studies.get(study_key)
+if study is None:
+    st.info("Press **Run the sweep**: it runs the model once over these examples; afterwards the threshold "
+            "slider needs no model at all.")
+    st.stop()
+if state.get("_ee_skipped"):
+    with st.expander(f"{len(state['_ee_skipped'])} examples were skipped by the sweep"):
+        st.code("\n".join(f"{i}: {why}" for i, why in state["_ee_skipped"]), language=None)
+
+arrays = study.arrays
+L = arrays.num_layers
+have = arrays.decoders
+if "linear_spade" not in have:
+    st.warning("This sweep has no linear SPADE column: the exit confidence falls back to another decoder. "
+               "Fit linear SPADE above and run the sweep again for the real method.")
+
+# ------------------------------------------------------------------ 3. exit settings
+
+st.subheader("3. Slide the threshold")
+with st.expander("Checkpoints and compute accounting", expanded=False):
+    s1, s2, s3, s4 = st.columns(4)
+    every = s1.number_input("Check every k-th layer", 1, max(1, L - 1), 1, key="ee_every",
+                            help="Fewer checkpoints cost less overhead but may exit later.")
+    start = s2.number_input("First checkpoint layer", 0, L - 1, min(1, L - 1), key="ee_start")
+    cont = s3.radio("Continuation tokens", [1, 2], key="ee_cont", horizontal=True,
+                    help="1: the answer row only (the <s> row's states are cached once); 2: the paper's charge.")
+    confidences = [d for d in ("linear_spade", "spade", "logit_lens", "tuned_lens") if d in have]
+    confidence = s4.selectbox("Confidence from", confidences, key="ee_conf",
+                              format_func=lambda d: xf.LABELS.get(d, d),
+                              help="Linear SPADE is the method; SPADE itself is an idealised upper bound "
+                                   "(its own cost per checkpoint is not charged).")
+    include_head = st.checkbox("Charge the answer's unembedding in every pass", value=True, key="ee_head")
+    ui.explain(EXPLANATIONS["cost"])
+    cost = study.cost
+    st.caption(f"For this model one unembedding costs {cost.head_units:.2f} blocks on one token and a linear-SPADE "
+               f"map {cost.map_units:.3f}; the prompts average {arrays.n_tokens.mean():.1f} tokens.")
+
+try:
+    view = study.view(Checkpoints(every=int(every), start=int(start)), float(cont), bool(include_head), confidence)
+except sv.SpadeVizError as err:
+    ui.show_error(err)
+    st.stop()
+
+points = view.points
+top = max(view.max_threshold, 1e-3)
+step = float(f"{top / 400:.2g}")
+default_tau = (points.get("within_1pt") or points.get("best_accuracy") or {}).get("threshold", top / 2)
+if "ee_tau" not in state or not 0 <= state["ee_tau"] <= top:
+    state["ee_tau"] = round(float(default_tau), 6)
+
+
+def _jump(which: str) -> None:
+    point = view.points.get(which)
+    if point:
+        state["ee_tau"] = round(float(point["threshold"]), 6)
+
+
+@st.fragment
+def threshold_views() -> None:
+    """Everything that moves with the threshold: recomputed from the cached arrays only."""
+    b1, b2, _ = st.columns([1, 1, 3])
+    b1.button("Best accuracy", key="ee_jump_best", on_click=_jump, args=("best_accuracy",),
+              help="Move the slider to the threshold with the best accuracy.")
+    b2.button("Fastest within 1 point", key="ee_jump_1pt", on_click=_jump, args=("within_1pt",),
+              help="Move the slider to the largest speedup whose accuracy is within 1 point of the full model.")
+    tau = st.slider("Threshold τ (entropy, nats): exit at the first checkpoint whose entropy is below it",
+                    0.0, float(np.ceil(top * 100) / 100), key="ee_tau", step=step, format="%.3f")
+    outcome = view.at(tau)
+    p, full = outcome.point, view.full
+    ui.explain(EXPLANATIONS["metrics"])
+    m = st.columns(5)
+    m[0].metric("Accuracy", f"{p.accuracy:.1%}", f"{(p.accuracy - full['accuracy']) * 100:+.1f} pt vs full")
+    m[1].metric("Compute", f"{p.compute_fraction:.1%}", f"{(p.compute_fraction - 1) * 100:+.1f}%",
+                delta_color="inverse")
+    m[2].metric("Speedup", f"{p.speedup:.2f}×")
+    m[3].metric("Agreement with full model", f"{p.agreement:.1%}")
+    m[4].metric("Mean exit layer", f"{p.mean_exit_layer:.1f} / {L}", f"{p.exit_rate:.0%} exit early",
+                delta_color="off")
+
+    left, right = st.columns([3, 2])
+    with left:
+        fig = state.get("_ee_tradeoff")
+        if fig is None or state.get("_ee_tradeoff_view") is not view:
+            fig = xf.tradeoff_figure(view.curve, p.to_dict(), view.classic, view.fixed, view.full, view.oracle,
+                                     view.points)
+            state["_ee_tradeoff"], state["_ee_tradeoff_view"] = fig, view
+        else:
+            xf.set_current(fig, p.to_dict())
+        st.plotly_chart(fig, key="ee_fig_tradeoff", **PLOT)
+        ui.explain(EXPLANATIONS["tradeoff"])
+    with right:
+        st.plotly_chart(xf.exit_histogram(outcome.exit_layer, L), key="ee_fig_hist", **PLOT)
+        ui.explain(EXPLANATIONS["histogram"])
+
+    st.markdown("**Examples at this threshold**")
+    ui.explain(EXPLANATIONS["table"])
+    table = view.examples_table(outcome)
+    for column in ("answer", "gold", "full answer"):
+        table[column] = [xf_token(t) for t in table[column]]
+    event = st.dataframe(
+        table, key="ee_table", on_select="rerun", selection_mode="single-row", hide_index=True, height=300,
+        column_config={"compute": st.column_config.NumberColumn(format="%.3f"),
+                       "right": st.column_config.CheckboxColumn(), "agrees with full": st.column_config.CheckboxColumn()},
+    )
+    rows = event.selection.rows if event is not None else []
+    if rows:
+        example = by_id.get(str(table.iloc[rows[0]]["example"]))
+        if example is not None:
+            st.caption(f"Selected **{example.id}**: exits at layer {int(table.iloc[rows[0]]['exit layer'])}.")
+            if st.button("Open in the Explore page", key="ee_open", icon=":material/search:"):
+                state["prompt"] = example.prompt
+                state["_sv_request"] = example.prompt
+                st.switch_page(EXPLORE_PAGE)
+
+
+def xf_token(text) -> str:
+    from spade_viz.viz.tokens import visible_token
+
+    return visible_token(str(text), special=False, max_len=24) if text is not None else ""
+
+
+by_id = {e.id: e for e in examples}
+threshold_views()
+
+# ------------------------------------------------------------------ 4. static views of the sweep
+
+st.subheader("Operating points")
+ui.explain(EXPLANATIONS["points"])
+st.dataframe(view.points_table(), hide_index=True, key="ee_points",
+             column_config={c: st.column_config.NumberColumn(format="%.3f")
+                            for c in ("threshold", "accuracy", "agreement", "compute_fraction", "speedup",
+                                      "mean_exit_layer")})
+
+st.subheader("How early does each decoder find the answer?")
+ui.explain(EXPLANATIONS["layers"])
+first = view.first_layers()
+st.caption("First layer reaching the full model's accuracy: "
+           + ", ".join(f"{xf.LABELS.get(d, d)} {'never' if v is None else v}" for d, v in first.items()))
+a1, a2 = st.columns(2)
+a1.plotly_chart(xf.layer_accuracy_figure(view.layer_accuracy, view.full["accuracy"]), key="ee_fig_layers", **PLOT)
+a2.plotly_chart(xf.layer_accuracy_figure(view.layer_accuracy, metric="agreement"), key="ee_fig_agree", **PLOT)
+
+# ------------------------------------------------------------------ 5. real early exit
+
+st.subheader("Real early exit")
+ui.explain(EXPLANATIONS["real"])
+if saved_lens is None:
+    st.info("Fit linear SPADE above to run the real early exit.")
+else:
+    r1, r2, r3 = st.columns(3)
+    n_real = r1.number_input("Examples to time", 1, len(examples), min(len(examples), 30), key="ee_real_n")
+    repeats = r2.number_input("Rounds", 1, 10, 2, key="ee_real_repeats")
+    r3.caption(f"At the slider's threshold τ = {state['ee_tau']:.3f}, checkpoints: {view.key.checkpoints.describe()}.")
+    if st.button("Measure the real early exit", key="ee_real_run", icon=":material/timer:"):
+        from spade_viz.exit.real import prepare_prompts, run_real_exit
+
+        bar = st.progress(0.0, text="Timing…")
+        try:
+            prompts = prepare_prompts(lm, examples[: int(n_real)])
+            report = run_real_exit(lm, prompts, saved_lens, float(state["ee_tau"]), view.key.checkpoints,
+                                   view.simulator.cost, int(repeats),
+                                   progress=lambda share, text: bar.progress(min(1.0, share), text=text))
+            state["_ee_real"] = report.to_dict()
+        except sv.SpadeVizError as err:
+            ui.show_error(err)
+        bar.empty()
+    real = state.get("_ee_real")
+    if real:
+        q = st.columns(4)
+        q[0].metric("Measured speedup", f"{real['measured_speedup']:.2f}×")
+        q[1].metric("Simulated speedup", f"{real['simulated_speedup']:.2f}×",
+                    help="From the compute accounting of the exits this run actually took.")
+        q[2].metric("Wall clock per example", f"{real['exit_ms_per_example']:.1f} ms",
+                    f"full pass {real['full_ms_per_example']:.1f} ms", delta_color="off")
+        q[3].metric("Agreement with full model", f"{real['agreement']:.1%}")
+        st.caption(f"{real['examples']} examples × {real['repeats']} rounds at τ = {real['threshold']:.3f}; "
+                   f"mean exit layer {real['mean_exit_layer']:.1f}. Small models on a CPU gain less than the "
+                   "block count suggests: per-call overheads do not shrink with the layers skipped.")

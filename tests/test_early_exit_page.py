@@ -1,0 +1,121 @@
+"""AppTest of the Early-exit page on a tiny model: upload a small dataset (one bad row), run the
+sweep, move the threshold slider: the numbers change and the model is not run again."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import spade_viz.sweep as sweep_module
+from spade_viz import ui
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 240
+
+ROWS = [
+    {"id": f"r{i}", "prompt": p, "answer": a}
+    for i, (p, a) in enumerate([
+        ("France: Paris\nJapan:", " Tokyo"), ("Italy: Rome\nEgypt:", " Cairo"),
+        ("English: cat\nFrench:", " chat"), ("English: dog\nFrench:", " chien"),
+        ("Question: Is the sky blue?\nAnswer:", " Yes"), ("The quick brown fox", " jumps"),
+        ("1 2 3 4", " 5"), ("5 6 7 8", " 9"), ("France: Paris\nItaly:", " Rome"),
+        ("Japan: Tokyo\nGermany:", " Berlin"), ("hot cold big", " small"), ("A. B. C.", " D"),
+    ])
+]
+
+
+def _file_bytes() -> bytes:
+    lines = [json.dumps(row) for row in ROWS]
+    lines.insert(3, '{"prompt": "no answer here"}')  # line 4: a bad row
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.fixture
+def counting_sweep(monkeypatch):
+    calls = []
+    real = sweep_module.run_sweep
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "run_sweep", counted)
+    return calls
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPADE_VIZ_CACHE", str(tmp_path / "cache"))
+
+
+def _page(folder: Path) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)  # the app, so pages can switch
+    at.switch_page("pages/2_Early_exit.py")
+    at.session_state["sv_model"] = ui.OTHER
+    at.session_state["sv_model_path"] = str(folder)
+    return at
+
+
+def _metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def test_upload_sweep_and_slide(tiny_folders, counting_sweep, cache):
+    at = _page(tiny_folders["llama"])
+    at.run()
+    assert not at.exception, at.exception
+    at.radio(key="ee_source").set_value("Upload a file").run()
+    assert not at.exception, at.exception
+    at.file_uploader(key="ee_upload").upload("tiny.jsonl", _file_bytes(), "application/jsonl").run()
+    assert not at.exception, at.exception
+    warning = " ".join(w.value for w in at.warning)
+    assert "1 row of tiny.jsonl cannot be used" in warning
+    assert any("line 4" in c.value for c in at.code)  # the bad row, numbered as in the file
+    assert not at.get("plotly_chart") and "ee_run" not in [b.key for b in at.button]  # not used until accepted
+    at.checkbox(key="ee_accept_partial").check().run()
+    assert not at.exception, at.exception
+    at.button(key="ee_run").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert len(counting_sweep) == 1
+    charts = at.get("plotly_chart")
+    assert len(charts) >= 4  # trade-off, histogram, per-layer accuracy and agreement
+
+    slider = at.slider(key="ee_tau")
+    before = {label: _metric(at, label) for label in ("Accuracy", "Compute", "Mean exit layer")}
+    low, high = 0.0, slider.max
+    slider.set_value(high).run()
+    assert not at.exception, at.exception
+    at_high = {label: _metric(at, label) for label in before}
+    at.slider(key="ee_tau").set_value(low).run()
+    at_low = {label: _metric(at, label) for label in before}
+    assert at_low != at_high  # the views follow the threshold
+    assert at_low["Mean exit layer"].startswith("3.0")  # threshold 0: nobody exits, the full model answers
+    assert len(counting_sweep) == 1  # ...and the model was never run again
+    # checkpoint settings change the views, still without the model
+    at.number_input(key="ee_every").set_value(2).run()
+    assert not at.exception, at.exception
+    assert len(counting_sweep) == 1
+
+
+def test_builtin_task_and_open_in_explore(tiny_folders, counting_sweep, cache):
+    at = _page(tiny_folders["llama"])
+    at.run()
+    assert not at.exception, at.exception
+    at.selectbox(key="ee_task").set_value("capitals").run()
+    at.number_input(key="ee_limit").set_value(8).run()
+    at.button(key="ee_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert len(counting_sweep) == 1
+    # pick an example in the table (as a click would) and open it in the Explore page
+    at.session_state["ee_table"] = {"selection": {"rows": [2], "columns": [], "cells": []}}
+    at.run()
+    assert not at.exception, at.exception
+    at.button(key="ee_open").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["prompt"].endswith(":")
+    assert at.session_state["_sv_request"] == at.session_state["prompt"]
+    assert at.title[0].value.startswith("Explore")  # we are on the Explore page now, analysing it

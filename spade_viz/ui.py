@@ -112,7 +112,11 @@ def _load(key: tuple[str, str, str]) -> sv.LoadedModel:
         return slot.lm
     label = DEFAULT_LABEL if key[0] == sv.DEFAULT_MODEL else key[0]
     with st.spinner(f"Loading {label}…"), st.sidebar.status(f"Loading {label}…", expanded=True) as status:
-        lm = slot.get(key, progress=lambda message: status.write(message))
+        try:
+            lm = slot.get(key, progress=lambda message: status.write(message))
+        except BaseException:
+            status.update(label=f"Could not load {label}", state="error", expanded=False)
+            raise
         status.update(label=f"Loaded {label}", state="complete", expanded=False)
     return lm
 

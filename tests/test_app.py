@@ -104,7 +104,7 @@ def test_presets_fill_the_box_and_analyse(tiny_folder):
 
 def test_view_changes_do_not_rerun_the_model(tiny_folder, tiny_lm):
     at = _explore(tiny_folder)
-    runs = ui.ANALYSIS_RUNS
+    runs, loads = ui.ANALYSIS_RUNS, ui.MODEL_LOADS
     for metric in ["top1_prob", "kl_to_final", "target_prob", "entropy"]:
         at.selectbox(key="metric").select(metric).run()
         assert not at.exception
@@ -122,6 +122,7 @@ def test_view_changes_do_not_rerun_the_model(tiny_folder, tiny_lm):
     at.slider(key="window_start").set_value(0).run()
     assert _specs(at)[0]["data"][0]["x"][0] == 0
     assert ui.ANALYSIS_RUNS == runs, "a view change re-ran the model"
+    assert ui.MODEL_LOADS == loads, "the cached model was loaded again"
     assert len(options) >= 3
     # a model option does re-run it, once; going back is served from the cache
     at.radio(key="spade_positions").set_value("renumbered").run()
@@ -185,3 +186,39 @@ def test_explore_on_the_default_model():
     assert "Berlin" in summary  # the capitals preset: the model answers ' Berlin'
     res = ui.analysis(ui._model_slot().lm, ui.presets()[0].text)
     assert res.first_stable_layer("spade") < res.first_stable_layer("logit_lens")
+
+
+def test_saved_lenses_add_decoder_columns(tiny_folder, tiny_lm, tmp_path, monkeypatch):
+    """When a tuned lens / linear SPADE is saved for the model, its columns and curves appear."""
+    from spade_viz.lenses.affine import AffineLens, default_lens_path, lens_meta
+
+    monkeypatch.setenv("SPADE_VIZ_CACHE", str(tmp_path))
+    dim = tiny_lm.model.config.hidden_size
+    for kind in ("tuned_lens", "linear_spade"):
+        lens = AffineLens.identity(kind, tiny_lm.num_layers, dim, meta=lens_meta(tiny_lm))
+        lens.save(default_lens_path(tiny_lm, kind))
+    at = _explore(tiny_folder)
+    assert not at.exception and not _errors(at)
+    answer = _specs(at)[1]
+    assert answer["layout"]["xaxis"]["ticktext"] == ["logit lens", "tuned lens", "linear SPADE", "SPADE",
+                                                     "SPADE without &lt;s&gt;"]
+    assert len({t["legendgroup"] for t in _specs(at)[2]["data"]}) == 5
+
+
+def test_model_slot_holds_one_model_and_frees_the_old(tiny_folders):
+    import gc
+    import weakref
+
+    slot = ui._ModelSlot()
+    first_key = (str(tiny_folders["llama"]), "cpu", "fp32")
+    first = slot.get(first_key, progress=lambda message: None)
+    assert slot.get(first_key, progress=lambda message: None) is first  # cached, not reloaded
+    gone = weakref.ref(first.model)
+    del first
+    second = slot.get((str(tiny_folders["qwen2"]), "cpu", "fp32"), progress=lambda message: None)
+    gc.collect()
+    assert gone() is None, "the previous model is still in memory"
+    assert slot.lm is second and slot.key[0].endswith("qwen2")
+    with pytest.raises(sv.ModelLoadError):
+        slot.get(("/no/such/model", "cpu", "fp32"), progress=lambda message: None)
+    assert slot.lm is None and slot.key is None

@@ -1,0 +1,91 @@
+"""A real browser on a real `streamlit run app.py`: used by tests/test_browser.py and for screenshots.
+
+    with streamlit_server() as url:
+        with chromium_page(url + "/Explore") as page:
+            ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("SPADE_VIZ_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+
+
+def chromium_available() -> bool:
+    return Path(CHROMIUM).exists()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def streamlit_server(timeout: float = 90.0, log_path: Path | None = None):
+    """Start `streamlit run app.py` on a free localhost port; yield its URL; stop it afterwards."""
+    port = free_port()
+    streamlit = Path(sys.executable).with_name("streamlit")
+    cmd = [str(streamlit) if streamlit.exists() else shutil.which("streamlit") or "streamlit", "run", "app.py",
+           "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
+           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+    log = open(log_path or os.devnull, "w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited with code {proc.returncode} (log: {log_path})")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"streamlit did not start within {timeout:.0f} s (log: {log_path})")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@contextlib.contextmanager
+def chromium_page(width: int = 1280, height: int = 800):
+    """A headless Debian chromium page of the given viewport (Playwright drives it)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            yield page
+        finally:
+            browser.close()
+
+
+PLOT_ROWS_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
+    .map(el => (el.data && el.data[0] && el.data[0].z) ? el.data[0].z.length : null)"""
+
+PLOT_COLS_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
+    .map(el => (el.data && el.data[0] && el.data[0].z && el.data[0].z[0]) ? el.data[0].z[0].length : null)"""

@@ -259,3 +259,34 @@ def test_cli_exit_curve_bad_csv(tmp_path, capsys):
     bad.write_text("example_id,layer\na,0\n")
     assert cli_main(["exit-curve", "--sweep", str(bad), *COST_ARGS]) == 2
     assert "lacks column" in capsys.readouterr().err
+
+
+def test_thresholds_sit_between_observed_entropies():
+    arrays = synthetic_arrays(200, 10, seed=1)
+    sim = ExitSimulator(arrays, synthetic_cost())
+    taus = sim.thresholds(50)
+    observed = set(np.unique(arrays.entropy["linear_spade"][:, 1:10]).tolist())
+    assert taus[0] == 0.0 and len(taus) <= 52
+    assert not observed & set(taus[1:].tolist())
+    assert sim.at(taus[-1]).exit_layer.max() == 1  # above everything: all exit at the first checkpoint
+
+
+def test_checkpoint_search_prefers_late_checkpoints_when_early_layers_are_confidently_wrong():
+    arrays = hand_arrays()
+    # make example b confidently wrong at layer 1: early checkpoints now cost accuracy
+    arrays.entropy["linear_spade"] = arrays.entropy["linear_spade"].copy()
+    arrays.entropy["linear_spade"][1, 1] = 0.05
+    from spade_viz.exit import search_checkpoints
+
+    table = search_checkpoints(arrays, unit_cost(map=0.5), steps=(1, 2))
+    best = table.iloc[0]
+    assert best["start"] >= 2 and best["accuracy_within_1pt"] >= 2 / 3 - 0.01
+    assert set(table.columns) >= {"checkpoints", "speedup_within_1pt", "threshold_within_1pt"}
+    assert table["speedup_within_1pt"].is_monotonic_decreasing
+
+
+def test_cli_checkpoint_search(sweep_csv, capsys):
+    assert cli_main(["exit-curve", "--sweep", str(sweep_csv), *COST_ARGS, "--checkpoints", "search", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["checkpoint_search"][0]["checkpoints"].startswith("every:")
+    assert data["settings"]["checkpoints"].startswith("every")

@@ -3,7 +3,7 @@ baselines, and a real early-exit run that stops the forward pass (`spade_viz.exi
 
 from .arrays import ExitArrays, SweepFormatError, read_sweep_meta
 from .cost import Checkpoints, CostModel
-from .simulate import CURVE_COLUMNS, ExitOutcome, ExitPoint, ExitSimulator, operating_points
+from .simulate import CURVE_COLUMNS, ExitOutcome, ExitPoint, ExitSimulator, operating_points, search_checkpoints
 
 __all__ = [
     "CURVE_COLUMNS",
@@ -16,4 +16,5 @@ __all__ = [
     "SweepFormatError",
     "operating_points",
     "read_sweep_meta",
+    "search_checkpoints",
 ]

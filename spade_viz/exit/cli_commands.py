@@ -13,7 +13,8 @@ from ..errors import InputError
 def _checkpoint_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoints", default="all",
                         help="where the exit test runs: all (every layer from 1), every:K, from:M, "
-                             "every:K,from:M, or layers:A,B,... (default: all)")
+                             "every:K,from:M, or layers:A,B,... (default: all); exit-curve also takes 'search': "
+                             "the layout with the largest speedup within the tolerance (chosen in-sample)")
     parser.add_argument("--continuation-tokens", type=float, default=None,
                         help="rows charged in the one-token SPADE continuation (default 1; the paper charges 2)")
 
@@ -27,11 +28,21 @@ def _cmd_exit_curve(args) -> None:
         raise InputError("--thresholds must be at least 2")
     if not 0 <= args.tolerance < 1:
         raise InputError("--tolerance is a share of examples, between 0 and 1 (0.01 = one point)")
-    checkpoints = Checkpoints.parse(args.checkpoints)
+    search = args.checkpoints.strip().lower() == "search"
+    checkpoints = None if search else Checkpoints.parse(args.checkpoints)
     arrays = ExitArrays.from_csv(args.sweep, default_length=args.length)
     cost = resolve_cost(arrays.meta, cost=args.cost, model=args.model, continuation_tokens=args.continuation_tokens)
+    searched = None
+    if search:
+        from .simulate import search_checkpoints
+
+        arrays.require(args.confidence, " to use as the exit confidence")
+        searched = search_checkpoints(arrays, cost, args.confidence, args.answer, tolerance=args.tolerance)
+        checkpoints = Checkpoints.parse(searched["checkpoints"].iloc[0])
     report = exit_curve_report(arrays, cost, checkpoints, args.confidence, args.answer, args.thresholds,
                                args.tolerance, args.threshold)
+    if searched is not None:
+        report["checkpoint_search"] = searched.head(10).to_dict(orient="records")
     if args.json:
         print(json.dumps(_clean(report), allow_nan=False, default=_json_default))
     else:

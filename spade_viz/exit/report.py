@@ -126,6 +126,10 @@ def format_exit_curve(report: dict, rows: int = 15) -> str:
         lines.append(f"classic exit, 1 pt:  {_fmt_point(report['classic_operating_points']['within_1pt'])}")
     if "at_threshold" in report:
         lines.append(f"at your threshold:   {_fmt_point(report['at_threshold'])}")
+    if report.get("checkpoint_search"):
+        top = report["checkpoint_search"][:3]
+        lines.append("checkpoint search (in-sample), best layouts: " + "; ".join(
+            f"{row['checkpoints']} {row['speedup_within_1pt']:.2f}x" for row in top))
     first = report["first_layer_reaching_full_accuracy"]
     lines.append("first layer reaching the full model's accuracy: "
                  + ", ".join(f"{k} {'never' if v is None else v}" for k, v in first.items()))

@@ -170,16 +170,19 @@ class ExitSimulator:
         return self.hybrid.at(threshold, with_answers)
 
     def thresholds(self, count: int = 200, decoder: str | None = None) -> np.ndarray:
-        """Distinct quantiles of the confidence entropies at checkpoint layers, plus the two ends:
-        0 (never exit: the full model plus overheads) and just above the largest (always exit at
-        the first checkpoint)."""
+        """About `count` thresholds spread like the confidence entropies at checkpoint layers (by rank),
+        each halfway between two neighbouring observed values, so that no threshold sits on an
+        observed entropy (a real run's rounding cannot flip an exit), plus the two ends: 0 (never
+        exit: the full model plus overheads) and above the largest (always exit at the first checkpoint)."""
         entropy = self.arrays.entropy[decoder or self.confidence_decoder][:, : self.num_layers][:, self.mask[:-1]]
-        values = entropy[np.isfinite(entropy)]
+        values = np.unique(entropy[np.isfinite(entropy)])
         if values.size == 0:
             return np.array([0.0])
-        quantiles = np.quantile(values, np.linspace(0.0, 1.0, max(2, count)))
-        top = np.nextafter(values.max(), np.inf)
-        return np.unique(np.concatenate([[0.0], quantiles, [top]]))
+        gaps = (values[1:] + values[:-1]) / 2
+        if gaps.size > count:
+            gaps = gaps[np.unique(np.linspace(0, gaps.size - 1, max(2, count)).round().astype(int))]
+        top = values.max() + max(1e-3, 1e-3 * abs(values.max()))
+        return np.unique(np.concatenate([[0.0], gaps[gaps > 0], [top]]))
 
     def curve(self, thresholds: np.ndarray | None = None, count: int = 200) -> pd.DataFrame:
         return self.hybrid.curve(self.thresholds(count) if thresholds is None else thresholds)
@@ -301,3 +304,37 @@ def operating_points(curve: pd.DataFrame, full_accuracy: float, tolerance: float
 
     return {"best_accuracy": row(best), "within_1pt": row(within), "full_accuracy": float(full_accuracy),
             "tolerance": float(tolerance)}
+
+
+def search_checkpoints(
+    arrays: ExitArrays,
+    cost: CostModel,
+    confidence: str = "linear_spade",
+    answer: str = "spade",
+    steps: tuple[int, ...] = (1, 2, 3, 4, 6),
+    count: int = 100,
+    tolerance: float = 0.01,
+) -> pd.DataFrame:
+    """Every layout "every k-th layer from layer m" (k in `steps`, m in 0..L-1), each scored by the
+    largest speedup within `tolerance` of the full model's accuracy over all thresholds; best first.
+
+    Chosen on the same data it is scored on, like the thresholds: an optimistic, in-sample choice.
+    """
+    rows = []
+    for every in steps:
+        for start in range(arrays.num_layers):
+            checkpoints = Checkpoints(every=every, start=start)
+            sim = ExitSimulator(arrays, cost, checkpoints, confidence, answer)
+            points = sim.operating_points(sim.curve(count=count), tolerance)
+            within, best = points["within_1pt"], points["best_accuracy"]
+            rows.append({
+                "checkpoints": f"every:{every},from:{start}", "every": every, "start": start,
+                "n_checkpoints": int(sim.mask.sum()),
+                "speedup_within_1pt": within["speedup"] if within else float("nan"),
+                "accuracy_within_1pt": within["accuracy"] if within else float("nan"),
+                "threshold_within_1pt": within["threshold"] if within else float("nan"),
+                "best_accuracy": best["accuracy"], "speedup_at_best_accuracy": best["speedup"],
+            })
+    frame = pd.DataFrame(rows)
+    return frame.sort_values(["speedup_within_1pt", "best_accuracy", "n_checkpoints"],
+                             ascending=[False, False, True], kind="stable").reset_index(drop=True)

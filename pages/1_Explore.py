@@ -42,14 +42,15 @@ left, right = st.columns([1, 2.2], gap="medium")
 with left:
     st.selectbox("Preset", list(BY_NAME), key="preset", on_change=use_preset, persist_state="session",
                  help="Picking a preset fills the prompt box and analyses it; you can then edit the text.")
-    note = BY_NAME[state.get("preset", PRESETS[0].name)].note
-    if note:
-        st.caption(note)
-    st.button("Analyze", key="run", type="primary", on_click=run_prompt, icon=":material/play_arrow:", disabled=lm is None)
+    picked = BY_NAME[state.get("preset", PRESETS[0].name)]
+    if picked.note and state.get("prompt") == picked.text:  # not once the user has edited the text
+        st.caption(picked.note)
+    st.button("Analyze", key="run", type="primary", on_click=run_prompt, icon=":material/play_arrow:",
+              disabled=lm is None)
 with right:
     lines = str(state.get("prompt", "")).count("\n") + 1
     st.text_area("Prompt (the model predicts the token that comes next)", key="prompt",
-                 height=min(260, max(110, 21 * lines + 30)), persist_state="session")
+                 height=min(280, max(110, 22 * lines + 42)), persist_state="session")
 
 with st.expander("SPADE and input options"):
     opt1, opt2 = st.columns(2)
@@ -89,8 +90,10 @@ final = base.answer["logit_lens"]
 candidates = [int(i) for i in final.top_ids[-1, 0]]
 cand_probs = {int(i): float(p) for i, p in zip(final.top_ids[-1, 0], final.top_probs[-1, 0])}
 target_options = ["final", *[f"#{i}" for i in candidates[1:]], "other"]
-if state.get("target") not in target_options:
-    state["target"] = "final"
+analysis_id = (ui.model_key(lm), request, spade_positions, max_tokens)
+if state.get("target") not in target_options or state.get("_sv_target_for") != analysis_id:
+    state["target"] = "final"  # a new analysis starts on the model's own answer
+    state["_sv_target_for"] = analysis_id
 
 
 shown = {i: viz.visible_token(base.token(i)) for i in candidates}
@@ -100,12 +103,13 @@ clash = {i for i in candidates if list(shown.values()).count(shown[i]) > 1}  # e
 def target_label(option: str) -> str:
     if option == "other":
         return "another token…"
-    i = candidates[0] if option == "final" else int(option[1:])
-    text = f"{shown[i]} (id {i})" if i in clash else shown[i]
-    return f"final answer: {text} ({cand_probs[i]:.0%})" if option == "final" else f"{text} ({cand_probs[i]:.0%})"
+    if option == "final":  # one label whatever the prompt: the browser keeps a label while its value stays
+        return "the final answer (top-1)"
+    i = int(option[1:])
+    return f"{shown[i]} (id {i}, {cand_probs[i]:.0%})" if i in clash else f"{shown[i]} ({cand_probs[i]:.0%})"
 
 
-c1, c2, c3, c4 = st.columns([1.1, 1.3, 1.1, 1], vertical_alignment="bottom")
+c1, c2, c3, c4 = st.columns([1, 1.3, 1.25, 1], vertical_alignment="bottom")
 metric = c1.selectbox("Colour cells by", list(viz.METRICS), key="metric", persist_state="session",
                       format_func=lambda m: viz.METRICS[m].label,
                       help=" ".join(f"{m.label}: {m.help}" for m in viz.METRICS.values()))
@@ -113,7 +117,8 @@ choice = c2.selectbox("Target token", target_options, key="target", format_func=
                       help="The token whose probability and rank are followed through the layers.")
 target = None
 if choice == "other":
-    typed = c2.text_input("Target token text", key="target_text", placeholder="' Yes' (with its leading space) or #1234")
+    typed = c2.text_input("Target token text", key="target_text",
+                          placeholder="' Yes' (with its leading space) or #1234")
     target = typed or None
 elif choice != "final":
     target = int(choice[1:])
@@ -155,7 +160,8 @@ def settled(d: str) -> str:
 
 
 st.markdown(
-    f"**{n} tokens · {res.num_layers} layers.** Final answer: **`{viz.visible_token(res.token(res.final_answer_id))}`**"
+    f"**{n} tokens · {res.num_layers} layers.** "
+    f"Final answer: **`{viz.visible_token(res.token(res.final_answer_id))}`**"
     f" · target: **`{viz.visible_token(res.token(res.target_id))}`** · top-1 equals the final answer from "
     + ", ".join(f"{viz.decoder_label(d)}: **{settled(d)}**" for d in decoders)
 )

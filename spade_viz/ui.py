@@ -7,6 +7,7 @@ Pages stay thin: read widgets, call these helpers and `spade_viz`, draw `spade_v
     st.set_page_config(page_title="...", layout="wide")   # first, as usual
     lm = ui.sidebar_model()        # the sidebar picker; LoadedModel, or None after showing why
     ui.explain("One or two sentences for a student, above a view.")
+    ui.send_to_explore(prompt)     # open the Explore page on this prompt (analysed on arrival)
     try:
         res = ui.analysis(lm, prompt, spade_positions="original", max_tokens=512, target=None)
     except sv.SpadeVizError as err:
@@ -43,7 +44,16 @@ OTHER = "__other__"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 ANALYSIS_CACHE_ENTRIES = 16
 RETARGET_CACHE_ENTRIES = 32
-DEFAULT_MAX_TOKENS = int(os.environ.get("SPADE_VIZ_MAX_TOKENS", "512"))
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return max(2, int(os.environ.get(name, default)))
+    except ValueError:
+        return default
+
+
+DEFAULT_MAX_TOKENS = _env_int("SPADE_VIZ_MAX_TOKENS", 512)  # the Explore page's default token limit
 PRESETS_FILE = Path(__file__).resolve().parent.parent / "assets" / "presets.json"
 DEFAULT_LABEL = "SmolLM2-135M-Instruct (embedded default)"
 
@@ -174,7 +184,8 @@ def sidebar_model(show_errors_in_page: bool = True) -> sv.LoadedModel | None:
         except sv.SpadeVizError as err:
             message = str(err)
         except Exception as err:  # an unexpected failure inside a third-party loader
-            message = f"could not load '{key[0]}': {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}"
+            text = str(err).strip()
+            message = f"could not load '{key[0]}': {text.splitlines()[0] if text else type(err).__name__}"
         else:
             st.session_state.pop("_sv_failed", None)
             side.caption(f"✓ **{lm.name}** · {lm.num_layers} layers · {lm.device.type} · "
@@ -257,6 +268,19 @@ def analysis(lm: sv.LoadedModel, prompt: str, spade_positions: str = "original",
     if target is None or target == "":
         return _analysis(key, prompt, spade_positions, int(max_tokens), signature, lm, lenses)
     return _retargeted(key, prompt, spade_positions, int(max_tokens), signature, target, lm, lenses)
+
+
+# ---------------------------------------------------------------- cross-page
+
+
+EXPLORE_PAGE = "pages/1_Explore.py"
+
+
+def send_to_explore(prompt: str) -> None:
+    """Open the Explore page with `prompt` in its box, analysed on arrival (call from a button)."""
+    st.session_state["prompt"] = prompt
+    st.session_state["_sv_request"] = prompt
+    st.switch_page(EXPLORE_PAGE)
 
 
 # ---------------------------------------------------------------- presets

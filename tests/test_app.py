@@ -222,3 +222,15 @@ def test_model_slot_holds_one_model_and_frees_the_old(tiny_folders):
     with pytest.raises(sv.ModelLoadError):
         slot.get(("/no/such/model", "cpu", "fp32"), progress=lambda message: None)
     assert slot.lm is None and slot.key is None
+
+
+def test_another_page_can_send_a_prompt_to_explore(tiny_folder):
+    """The contract behind `ui.send_to_explore`: these two keys, set before Explore runs."""
+    at = AppTest.from_file(EXPLORE, default_timeout=TIMEOUT)
+    at.session_state["sv_model"] = ui.OTHER
+    at.session_state["sv_model_path"] = str(tiny_folder)
+    at.session_state["prompt"] = at.session_state["_sv_request"] = "Italy: Rome\nSpain:"
+    at.run()
+    assert not at.exception and not _errors(at)
+    assert at.text_area(key="prompt").value == "Italy: Rome\nSpain:"
+    assert "␣Rome" in _specs(at)[0]["layout"]["xaxis"]["ticktext"]

@@ -37,6 +37,15 @@ HEATMAP_SHOWS_JS = """(word) => {
 }"""
 
 
+def _wait_idle(page) -> None:
+    """Until the script has finished its run (no "running" indicator) and the last frame is painted."""
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidgetRunningIcon\"],"
+        " [data-testid=\"stStatusWidgetRunningManIcon\"]')"
+    )
+    page.wait_for_timeout(800)
+
+
 def _scroll_main(page, y: int) -> None:
     page.evaluate("(y) => document.querySelector('[data-testid=\"stMain\"]').scrollTo(0, y)", y)
     page.wait_for_timeout(400)
@@ -56,7 +65,7 @@ def test_explore_page_in_chromium():
             page.wait_for_function(HEATMAP_SHOWS_JS, arg="moon")
             page.locator(".st-key-run button").click()
             page.wait_for_function(HEATMAP_SHOWS_JS, arg="moon")
-            page.wait_for_timeout(1000)  # let the last frame paint
+            _wait_idle(page)
 
             plots = page.evaluate(PLOTS_JS)
             assert len(plots) == 4, plots
@@ -71,6 +80,13 @@ def test_explore_page_in_chromium():
             assert page.locator("[data-testid='stException']").count() == 0
             assert page.locator("[data-testid='stAlertContentError']").count() == 0
 
+            # back to the first preset (cached since arrival) for the screenshots: the README's picture
+            page.locator(".st-key-preset").click()
+            page.get_by_role("option", name="Factual recall: capitals").click()
+            page.wait_for_function(HEATMAP_SHOWS_JS, arg="Germany")
+            _wait_idle(page)
+            assert "moon" not in page.locator(".st-key-target").inner_text()  # no stale widget labels
+            assert "Berlin" in page.get_by_text("Final answer").first.inner_text()
             page.screenshot(path=str(ARTIFACTS / "explore.png"))
             _scroll_main(page, 560)
             page.screenshot(path=str(ARTIFACTS / "explore-heatmaps.png"))

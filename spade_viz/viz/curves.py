@@ -96,7 +96,7 @@ def target_curves(res: Analysis, decoders: Sequence[str] | None = None, height: 
     target = html.escape(visible_token(res.token(res.target_id), max_len=24), quote=False)
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
                         subplot_titles=("probability", "rank (log scale; 1 = top-1)"))
-    for i, name in enumerate(_names(res, decoders)):
+    for name in _names(res, decoders):
         stats = res.answer[name]
         _add_decoder(fig, res, name, stats.target_prob[:, 0], "probability", ".3f", row=1, col=1)
         _add_decoder(fig, res, name, stats.target_rank[:, 0].astype(float), "rank", ".0f", row=1, col=2,

@@ -169,6 +169,18 @@ if run and study_key not in studies:
         ui.show_error(err)
     bar.empty()
 
+if study_key not in studies:  # a sweep of exactly these examples is on disk: use it, no model run
+    try:
+        from spade_viz.sweep import cached_sweep
+
+        cached = cached_sweep(lm, _subset())
+    except sv.SpadeVizError:
+        cached = None
+    if cached is not None:
+        studies[study_key] = ExitStudy(ExitArrays.from_sweep(cached), CostModel.from_lm(lm))
+        state["_ee_skipped"] = list(getattr(cached, "skipped", []))
+        st.rerun()  # redraw with the button disabled
+
 study: ExitStudy | None = studies.get(study_key)
 if study is None:
     st.info("Press **Run the sweep**: it runs the model once over these examples; afterwards the threshold "
@@ -187,6 +199,20 @@ if "linear_spade" not in have:
 
 # ------------------------------------------------------------------ 3. exit settings
 
+def _search_checkpoints() -> None:
+    from spade_viz.exit import search_checkpoints
+
+    cost = study.cost.with_options(continuation_tokens=float(state.get("ee_cont", 1)),
+                                   include_head=bool(state.get("ee_head", True)))
+    table = search_checkpoints(arrays, cost, state.get("ee_conf", "linear_spade"))
+    best = table.iloc[0]
+    state["ee_every"], state["ee_start"] = int(best["every"]), int(best["start"])
+    state["ee_tau"] = round(float(best["threshold_within_1pt"]), 6)
+    state["_ee_search_note"] = (f"Best layout: every {int(best['every'])} layer(s) from layer {int(best['start'])} "
+                                f"({int(best['n_checkpoints'])} checkpoints): {best['speedup_within_1pt']:.2f}× at "
+                                f"accuracy {best['accuracy_within_1pt']:.1%}; the slider moved to its threshold.")
+
+
 st.subheader("3. Slide the threshold")
 with st.expander("Checkpoints and compute accounting", expanded=False):
     s1, s2, s3, s4 = st.columns(4)
@@ -201,6 +227,13 @@ with st.expander("Checkpoints and compute accounting", expanded=False):
                               help="Linear SPADE is the method; SPADE itself is an idealised upper bound "
                                    "(its own cost per checkpoint is not charged).")
     include_head = st.checkbox("Charge the answer's unembedding in every pass", value=True, key="ee_head")
+    st.button("Find the fastest checkpoints within 1 point", key="ee_search", icon=":material/manage_search:",
+              on_click=_search_checkpoints,
+              help="Tries every k-th layer from every first layer (k = 1, 2, 3, 4, 6) and keeps the layout with the "
+                   "largest speedup within 1 point of the full model's accuracy. Chosen on this same data, like "
+                   "the threshold: an optimistic estimate.")
+    if state.get("_ee_search_note"):
+        st.caption(state["_ee_search_note"])
     ui.explain(EXPLANATIONS["cost"])
     cost = study.cost
     st.caption(f"For this model one unembedding costs {cost.head_units:.2f} blocks on one token and a linear-SPADE "
@@ -301,6 +334,15 @@ st.dataframe(view.points_table(), hide_index=True, key="ee_points",
              column_config={c: st.column_config.NumberColumn(format="%.3f")
                             for c in ("threshold", "accuracy", "agreement", "compute_fraction", "speedup",
                                       "mean_exit_layer")})
+
+d1, d2, _ = st.columns([1, 1, 2])
+stem = f"{dataset.name}-{lm.name.replace('/', '_')}"
+d1.download_button("Sweep (CSV)", lambda: arrays.to_frame().to_csv(index=False).encode(), file_name=f"{stem}-sweep.csv",
+                   mime="text/csv", key="ee_dl_sweep", on_click="ignore", icon=":material/download:",
+                   help=f"The same numbers headless: python -m spade_viz exit-curve --sweep {stem}-sweep.csv "
+                        f"--model {lm.name}")
+d2.download_button("Threshold curve (CSV)", lambda: view.curve.to_csv(index=False).encode(), file_name=f"{stem}-curve.csv",
+                   mime="text/csv", key="ee_dl_curve", on_click="ignore", icon=":material/download:")
 
 st.subheader("How early does each decoder find the answer?")
 ui.explain(EXPLANATIONS["layers"])

@@ -290,3 +290,12 @@ def test_cli_checkpoint_search(sweep_csv, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["checkpoint_search"][0]["checkpoints"].startswith("every:")
     assert data["settings"]["checkpoints"].startswith("every")
+
+
+def test_to_frame_round_trip():
+    arrays = synthetic_arrays(20, 5)
+    back = ExitArrays.from_frame(arrays.to_frame())
+    for d in arrays.decoders:
+        np.testing.assert_array_equal(back.entropy[d], arrays.entropy[d])
+        np.testing.assert_array_equal(back.agree_final[d], arrays.agree_final[d])
+    np.testing.assert_array_equal(back.n_tokens, arrays.n_tokens)

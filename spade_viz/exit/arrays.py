@@ -75,6 +75,26 @@ class ExitArrays:
             pick(self.agree_final), pick(self.entropy), None if self.gold is None else self.gold[rows], dict(self.meta),
         )
 
+    def to_frame(self) -> pd.DataFrame:
+        """The long table again (one row per example, layer and decoder): what `exit-curve --sweep` reads."""
+        n, width = len(self), self.num_layers + 1
+        frames = []
+        for decoder in self.decoders:
+            frame = pd.DataFrame({
+                "example_id": np.repeat(self.example_ids, width),
+                "layer": np.tile(np.arange(width), n),
+                "decoder": decoder,
+                "top1": self.top1[decoder].ravel(),
+                "correct": self.correct[decoder].ravel(),
+                "agree_final": self.agree_final[decoder].ravel(),
+                "entropy": self.entropy[decoder].ravel(),
+                "n_tokens": np.repeat(self.n_tokens, width),
+            })
+            if self.gold is not None:
+                frame["gold"] = np.repeat(self.gold, width)
+            frames.append(frame)
+        return pd.concat(frames, ignore_index=True)
+
     # ---------------------------------------------------------------- construction
 
     @classmethod

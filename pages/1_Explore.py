@@ -132,9 +132,6 @@ if target is not None:
     except sv.SpadeVizError as err:
         ui.show_error(f"Target not used: {err}")
     else:
-        dropped = [viz.decoder_label(d) for d in base.decoders if d not in res.decoders]
-        if dropped:
-            c2.caption(f"Not available with another target: {', '.join(dropped)}.")
         if choice == "other":
             c2.caption(f"Following token `{viz.visible_token(res.token(res.target_id))}` (id {res.target_id}), "
                        "the first token of your text.")

@@ -50,7 +50,7 @@ class Analysis:
     vocab: dict[int, str]  # strings of every token id that appears in the stats
     residuals: torch.Tensor = field(repr=False)  # [L, positions, d]: h_0..h_{L-1}, raw
     final_hidden: torch.Tensor = field(repr=False)  # [positions, d']: h_L, final-normed (what the head reads)
-    answer_states: dict[str, torch.Tensor] = field(repr=False)  # decoder -> [L+1, d'] final-normed states
+    answer_states: dict[str, torch.Tensor] = field(repr=False)  # decoder -> [L+1, d'] final-normed states at T
 
     @property
     def decoders(self) -> list[str]:
@@ -260,16 +260,22 @@ def analyze(
         answer_states = dict(zip(variants, states))
         grids = {"logit_lens": grid}
         answer_stats = {"logit_lens": grid.column(answer)}
+        # final-normed states at the answer for every decoder, so `retarget` needs no forward pass
+        kept = {"logit_lens": lm.adapter.finalize(residuals[:, answer])}
         for name, lens in (lenses or {}).items():
             lens.check_matches(lm)
+            mapped = lens.apply(residuals[:, answer])
             if lens.kind == "tuned_lens":
                 grids[name] = _logit_lens_grid(lm, residuals, final_hidden, final_logprobs, grid_targets, top_k,
                                                lens=lens)
                 answer_stats[name] = grids[name].column(answer)
+                kept[name] = lm.adapter.finalize(mapped)
             else:
-                answer_states[name] = torch.cat([lens.apply(residuals[:, answer]), final_hidden[answer : answer + 1]])
+                answer_states[name] = torch.cat([mapped, final_hidden[answer : answer + 1]])
         for name, states in answer_states.items():
             answer_stats[name] = _answer_stats(lm, states, final_logprobs[answer], target_id, top_k)
+        for name, states in kept.items():
+            answer_states[name] = torch.cat([states, final_hidden[answer : answer + 1]])
 
     seen = set(ids) | {target_id}
     for stats in [*grids.values(), *answer_stats.values()]:
@@ -297,25 +303,20 @@ def retarget(lm: LoadedModel, analysis: Analysis, target: str | int | None) -> A
     """The same analysis with another target token at the answer position; no model forward."""
     answer = analysis.answer_position
     with torch.no_grad():
-        final_hidden = analysis.final_hidden[answer : answer + 1].to(lm.device, lm.dtype)
-        final_logits = lm.adapter.head(final_hidden)
+        final_logits = lm.adapter.head(analysis.final_hidden[answer : answer + 1].to(lm.device, lm.dtype))
         final_logprobs = torch.log_softmax(final_logits.float(), dim=-1)[0]
         target_id = resolve_target(lm, target, int(final_logprobs.argmax()))
-        lens_logits = torch.cat(
-            [lm.adapter.logit_lens(analysis.residuals[:, answer].to(lm.device, lm.dtype)), final_logits]
-        )
-        lens = distribution_stats(lens_logits, final_logprobs, torch.tensor(target_id), analysis.top_k)
-        answer_stats = {"logit_lens": DecodeStats.stack([lens], (analysis.num_layers + 1, 1))}
-        for name, states in analysis.answer_states.items():
-            answer_stats[name] = _answer_stats(
-                lm, states.to(lm.device, lm.dtype), final_logprobs, target_id, analysis.top_k
-            )
-    grid = replace(analysis.logit_lens)
-    grid.target_prob = grid.target_prob.copy()
-    grid.target_rank = grid.target_rank.copy()
-    grid.target_prob[:, answer] = answer_stats["logit_lens"].target_prob[:, 0]
-    grid.target_rank[:, answer] = answer_stats["logit_lens"].target_rank[:, 0]
+        answer_stats = {
+            name: _answer_stats(lm, analysis.answer_states[name].to(lm.device, lm.dtype), final_logprobs,
+                                target_id, analysis.top_k)
+            for name in analysis.answer
+        }
+    grids = {}
+    for name, grid in analysis.grids.items():
+        grid = replace(grid, target_prob=grid.target_prob.copy(), target_rank=grid.target_rank.copy())
+        grid.target_prob[:, answer] = answer_stats[name].target_prob[:, 0]
+        grid.target_rank[:, answer] = answer_stats[name].target_rank[:, 0]
+        grids[name] = grid
     vocab = dict(analysis.vocab)
     vocab.setdefault(target_id, lm.token_str(target_id))
-    grids = {**analysis.grids, "logit_lens": grid}
     return replace(analysis, target_id=target_id, grids=grids, answer=answer_stats, vocab=vocab)

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import spade_viz as sv
+from spade_viz.lenses.affine import AffineLens, lens_meta
 from spade_viz.lenses.spade import inject_states
 from tiny_models import FAMILIES
 
@@ -134,18 +135,36 @@ def test_spade_layer0_equals_model_on_bos_and_answer_token(tiny_lms, family):
     assert res.answer["spade"].top1[0, 0] == out.logits[0, -1].argmax()
 
 
+def random_lenses(lm) -> dict[str, AffineLens]:
+    torch.manual_seed(1)
+    dim = lm.model.config.hidden_size
+    lenses = {}
+    for kind in ("tuned_lens", "linear_spade"):
+        lens = AffineLens.identity(kind, lm.num_layers, dim, lens_meta(lm))
+        lens.weight += 0.1 * torch.randn_like(lens.weight)
+        lens.bias += 0.1 * torch.randn_like(lens.bias)
+        lenses[kind] = lens
+    return lenses
+
+
 def test_target_statistics_and_retarget(tiny_lm):
-    res = sv.analyze(tiny_lm, PROMPT)
+    lenses = random_lenses(tiny_lm)
+    res = sv.analyze(tiny_lm, PROMPT, lenses=lenses)
+    assert res.decoders == ["logit_lens", "tuned_lens", "spade", "spade_no_bos", "linear_spade"]
+    assert list(res.grids) == ["logit_lens", "tuned_lens"]
     spade = res.answer["spade"]
     assert (spade.target_rank[-1] == 1).all()  # default target = final top-1
     other = int(spade.top_ids[-1, 0, 1])
-    direct = sv.analyze(tiny_lm, PROMPT, target=f"#{other}")
+    direct = sv.analyze(tiny_lm, PROMPT, target=f"#{other}", lenses=lenses)
     moved = sv.retarget(tiny_lm, res, f"#{other}")
     assert direct.target_id == moved.target_id == other
+    assert moved.decoders == direct.decoders
     for name in direct.answer:
-        np.testing.assert_allclose(direct.answer[name].target_prob, moved.answer[name].target_prob, rtol=1e-5)
+        np.testing.assert_allclose(direct.answer[name].target_prob, moved.answer[name].target_prob, rtol=1e-4)
         np.testing.assert_array_equal(direct.answer[name].target_rank, moved.answer[name].target_rank)
-    np.testing.assert_allclose(direct.logit_lens.target_prob, moved.logit_lens.target_prob, rtol=1e-5)
+        np.testing.assert_allclose(direct.answer[name].entropy, res.answer[name].entropy, rtol=1e-5)
+    for name in direct.grids:
+        np.testing.assert_allclose(direct.grids[name].target_prob, moved.grids[name].target_prob, rtol=1e-4)
     assert (direct.answer["spade"].target_rank[-1] == 2).all()
 
 

@@ -1,0 +1,71 @@
+"""Figures of the decoder comparison: per-layer accuracy and agreement on a dataset, and the
+tuned lens's held-out KL against the logit lens. Pure plotly on pandas frames / lists."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from .heatmaps import FONT, decoder_color, decoder_label
+
+_LAYOUT = dict(font=FONT, plot_bgcolor="white", margin=dict(l=60, r=20, t=60, b=50), hovermode="x unified",
+               legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
+
+
+def comparison_figure(curves: pd.DataFrame, fraction: float | None = 0.95, title: str | None = None) -> go.Figure:
+    """One plot: per decoder, accuracy vs gold (solid) and agreement with the final answer (dotted)
+    at every layer; a grey dashed line at `fraction` x the full model's accuracy.
+
+    `curves`: rows decoder, layer, accuracy, agree_final (see `spade_viz.compare.layer_curves`).
+    """
+    fig = go.Figure()
+    last_layer = int(curves["layer"].max()) if len(curves) else 0
+    for name, group in curves.groupby("decoder", sort=False):
+        label, color = html.escape(decoder_label(name)), decoder_color(name)
+        group = group.sort_values("layer")
+        fig.add_trace(go.Scatter(
+            x=group["layer"], y=group["accuracy"], mode="lines+markers", name=f"{label}: accuracy",
+            legendgroup=name, line=dict(color=color, width=2.5), marker=dict(size=5),
+            hovertemplate=f"{label} accuracy %{{y:.2f}}<extra></extra>",
+        ))
+        fig.add_trace(go.Scatter(
+            x=group["layer"], y=group["agree_final"], mode="lines", name=f"{label}: agrees with final",
+            legendgroup=name, line=dict(color=color, width=2, dash="dot"),
+            hovertemplate=f"{label} agreement %{{y:.2f}}<extra></extra>",
+        ))
+    if len(curves) and fraction is not None:
+        final = float(curves[curves["layer"] == last_layer]["accuracy"].iloc[0])
+        if final > 0:
+            fig.add_hline(y=fraction * final, line=dict(color="#777777", width=1, dash="dash"),
+                          annotation_text=f"{fraction:.0%} of final accuracy ({final:.2f})",
+                          annotation_position="top left", annotation_font=dict(size=11, color="#555555"))
+    fig.update_layout(title=title or "Accuracy (solid) and agreement with the final answer (dotted), per layer",
+                      height=460, **_LAYOUT)
+    fig.update_xaxes(title="layer", range=[-0.5, last_layer + 0.5], gridcolor="#eeeeee", zeroline=False,
+                     dtick=max(1, (last_layer + 1) // 15))
+    fig.update_yaxes(title="fraction of examples", range=[-0.02, 1.02], gridcolor="#eeeeee", zeroline=False)
+    return fig
+
+
+def heldout_kl_figure(kl: dict[str, Sequence[float]], title: str | None = None) -> go.Figure:
+    """Per-layer mean KL(final || decoder) on held-out text, one line per decoder (log scale)."""
+    fig = go.Figure()
+    for name, values in kl.items():
+        values = np.asarray(values, dtype=float)
+        layers = np.arange(len(values))
+        shown = values[:-1] if len(values) > 1 else values  # layer L is the model itself: KL 0
+        label = html.escape(decoder_label(name))
+        fig.add_trace(go.Scatter(
+            x=layers[: len(shown)], y=np.maximum(shown, 1e-4), mode="lines+markers", name=label,
+            line=dict(color=decoder_color(name), width=2.5), marker=dict(size=5),
+            hovertemplate=f"{label} %{{y:.3f}} nats<extra></extra>",
+        ))
+    fig.update_layout(title=title or "Held-out KL to the final distribution (lower is closer)", height=360,
+                      **_LAYOUT)
+    fig.update_xaxes(title="layer", gridcolor="#eeeeee", zeroline=False)
+    fig.update_yaxes(title="KL (nats, log scale)", type="log", gridcolor="#eeeeee")
+    return fig

@@ -1,0 +1,213 @@
+"""Compare decoders: logit lens, tuned lens, SPADE and linear SPADE on a dataset, layer by layer."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+
+import streamlit as st
+
+import spade_viz as sv
+from spade_viz import compare, ui
+from spade_viz.data import DatasetError, builtin_tasks, load_builtin, load_dataset
+from spade_viz.viz.compare import comparison_figure, heldout_kl_figure
+
+st.set_page_config(page_title="Compare decoders · spade-viz", page_icon=":material/compare_arrows:", layout="wide")
+lm = ui.sidebar_model()
+state = st.session_state
+PLOT = dict(theme=None, config={"displaylogo": False})
+MAX_RESULTS = 4  # sweeps kept per session
+
+st.title("Compare decoders: which one finds the answer earliest?")
+ui.explain(
+    "Four ways to read an intermediate layer: the **logit lens** (the final norm and output matrix applied "
+    "directly), the **tuned lens** (a small learnt map per layer first, trained to imitate the final "
+    "prediction), **SPADE** (let the start token and the answer token run through the remaining layers) "
+    "and **linear SPADE** (a learnt map imitating SPADE). On a labelled dataset, which one gets the answer "
+    "right earliest?"
+)
+
+# ------------------------------------------------------------------ 1. the tuned lens
+
+st.subheader("1. Tuned lens for this model")
+if lm is None:
+    st.info("Load a model in the sidebar to train or use a tuned lens.")
+    st.stop()
+
+from spade_viz.lenses import tuned  # noqa: E402  (torch-heavy: after the model exists)
+from spade_viz.lenses.affine import default_lens_path, find_lens  # noqa: E402
+
+try:
+    lens = find_lens(lm, "tuned_lens")
+except sv.SpadeVizError as err:
+    lens = None
+    ui.show_error(f"The saved tuned lens could not be used: {err}")
+
+if lens is not None:
+    kl = tuned.heldout_from_meta(lens)
+    note = f" Held-out KL to the final prediction, mean over layers: logit lens {kl['mean_logit_lens']:.2f} → " \
+           f"tuned lens {kl['mean_tuned_lens']:.2f} nats." if kl else ""
+    st.success(f"A tuned lens is saved for this model (trained {lens.meta.get('created', '?')} on "
+               f"{lens.meta.get('source', 'unknown text')}).{note}", icon=":material/check_circle:")
+else:
+    st.info("No tuned lens is saved for this model yet: train one below (a few minutes on a laptop CPU for the "
+            "default model). The comparison works without it, with three decoders.")
+
+with st.expander("Train a tuned lens" if lens is None else "Train the tuned lens again", expanded=lens is None):
+    ui.explain(
+        "Training reads a calibration text through the model once, then fits one affine map per layer "
+        "(starting from the identity) so that the logit lens of the mapped state matches the model's final "
+        "next-token distribution (it minimises the KL divergence). One text in five is held out to measure it."
+    )
+    text_source = st.radio("Calibration text", ["Text the model writes itself", "Upload a text file"],
+                           horizontal=True, key="cd_text_source")
+    texts = None
+    c1, c2, c3 = st.columns(3)
+    if text_source == "Text the model writes itself":
+        n_prompts = c1.number_input("Seed prompts", 2, 256, tuned.DEFAULT_PROMPTS, key="cd_prompts",
+                                    help="Varied openings (prose, code, lists, dialogue, arithmetic) that the model "
+                                         "continues by sampling with a fixed seed.")
+        tokens_each = c2.number_input("Tokens written per prompt", 4, 512, tuned.DEFAULT_NEW_TOKENS, step=16,
+                                      key="cd_tokens")
+        st.caption(f"About {int(n_prompts) * (int(tokens_each) + 10):,} tokens of text, no download.")
+    else:
+        upload = st.file_uploader("A plain-text file (UTF-8)", type=["txt", "md"], key="cd_text_upload")
+        if upload is not None:
+            texts = [upload.getvalue().decode("utf-8", errors="replace")]
+            if not texts[0].strip():
+                ui.show_error("The text file is empty.")
+                texts = None
+    steps = c3.number_input("Training steps", 1, 5000, tuned.DEFAULT_STEPS, step=10, key="cd_steps",
+                            help=f"Each step trains every layer's map on {tuned.DEFAULT_BATCH} random positions.")
+    ready = text_source == "Text the model writes itself" or texts is not None
+    if st.button("Train tuned lens", key="cd_train", type="primary", icon=":material/model_training:",
+                 disabled=not ready):
+        bar = st.progress(0.0, text="Training the tuned lens…")
+        try:
+            new_lens, report = tuned.train_tuned_lens(
+                lm, texts, steps=int(steps), n_prompts=int(state.get("cd_prompts", tuned.DEFAULT_PROMPTS)),
+                tokens_each=int(state.get("cd_tokens", tuned.DEFAULT_NEW_TOKENS)),
+                source=None if texts is None else f"uploaded text {upload.name}",
+                progress=lambda fraction, message: bar.progress(fraction, text=message),
+            )
+            new_lens.save(default_lens_path(lm, "tuned_lens"))
+        except sv.SpadeVizError as err:
+            bar.empty()
+            ui.show_error(err)
+        else:
+            bar.empty()
+            state["_cd_trained"] = report.summary()
+            st.rerun()
+
+if state.get("_cd_trained") and lens is not None:
+    st.caption("✓ " + state["_cd_trained"])
+if lens is not None and tuned.heldout_from_meta(lens):
+    with st.expander("How close is each lens to the final prediction? (held-out text)", expanded=False):
+        ui.explain("The KL divergence measures how much the layer's prediction differs from the model's final one "
+                   "on text not used for training (0 = identical). A working tuned lens is below the logit lens "
+                   "at every layer.")
+        st.plotly_chart(heldout_kl_figure(tuned.heldout_from_meta(lens)["per_layer"]), key="cd_fig_kl", **PLOT)
+
+# ------------------------------------------------------------------ 2. the data
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _builtin(name: str):
+    return load_builtin(name)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _uploaded(raw: bytes, name: str):
+    return load_dataset(raw, name=name.rsplit(".", 1)[0], fmt=name.rsplit(".", 1)[-1] if "." in name else None)
+
+
+st.subheader("2. Pick a dataset")
+tasks = builtin_tasks()
+source = st.radio("Data", ["Built-in task", "Upload a file"], horizontal=True, key="cd_source",
+                  label_visibility="collapsed")
+dataset = None
+if source == "Built-in task":
+    if tasks:
+        dataset = _builtin(st.selectbox("Task", list(tasks), key="cd_task",
+                                        help="Few-shot prompts whose gold answer is the next token."))
+    else:
+        st.error("No built-in tasks were found in assets/datasets.")
+else:
+    upload = st.file_uploader("A JSONL or CSV file with `prompt` and `answer` (optional `choices`, `id`)",
+                              type=["jsonl", "json", "ndjson", "csv", "tsv"], key="cd_upload")
+    if upload is not None:
+        try:
+            dataset = _uploaded(upload.getvalue(), upload.name)
+        except DatasetError as err:
+            ui.show_error(err)
+        if dataset is not None and dataset.errors:
+            st.warning(f"{len(dataset.errors)} rows of {upload.name} cannot be used and are left out "
+                       f"(first: {dataset.errors[0].message}).")
+if dataset is None:
+    st.info("Pick a built-in task or upload a file.")
+    st.stop()
+
+limit = st.number_input("Examples", 1, len(dataset), min(len(dataset), 100), step=10, key="cd_limit",
+                        help="The first N examples of the dataset are used.")
+subset = dataset
+if int(limit) < len(dataset):
+    digest = hashlib.sha256(f"{dataset.source_hash}:first{int(limit)}".encode()).hexdigest()
+    subset = replace(dataset, examples=dataset.examples[: int(limit)], errors=(), source_hash=digest)
+
+# ------------------------------------------------------------------ 3. the sweep and the comparison
+
+from spade_viz.sweep import cached_sweep, run_sweep  # noqa: E402
+
+results: dict = state.setdefault("_cd_results", {})
+key = (ui.model_key(lm), lm.fingerprint(), subset.source_hash, None if lens is None else lens.meta.get("created"))
+if key not in results:
+    try:
+        cached = cached_sweep(lm, subset)
+    except sv.SpadeVizError:
+        cached = None
+    if cached is not None:
+        results[key] = cached
+if st.button("Run the comparison", key="cd_run", type="primary", icon=":material/play_arrow:",
+             disabled=key in results, help="Decodes every example at every layer with each decoder (once per "
+                                            "dataset and lens; later visits read the stored result)."):
+    bar = st.progress(0.0, text="Decoding every example at every layer…")
+    try:
+        results[key] = run_sweep(lm, subset, progress=lambda done, total, stage="": bar.progress(
+            min(1.0, done / max(total, 1)), text=f"{stage}: {done}/{total}"))
+        while len(results) > MAX_RESULTS:
+            results.pop(next(iter(results)))
+    except sv.SpadeVizError as err:
+        bar.empty()
+        ui.show_error(err)
+    else:
+        st.rerun()  # redraw with the button disabled
+
+result = results.get(key)
+if result is None:
+    st.info("Press **Run the comparison**: the model reads every example once and each decoder reads every layer.")
+    st.stop()
+
+curves = compare.layer_curves(result.summary())
+table = compare.first_layers(curves)
+missing = [sv.DECODER_LABELS[d] for d in compare.COMPARED if d not in set(curves["decoder"])]
+st.subheader("3. Layer by layer")
+ui.explain(
+    f"On {result.num_examples} examples of **{result.dataset_name}**: the solid line of each decoder is the share "
+    "of examples whose top token at that layer is the gold answer; the dotted line is the share whose top token "
+    "is already the model's own final answer (right or wrong). The grey line marks 95% of the full model's "
+    "accuracy."
+)
+if missing:
+    st.caption("Not in this comparison: " + ", ".join(missing) + (" (train a tuned lens above and run again)."
+                                                                  if "tuned lens" in missing else "."))
+st.plotly_chart(comparison_figure(curves), key="cd_fig_compare", **PLOT)
+ui.explain(
+    "How early each decoder gets there: the first layer at which its accuracy reaches 95% of the full model's, "
+    "the layer from which it stays there, and the first layer at which it agrees with the final answer on 95% "
+    "of the examples. Earlier is better: a decoder that is right early lets the model stop early."
+)
+st.dataframe(compare.display_table(table, result.num_layers), hide_index=True, key="cd_table")
+if result.linear_spade_source:
+    st.caption(f"Linear SPADE: {result.linear_spade_source}.")
+st.download_button("Download the per-layer numbers (CSV)", curves.to_csv(index=False).encode(),
+                   file_name=f"compare_{result.dataset_name}.csv", mime="text/csv", key="cd_download")

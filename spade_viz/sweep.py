@@ -43,7 +43,8 @@ CSV_COLUMNS = (
     "example_id", "layer", "decoder", "top1", "top1_id", "correct", "agree_final",
     "entropy", "entropy_vocab", "n_tokens",
 )
-_STATS_CHUNK = 256  # rows decoded against the vocabulary at once (256 x V floats)
+_STATS_CHUNK = 128  # rows decoded against the vocabulary at once (128 x V floats: < 32 MB, so the
+# allocator reuses the memory instead of mapping fresh pages each time)
 _SPADE_CHUNK = 1024  # SPADE rows continued in one model call
 
 Progress = Callable[[int, int], None]
@@ -166,6 +167,41 @@ class SweepResult:
         self.frame().to_csv(path, index=False)
         return path
 
+    def linear_spade_scores(self) -> list[dict]:
+        """Per layer, over all examples (each scored by a map not fitted on it): top-1 agreement of
+        linear SPADE with SPADE over the vocabulary, and the correlation of their entropies."""
+        if "linear_spade" not in self.top1:
+            return []
+        scores = []
+        for layer in range(self.num_layers + 1):
+            lin, spade = self.entropy_vocab["linear_spade"][:, layer], self.entropy_vocab["spade"][:, layer]
+            corr = float(np.corrcoef(lin, spade)[0, 1]) if len(lin) > 1 and lin.std() > 0 and spade.std() > 0 \
+                else float("nan")
+            scores.append({
+                "layer": layer,
+                "agree_top1": float((self.top1_vocab["linear_spade"][:, layer]
+                                     == self.top1_vocab["spade"][:, layer]).mean()),
+                "entropy_corr": corr,
+                "logit_lens_agree_top1": float((self.top1_vocab["logit_lens"][:, layer]
+                                                == self.top1_vocab["spade"][:, layer]).mean()),
+            })
+        return scores
+
+    def format_table(self) -> str:
+        """Accuracy (top-1 = gold) per layer and decoder, and linear SPADE's agreement with SPADE."""
+        names = self.decoders
+        head = f"{'layer':>5}  " + "  ".join(f"{name:>12}" for name in names)
+        lin = {row["layer"]: row for row in self.linear_spade_scores()}
+        if lin:
+            head += f"  {'lin=SPADE':>9}  {'corr(H)':>7}"
+        lines = ["accuracy (top-1 = gold token)" + (" among the choices" if self.has_choices.any() else ""), head]
+        for layer in range(self.num_layers + 1):
+            line = f"{layer:>5}  " + "  ".join(f"{self.accuracy(name)[layer]:12.2f}" for name in names)
+            if lin:
+                line += f"  {lin[layer]['agree_top1']:9.2f}  {lin[layer]['entropy_corr']:7.2f}"
+            lines.append(line)
+        return "\n".join(lines)
+
     def summary(self) -> pd.DataFrame:
         """Per (decoder, layer): accuracy, agreement with the final answer, mean entropy."""
         rows = []
@@ -281,6 +317,73 @@ def _no_logits(lm: LoadedModel):
         _NO_LOGITS.active = False
 
 
+_SKIP = threading.local()
+_SKIP_LOCK = threading.Lock()
+
+
+@contextmanager
+def _skipping_blocks(lm: LoadedModel, below: int):
+    """While active, in this thread only, blocks 0..below-1 hand their input on unchanged.
+
+    `continue_rows` runs every row through every block and swaps a row's state in after block
+    l-1; a row that starts at layer l >= below loses nothing when the blocks before `below` do
+    no work (their forward hooks, which do the swapping, still run). Other threads see the
+    blocks as they are.
+    """
+    blocks = lm.adapter.blocks
+    with _SKIP_LOCK:
+        users = getattr(lm, "_sweep_skip_users", 0)
+        if users == 0:
+            for index, block in enumerate(blocks):
+                block.forward = _passthrough(block.forward, index)
+        lm._sweep_skip_users = users + 1
+    _SKIP.below = below
+    try:
+        yield
+    finally:
+        _SKIP.below = 0
+        with _SKIP_LOCK:
+            lm._sweep_skip_users -= 1
+            if lm._sweep_skip_users == 0:
+                for block in blocks:
+                    block.__dict__.pop("forward", None)
+
+
+def _passthrough(forward, index: int):
+    def maybe_skip(*args, **kwargs):
+        if index < getattr(_SKIP, "below", 0):
+            return args[0] if args else kwargs["hidden_states"]
+        return forward(*args, **kwargs)
+
+    return maybe_skip
+
+
+def _skip_is_exact(lm: LoadedModel) -> bool:
+    """Whether skipping the blocks below a row's start layer leaves SPADE unchanged for this model
+    (checked once per model on two rows; any difference or error turns the shortcut off)."""
+    verdict = getattr(lm, "_sweep_skip_ok", None)
+    if verdict is None:
+        layers = lm.num_layers
+        verdict = False
+        if layers >= 2:
+            try:
+                with torch.no_grad():
+                    dim = lm.model.config.hidden_size
+                    probe = torch.stack([torch.linspace(-2, 2, dim), torch.cos(torch.arange(dim) * 0.7)])
+                    probe = probe.to(lm.device)
+                    starts = torch.tensor([layers - 1, max(1, layers // 2)])
+                    args = (probe.to(lm.dtype), starts, torch.tensor([lm.bos_id, lm.bos_id]), torch.tensor([3, 3]))
+                    with _no_logits(lm):
+                        plain = continue_rows(lm, *args)
+                        with _skipping_blocks(lm, int(starts.min())):
+                            skipped = continue_rows(lm, *args)
+                verdict = bool(torch.allclose(plain.float(), skipped.float(), rtol=1e-4, atol=1e-4))
+            except Exception:  # an architecture whose blocks cannot be passed through: no shortcut
+                verdict = False
+        lm._sweep_skip_ok = verdict
+    return verdict
+
+
 def spade_rows(
     lm: LoadedModel,
     residuals: torch.Tensor,
@@ -289,21 +392,38 @@ def spade_rows(
     answer_positions: torch.Tensor,
     mode: str = "original",
     chunk: int = _SPADE_CHUNK,
+    groups: int = 6,
 ) -> torch.Tensor:
-    """SPADE final-normed states [n, d'] of rows (h_l[T] [n, d], l [n], x_T [n], T [n]), chunked."""
+    """SPADE final-normed states [n, d'] of rows (h_l[T] [n, d], l [n], x_T [n], T [n]).
+
+    Rows are grouped by start layer into about `groups` bands; each band is one `continue_rows`
+    call (chunked) in which the blocks below the band's first layer do no work, which saves
+    about 40% of the block work of continuing every row through every block (exact: checked
+    per model by `_skip_is_exact`).
+    """
     if mode not in POSITION_MODES:
         raise InputError(f"spade_positions must be one of {', '.join(POSITION_MODES)}")
     if mode == "original":
         positions = answer_positions
     else:
         positions = torch.full_like(answer_positions, spade_position(0, mode, True))
-    out = []
+    layers = layers.cpu()
+    skip = _skip_is_exact(lm)
+    width = max(1, -(-lm.num_layers // max(1, groups))) if skip else lm.num_layers
+    out = torch.empty(0)
     with _no_logits(lm):
-        for start in range(0, residuals.shape[0], chunk):
-            part = slice(start, start + chunk)
-            out.append(continue_rows(lm, residuals[part], layers[part].cpu(), token_ids[part],
-                                     positions[part], with_bos=True))
-    return torch.cat(out)
+        for band_start in range(0, lm.num_layers, width):
+            rows = ((layers >= band_start) & (layers < band_start + width)).nonzero().squeeze(-1)
+            for start in range(0, len(rows), chunk):
+                part = rows[start : start + chunk]
+                with _skipping_blocks(lm, band_start if skip else 0):
+                    states = continue_rows(lm, residuals[part], layers[part], token_ids[part], positions[part],
+                                           with_bos=True)
+                if not out.numel():
+                    out = torch.empty(residuals.shape[0], states.shape[-1], dtype=states.dtype,
+                                      device=states.device)
+                out[part.to(out.device)] = states
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,21 +444,24 @@ def _choice_matrix(choices: Sequence[tuple[int, ...] | None]) -> torch.Tensor:
 def logit_stats(logits: torch.Tensor, choices: torch.Tensor) -> dict[str, torch.Tensor]:
     """top1/entropy over the vocabulary and, for rows with choices (ids >= 0), over the choices.
 
-    logits [n, V]; choices [n, C] with -1 padding. Returns top1, entropy (restricted where a row
-    has choices), top1_vocab, entropy_vocab, each [n].
+    logits [n, V] (float32 logits are shifted in place: pass a temporary); choices [n, C] with -1
+    padding. Returns top1, entropy (restricted where a row has choices), top1_vocab,
+    entropy_vocab, each [n]. Few full-width passes and no extra [n, V] allocation but one:
+    on CPUs these element-wise passes cost more than the unembedding product itself.
     """
-    logits = logits.float()
-    lse = torch.logsumexp(logits, -1)
-    probs = torch.exp(logits - lse[:, None])
-    entropy_vocab = lse - (probs * logits).sum(-1)
-    top1_vocab = logits.argmax(-1)
+    z = logits.float()
+    top1_vocab = z.argmax(-1)
+    z.sub_(z.amax(-1, keepdim=True))  # max 0 per row: exp cannot overflow
+    e = torch.exp(z)
+    total = e.sum(-1)
+    entropy_vocab = torch.log(total) - e.mul_(z).sum(-1) / total  # log S - sum(e z) / S
     valid = choices >= 0
-    restricted = valid.any(-1).to(logits.device)
+    restricted = valid.any(-1).to(z.device)
     top1, entropy = top1_vocab.clone(), entropy_vocab.clone()
     if restricted.any():
-        valid = valid.to(logits.device)
-        ids = choices.clamp_min(0).to(logits.device)
-        picked = logits.gather(1, ids).masked_fill(~valid, float("-inf"))
+        valid = valid.to(z.device)
+        ids = choices.clamp_min(0).to(z.device)
+        picked = z.gather(1, ids).masked_fill(~valid, float("-inf"))
         c_lse = torch.logsumexp(picked, -1, keepdim=True)
         c_probs = torch.exp(picked - c_lse)
         c_entropy = c_lse[:, 0] - torch.where(valid, c_probs * picked, torch.zeros_like(picked)).sum(-1)
@@ -532,6 +655,7 @@ def run_sweep(
         cached = load_cached(key)
         if cached is not None:
             cached.dataset_name = dataset.name
+            cached.linear_spade_source = plan.source  # same maps; the note on a saved file may differ
             return cached
 
     started = time.perf_counter()
@@ -728,4 +852,5 @@ def cached_sweep(lm: LoadedModel, dataset, settings: SweepSettings | None = None
     result = load_cached(_cache_key(lm, dataset, settings, plan, tuned))
     if result is not None:
         result.dataset_name = dataset.name
+        result.linear_spade_source = plan.source
     return result

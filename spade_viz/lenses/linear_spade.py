@@ -71,13 +71,29 @@ def fold_ids(example_ids: Sequence[str], folds: int) -> np.ndarray:
 
 
 def fit_maps(inputs: torch.Tensor, targets: torch.Tensor, ridge: float = DEFAULT_RIDGE):
-    """Per-layer ridge: inputs [n, L, d], targets [n, L, d'] -> weight [L, d', d], bias [L, d']."""
-    weights, biases = [], []
-    for layer in range(inputs.shape[1]):
-        weight, bias = fit_ridge(inputs[:, layer], targets[:, layer], ridge)
-        weights.append(weight)
-        biases.append(bias)
-    return torch.stack(weights), torch.stack(biases)
+    """Per-layer ridge: inputs [n, L, d], targets [n, L, d'] -> weight [L, d', d], bias [L, d'].
+
+    The same estimator as `affine.fit_ridge` (inputs centred so the bias is not shrunk, penalty
+    scaled by the input variance), solved for all layers in one batched call, in its dual form
+    (an n x n system) when there are fewer rows than input dimensions: identical optimum,
+    (X'X + cI)^-1 X' = X'(XX' + cI)^-1, at a fraction of the cost when cross-fitting small sets.
+    """
+    x = inputs.double().transpose(0, 1)  # [L, n, d]
+    y = targets.double().transpose(0, 1)  # [L, n, d']
+    x_mean, y_mean = x.mean(1, keepdim=True), y.mean(1, keepdim=True)
+    xc, yc = x - x_mean, y - y_mean
+    rows, dim = xc.shape[1], xc.shape[2]
+    penalty = (ridge * (xc.pow(2).sum((1, 2)) / dim).clamp_min(1e-12))[:, None, None]  # [L, 1, 1]
+    if rows <= dim:
+        eye = torch.eye(rows, dtype=xc.dtype)
+        dual = torch.linalg.solve(xc @ xc.transpose(1, 2) + penalty * eye, yc)  # [L, n, d']
+        weight = torch.einsum("lni,lno->loi", xc, dual)
+    else:
+        eye = torch.eye(dim, dtype=xc.dtype)
+        weight = torch.linalg.solve(xc.transpose(1, 2) @ xc + penalty * eye, xc.transpose(1, 2) @ yc)
+        weight = weight.transpose(1, 2)  # [L, d', d]
+    bias = y_mean[:, 0] - torch.einsum("loi,li->lo", weight, x_mean[:, 0])
+    return weight.float(), bias.float()
 
 
 def apply_maps(weight: torch.Tensor, bias: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:

@@ -59,6 +59,157 @@ def _cmd_fetch(_args) -> None:
     print(f"default model ready in {folder}")
 
 
+class _Bars:
+    """tqdm bars on stderr for `progress(done, total, stage)` callbacks, one bar per stage."""
+
+    def __init__(self, unit: str = "example"):
+        self.unit, self.bar, self.stage = unit, None, None
+
+    def __call__(self, done: int, total: int, stage: str) -> None:
+        from tqdm import tqdm
+
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=total, desc=stage, unit=self.unit if total > 1 else "step", file=sys.stderr,
+                            leave=False)
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _dataset(spec: str):
+    """A dataset file path, or the name of a built-in task."""
+    from pathlib import Path
+
+    from .data import builtin_tasks, load_builtin, load_dataset
+    from .errors import InputError
+
+    if Path(spec).expanduser().is_file():
+        dataset = load_dataset(Path(spec).expanduser())
+    elif spec in builtin_tasks():
+        dataset = load_builtin(spec)
+    else:
+        raise InputError(f"no such dataset file or built-in task: {spec!r} "
+                         f"(built-in: {', '.join(builtin_tasks()) or 'none'})")
+    if dataset.errors:
+        print(f"warning: {len(dataset.errors)} row(s) of '{dataset.name}' skipped; first: "
+              f"{dataset.errors[0].message}", file=sys.stderr)
+    return dataset
+
+
+def _cmd_sweep(args) -> None:
+    import json
+    from pathlib import Path
+
+    from .sweep import SweepSettings, run_sweep
+
+    settings = SweepSettings(batch_size=args.batch_size, spade_positions=args.spade_positions,
+                             linear_spade=args.linear_spade, folds=args.folds, ridge=args.ridge,
+                             tuned_lens=not args.no_tuned_lens, max_tokens=args.max_tokens)
+    dataset = _dataset(args.dataset)
+    lm = _load(args)
+    bars = _Bars()
+    try:
+        result = run_sweep(lm, dataset, settings, use_cache=not args.no_cache, calibration=args.calibration,
+                           progress=bars)
+    finally:
+        bars.close()
+    out = result.to_csv(args.out)
+    meta_path = Path(out).with_suffix(".meta.json")
+    meta = {"model": result.model_name, "fingerprint": result.fingerprint, "dataset": result.dataset_name,
+            "dataset_hash": result.dataset_hash, "num_layers": result.num_layers,
+            "examples": result.num_examples, "settings": result.settings,
+            "linear_spade_source": result.linear_spade_source, "skipped": [list(s) for s in result.skipped],
+            "cost": result.info.get("cost"), "timings_s": result.info.get("timings_s"),
+            "from_cache": result.from_cache}
+    meta_path.write_text(json.dumps(meta, indent=1, ensure_ascii=False))
+    timing = "from the cache" if result.from_cache else f"in {result.info['timings_s']['total']:.1f} s"
+    print(f"sweep of '{result.dataset_name}' on {result.model_name}: {result.num_examples} examples x "
+          f"{result.num_layers + 1} layers x {len(result.decoders)} decoders {timing}"
+          + (f"; {len(result.skipped)} skipped (first: {result.skipped[0][0]}: {result.skipped[0][1]})"
+             if result.skipped else ""))
+    print(f"linear SPADE: {result.linear_spade_source}")
+    print(result.format_table())
+    print(f"wrote {out} and {meta_path}")
+
+
+def _cmd_calibrate(args) -> None:
+    import json
+
+    from .errors import InputError
+    from .lenses.affine import default_lens_path
+
+    if args.lens == "tuned":
+        try:
+            from .lenses.tuned import train_tuned_lens
+        except ImportError:
+            raise InputError("the tuned-lens trainer (spade_viz.lenses.tuned) is not available in this install") \
+                from None
+        if args.dataset:
+            raise InputError("the tuned lens trains on text (--text FILE or self-generated text), not on --dataset")
+        texts = None
+        if args.text:
+            from pathlib import Path
+
+            path = Path(args.text).expanduser()
+            if not path.is_file():
+                raise InputError(f"no such text file: {args.text}")
+            texts = [part for part in path.read_text(encoding="utf-8", errors="replace").split("\n\n")
+                     if part.strip()]
+        lm = _load(args)
+        from tqdm import tqdm
+
+        bar = tqdm(total=100, desc="tuned lens", file=sys.stderr, leave=False)
+
+        def report(fraction, message):
+            bar.n = int(fraction * 100)
+            bar.set_postfix_str(message[:60], refresh=True)
+
+        try:
+            lens, result = train_tuned_lens(lm, texts, progress=report, source=args.text and f"text file {args.text}")
+        finally:
+            bar.close()
+        path = lens.save(args.out or default_lens_path(lm, "tuned_lens"))
+        print(result.summary())
+        print(result.table())
+        print(f"saved {path}")
+        return
+
+    from .lenses.linear_spade import calibrate_linear_spade, format_scores
+
+    if args.text:
+        raise InputError("linear SPADE calibrates on the answer rows of a task (--dataset NAME or FILE); maps fitted "
+                         "on generic text transfer poorly to answer positions (see spade_viz/lenses/linear_spade.py)")
+    if not args.dataset:
+        from .data import builtin_tasks
+
+        raise InputError("give --dataset: a built-in task (" + ", ".join(builtin_tasks()) + ") or a JSONL/CSV file")
+    dataset = _dataset(args.dataset)
+    lm = _load(args)
+    bars = _Bars()
+    try:
+        calibration = calibrate_linear_spade(lm, dataset, heldout=args.heldout, ridge=args.ridge,
+                                             spade_positions=args.spade_positions, seed=args.seed,
+                                             batch_size=args.batch_size, max_tokens=args.max_tokens,
+                                             out=args.out, progress=bars)
+    finally:
+        bars.close()
+    if args.json:
+        print(json.dumps({"path": str(calibration.path), "n_train": calibration.n_train,
+                          "n_heldout": calibration.n_heldout, "split": calibration.lens.meta.get("split"),
+                          "heldout": calibration.scores}, allow_nan=True))
+        return
+    print(calibration.describe())
+    print(f"held-out scores ({calibration.lens.meta['split']}):")
+    print(format_scores(calibration.scores))
+    print(f"saved {calibration.path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m spade_viz", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -75,6 +226,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     fetch = commands.add_parser("fetch", help=f"fetch and convert the embedded default model ({DEFAULT_MODEL})")
     fetch.set_defaults(run=_cmd_fetch)
+
+    sweep = commands.add_parser("sweep", help="every example x layer x decoder of a dataset, to a CSV")
+    _add_model_args(sweep)
+    sweep.add_argument("--dataset", required=True, help="built-in task name or a JSONL/CSV file")
+    sweep.add_argument("--out", default="results.csv", help="CSV to write (default results.csv; its metadata "
+                                                            "goes to the same name with .meta.json)")
+    sweep.add_argument("--batch-size", type=int, default=16, help="examples per forward pass (default 16)")
+    sweep.add_argument("--no-cache", action="store_true", help="recompute even when a cached sweep matches")
+    sweep.add_argument("--spade-positions", default="original", choices=["original", "renumbered"])
+    sweep.add_argument("--linear-spade", default="auto", choices=["auto", "saved", "crossfit", "off"],
+                       help="auto: the saved calibration when it matches and was fitted on none of these "
+                            "examples, else k-fold cross-fitting on this dataset (default)")
+    sweep.add_argument("--calibration", default=None, help="linear-SPADE file (default: the one saved for the model)")
+    sweep.add_argument("--folds", type=int, default=5, help="k of the cross-fitting (default 5)")
+    sweep.add_argument("--ridge", type=float, default=1e-2, help="ridge of the cross-fitted maps (default 0.01)")
+    sweep.add_argument("--no-tuned-lens", action="store_true", help="leave out the saved tuned lens")
+    sweep.add_argument("--max-tokens", type=int, default=512)
+    sweep.set_defaults(run=_cmd_sweep)
+
+    calibrate = commands.add_parser("calibrate", help="fit linear SPADE (or train a tuned lens) and save it")
+    _add_model_args(calibrate)
+    calibrate.add_argument("--lens", default="linear_spade", choices=["linear_spade", "tuned"],
+                           help="what to fit (default linear_spade)")
+    calibrate.add_argument("--dataset", default=None, help="linear SPADE: built-in task name or a JSONL/CSV file")
+    calibrate.add_argument("--text", default=None, help="tuned lens: calibration text file (paragraphs; default: "
+                                                        "text the model writes itself)")
+    calibrate.add_argument("--out", default=None, help="where to save (default: the model's lens folder in the "
+                                                       "cache, where the app and sweep find it)")
+    calibrate.add_argument("--heldout", type=float, default=0.25, help="share of examples held out (default 0.25)")
+    calibrate.add_argument("--ridge", type=float, default=1e-2, help="ridge penalty (default 0.01)")
+    calibrate.add_argument("--seed", type=int, default=0, help="seed of the calibration / held-out split")
+    calibrate.add_argument("--spade-positions", default="original", choices=["original", "renumbered"])
+    calibrate.add_argument("--batch-size", type=int, default=16)
+    calibrate.add_argument("--max-tokens", type=int, default=512)
+    calibrate.add_argument("--json", action="store_true", help="print one JSON object")
+    calibrate.set_defaults(run=_cmd_calibrate)
 
     from .exit.cli_commands import add_exit_commands
 

@@ -162,12 +162,13 @@ if run and study_key not in studies:
         studies[study_key] = ExitStudy(arrays, CostModel.from_lm(lm))
         while len(studies) > MAX_STUDIES:
             studies.pop(next(iter(studies)))
-        skipped = getattr(result, "skipped", [])
-        if skipped:
-            state["_ee_skipped"] = skipped
+        state["_ee_skipped"] = list(getattr(result, "skipped", []))
     except sv.SpadeVizError as err:
         ui.show_error(err)
-    bar.empty()
+        bar.empty()
+    else:
+        bar.empty()
+        st.rerun()  # redraw with the sweep in place (and its button disabled)
 
 if study_key not in studies:  # a sweep of exactly these examples is on disk: use it, no model run
     try:
@@ -213,12 +214,29 @@ def _search_checkpoints() -> None:
                                 f"accuracy {best['accuracy_within_1pt']:.1%}; the slider moved to its threshold.")
 
 
+if state.get("_ee_defaults_for") != study_key:  # a new sweep opens at its fastest layout within 1 point
+    state["_ee_defaults_for"] = study_key
+    state.setdefault("ee_conf", "linear_spade" if "linear_spade" in have else have[0])
+    if state["ee_conf"] not in have:
+        state["ee_conf"] = have[0]
+    with st.spinner("Finding the checkpoint layout with the largest speedup within 1 point…"):
+        _search_checkpoints()
+    state["_ee_search_note"] += " (chosen when the sweep opened; change it below)"
+
 st.subheader("3. Slide the threshold")
+if state.get("_ee_search_note"):
+    st.caption(state["_ee_search_note"])
 with st.expander("Checkpoints and compute accounting", expanded=False):
     s1, s2, s3, s4 = st.columns(4)
-    every = s1.number_input("Check every k-th layer", 1, max(1, L - 1), 1, key="ee_every",
+    state.setdefault("ee_every", 1)
+    state.setdefault("ee_start", min(1, L - 1))
+    state.setdefault("ee_head", True)
+    state["ee_every"] = min(max(1, int(state["ee_every"])), max(1, L - 1))
+    state["ee_start"] = min(max(0, int(state["ee_start"])), L - 1)
+    every = s1.number_input("Check every k-th layer", min_value=1, max_value=max(1, L - 1), key="ee_every",
                             help="Fewer checkpoints cost less overhead but may exit later.")
-    start = s2.number_input("First checkpoint layer", 0, L - 1, min(1, L - 1), key="ee_start")
+    start = s2.number_input("First checkpoint layer", min_value=0, max_value=L - 1, key="ee_start",
+                            help="Early layers are often confidently wrong on small models: start later.")
     cont = s3.radio("Continuation tokens", [1, 2], key="ee_cont", horizontal=True,
                     help="1: the answer row only (the <s> row's states are cached once); 2: the paper's charge.")
     confidences = [d for d in ("linear_spade", "spade", "logit_lens", "tuned_lens") if d in have]
@@ -226,14 +244,12 @@ with st.expander("Checkpoints and compute accounting", expanded=False):
                               format_func=lambda d: xf.LABELS.get(d, d),
                               help="Linear SPADE is the method; SPADE itself is an idealised upper bound "
                                    "(its own cost per checkpoint is not charged).")
-    include_head = st.checkbox("Charge the answer's unembedding in every pass", value=True, key="ee_head")
+    include_head = st.checkbox("Charge the answer's unembedding in every pass", key="ee_head")
     st.button("Find the fastest checkpoints within 1 point", key="ee_search", icon=":material/manage_search:",
               on_click=_search_checkpoints,
               help="Tries every k-th layer from every first layer (k = 1, 2, 3, 4, 6) and keeps the layout with the "
                    "largest speedup within 1 point of the full model's accuracy. Chosen on this same data, like "
                    "the threshold: an optimistic estimate.")
-    if state.get("_ee_search_note"):
-        st.caption(state["_ee_search_note"])
     ui.explain(EXPLANATIONS["cost"])
     cost = study.cost
     st.caption(f"For this model one unembedding costs {cost.head_units:.2f} blocks on one token and a linear-SPADE "

@@ -81,6 +81,8 @@ def test_upload_sweep_and_slide(tiny_folders, counting_sweep, cache):
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     assert len(counting_sweep) == 1
+    others = [w.value for w in at.warning if "cannot be used" not in w.value]
+    assert not others, others  # only the bad-row notice (kept in view), no widget-state warnings
     charts = at.get("plotly_chart")
     assert len(charts) >= 4  # trade-off, histogram, per-layer accuracy and agreement
 
@@ -110,6 +112,16 @@ def test_builtin_task_and_open_in_explore(tiny_folders, counting_sweep, cache):
     at.button(key="ee_run").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert len(counting_sweep) == 1
+    # fit and save linear SPADE, then time the real early exit at the slider's threshold
+    at.button(key="ee_fit").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    at.number_input(key="ee_real_n").set_value(4).run()
+    at.number_input(key="ee_real_repeats").set_value(1).run()
+    at.button(key="ee_real_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    labels = [m.label for m in at.metric]
+    assert "Measured speedup" in labels and "Simulated speedup" in labels
+    assert _metric(at, "Measured speedup").endswith("×")
     # pick an example in the table (as a click would) and open it in the Explore page
     at.session_state["ee_table"] = {"selection": {"rows": [2], "columns": [], "cells": []}}
     at.run()

@@ -126,3 +126,26 @@ def test_bad_input(setup):
         run_real_exit(lm, [], lens, 1.0)
     with pytest.raises(sv.InputError, match="linear SPADE"):
         run_real_exit(lm, prompts, AffineLens("tuned_lens", lens.weight, lens.bias, lens.meta), 1.0)
+
+
+def test_cli_real_exit(tiny_folders, tiny_lm, tmp_path, capsys, monkeypatch):
+    import json
+
+    monkeypatch.setenv("SPADE_VIZ_CACHE", str(tmp_path / "cache"))  # no saved lens there
+    from spade_viz.cli import main as cli_main
+
+    lens_path = random_lens(tiny_lm).save(tmp_path / "lens.safetensors")
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(json.dumps({"id": e.id, "prompt": e.prompt, "answer": e.answer}) for e in EXAMPLES))
+    argv = ["real-exit", "--model", str(tiny_folders["llama"]), "--dataset", str(data), "--threshold", "2.0",
+            "--lens", str(lens_path), "--limit", "4", "--repeats", "1", "--checkpoints", "every:1,from:1"]
+    assert cli_main([*argv, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["examples"] == 4 and report["measured_speedup"] > 0
+    assert {"simulated_compute_fraction", "exit_ms_per_example", "full_ms_per_example"} <= set(report)
+    assert cli_main(argv) == 0
+    assert "measured speedup" in capsys.readouterr().out
+    # no saved lens for this model and none given: one line, exit 2
+    assert cli_main(argv[:-8] + ["--limit", "2"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # (after the weight loader's progress bar)
+    assert last.startswith("error:") and "calibrate" in last

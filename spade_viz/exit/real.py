@@ -365,5 +365,14 @@ def real_exit_from_cli(args, progress=None) -> RealExitReport:
     prompts = prepare_prompts(lm, examples)
     tick = None
     if progress is not None:
-        tick = lambda share, text: progress(f"{share:4.0%} {text}") if int(share * 100) % 10 == 0 else None  # noqa: E731
+        shown = [-1]
+
+        def tick(share, text):
+            decile = int(share * 10)
+            if decile != shown[0]:
+                shown[0] = decile
+                progress(f"timing: {share:4.0%} ({text})")
+
+    if args.limit is not None and args.limit < 1:
+        raise InputError("--limit must be at least 1")
     return run_real_exit(lm, prompts, lens, args.threshold, checkpoints, cost, args.repeats, progress=tick)

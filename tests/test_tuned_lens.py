@@ -19,6 +19,14 @@ from spade_viz.lenses.affine import AffineLens, CalibrationMismatch, default_len
 TINY_BUDGET = dict(steps=60, lr=1e-2, batch=32)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _own_cache(tmp_path_factory):
+    """Calibration texts and lenses of this module go to a temporary cache, not the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SPADE_VIZ_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture(scope="module")
 def tiny_texts(tiny_lm):
     """Calibration and independent held-out text, written by the tiny model itself."""
@@ -44,15 +52,41 @@ def _assert_lower_everywhere(kl: dict[str, list[float]], num_layers: int) -> Non
 
 
 def test_calibration_texts_are_deterministic_and_varied(tiny_lm):
-    first = tuned.calibration_texts(tiny_lm, n_prompts=3, tokens_each=8, seed=5)
-    again = tuned.calibration_texts(tiny_lm, n_prompts=3, tokens_each=8, seed=5)
+    first = tuned.calibration_texts(tiny_lm, n_prompts=3, tokens_each=8, seed=5, cache=False)
+    again = tuned.calibration_texts(tiny_lm, n_prompts=3, tokens_each=8, seed=5, cache=False)
     state = torch.random.get_rng_state()
-    other = tuned.calibration_texts(tiny_lm, n_prompts=3, tokens_each=8, seed=6)
+    other = tuned.calibration_texts(tiny_lm, n_prompts=3, tokens_each=8, seed=6, cache=False)
     assert torch.equal(state, torch.random.get_rng_state())  # the global random state is left alone
     assert first == again and first != other
     assert [t[: len(p)] for t, p in zip(first, tuned.SEED_PROMPTS)] == list(tuned.SEED_PROMPTS[:3])
     assert all(len(t) > len(p) for t, p in zip(first, tuned.SEED_PROMPTS))
     assert len(set(tuned.SEED_PROMPTS)) == len(tuned.SEED_PROMPTS) >= 32
+
+
+def test_calibration_texts_are_cached_per_model_and_settings(tiny_lm, monkeypatch):
+    made = tuned.calibration_texts(tiny_lm, n_prompts=2, tokens_each=6, seed=3)
+    assert made == tuned.calibration_texts(tiny_lm, n_prompts=2, tokens_each=6, seed=3, cache=False)
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("the cached text should have been used")
+
+    monkeypatch.setattr(tiny_lm.model, "generate", no_generation)
+    assert tuned.calibration_texts(tiny_lm, n_prompts=2, tokens_each=6, seed=3) == made
+    with pytest.raises(AssertionError):
+        tuned.calibration_texts(tiny_lm, n_prompts=2, tokens_each=6, seed=4)
+
+
+def test_fused_kl_matches_autograd_reference():
+    torch.manual_seed(0)
+    logits = (torch.randn(3, 4, 50) * 4).requires_grad_()
+    final = torch.log_softmax(torch.randn(4, 50) * 3, -1)
+    reference = (final.exp() * (final - torch.log_softmax(logits, -1))).sum(-1)
+    weights = torch.rand(3, 4)
+    (grad_ref,) = torch.autograd.grad((reference * weights).sum(), logits)
+    fused = tuned._kl(final, logits)
+    (grad,) = torch.autograd.grad((fused * weights).sum(), logits)
+    torch.testing.assert_close(fused, reference, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grad, grad_ref, atol=1e-6, rtol=1e-5)
 
 
 def test_trained_lens_lowers_heldout_kl_at_every_layer(tiny_lm, tiny_texts, tiny_trained):
@@ -206,5 +240,5 @@ def test_sweep_has_tuned_lens_rows_when_one_is_saved(tiny_lm, tiny_trained, tmp_
 
 def test_default_model_reduced_budget(default_lm):
     """The real default model, a reduced budget (~1 min on 2 free cores): still lower at every layer."""
-    lens, report = tuned.train_tuned_lens(default_lm, n_prompts=10, tokens_each=40, steps=40, batch=16, lr=3e-3)
+    lens, report = tuned.train_tuned_lens(default_lm, n_prompts=10, tokens_each=40, steps=40, batch=16)
     _assert_lower_everywhere(report.heldout, default_lm.num_layers)

@@ -29,11 +29,12 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from ..errors import InputError
-from ..models.loading import LoadedModel
+from ..models.loading import LoadedModel, cache_dir
 from .affine import AffineLens, lens_meta
 
 Progress = Callable[[float, str], None]
@@ -115,17 +116,28 @@ def calibration_texts(
     tokens_each: int = DEFAULT_NEW_TOKENS,
     seed: int = 0,
     progress: Progress | None = None,
-    batch_size: int = 16,
+    batch_size: int = 32,
+    cache: bool = True,
 ) -> list[str]:
     """Text the model writes itself: `n_prompts` seed prompts (cycled from `SEED_PROMPTS`), each
     continued by exactly `tokens_each` sampled tokens (temperature 0.9, top-p 0.95, fixed seed).
 
-    Returns seed + continuation per prompt. The global random state is left untouched.
+    Returns seed + continuation per prompt. The global random state is left untouched. With
+    `cache`, the texts are kept in the user cache per model and settings (retraining with other
+    steps or learning rate then skips the generation).
     """
     from transformers import StoppingCriteriaList
 
     if n_prompts < 1 or tokens_each < 1:
         raise InputError("calibration needs at least one prompt and one generated token per prompt")
+    path = _texts_path(lm, n_prompts, tokens_each, seed)
+    if cache and path.is_file():
+        try:
+            texts = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(texts, list) and len(texts) == n_prompts and all(isinstance(t, str) for t in texts):
+                return texts
+        except (OSError, ValueError):
+            pass
     prompts = [SEED_PROMPTS[i % len(SEED_PROMPTS)] for i in range(n_prompts)]
     tok = lm.tokenizer
     pad = next((t for t in (tok.pad_token_id, tok.eos_token_id, lm.bos_id) if t is not None), 0)
@@ -145,12 +157,29 @@ def calibration_texts(
 
             out = lm.model.generate(
                 input_ids=ids, attention_mask=mask, max_new_tokens=tokens_each, min_new_tokens=tokens_each,
-                do_sample=True, temperature=0.9, top_p=0.95, top_k=0, pad_token_id=pad,
+                do_sample=True, top_k=0, pad_token_id=pad, **_SAMPLING,
                 stopping_criteria=StoppingCriteriaList([_EveryToken(tokens_each, report)]),
             )
             for prompt, row in zip(batch, out[:, width:]):
                 texts.append(prompt + tok.decode(row.tolist(), skip_special_tokens=True))
+    if cache:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
+            tmp.replace(path)
+        except OSError:
+            pass  # a cache that cannot be written only costs time
     return texts
+
+
+_SAMPLING = dict(temperature=0.9, top_p=0.95)
+
+
+def _texts_path(lm: LoadedModel, n_prompts: int, tokens_each: int, seed: int) -> Path:
+    """Where self-written calibration text for these settings is cached (keyed by the seed prompts too)."""
+    recipe = hashlib.sha256(json.dumps([SEED_PROMPTS, _SAMPLING]).encode()).hexdigest()[:10]
+    return cache_dir() / "calibration" / lm.fingerprint() / f"{n_prompts}x{tokens_each}-seed{seed}-{recipe}.json"
 
 
 def text_windows(lm: LoadedModel, texts: Sequence[str], window: int = DEFAULT_WINDOW) -> list[list[int]]:
@@ -256,10 +285,33 @@ def _autocast(lm: LoadedModel, precise: bool):
     return torch.autocast(device_type=lm.device.type, dtype=dtype)
 
 
+class _KLToFinal(torch.autograd.Function):
+    """KL(final || softmax(logits)) per row, fused: forward and backward each read the [rows x vocab]
+    logits about three times (autograd's log_softmax chain reads and writes them about twice as often).
+
+    KL = sum p log p - sum p z + logsumexp(z); d KL / d z = softmax(z) - p. `logits` may be bf16
+    (the result and the gradient are computed in float32); `final_logprobs` broadcasts over rows.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, final_logprobs):
+        z = logits.float()
+        lse = torch.logsumexp(z, dim=-1)
+        p = final_logprobs.exp()
+        kl = (p * final_logprobs).sum(-1) - torch.linalg.vecdot(z, p) + lse
+        ctx.save_for_backward(logits, lse, p)
+        return kl
+
+    @staticmethod
+    def backward(ctx, grad):
+        logits, lse, p = ctx.saved_tensors
+        z = logits.float().sub_(lse[..., None]).exp_().sub_(p).mul_(grad[..., None])
+        return z.to(logits.dtype), None
+
+
 def _kl(final_logprobs: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """KL(final || softmax(logits)) per row, in nats; final_logprobs broadcast over leading dims."""
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
-    return (final_logprobs.exp() * (final_logprobs - logprobs)).sum(-1)
+    return _KLToFinal.apply(logits, final_logprobs.float())
 
 
 def heldout_kl(
@@ -352,7 +404,6 @@ def train_tuned_lens(
     heldout_fraction: float = HELDOUT_FRACTION,
     seed: int = 0,
     source: str | None = None,
-    optimizer: str = "adam",
     progress: Progress | None = None,
 ) -> tuple[AffineLens, TunedLensReport]:
     """Train a tuned lens for `lm`; returns (lens, report). Nothing is saved: call
@@ -387,10 +438,7 @@ def train_tuned_lens(
     scales = _layer_scales(residuals)[:, None]  # [L, 1]
     delta = torch.zeros(layers, dim, dim, device=lm.device, requires_grad=True)  # W = I + delta
     shift = torch.zeros(layers, dim, device=lm.device, requires_grad=True)  # b = scale * shift
-    if optimizer == "sgd":
-        optimizer = torch.optim.SGD([delta, shift], lr=lr, momentum=0.9, nesterov=True)
-    else:
-        optimizer = torch.optim.Adam([delta, shift], lr=lr)
+    optimizer = torch.optim.Adam([delta, shift], lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / 10) * 0.5 * (1 + math.cos(math.pi * step / max(1, steps)))
     )

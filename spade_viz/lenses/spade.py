@@ -81,15 +81,15 @@ def continue_rows(
         kwargs["past_key_values"] = cache
         kwargs["attention_mask"] = torch.stack([keep_bos.long(), torch.ones_like(keep_bos, dtype=torch.long)], 1)
     with torch.no_grad(), inject_states(lm, states.to(device).unsqueeze(1), start_layers.cpu()):
-        out = lm.model(
+        # the decoder without its head: its last hidden state is final-normed, and no logits are
+        # computed that the caller would throw away
+        out = lm.model.base_model(
             input_ids=token_ids.to(device).view(rows, 1),
             position_ids=positions.to(device).view(rows, 1),
             use_cache=bool(kwargs),
-            output_hidden_states=True,
-            logits_to_keep=1,
             **kwargs,
         )
-    return out.hidden_states[-1][:, -1]
+    return out.last_hidden_state[:, -1]
 
 
 def spade_position(answer_position: int, mode: str, with_bos: bool = True) -> int:

@@ -149,3 +149,38 @@ def test_cli_real_exit(tiny_folders, tiny_lm, tmp_path, capsys, monkeypatch):
     assert cli_main(argv[:-8] + ["--limit", "2"]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]  # (after the weight loader's progress bar)
     assert last.startswith("error:") and "calibrate" in last
+
+
+def test_candidate_rows_equal_full_head(tiny_lms):
+    from spade_viz.exit.real import head_rows
+
+    for family in ("llama", "gemma2", "opt"):
+        lm = tiny_lms[family]
+        final = torch.randn(lm.adapter.lm_head.weight.shape[1])
+        rows = torch.tensor([5, 17, 3])
+        torch.testing.assert_close(head_rows(lm, final, rows), lm.adapter.head(final.unsqueeze(0))[0, rows])
+
+
+def test_real_exit_with_choices_equals_simulation(tiny_lm):
+    """Rows with choices: confidence and answer over the choices, exactly as the sweep records them."""
+    from spade_viz.exit import ExitArrays
+    from spade_viz.sweep import SweepSettings, run_sweep
+
+    examples = tuple(Example(f"c{i}", p, a, (" Yes", " No")) for i, (p, a) in enumerate([
+        ("Question: Is the sky blue?\nAnswer:", " Yes"), ("Question: Is fire cold?\nAnswer:", " No"),
+        ("Is a cat big?\nAnswer:", " No"), ("Is Paris in France?\nAnswer:", " Yes"),
+        ("hot cold\nAnswer:", " No"), ("big small\nAnswer:", " Yes")]))
+    from spade_viz.data import Dataset
+
+    lens = random_lens(tiny_lm, seed=3, scale=0.05)
+    data = Dataset("yn", examples, (), "test-choices")
+    result = run_sweep(tiny_lm, data, SweepSettings(linear_spade="saved"), use_cache=False, calibration=lens)
+    arrays = ExitArrays.from_sweep(result)
+    sim = ExitSimulator(arrays, CostModel.from_lm(tiny_lm), Checkpoints(start=0))
+    prompts = prepare_prompts(tiny_lm, examples)
+    assert all(p.candidates for p in prompts)
+    for tau in sim.thresholds(8):
+        expected = sim.at(tau)
+        report = run_real_exit(tiny_lm, prompts, lens, float(tau), Checkpoints(start=0), repeats=1)
+        assert report.exit_layers.tolist() == expected.exit_layer.tolist()
+        assert (report.answers == report.gold).tolist() == expected.correct.tolist()

@@ -299,3 +299,17 @@ def test_to_frame_round_trip():
         np.testing.assert_array_equal(back.entropy[d], arrays.entropy[d])
         np.testing.assert_array_equal(back.agree_final[d], arrays.agree_final[d])
     np.testing.assert_array_equal(back.n_tokens, arrays.n_tokens)
+
+
+def test_choice_rows_pay_only_their_choices_per_checkpoint():
+    arrays = hand_arrays()
+    cost = CostModel(block_params=1.0, head_params=100.0, map_params=0.0, vocab_size=100.0, include_head=False)
+    plain = ExitSimulator(arrays, cost).at(1.0).fraction
+    arrays.n_choices = np.array([2, 0, 4])
+    restricted = ExitSimulator(arrays, cost).at(1.0).fraction
+    # a: exit at 1 after one checkpoint: 10 + 3 + 100 (full vocab) vs 10 + 3 + 2 (two choices)
+    assert plain[0] == pytest.approx(113 / 40) and restricted[0] == pytest.approx(15 / 40)
+    assert restricted[1] == plain[1]  # no choices: the whole vocabulary
+    assert restricted[2] == pytest.approx((80 + 3 * 4) / 80)  # never confident: 3 checkpoints x 4 rows
+    back = ExitArrays.from_frame(arrays.to_frame())
+    assert back.n_choices.tolist() == [2, 0, 4]

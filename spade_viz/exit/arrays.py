@@ -39,6 +39,7 @@ class ExitArrays:
     entropy: dict[str, np.ndarray]  # decoder -> [N, L+1] float64 (nats)
     gold: np.ndarray | None = None  # [N] object, when the sweep names it
     meta: dict = field(default_factory=dict)
+    n_choices: np.ndarray | None = None  # [N] int: answer choices of the example (0: none, whole vocabulary)
 
     def __len__(self) -> int:
         return len(self.example_ids)
@@ -73,6 +74,7 @@ class ExitArrays:
         return ExitArrays(
             self.example_ids[rows], self.n_tokens[rows], self.num_layers, pick(self.top1), pick(self.correct),
             pick(self.agree_final), pick(self.entropy), None if self.gold is None else self.gold[rows], dict(self.meta),
+            None if self.n_choices is None else self.n_choices[rows],
         )
 
     def to_frame(self) -> pd.DataFrame:
@@ -92,6 +94,8 @@ class ExitArrays:
             })
             if self.gold is not None:
                 frame["gold"] = np.repeat(self.gold, width)
+            if self.n_choices is not None:
+                frame["n_choices"] = np.repeat(self.n_choices, width)
             frames.append(frame)
         return pd.concat(frames, ignore_index=True)
 
@@ -161,14 +165,21 @@ class ExitArrays:
                 gold = np.empty(n_examples, dtype=object)
                 gold[ex_codes] = frame[name].astype(str).to_numpy(dtype=object)
                 break
+        n_choices = None
+        if "n_choices" in frame.columns:
+            values = pd.to_numeric(frame["n_choices"], errors="coerce").fillna(0).to_numpy()
+            n_choices = np.zeros(n_examples, dtype=np.int64)
+            n_choices[ex_codes] = values.astype(np.int64)
         return cls(
             np.asarray(example_ids, dtype=object), n_tokens, num_layers, top1, correct, agree, entropy, gold,
-            dict(meta or {}),
+            dict(meta or {}), n_choices,
         )
 
     @classmethod
-    def from_sweep(cls, result) -> "ExitArrays":
-        """Straight from a `spade_viz.sweep.SweepResult` (no CSV round trip)."""
+    def from_sweep(cls, result, examples=None) -> "ExitArrays":
+        """Straight from a `spade_viz.sweep.SweepResult` (no CSV round trip). With the dataset's
+        `examples`, rows with answer choices are charged only their choices' unembedding rows per
+        checkpoint (their confidence entropy is over the choices)."""
         if result.num_examples == 0:
             raise SweepFormatError("the sweep has no examples")
         token = np.vectorize(result.token, otypes=[object])
@@ -188,6 +199,7 @@ class ExitArrays:
             entropy={k: np.asarray(v, dtype=np.float64) for k, v in result.entropy.items()},
             gold=token(np.asarray(result.gold_ids)),
             meta=meta,
+            n_choices=_choice_counts(result, examples),
         )
 
     @classmethod
@@ -201,6 +213,16 @@ class ExitArrays:
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as err:
             raise SweepFormatError(f"{path.name} is not a readable CSV: {str(err).splitlines()[0]}") from None
         return cls.from_frame(frame, default_length=default_length, meta=read_sweep_meta(path))
+
+
+def _choice_counts(result, examples) -> np.ndarray | None:
+    counts = getattr(result, "n_choices", None)
+    if counts is not None:
+        return np.asarray(counts, dtype=np.int64)
+    if examples is None:
+        return None
+    by_id = {e.id: len(e.choices) if e.choices else 0 for e in examples}
+    return np.array([by_id.get(i, 0) for i in result.example_ids], dtype=np.int64)
 
 
 def sweep_meta_paths(path: Path) -> list[Path]:

@@ -12,7 +12,8 @@ Convention (shown in the app and the CLI):
   since the ``<s>`` row's keys and values are the same for every prompt and cached once; the
   paper charges 2), one unembedding for the answer, plus the **checkpoint overheads**: every
   checkpoint passed (the exit one included) costs one linear-SPADE matvec (d x d) and one
-  unembedding (d x V) for its entropy.
+  unembedding for its entropy: d x V, or d x C when the example has C answer choices (the
+  entropy is then over the choices, and only their C rows of the unembedding are read).
 * **Never confident**: the full model answers: ``L * n + head`` plus the overheads of all
   checkpoints passed (there is no saving, only the overhead).
 * **Classic early exit** (logit-lens confidence): each checkpoint costs one unembedding, and
@@ -42,6 +43,7 @@ class CostModel:
     map_params: float  # one linear-SPADE map: d_out x d_in (+ bias)
     continuation_tokens: float = 1.0  # rows continued through the remaining blocks (paper: 2)
     include_head: bool = True  # charge the answer's unembedding in every pass
+    vocab_size: float | None = None  # rows of the unembedding (to charge C of V rows for choice tasks)
 
     def __post_init__(self):
         if not self.block_params > 0:
@@ -71,6 +73,7 @@ class CostModel:
             "map_params": float(self.map_params),
             "continuation_tokens": float(self.continuation_tokens),
             "include_head": bool(self.include_head),
+            "vocab_size": None if self.vocab_size is None else float(self.vocab_size),
             "head_units": self.head_units,
             "map_units": self.map_units,
         }
@@ -83,6 +86,8 @@ class CostModel:
             raise InputError(f"cost parameters need block_params, head_params and map_params ({err})") from None
         if "continuation_tokens" in data:
             values["continuation_tokens"] = float(data["continuation_tokens"])
+        if data.get("vocab_size") is not None:
+            values["vocab_size"] = float(data["vocab_size"])
         if "include_head" in data:
             values["include_head"] = str(data["include_head"]).strip().lower() in ("1", "true", "yes")
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -101,7 +106,8 @@ class CostModel:
         head = model.get_output_embeddings().weight
         d_final = head.shape[1]
         d_model = getattr(model.config, "hidden_size", None) or d_final
-        return cls(float(block), float(head.numel()), float(d_final * d_model + d_final), **options)
+        return cls(float(block), float(head.numel()), float(d_final * d_model + d_final),
+                   vocab_size=float(head.shape[0]), **options)
 
     @classmethod
     def from_lm(cls, lm, **options) -> "CostModel":
@@ -208,19 +214,32 @@ def continuation_costs(n_tokens: np.ndarray, num_layers: int, cost: CostModel) -
     return table
 
 
-def hybrid_costs(n_tokens: np.ndarray, num_layers: int, cost: CostModel, mask: np.ndarray) -> np.ndarray:
+def checkpoint_head_share(cost: CostModel, n_choices: np.ndarray | None, n_examples: int) -> np.ndarray:
+    """[N] share of a full unembedding one checkpoint reads: C / V for an example with C choices, else 1."""
+    share = np.ones(n_examples)
+    if n_choices is not None and cost.vocab_size:
+        choices = np.asarray(n_choices, dtype=np.float64)
+        share = np.where(choices > 0, np.minimum(choices / cost.vocab_size, 1.0), 1.0)
+    return share
+
+
+def hybrid_costs(n_tokens: np.ndarray, num_layers: int, cost: CostModel, mask: np.ndarray,
+                 n_choices: np.ndarray | None = None) -> np.ndarray:
     """[N, L+1]: hybrid exit at layer l (column L = never confident, all checkpoint overheads paid)."""
-    per_checkpoint = cost.map_units + cost.head_units
-    passed = np.cumsum(mask).astype(np.float64)  # checkpoints at layers <= l
+    share = checkpoint_head_share(cost, n_choices, len(n_tokens))
+    per_checkpoint = cost.map_units + cost.head_units * share[:, None]
+    passed = np.cumsum(mask).astype(np.float64)[None, :]  # checkpoints at layers <= l
     return continuation_costs(n_tokens, num_layers, cost) + passed * per_checkpoint
 
 
-def classic_costs(n_tokens: np.ndarray, num_layers: int, cost: CostModel, mask: np.ndarray) -> np.ndarray:
+def classic_costs(n_tokens: np.ndarray, num_layers: int, cost: CostModel, mask: np.ndarray,
+                  n_choices: np.ndarray | None = None) -> np.ndarray:
     """[N, L+1]: logit-lens early exit: l full-sequence blocks plus one unembedding per checkpoint
     passed (the exit checkpoint's unembedding is the answer); column L = the full pass plus them all."""
     layers = np.arange(num_layers + 1, dtype=np.float64)
     n = np.asarray(n_tokens, dtype=np.float64)[:, None]
-    passed = np.cumsum(mask).astype(np.float64) * cost.head_units
+    share = checkpoint_head_share(cost, n_choices, len(n_tokens))
+    passed = np.cumsum(mask).astype(np.float64)[None, :] * cost.head_units * share[:, None]
     table = layers * n + passed
     table[:, num_layers] += cost.answer_head_units
     return table

@@ -322,7 +322,8 @@ def run_real_exit(
                 progress((round_ * n + i + 1) / (repeats * n), f"round {round_ + 1}/{repeats}, example {i + 1}/{n}")
 
     n_tokens = np.array([len(p.ids) for p in prompts])
-    table = hybrid_costs(n_tokens, L, cost, mask) / full_cost(n_tokens, L, cost)[:, None]
+    n_choices = np.array([len(p.candidates) if p.candidates else 0 for p in prompts])
+    table = hybrid_costs(n_tokens, L, cost, mask, n_choices) / full_cost(n_tokens, L, cost)[:, None]
     fraction = float(table[np.arange(n), layers].mean())
     gold = np.array([p.gold_id for p in prompts]) if all(p.gold_id is not None for p in prompts) else None
     return RealExitReport(

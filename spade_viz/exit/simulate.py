@@ -159,7 +159,7 @@ class ExitSimulator:
         self.full = full_cost(arrays.n_tokens, L, cost)
         self.hybrid = _Policy(
             arrays.entropy[confidence], self.mask, arrays.correct[answer], arrays.agree_final[answer],
-            hybrid_costs(arrays.n_tokens, L, cost, self.mask) / self.full[:, None], arrays.top1[answer],
+            hybrid_costs(arrays.n_tokens, L, cost, self.mask, arrays.n_choices) / self.full[:, None], arrays.top1[answer],
         )
         self._classic = None
 
@@ -221,7 +221,8 @@ class ExitSimulator:
             self._classic = _Policy(
                 self.arrays.entropy["logit_lens"], self.mask, self.arrays.correct["logit_lens"],
                 self.arrays.agree_final["logit_lens"],
-                classic_costs(self.arrays.n_tokens, self.num_layers, self.cost, self.mask) / self.full[:, None],
+                classic_costs(self.arrays.n_tokens, self.num_layers, self.cost, self.mask,
+                              self.arrays.n_choices) / self.full[:, None],
                 self.arrays.top1["logit_lens"],
             )
         return self._classic

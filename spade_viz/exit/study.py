@@ -36,7 +36,8 @@ EXPLANATIONS = {
     "cost": "Compute is counted in block-token units: a block applied to one token, by parameter count. Exit at "
             "layer l costs l blocks on the whole prompt, L - l blocks on the answer token (the SPADE continuation; "
             "the paper charges 2 tokens), one unembedding, and per checkpoint passed one linear-SPADE map and one "
-            "unembedding. Never confident: the full pass plus all checkpoint costs.",
+            "unembedding (only the choices' rows when the example has answer choices). Never confident: the full "
+            "pass plus all checkpoint costs.",
     "real": "Runs the exit for real: the forward pass stops at the exit layer and SPADE continues the answer row "
             "from there; its wall clock is measured against plain full passes on the same prompts, interleaved.",
 }

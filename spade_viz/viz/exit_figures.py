@@ -129,22 +129,6 @@ def layer_accuracy_figure(layer_accuracy: pd.DataFrame, full_accuracy: float | N
     return fig
 
 
-def threshold_figure(hybrid: pd.DataFrame, threshold: float | None = None) -> go.Figure:
-    """Accuracy and compute fraction as the threshold rises, with the current threshold marked."""
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=hybrid["threshold"], y=hybrid["accuracy"], name="accuracy",
-                             line=dict(color=COLORS["hybrid"])))
-    fig.add_trace(go.Scatter(x=hybrid["threshold"], y=hybrid["compute_fraction"], name="compute fraction",
-                             line=dict(color=COLORS["fixed"])))
-    fig.add_trace(go.Scatter(x=hybrid["threshold"], y=hybrid["agreement"], name="agreement with full model",
-                             line=dict(color=COLORS["oracle"], dash="dot")))
-    if threshold is not None:
-        fig.add_vline(x=threshold, line=dict(color="black", width=1))
-    fig.update_layout(title="What the threshold does", xaxis_title="threshold tau (entropy, nats)",
-                      yaxis_title="share", height=330, **_LAYOUT)
-    return fig
-
-
 CURRENT_TRACE = "your threshold"
 
 

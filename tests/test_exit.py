@@ -313,3 +313,27 @@ def test_choice_rows_pay_only_their_choices_per_checkpoint():
     assert restricted[2] == pytest.approx((80 + 3 * 4) / 80)  # never confident: 3 checkpoints x 4 rows
     back = ExitArrays.from_frame(arrays.to_frame())
     assert back.n_choices.tolist() == [2, 0, 4]
+
+
+def test_figures_from_a_study():
+    from spade_viz.exit.study import ExitStudy
+    from spade_viz.viz import exit_figures as xf
+
+    view = ExitStudy(synthetic_arrays(100, 8), synthetic_cost()).view(Checkpoints(every=2))
+    outcome = view.at(1.0)
+    fig = xf.tradeoff_figure(view.curve, outcome.point.to_dict(), view.classic, view.fixed, view.full, view.oracle,
+                             view.points)
+    names = [t.name for t in fig.data]
+    assert {"hybrid exit (SPADE)", "classic exit (logit lens)", "SPADE at a fixed layer", "full model", "oracle",
+            xf.CURRENT_TRACE} <= set(names)
+    other = view.at(3.0).point.to_dict()
+    xf.set_current(fig, other)
+    marker = next(t for t in fig.data if t.name == xf.CURRENT_TRACE)
+    assert marker.x == (other["compute_fraction"],) and names.count(xf.CURRENT_TRACE) == 1
+    hist = xf.exit_histogram(outcome.exit_layer, 8)
+    assert sum(hist.data[0].y) == 100 and len(hist.data[0].x) == 9
+    layers = xf.layer_accuracy_figure(view.layer_accuracy, view.full["accuracy"])
+    assert len(layers.data) == 3
+    table = view.examples_table(outcome)
+    assert len(table) == 100 and {"exit layer", "answer", "gold", "right"} <= set(table.columns)
+    assert list(view.points_table()["policy"])[:2] == ["full model", "oracle"]

@@ -178,6 +178,22 @@ def test_text_windows_and_heldout_split(tiny_lm):
         tuned.text_windows(tiny_lm, ["", "   "])
 
 
+def test_collect_keeps_every_position_but_start_exactly(tiny_lm):
+    windows = tuned.text_windows(tiny_lm, ["France: Paris\nJapan: Tokyo", "1 2 3", "The quick brown fox jumps"])
+    acts = tuned.collect(tiny_lm, windows, batch_windows=2)  # padded batches of unequal windows
+    assert acts.num_positions == sum(len(w) - 1 for w in windows)
+    start = 0
+    for ids in windows:
+        with torch.no_grad():
+            out = tiny_lm.model(input_ids=torch.tensor([ids]), output_hidden_states=True)
+        n = len(ids) - 1
+        torch.testing.assert_close(acts.final[start : start + n], out.hidden_states[-1][0, 1:], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(acts.residuals[:, start : start + n],
+                                   torch.stack(out.hidden_states[:-1])[:, 0, 1:], atol=1e-5, rtol=1e-4)
+        start += n
+    assert tuned.collect(tiny_lm, windows, max_positions=5).num_positions == 5
+
+
 def test_training_refuses_empty_text(tiny_lm):
     with pytest.raises(sv.InputError):
         tuned.train_tuned_lens(tiny_lm, [""], steps=1)

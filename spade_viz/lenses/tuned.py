@@ -7,7 +7,7 @@ the shared `AffineLens` (kind "tuned_lens"), saved as safetensors beside linear 
 
 Calibration text, offline: either text the model itself writes from `SEED_PROMPTS` (varied
 prose, code, dialogue, lists, arithmetic, few-shot formats; by default 32 prompts continued by
-96 sampled tokens each, seed 0: about 3,600 positions, of which 1 text in 5 is held out), or a
+96 sampled tokens each, seed 0: about 3,300 positions, of which 1 text in 5 is held out), or a
 user-supplied text cut into windows of at most `window` tokens.
 
 How it trains, cheaply enough for a CPU: the model runs once over the text (no gradient); the
@@ -45,7 +45,7 @@ DEFAULT_STEPS = 150
 DEFAULT_BATCH = 32  # positions per step; every step trains all layers on them (L x 32 rows)
 DEFAULT_LR = 2e-3
 DEFAULT_WINDOW = 256  # tokens per window when cutting a user text (with the start token)
-MAX_POSITIONS = 20_000  # calibration positions kept at most (memory: L x this x d floats)
+MAX_POSITIONS = 20_000  # calibration positions kept at most (see `position_budget`)
 HELDOUT_FRACTION = 0.2
 
 SEED_PROMPTS: tuple[str, ...] = (
@@ -232,24 +232,38 @@ class Activations:
         return self.final.shape[0]
 
 
+def position_budget(lm: LoadedModel, budget_bytes: float = 2 * 1024**3) -> int:
+    """How many calibration positions to keep: their residuals (L x d floats each) within ~2 GiB."""
+    width = lm.model.get_input_embeddings().weight.shape[-1]
+    return int(max(256, min(MAX_POSITIONS, budget_bytes // (4 * lm.num_layers * width))))
+
+
 def collect(lm: LoadedModel, windows: Sequence[Sequence[int]], progress: Progress | None = None,
-            max_positions: int = MAX_POSITIONS) -> Activations:
-    """Run the model over each window (no gradient) and keep every position except `<s>`."""
-    residuals, finals, kept = [], [], 0
-    with torch.no_grad():
-        for number, ids in enumerate(windows):
-            if kept >= max_positions:
-                break
-            out = lm.model(input_ids=torch.tensor([list(ids)], device=lm.device), output_hidden_states=True,
-                           use_cache=False)
-            take = min(len(ids) - 1, max_positions - kept)
-            residuals.append(torch.stack([h[0, 1 : 1 + take] for h in out.hidden_states[:-1]]).float())
-            finals.append(out.hidden_states[-1][0, 1 : 1 + take].float())
-            kept += take
-            if progress is not None:
-                progress((number + 1) / len(windows), f"reading the text through the model: {kept} positions")
-    if not kept:
+            max_positions: int | None = None, batch_windows: int = 8) -> Activations:
+    """Run the model over the windows (no gradient, a few per padded batch) and keep every position
+    except `<s>`, up to `max_positions` (default: `position_budget`)."""
+    from ..sweep import hidden_at
+
+    limit = position_budget(lm) if max_positions is None else max_positions
+    kept_windows, total = [], 0
+    for ids in windows:
+        if total >= limit:
+            break
+        take = min(len(ids) - 1, limit - total)
+        if take > 0:
+            kept_windows.append(list(ids[: take + 1]))
+            total += take
+    if not total:
         raise InputError("the calibration text has no token after the start token")
+    residuals, finals = [], []
+    for start in range(0, len(kept_windows), batch_windows):
+        batch = kept_windows[start : start + batch_windows]
+        res, final = hidden_at(lm, batch, [range(1, len(ids)) for ids in batch])  # [n, L, d], [n, d']
+        residuals.append(res.float().transpose(0, 1).cpu())
+        finals.append(final.float().cpu())
+        if progress is not None:
+            done = min(len(kept_windows), start + batch_windows)
+            progress(done / len(kept_windows), f"reading the text through the model: window {done}/{len(kept_windows)}")
     return Activations(torch.cat(residuals, dim=1), torch.cat(finals))
 
 

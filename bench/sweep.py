@@ -47,6 +47,27 @@ def forward_passes(lm, prepared, batch_size: int, lean: bool = False) -> None:
             lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False, **extra)
 
 
+def work_ratio(lm, prepared, groups: int = 5) -> dict:
+    """Multiply-adds of the forward passes over those of the sweep (weights only, no attention scores).
+
+    Sweep: the forward (residuals at every layer, the answer row unembedded once), SPADE rows in
+    start-layer bands (a row of band b runs the blocks from the band's first layer up), and three
+    full-vocabulary unembeddings per layer (logit lens, SPADE, linear SPADE plus its d x d map).
+    """
+    from spade_viz.exit.cost import CostModel
+
+    cost = CostModel.from_lm(lm)
+    layers, block, head = lm.num_layers, cost.block_params, cost.head_params
+    width = -(-layers // groups)
+    spade_blocks = sum(min(width, layers - start) * (layers - start) for start in range(0, layers, width))
+    tokens = sum(len(p.token_ids) for p in prepared)
+    n = len(prepared)
+    lean = tokens * layers * block + n * head
+    plain = tokens * layers * block + tokens * head
+    sweep = lean + n * (spade_blocks * block + layers * (3 * head + cost.map_params))
+    return {"plain": plain / sweep, "lean": lean / sweep}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=sv.DEFAULT_MODEL)
@@ -69,25 +90,32 @@ def main() -> None:
 
     forward_passes(lm, prepared[: args.batch_size], args.batch_size)  # warm-up
     run_sweep(lm, Dataset("warm", dataset.examples[:4], (), "warm"), settings, use_cache=False)
-    times = {"forward": [], "forward_lean": [], "sweep": []}
-    parts = []
+    jobs = {
+        "forward": lambda: forward_passes(lm, prepared, args.batch_size),
+        "sweep": lambda: parts.append(run_sweep(lm, dataset, settings, use_cache=False).info["timings_s"]),
+        "forward_lean": lambda: forward_passes(lm, prepared, args.batch_size, lean=True),
+    }
+    wall = {name: [] for name in jobs}
+    cpu = {name: [] for name in jobs}
+    parts: list[dict] = []
     for _ in range(args.reps):
-        start = time.perf_counter()
-        forward_passes(lm, prepared, args.batch_size)
-        times["forward"].append(time.perf_counter() - start)
-        start = time.perf_counter()
-        result = run_sweep(lm, dataset, settings, use_cache=False)
-        times["sweep"].append(time.perf_counter() - start)
-        parts.append(result.info["timings_s"])
-        start = time.perf_counter()
-        forward_passes(lm, prepared, args.batch_size, lean=True)
-        times["forward_lean"].append(time.perf_counter() - start)
-    med = {name: statistics.median(values) for name, values in times.items()}
-    for name, values in times.items():
-        print(f"{name:>13}: median {med[name]:.2f} s  ({', '.join(f'{v:.2f}' for v in values)})")
-    keys = parts[0].keys()
-    print("sweep breakdown (median s): " + ", ".join(
-        f"{key} {statistics.median(p[key] for p in parts):.2f}" for key in keys))
+        for name, job in jobs.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            job()
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    med = {name: statistics.median(values) for name, values in wall.items()}
+    med_cpu = {name: statistics.median(values) for name, values in cpu.items()}
+    for name, values in wall.items():
+        print(f"{name:>13}: median {med[name]:.2f} s wall, {med_cpu[name]:.2f} s cpu  "
+              f"(wall {', '.join(f'{v:.2f}' for v in values)})")
+    print("sweep breakdown (median wall s): " + ", ".join(
+        f"{key} {statistics.median(p[key] for p in parts):.2f}" for key in parts[0]))
+    print(f"cpu-time ratios (less sensitive to other load): forward/sweep {med_cpu['forward'] / med_cpu['sweep']:.2f}, "
+          f"lean forward/sweep {med_cpu['forward_lean'] / med_cpu['sweep']:.2f}")
+    work = work_ratio(lm, prepared)
+    print(f"multiply-add ratio forward/sweep: {work['plain']:.2f} (lean forward/sweep {work['lean']:.2f}): the "
+          "throughput ratio if every multiply-add ran at one speed")
     print(f"sweep/lean-forward throughput ratio: {med['forward_lean'] / med['sweep']:.2f}")
     print(f"sweep/forward throughput ratio: {med['forward'] / med['sweep']:.2f}")
 

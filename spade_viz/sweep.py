@@ -392,7 +392,7 @@ def spade_rows(
     answer_positions: torch.Tensor,
     mode: str = "original",
     chunk: int = _SPADE_CHUNK,
-    groups: int = 6,
+    groups: int = 5,
 ) -> torch.Tensor:
     """SPADE final-normed states [n, d'] of rows (h_l[T] [n, d], l [n], x_T [n], T [n]).
 

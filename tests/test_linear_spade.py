@@ -68,7 +68,7 @@ def test_fit_maps_is_the_ridge_optimum(rows):
 
 def test_crossfit_never_uses_an_examples_own_row():
     torch.manual_seed(1)
-    inputs, targets = torch.randn(20, 2, 8), torch.randn(20, 2, 8)
+    inputs, targets = torch.randn(20, 2, 32), torch.randn(20, 2, 8)  # 15 rows < 32 dims: the dual form
     folds = fold_ids([f"id{i}" for i in range(20)], 4)
     assert sorted(np.bincount(folds)) == [5, 5, 5, 5]
     predicted = crossfit_states(inputs, targets, folds, 0.1)

@@ -103,6 +103,21 @@ def apply_maps(weight: torch.Tensor, bias: torch.Tensor, inputs: torch.Tensor) -
     return torch.einsum("loi,nli->nlo", weight, inputs) + bias
 
 
+def _ridge_predict(inputs: torch.Tensor, targets: torch.Tensor, queries: torch.Tensor, ridge: float) -> torch.Tensor:
+    """What `apply_maps(*fit_maps(inputs, targets, ridge), queries)` gives, [m, L, d'], without
+    forming the [L, d', d] maps when the dual form applies (fewer rows than input dimensions)."""
+    if inputs.shape[0] > inputs.shape[2]:
+        return apply_maps(*fit_maps(inputs, targets, ridge), queries)
+    x = inputs.double().transpose(0, 1)  # [L, n, d]
+    y = targets.double().transpose(0, 1)
+    x_mean, y_mean = x.mean(1, keepdim=True), y.mean(1, keepdim=True)
+    xc, yc = x - x_mean, y - y_mean
+    penalty = (ridge * (xc.pow(2).sum((1, 2)) / xc.shape[2]).clamp_min(1e-12))[:, None, None]
+    dual = torch.linalg.solve(xc @ xc.transpose(1, 2) + penalty * torch.eye(xc.shape[1], dtype=xc.dtype), yc)
+    q = queries.double().transpose(0, 1) - x_mean  # [L, m, d]
+    return ((q @ xc.transpose(1, 2)) @ dual + y_mean).transpose(0, 1).float()
+
+
 def crossfit_states(inputs: torch.Tensor, targets: torch.Tensor, folds: np.ndarray,
                     ridge: float = DEFAULT_RIDGE) -> torch.Tensor:
     """Linear-SPADE states [n, L, d'] where row i comes from maps fitted on the other folds only."""
@@ -110,8 +125,7 @@ def crossfit_states(inputs: torch.Tensor, targets: torch.Tensor, folds: np.ndarr
     folds = torch.as_tensor(folds)
     for fold in folds.unique().tolist():
         test = folds == fold
-        weight, bias = fit_maps(inputs[~test], targets[~test], ridge)
-        out[test] = apply_maps(weight, bias, inputs[test]).to(out.dtype)
+        out[test] = _ridge_predict(inputs[~test], targets[~test], inputs[test], ridge).to(out.dtype)
     return out
 
 

@@ -47,7 +47,7 @@ if lens is not None:
     kl = tuned.heldout_from_meta(lens)
     note = f" Held-out KL to the final prediction, mean over layers: logit lens {kl['mean_logit_lens']:.2f} → " \
            f"tuned lens {kl['mean_tuned_lens']:.2f} nats." if kl else ""
-    st.success(f"A tuned lens is saved for this model (trained {lens.meta.get('created', '?')} on "
+    st.success(f"A tuned lens is saved for this model (trained {lens.meta.get('created', '?').replace('T', ' ')} on "
                f"{lens.meta.get('source', 'unknown text')}).{note}", icon=":material/check_circle:")
 else:
     st.info("No tuned lens is saved for this model yet: train one below (a few minutes on a laptop CPU for the "
@@ -147,7 +147,7 @@ if dataset is None:
     st.info("Pick a built-in task or upload a file.")
     st.stop()
 
-limit = st.number_input("Examples", 1, len(dataset), min(len(dataset), 100), step=10, key="cd_limit",
+limit = st.number_input("Examples", 1, len(dataset), min(len(dataset), 200), step=10, key="cd_limit",
                         help="The first N examples of the dataset are used.")
 subset = dataset
 if int(limit) < len(dataset):

@@ -224,8 +224,10 @@ def test_comparison_figure_has_both_lines_per_decoder():
     rows = [{"decoder": d, "layer": l, "accuracy": l / 3, "agree_final": l / 3}
             for d in ("logit_lens", "tuned_lens", "spade", "linear_spade") for l in range(4)]
     fig = comparison_figure(compare.layer_curves(pd.DataFrame(rows)))
-    names = [trace.name for trace in fig.data]
-    assert len(names) == 8 and "tuned lens: accuracy" in names and "SPADE: agrees with final" in names
+    shown = [trace.name for trace in fig.data if trace.showlegend is not False]
+    assert shown == ["logit lens", "tuned lens", "SPADE", "linear SPADE", "accuracy vs gold", "agrees with final answer"]
+    lines = [trace for trace in fig.data if trace.x[0] is not None]
+    assert len(lines) == 8 and sum(trace.line.dash == "dot" for trace in lines) == 4
     kl = heldout_kl_figure({"logit_lens": [3.0, 2.0, 0.0], "tuned_lens": [1.0, 0.5, 0.0]})
     assert [len(t.y) for t in kl.data] == [2, 2] and kl.layout.yaxis.type == "log"
 

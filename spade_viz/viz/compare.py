@@ -12,8 +12,14 @@ import plotly.graph_objects as go
 
 from .heatmaps import FONT, decoder_color, decoder_label
 
-_LAYOUT = dict(font=FONT, plot_bgcolor="white", margin=dict(l=60, r=20, t=60, b=50), hovermode="x unified",
-               legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
+_LAYOUT = dict(font=FONT, plot_bgcolor="white", margin=dict(l=60, r=20, t=50, b=50), hovermode="x unified")
+
+
+def _legend_inside(corner: str) -> dict:
+    """A legend in an empty top corner of the plot ("left" or "right")."""
+    x, anchor = (0.01, "left") if corner == "left" else (0.99, "right")
+    return dict(x=x, xanchor=anchor, y=0.98, yanchor="top", bgcolor="rgba(255,255,255,0.85)",
+                bordercolor="#dddddd", borderwidth=1)
 
 
 def comparison_figure(curves: pd.DataFrame, fraction: float | None = 0.95, title: str | None = None) -> go.Figure:
@@ -27,16 +33,19 @@ def comparison_figure(curves: pd.DataFrame, fraction: float | None = 0.95, title
     for name, group in curves.groupby("decoder", sort=False):
         label, color = html.escape(decoder_label(name)), decoder_color(name)
         group = group.sort_values("layer")
-        fig.add_trace(go.Scatter(
-            x=group["layer"], y=group["accuracy"], mode="lines+markers", name=f"{label}: accuracy",
+        fig.add_trace(go.Scatter(  # one legend entry per decoder: it toggles both of its lines
+            x=group["layer"], y=group["accuracy"], mode="lines+markers", name=label,
             legendgroup=name, line=dict(color=color, width=2.5), marker=dict(size=5),
             hovertemplate=f"{label} accuracy %{{y:.2f}}<extra></extra>",
         ))
         fig.add_trace(go.Scatter(
-            x=group["layer"], y=group["agree_final"], mode="lines", name=f"{label}: agrees with final",
-            legendgroup=name, line=dict(color=color, width=2, dash="dot"),
+            x=group["layer"], y=group["agree_final"], mode="lines", name=f"{label} (agreement)",
+            legendgroup=name, showlegend=False, line=dict(color=color, width=2, dash="dot"),
             hovertemplate=f"{label} agreement %{{y:.2f}}<extra></extra>",
         ))
+    for key, dash in (("accuracy vs gold", "solid"), ("agrees with final answer", "dot")):  # line-style key
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=key, hoverinfo="skip",
+                                 line=dict(color="#555555", width=2, dash=dash)))
     if len(curves) and fraction is not None:
         final = float(curves[curves["layer"] == last_layer]["accuracy"].iloc[0])
         if final > 0:
@@ -44,7 +53,7 @@ def comparison_figure(curves: pd.DataFrame, fraction: float | None = 0.95, title
                           annotation_text=f"{fraction:.0%} of final accuracy ({final:.2f})",
                           annotation_position="top left", annotation_font=dict(size=11, color="#555555"))
     fig.update_layout(title=title or "Accuracy (solid) and agreement with the final answer (dotted), per layer",
-                      height=460, **_LAYOUT)
+                      height=480, legend=_legend_inside("left"), **_LAYOUT)
     fig.update_xaxes(title="layer", range=[-0.5, last_layer + 0.5], gridcolor="#eeeeee", zeroline=False,
                      dtick=max(1, (last_layer + 1) // 15))
     fig.update_yaxes(title="fraction of examples", range=[-0.02, 1.02], gridcolor="#eeeeee", zeroline=False)
@@ -65,7 +74,7 @@ def heldout_kl_figure(kl: dict[str, Sequence[float]], title: str | None = None) 
             hovertemplate=f"{label} %{{y:.3f}} nats<extra></extra>",
         ))
     fig.update_layout(title=title or "Held-out KL to the final distribution (lower is closer)", height=360,
-                      **_LAYOUT)
+                      legend=_legend_inside("right"), **_LAYOUT)
     fig.update_xaxes(title="layer", gridcolor="#eeeeee", zeroline=False)
-    fig.update_yaxes(title="KL (nats, log scale)", type="log", gridcolor="#eeeeee")
+    fig.update_yaxes(title="KL (nats, log scale)", type="log", dtick="D2", gridcolor="#eeeeee")
     return fig

@@ -278,43 +278,31 @@ def hidden_at(lm: LoadedModel, sequences: Sequence[Sequence[int]], picks: Sequen
         mask[row, : len(seq)] = 1
     rows = torch.tensor([b for b, chosen in enumerate(picks) for _ in chosen], device=lm.device)
     cols = torch.tensor([p for chosen in picks for p in chosen], device=lm.device)
-    with torch.no_grad():
-        out = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
-                       output_hidden_states=True, use_cache=False, logits_to_keep=1)
-        hidden = out.hidden_states
-        residuals = torch.stack([h[rows, cols] for h in hidden[:-1]], dim=1)
-        final = hidden[-1][rows, cols]
-    return residuals, final
+    # Hooks keep only the picked rows of the first block's input (h_0) and of every block's output
+    # (h_1..h_L before the final norm), not every position of every layer (`output_hidden_states`).
+    caller = threading.get_ident()
+    taken: list[torch.Tensor] = []
 
+    def take_input(_module, args, kwargs):
+        if threading.get_ident() == caller:
+            taken.append((args[0] if args else kwargs["hidden_states"])[rows, cols])
 
-_NO_LOGITS = threading.local()
+    def take_output(_module, _inputs, output):
+        if threading.get_ident() == caller:
+            taken.append((output[0] if isinstance(output, tuple) else output)[rows, cols])
 
-
-def _ensure_head_skip(lm: LoadedModel) -> None:
-    """A pre-hook on the unembedding that, only in a thread inside `_no_logits`, feeds it no rows.
-
-    `continue_rows` returns final states and computes logits it does not return; skipping
-    them saves a [rows x vocab] product per call. The hook is inert in every other call.
-    """
-    if getattr(lm, "_sweep_head_skip", None) is not None:
-        return
-
-    def skip(_module, inputs):
-        if getattr(_NO_LOGITS, "active", False):
-            return (inputs[0][..., :0, :], *inputs[1:])
-        return None
-
-    lm._sweep_head_skip = lm.adapter.lm_head.register_forward_pre_hook(skip)
-
-
-@contextmanager
-def _no_logits(lm: LoadedModel):
-    _ensure_head_skip(lm)
-    _NO_LOGITS.active = True
+    blocks = lm.adapter.blocks
+    handles = [blocks[0].register_forward_pre_hook(take_input, with_kwargs=True)]
+    handles += [block.register_forward_hook(take_output) for block in blocks]
     try:
-        yield
+        with torch.no_grad():
+            lm.model.base_model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False)
+            residuals = torch.stack(taken[:-1], dim=1)
+            final = lm.adapter.finalize(taken[-1])
     finally:
-        _NO_LOGITS.active = False
+        for handle in handles:
+            handle.remove()
+    return residuals, final
 
 
 _SKIP = threading.local()
@@ -373,10 +361,9 @@ def _skip_is_exact(lm: LoadedModel) -> bool:
                     probe = probe.to(lm.device)
                     starts = torch.tensor([layers - 1, max(1, layers // 2)])
                     args = (probe.to(lm.dtype), starts, torch.tensor([lm.bos_id, lm.bos_id]), torch.tensor([3, 3]))
-                    with _no_logits(lm):
-                        plain = continue_rows(lm, *args)
-                        with _skipping_blocks(lm, int(starts.min())):
-                            skipped = continue_rows(lm, *args)
+                    plain = continue_rows(lm, *args)
+                    with _skipping_blocks(lm, int(starts.min())):
+                        skipped = continue_rows(lm, *args)
                 verdict = bool(torch.allclose(plain.float(), skipped.float(), rtol=1e-4, atol=1e-4))
             except Exception:  # an architecture whose blocks cannot be passed through: no shortcut
                 verdict = False
@@ -411,18 +398,16 @@ def spade_rows(
     skip = _skip_is_exact(lm)
     width = max(1, -(-lm.num_layers // max(1, groups))) if skip else lm.num_layers
     out = torch.empty(0)
-    with _no_logits(lm):
-        for band_start in range(0, lm.num_layers, width):
-            rows = ((layers >= band_start) & (layers < band_start + width)).nonzero().squeeze(-1)
-            for start in range(0, len(rows), chunk):
-                part = rows[start : start + chunk]
-                with _skipping_blocks(lm, band_start if skip else 0):
-                    states = continue_rows(lm, residuals[part], layers[part], token_ids[part], positions[part],
-                                           with_bos=True)
-                if not out.numel():
-                    out = torch.empty(residuals.shape[0], states.shape[-1], dtype=states.dtype,
-                                      device=states.device)
-                out[part.to(out.device)] = states
+    for band_start in range(0, lm.num_layers, width):
+        rows = ((layers >= band_start) & (layers < band_start + width)).nonzero().squeeze(-1)
+        for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
+            with _skipping_blocks(lm, band_start if skip else 0):
+                states = continue_rows(lm, residuals[part], layers[part], token_ids[part], positions[part],
+                                       with_bos=True)
+            if not out.numel():
+                out = torch.empty(residuals.shape[0], states.shape[-1], dtype=states.dtype, device=states.device)
+            out[part.to(out.device)] = states
     return out
 
 

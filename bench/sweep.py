@@ -6,9 +6,12 @@ On the default model and a built-in task, time in the same process:
            (examples sorted by length, right-padded, same batch size);
   sweep:   `run_sweep` without its cache (logit lens, SPADE at every layer, linear SPADE
            cross-fitted; every statistic over the vocabulary).
-Repetitions are interleaved (forward, sweep, forward, sweep...) and medians are compared,
-because absolute times on a shared machine drift. Also printed: a leaner forward that
-computes logits only for the last position (`logits_to_keep=1`), and the sweep's breakdown.
+The work is cut in slices of one batch; per slice the forward, the sweep and the lean forward
+run back to back (interleaved), and the printed ratio is the median over slices and rounds of
+forward time / sweep time, because absolute times on a shared machine drift (each slice's sweep
+cross-fits linear SPADE within the slice). Also printed: a leaner forward that computes logits
+only for the last position (`logits_to_keep=1`), the sweep's breakdown, CPU-time ratios, and
+the ratio of multiply-adds (what the ratio would be if all work ran at one speed).
 
 Throughput ratio = forward time / sweep time (examples per second of the sweep over those of
 the forward). The goal is >= 0.7.
@@ -88,36 +91,47 @@ def main() -> None:
           f"{tokens / len(prepared):.1f} tokens each on average; batch size {args.batch_size}; "
           f"torch threads {torch.get_num_threads()}")
 
-    forward_passes(lm, prepared[: args.batch_size], args.batch_size)  # warm-up
-    run_sweep(lm, Dataset("warm", dataset.examples[:4], (), "warm"), settings, use_cache=False)
-    jobs = {
-        "forward": lambda: forward_passes(lm, prepared, args.batch_size),
-        "sweep": lambda: parts.append(run_sweep(lm, dataset, settings, use_cache=False).info["timings_s"]),
-        "forward_lean": lambda: forward_passes(lm, prepared, args.batch_size, lean=True),
-    }
-    wall = {name: [] for name in jobs}
-    cpu = {name: [] for name in jobs}
+    # Work in slices of one batch each: per slice, forward / sweep / lean forward back to back, so a
+    # change of load on a shared machine hits all three alike; then medians over slices and rounds.
+    slices = [examples[start : start + args.batch_size] for start in range(0, len(examples), args.batch_size)]
+    slices = [part for part in slices if len(part) >= 2]
+    warm = slices[0]
+    forward_passes(lm, prepare_examples(lm, warm)[0], args.batch_size)  # warm-up
+    run_sweep(lm, Dataset("warm", warm, (), "warm"), settings, use_cache=False)
+    wall = {"forward": [], "sweep": [], "forward_lean": []}
+    cpu = {name: [] for name in wall}
     parts: list[dict] = []
-    for _ in range(args.reps):
-        for name, job in jobs.items():
-            start, start_cpu = time.perf_counter(), time.process_time()
-            job()
-            wall[name].append(time.perf_counter() - start)
-            cpu[name].append(time.process_time() - start_cpu)
-    med = {name: statistics.median(values) for name, values in wall.items()}
-    med_cpu = {name: statistics.median(values) for name, values in cpu.items()}
+    for rep in range(args.reps):
+        for index, part in enumerate(slices):
+            sub = Dataset(dataset.name, part, (), f"{dataset.source_hash}:{rep}:{index}")
+            sub_prepared = prepare_examples(lm, part)[0]
+            jobs = {
+                "forward": lambda: forward_passes(lm, sub_prepared, args.batch_size),
+                "sweep": lambda: parts.append(run_sweep(lm, sub, settings, use_cache=False).info["timings_s"]),
+                "forward_lean": lambda: forward_passes(lm, sub_prepared, args.batch_size, lean=True),
+            }
+            for name, job in jobs.items():
+                start, start_cpu = time.perf_counter(), time.process_time()
+                job()
+                wall[name].append(time.perf_counter() - start)
+                cpu[name].append(time.process_time() - start_cpu)
+    pairs = len(wall["sweep"])
+    paired = [wall["forward"][i] / wall["sweep"][i] for i in range(pairs)]
+    paired_lean = [wall["forward_lean"][i] / wall["sweep"][i] for i in range(pairs)]
     for name, values in wall.items():
-        print(f"{name:>13}: median {med[name]:.2f} s wall, {med_cpu[name]:.2f} s cpu  "
-              f"(wall {', '.join(f'{v:.2f}' for v in values)})")
-    print("sweep breakdown (median wall s): " + ", ".join(
+        print(f"{name:>13}: median {statistics.median(values):.2f} s wall, {statistics.median(cpu[name]):.2f} s cpu "
+              f"per slice of {args.batch_size} (total wall {sum(values):.1f} s over {pairs} slices)")
+    print("sweep breakdown (median wall s per slice): " + ", ".join(
         f"{key} {statistics.median(p[key] for p in parts):.2f}" for key in parts[0]))
-    print(f"cpu-time ratios (less sensitive to other load): forward/sweep {med_cpu['forward'] / med_cpu['sweep']:.2f}, "
-          f"lean forward/sweep {med_cpu['forward_lean'] / med_cpu['sweep']:.2f}")
+    print(f"totals: forward/sweep {sum(wall['forward']) / sum(wall['sweep']):.2f} wall, "
+          f"{sum(cpu['forward']) / sum(cpu['sweep']):.2f} cpu; lean forward/sweep "
+          f"{sum(wall['forward_lean']) / sum(wall['sweep']):.2f} wall")
+    print(f"paired ratios per slice: {', '.join(f'{r:.2f}' for r in paired)}")
     work = work_ratio(lm, prepared)
     print(f"multiply-add ratio forward/sweep: {work['plain']:.2f} (lean forward/sweep {work['lean']:.2f}): the "
           "throughput ratio if every multiply-add ran at one speed")
-    print(f"sweep/lean-forward throughput ratio: {med['forward_lean'] / med['sweep']:.2f}")
-    print(f"sweep/forward throughput ratio: {med['forward'] / med['sweep']:.2f}")
+    print(f"sweep/lean-forward throughput ratio: {statistics.median(paired_lean):.2f}")
+    print(f"sweep/forward throughput ratio: {statistics.median(paired):.2f}")
 
 
 if __name__ == "__main__":

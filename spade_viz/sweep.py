@@ -47,7 +47,7 @@ _STATS_CHUNK = 128  # rows decoded against the vocabulary at once (128 x V float
 # allocator reuses the memory instead of mapping fresh pages each time)
 _SPADE_CHUNK = 1024  # SPADE rows continued in one model call
 
-Progress = Callable[[int, int], None]
+Progress = Callable[[int, int, str], None]  # progress(done, total, stage)
 
 
 # --------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ import torch
 
 from ..errors import InputError
 from ..models.loading import LoadedModel
-from .affine import AffineLens, CalibrationMismatch, default_lens_path, fit_ridge, lens_meta
+from .affine import AffineLens, CalibrationMismatch, default_lens_path, lens_meta
 
 KIND = "linear_spade"
 SOURCES = ("auto", "saved", "crossfit", "off")

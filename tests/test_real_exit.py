@@ -76,17 +76,23 @@ def test_real_exit_equals_simulation(setup, checkpoints):
     sim = ExitSimulator(arrays, CostModel.from_lm(lm), checkpoints)
     prompts = prepare_prompts(lm, EXAMPLES)
     seen_layers = set()
-    for tau in _thresholds(arrays, mask):
+    taus = _thresholds(arrays, mask)
+    for tau in taus:
         expected = sim.at(tau)
-        report = run_real_exit(lm, prompts, lens, tau, checkpoints, repeats=1)
-        assert report.exit_layers.tolist() == expected.exit_layer.tolist(), tau
-        for i, prompt in enumerate(prompts):
-            assert report.answers[i] == answer_ids[prompt.example_id][report.exit_layers[i]]
-        assert (report.answers == report.gold).tolist() == expected.correct.tolist()
-        assert report.simulated_fraction == pytest.approx(expected.point.compute_fraction)
-        seen_layers |= set(report.exit_layers.tolist())
-        assert report.full_seconds > 0 and report.exit_seconds > 0
+        decisions = [exit_answer(lm, p.ids, lens, mask, tau) for p in prompts]
+        layers = [d.layer for d in decisions]
+        assert layers == expected.exit_layer.tolist(), tau
+        for prompt, decision in zip(prompts, decisions):
+            assert decision.answer_id == answer_ids[prompt.example_id][decision.layer]
+        assert [d.answer_id == p.gold_id for d, p in zip(decisions, prompts)] == expected.correct.tolist()
+        seen_layers |= set(layers)
     assert len(seen_layers) >= min(3, mask.sum() + 1)  # thresholds exercised early, late and no exit
+    # the timed run over the dataset takes the same exits and accounts them like the simulation
+    tau = taus[len(taus) // 2]
+    report = run_real_exit(lm, prompts, lens, tau, checkpoints, repeats=1)
+    assert report.exit_layers.tolist() == sim.at(tau).exit_layer.tolist()
+    assert report.simulated_fraction == pytest.approx(sim.at(tau).point.compute_fraction)
+    assert report.full_seconds > 0 and report.exit_seconds > 0
 
 
 def test_forward_really_stops(setup):
@@ -175,12 +181,16 @@ def test_real_exit_with_choices_equals_simulation(tiny_lm):
     lens = random_lens(tiny_lm, seed=3, scale=0.05)
     data = Dataset("yn", examples, (), "test-choices")
     result = run_sweep(tiny_lm, data, SweepSettings(linear_spade="saved"), use_cache=False, calibration=lens)
-    arrays = ExitArrays.from_sweep(result)
+    arrays = ExitArrays.from_sweep(result, examples)
     sim = ExitSimulator(arrays, CostModel.from_lm(tiny_lm), Checkpoints(start=0))
     prompts = prepare_prompts(tiny_lm, examples)
     assert all(p.candidates for p in prompts)
+    mask = Checkpoints(start=0).mask(tiny_lm.num_layers)
     for tau in sim.thresholds(8):
         expected = sim.at(tau)
-        report = run_real_exit(tiny_lm, prompts, lens, float(tau), Checkpoints(start=0), repeats=1)
-        assert report.exit_layers.tolist() == expected.exit_layer.tolist()
-        assert (report.answers == report.gold).tolist() == expected.correct.tolist()
+        decisions = [exit_answer(tiny_lm, p.ids, lens, mask, float(tau), candidates=p.candidates) for p in prompts]
+        assert [d.layer for d in decisions] == expected.exit_layer.tolist()
+        assert [d.answer_id == p.gold_id for d, p in zip(decisions, prompts)] == expected.correct.tolist()
+    report = run_real_exit(tiny_lm, prompts, lens, float(tau), Checkpoints(start=0), repeats=1)
+    assert report.exit_layers.tolist() == expected.exit_layer.tolist()
+    assert report.simulated_fraction == pytest.approx(expected.point.compute_fraction)  # C of V rows charged

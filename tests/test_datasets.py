@@ -31,6 +31,7 @@ MIN_ITEMS = {
     "element_names": 100,
     "multiple_choice": 100,
     "yes_no": 100,
+    "multiple_choice_cloze": 100,
 }
 
 
@@ -219,6 +220,29 @@ def test_csv_pipe_choices_and_format_inference(tmp_path: Path):
     # Upload without a format: sniffed as CSV; a .jsonl name wins over sniffing.
     assert load_dataset(data).examples[0].choices == (" A", " B", " C", " D")
     assert load_dataset(io.BytesIO(_jsonl(GOOD[:1]))).examples[0].answer == " Berlin"
+
+
+def test_semicolon_csv_and_unicode_line_separator():
+    ds = load_dataset("prompt;answer\nGermany:; Berlin\n".encode(), fmt="csv")
+    assert ds.examples[0].answer == " Berlin"
+    # U+2028 inside a JSON string is not a line break for JSONL.
+    ds = load_dataset(_jsonl([{"prompt": "a\u2028b:", "answer": " c"}]), fmt="jsonl")
+    assert ds.examples[0].prompt == "a\u2028b:" and ds.errors == ()
+
+
+def test_glued_answer_is_kept_with_a_warning():
+    rows = [
+        {"prompt": "Germany:", "answer": "Berlin"},     # glued: warn
+        {"prompt": "Germany:", "answer": " Berlin"},    # fine
+        {"prompt": "Germany: ", "answer": "Berlin"},    # space in the prompt: fine
+        {"prompt": "3,4,5,", "answer": "6"},            # digit sequence: fine
+    ]
+    ds = load_dataset(_jsonl(rows), fmt="jsonl")
+    assert len(ds.examples) == 4 and ds.errors == ()
+    assert [w.row for w in ds.warnings] == [1]
+    assert ds.warnings[0].message.startswith("line 1: ") and "' Berlin'" in ds.warnings[0].message
+    for name in builtin_tasks():
+        assert load_builtin(name).warnings == (), name
 
 
 def test_json_array_accepted():

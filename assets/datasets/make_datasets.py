@@ -222,7 +222,8 @@ def make_capitals() -> None:
 # 2. English -> French
 # ---------------------------------------------------------------------------
 
-FR_SHOTS = [("cat", "chat"), ("house", "maison"), ("red", "rouge"), ("three", "trois")]
+FR_SHOTS = [("cat", "chat"), ("house", "maison"), ("red", "rouge"), ("three", "trois"),
+            ("dog", "chien"), ("water", "eau"), ("book", "livre"), ("green", "vert")]
 
 # Words with one standard French translation. Left out: words whose English is
 # ambiguous (spring, plane, key, ...), whose French has common variants
@@ -294,7 +295,8 @@ def make_translation() -> None:
     shot_words = {en for en, _ in FR_SHOTS}
     rows = []
     for en, fr in EN_FR:
-        assert en not in shot_words
+        if en in shot_words:
+            continue
         rows.append({
             "id": f"en_fr-{len(rows) + 1:03d}",
             "prompt": f"{shots}English: {en}\nFrench:",
@@ -656,106 +658,116 @@ def make_multiple_choice() -> None:
 # 7. Yes / no
 # ---------------------------------------------------------------------------
 
+# Each item states a fact and asks about it, so the answer is true by
+# construction ("Anna lives in Paris. Does Anna live in Rome?" -> " No").
+# World-knowledge questions ("Is Berlin the capital of Germany?") and the
+# "Question: ...\nAnswer:" layout were tried first: SmolLM2-135M answered
+# " No" to all of them (yes/no logit gap uncorrelated with the truth).
+YN_NAMES = ["Anna", "Tom", "Lisa", "Mark", "Sara", "Paul", "Emma", "John", "Kate",
+            "Mike", "Nina", "Omar", "Lucy", "Jack", "Maria", "David", "Alice", "Peter"]
+YN_TEMPLATES = [
+    # (statement, question, values)
+    ("{n} lives in {a}.", "Does {n} live in {q}?",
+     ["Paris", "Rome", "London", "Berlin", "Madrid", "Tokyo", "Cairo", "Vienna", "Oslo", "Lima"]),
+    ("{n} has a {a} car.", "Is {n}'s car {q}?",
+     ["red", "blue", "green", "yellow", "black", "white", "grey"]),
+    ("{n} has a {a}.", "Does {n} have a {q}?",
+     ["dog", "cat", "fish", "bird", "rabbit", "horse", "goat", "parrot"]),
+    ("{n} plays the {a}.", "Does {n} play the {q}?",
+     ["piano", "guitar", "violin", "drums", "flute", "trumpet", "cello"]),
+    ("{n} works as a {a}.", "Is {n} a {q}?",
+     ["doctor", "teacher", "pilot", "baker", "farmer", "nurse", "lawyer", "painter", "dentist"]),
+    ("{n} was born in {a}.", "Was {n} born in {q}?", MONTHS),
+    ("{n} drinks {a} every morning.", "Does {n} drink {q} every morning?",
+     ["tea", "coffee", "milk", "juice", "water"]),
+    ("{n}'s house is {a}.", "Is {n}'s house {q}?",
+     ["red", "blue", "green", "yellow", "white", "grey", "pink"]),
+]
+YN_PER_TEMPLATE = 16  # 8 yes + 8 no each
 YN_SHOTS = [
-    ("Is Paris the capital of France?", "Yes"),
-    ("Is the Sun cold?", "No"),
-    ("Is a dog an animal?", "Yes"),
-    ("Is Lyon the capital of France?", "No"),
-]
-
-YES_CAPITALS = [
-    ("Berlin", "Germany"), ("Madrid", "Spain"), ("Rome", "Italy"),
-    ("London", "the United Kingdom"), ("Tokyo", "Japan"), ("Moscow", "Russia"),
-    ("Beijing", "China"), ("Cairo", "Egypt"), ("Ottawa", "Canada"),
-    ("Canberra", "Australia"), ("Athens", "Greece"), ("Lisbon", "Portugal"),
-    ("Vienna", "Austria"), ("Dublin", "Ireland"), ("Oslo", "Norway"),
-    ("Stockholm", "Sweden"), ("Warsaw", "Poland"), ("Seoul", "South Korea"),
-    ("Bangkok", "Thailand"), ("Nairobi", "Kenya"), ("Lima", "Peru"),
-    ("Buenos Aires", "Argentina"), ("Havana", "Cuba"), ("Helsinki", "Finland"),
-    ("Copenhagen", "Denmark"), ("Prague", "the Czech Republic"), ("Budapest", "Hungary"),
-]
-# Big cities that are not (or no longer) the capital of their country.
-NO_CAPITALS = [
-    ("Munich", "Germany"), ("Barcelona", "Spain"), ("Milan", "Italy"),
-    ("Manchester", "the United Kingdom"), ("Osaka", "Japan"), ("Shanghai", "China"),
-    ("Sydney", "Australia"), ("Toronto", "Canada"), ("New York", "the United States"),
-    ("Istanbul", "Turkey"), ("Rio de Janeiro", "Brazil"), ("Zurich", "Switzerland"),
-    ("Mumbai", "India"), ("Alexandria", "Egypt"), ("Marseille", "France"),
-    ("Saint Petersburg", "Russia"), ("Los Angeles", "the United States"),
-    ("Melbourne", "Australia"), ("Vancouver", "Canada"), ("Naples", "Italy"),
-    ("Hamburg", "Germany"), ("Porto", "Portugal"), ("Casablanca", "Morocco"),
-    ("Lagos", "Nigeria"), ("Karachi", "Pakistan"), ("Auckland", "New Zealand"),
-    ("Dubai", "the United Arab Emirates"),
-]
-
-YN_OTHER = [
-    # animals
-    ("Is a whale a mammal?", "Yes"), ("Is a dolphin a mammal?", "Yes"),
-    ("Is a bat a mammal?", "Yes"), ("Is a shark a mammal?", "No"),
-    ("Is a penguin a bird?", "Yes"), ("Is a bat a bird?", "No"),
-    ("Is a frog a reptile?", "No"), ("Is a snake a reptile?", "Yes"),
-    ("Is a spider an insect?", "No"), ("Is an ant an insect?", "Yes"),
-    ("Is a whale a fish?", "No"), ("Is a salmon a fish?", "Yes"),
-    ("Is a chicken a bird?", "Yes"), ("Is a cow a bird?", "No"),
-    ("Is a lizard a mammal?", "No"), ("Is a butterfly an insect?", "Yes"),
-    ("Is a snail an insect?", "No"), ("Is a horse a mammal?", "Yes"),
-    ("Can a penguin fly?", "No"), ("Can an eagle fly?", "Yes"),
-    ("Can a cow fly?", "No"), ("Can a duck swim?", "Yes"),
-    ("Can an elephant fly?", "No"), ("Can a fish swim?", "Yes"),
-    ("Do cows give milk?", "Yes"), ("Do dogs lay eggs?", "No"),
-    ("Do hens lay eggs?", "Yes"), ("Do fish live in water?", "Yes"),
-    ("Do cats have wings?", "No"), ("Do spiders have eight legs?", "Yes"),
-    ("Does a dog have six legs?", "No"),
-    # nature, space, stuff
-    ("Does the Sun rise in the east?", "Yes"), ("Does the Sun rise in the west?", "No"),
-    ("Is ice cold?", "Yes"), ("Is fire cold?", "No"), ("Is snow hot?", "No"),
-    ("Is the Moon a planet?", "No"), ("Is Mars a planet?", "Yes"),
-    ("Is the Sun a star?", "Yes"), ("Is Jupiter a star?", "No"),
-    ("Is the Pacific an ocean?", "Yes"), ("Is the Sahara an ocean?", "No"),
-    ("Is the Earth flat?", "No"), ("Is an apple a fruit?", "Yes"),
-    ("Is a carrot a fruit?", "No"), ("Is a banana a fruit?", "Yes"),
-    ("Is a potato a fruit?", "No"), ("Is an onion a fruit?", "No"),
-    ("Is gold a metal?", "Yes"), ("Is wood a metal?", "No"),
-    ("Is iron a metal?", "Yes"), ("Is glass a metal?", "No"),
-    ("Is water a gas at room temperature?", "No"),
-    ("Is March a month?", "Yes"), ("Is Tuesday a month?", "No"),
-    ("Is Friday a day of the week?", "Yes"), ("Is June a day of the week?", "No"),
-    ("Does a week have seven days?", "Yes"), ("Does a year have ten months?", "No"),
-    ("Does a triangle have three sides?", "Yes"), ("Does a square have five sides?", "No"),
-    # numbers
-    ("Is 7 greater than 3?", "Yes"), ("Is 2 greater than 9?", "No"),
-    ("Is 10 an even number?", "Yes"), ("Is 7 an even number?", "No"),
-    ("Is 9 an odd number?", "Yes"), ("Is 4 an odd number?", "No"),
-    ("Is 5 less than 8?", "Yes"), ("Is 12 less than 6?", "No"),
-    ("Is 6 greater than 1?", "Yes"),
+    ("Ben lives in Dublin.", "Does Ben live in Dublin?", "Yes"),
+    ("Rosa has a green car.", "Is Rosa's car blue?", "No"),
+    ("Sam has a cat.", "Does Sam have a cat?", "Yes"),
+    ("Leo plays the harp.", "Does Leo play the organ?", "No"),
+    ("Eva works as a chef.", "Is Eva a chef?", "Yes"),
+    ("Ivan was born in May.", "Was Ivan born in July?", "No"),
 ]
 
 
 def yes_no_items() -> list[tuple[str, str]]:
-    items = [(f"Is {c} the capital of {k}?", "Yes") for c, k in YES_CAPITALS]
-    items += [(f"Is {c} the capital of {k}?", "No") for c, k in NO_CAPITALS]
-    items += YN_OTHER
-    shot_qs = {q for q, _ in YN_SHOTS}
-    assert not shot_qs & {q for q, _ in items}
-    qs = [q for q, _ in items]
-    assert len(qs) == len(set(qs))
-    yes = sum(a == "Yes" for _, a in items)
-    assert yes * 2 == len(items), f"unbalanced yes/no: {yes} of {len(items)}"
-    random.Random(7).shuffle(items)
+    rng = random.Random(7)
+    items: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for stmt, quest, values in YN_TEMPLATES:
+        made = 0
+        while made < YN_PER_TEMPLATE:
+            assert len(seen) < 10_000
+            n = rng.choice(YN_NAMES)
+            a = rng.choice(values)
+            yes = made % 2 == 0
+            q = a if yes else rng.choice([v for v in values if v != a])
+            text = stmt.format(n=n, a=a) + " " + quest.format(n=n, q=q)
+            if text in seen:
+                continue
+            seen.add(text)
+            items.append((text, "Yes" if yes else "No"))
+            made += 1
+    shot_texts = {f"{s} {q}" for s, q, _ in YN_SHOTS}
+    assert not shot_texts & seen
+    assert sum(a == "Yes" for _, a in items) * 2 == len(items)
+    rng.shuffle(items)
     return items
 
 
 def make_yes_no() -> None:
-    shots = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in YN_SHOTS)
+    shots = "".join(f"{s} {q} {a}\n" for s, q, a in YN_SHOTS)
     rows = []
-    for q, a in yes_no_items():
+    for text, a in yes_no_items():
         rows.append({
             "id": f"yn-{len(rows) + 1:03d}",
-            "prompt": f"{shots}Question: {q}\nAnswer:",
+            "prompt": f"{shots}{text}",
             "answer": f" {a}",
             "choices": [" Yes", " No"],
         })
     write("yes_no", rows)
+
+
+# ---------------------------------------------------------------------------
+# 8. Multiple choice, cloze style (answer with the option's text)
+# ---------------------------------------------------------------------------
+
+# The same questions as multiple_choice, but the model answers with the option
+# itself (options not shown, as in "cloze" evaluations) and is scored among the
+# four options' first tokens. Items whose options are numbers or share a first
+# word are left out (their first tokens would collide).
+CLOZE_SHOTS = [("Which animal barks?", "Dog"),
+               ("How many legs does a spider have?", "Eight"),
+               ("What color is the sky on a clear day?", "Blue")]
+
+
+def cloze_items() -> list[tuple[str, str, list[str]]]:
+    out = []
+    for i, (q, correct, wrong) in enumerate(MC_ITEMS):
+        pos = i % 4
+        options = wrong[:pos] + [correct] + wrong[pos:]
+        firsts = [o.split()[0] for o in options]
+        if len(set(firsts)) < 4 or any(o[0].isdigit() for o in options):
+            continue
+        out.append((q, correct, options))
+    return out
+
+
+def make_multiple_choice_cloze() -> None:
+    shots = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in CLOZE_SHOTS)
+    rows = []
+    for q, correct, options in cloze_items():
+        rows.append({
+            "id": f"mcc-{len(rows) + 1:03d}",
+            "prompt": f"{shots}Question: {q}\nAnswer:",
+            "answer": f" {correct}",
+            "choices": [f" {o}" for o in options],
+        })
+    write("multiple_choice_cloze", rows)
 
 
 def main() -> None:
@@ -766,6 +778,7 @@ def main() -> None:
     make_elements()
     make_multiple_choice()
     make_yes_no()
+    make_multiple_choice_cloze()
 
 
 if __name__ == "__main__":

@@ -83,6 +83,9 @@ class Dataset:
     examples: tuple[Example, ...]
     errors: tuple[RowError, ...]
     source_hash: str  # sha256 hex digest of the raw file bytes
+    # Rows kept but probably not meant as written (e.g. an answer glued to the
+    # prompt with no space between them); same numbering as ``errors``.
+    warnings: tuple[RowError, ...] = ()
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -118,7 +121,7 @@ def load_dataset(path_or_bytes: Any, name: str | None = None, fmt: str | None = 
         raise DatasetError("The file is empty.")
 
     if fmt == "csv" or fmt == "tsv":
-        rows = _csv_rows(text, delimiter="\t" if fmt == "tsv" else ",")
+        rows = _csv_rows(text, delimiter="\t" if fmt == "tsv" else _sniff_delimiter(text))
         label = "row"
     elif text.lstrip().startswith("["):
         rows = _json_array_rows(text)
@@ -127,13 +130,19 @@ def load_dataset(path_or_bytes: Any, name: str | None = None, fmt: str | None = 
         rows = _jsonl_rows(text)
         label = "line"
 
-    examples, errors = _validate(rows, label)
+    examples, errors, warnings = _validate(rows, label)
     if not examples:
         total = len(errors)
         first = "; ".join(e.message for e in errors[:2])
         more = f" (and {total - 2} more)" if total > 2 else ""
         raise DatasetError(f"No valid rows in the file: {first}{more}.")
-    return Dataset(name=name, examples=tuple(examples), errors=tuple(errors), source_hash=source_hash)
+    return Dataset(
+        name=name,
+        examples=tuple(examples),
+        errors=tuple(errors),
+        source_hash=source_hash,
+        warnings=tuple(warnings),
+    )
 
 
 def builtin_tasks() -> dict[str, Path]:
@@ -231,7 +240,10 @@ def _too_many_rows() -> DatasetError:
 
 def _jsonl_rows(text: str) -> list[_Row]:
     rows: list[_Row] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # Split on "\n" only: str.splitlines() would also split on U+2028 and other
+    # separators that may legally appear inside a JSON string.
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        line = line.rstrip("\r")
         if not line.strip():
             continue
         if len(rows) >= MAX_ROWS:
@@ -330,6 +342,17 @@ def _csv_rows(text: str, delimiter: str = ",") -> list[_Row]:
     return rows
 
 
+def _sniff_delimiter(text: str) -> str:
+    """',' unless the header line clearly uses ';' or a tab (spreadsheet exports)."""
+    header = text.split("\n", 1)[0]
+    if "," in header:
+        return ","
+    for d in (";", "\t"):
+        if d in header:
+            return d
+    return ","
+
+
 def _parse_choice_cell(cell: str) -> list[Any] | str:
     s = cell.strip()
     if s.startswith("["):
@@ -357,9 +380,12 @@ def _json_type(v: Any) -> str:
     return "an object"
 
 
-def _validate(rows: Iterable[_Row], label: str) -> tuple[list[Example], list[RowError]]:
+def _validate(
+    rows: Iterable[_Row], label: str
+) -> tuple[list[Example], list[RowError], list[RowError]]:
     rows = list(rows)
     errors: list[RowError] = []
+    warnings: list[RowError] = []
     # ids given explicitly, so generated ones can avoid them
     explicit_ids: set[str] = set()
     for _, obj in rows:
@@ -396,7 +422,25 @@ def _validate(rows: Iterable[_Row], label: str) -> tuple[list[Example], list[Row
             continue
         seen[ex_id] = rowno
         examples.append(Example(id=ex_id, prompt=prompt, answer=answer, choices=choices))
-    return examples, errors
+        glued = _glued_answer(prompt, answer)
+        if glued:
+            warnings.append(RowError(rowno, f"{where}: {glued}"))
+    return examples, errors, warnings
+
+
+def _glued_answer(prompt: str, answer: str) -> str | None:
+    """A note when the answer starts a word right after the prompt's last word or
+    colon (``"Germany:" + "Berlin"``): then it is scored as written, glued on."""
+    last, first = prompt[-1], answer[0]
+    if last.isspace() or not first.isalnum():
+        return None
+    if not (last.isalnum() or last in ":;?!.=>"):
+        return None
+    tail = prompt.rstrip().rsplit(None, 1)[-1][-20:]
+    return (
+        f"the answer {answer!r} follows {tail!r} with no space, so it is scored as "
+        f"{(tail + answer)[:40]!r}; if a space belongs there, write the answer as {' ' + answer!r}"
+    )
 
 
 def _check_row(obj: dict[str, Any]) -> tuple[str, str, tuple[str, ...] | None] | str:

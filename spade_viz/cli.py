@@ -200,9 +200,13 @@ def _cmd_calibrate(args) -> None:
     finally:
         bars.close()
     if args.json:
+        import math
+
+        scores = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+                  for row in calibration.scores]  # a constant entropy has no correlation: null, strict JSON
         print(json.dumps({"path": str(calibration.path), "n_train": calibration.n_train,
                           "n_heldout": calibration.n_heldout, "split": calibration.lens.meta.get("split"),
-                          "heldout": calibration.scores}, allow_nan=True))
+                          "heldout": scores}, allow_nan=False))
         return
     print(calibration.describe())
     print(f"held-out scores ({calibration.lens.meta['split']}):")

@@ -512,6 +512,8 @@ def answer_rows(lm: LoadedModel, prepared: Sequence[PreparedExample], mode: str 
     """Residuals, final states and SPADE states at the answer rows of `prepared`, in its order."""
     n, done = len(prepared), 0
     parts: dict[int, tuple] = {}
+    if progress:
+        progress(0, n, "SPADE at the answer rows")
     for batch in _batches(prepared, batch_size):
         res, fin, spade = _batch_rows(lm, [prepared[i] for i in batch], mode)
         for j, i in enumerate(batch):
@@ -658,6 +660,8 @@ def run_sweep(
     final_by_row: dict[int, dict] = {}
     timings = {"model": 0.0, "decode": 0.0}
     done = 0
+    if progress:
+        progress(0, n, "sweep")
     for batch in _batches(prepared, settings.batch_size):
         rows = torch.tensor(batch)
         tick = time.perf_counter()

@@ -158,6 +158,10 @@ def test_cli_calibrate(tiny_folders, tiny_lm, tmp_path, capsys):
     assert code == 0 and out.exists()
     assert "held-out scores (separate calibration split: 12 examples fitted, 4 held out" in printed
     assert "agree(lin,SPADE)" in printed
+    assert main(["calibrate", "--model", str(tiny_folders["llama"]), "--dataset", str(tmp_path / "words.jsonl"),
+                 "--out", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out, parse_constant=lambda name: pytest.fail(f"non-JSON {name}"))
+    assert report["n_train"] == 12 and len(report["heldout"]) == 3
     assert main(["calibrate", "--model", str(tiny_folders["llama"])]) == 2
     assert capsys.readouterr().err.startswith("error: give --dataset")
     assert main(["calibrate", "--model", str(tiny_folders["llama"]), "--text", "x.txt"]) == 2

@@ -52,7 +52,7 @@ def first_layers(curves: pd.DataFrame, fraction: float = FRACTION) -> pd.DataFra
     """Per decoder: the first layer reaching `fraction` x final accuracy (and from which it stays
     there), and the first layer agreeing with the final answer on `fraction` of the examples.
 
-    Layers are None (shown empty) when never reached; with a final accuracy of 0 the accuracy
+    Layers are <NA> (shown as "never") when never reached; with a final accuracy of 0 the accuracy
     columns are None for every decoder (there is nothing to reach).
     """
     final = final_accuracy(curves)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import replace
 
 import numpy as np
 import streamlit as st
 
 import spade_viz as sv
 from spade_viz import ui
-from spade_viz.data import DatasetError, builtin_tasks, load_builtin, load_dataset
 from spade_viz.exit import Checkpoints, CostModel, ExitArrays
 from spade_viz.exit.study import EXPLANATIONS, ExitStudy
 from spade_viz.viz import exit_figures as xf
@@ -33,50 +30,8 @@ ui.explain(
 
 # ------------------------------------------------------------------ 1. the data
 
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def _builtin(name: str):
-    return load_builtin(name)
-
-
-@st.cache_data(max_entries=8, show_spinner=False)
-def _uploaded(raw: bytes, name: str):
-    return load_dataset(raw, name=name.rsplit(".", 1)[0], fmt=name.rsplit(".", 1)[-1] if "." in name else None)
-
-
 st.subheader("1. Pick a dataset")
-tasks = builtin_tasks()
-source = st.radio("Data", ["Built-in task", "Upload a file"], horizontal=True, key="ee_source",
-                  label_visibility="collapsed")
-dataset = None
-if source == "Built-in task":
-    if not tasks:
-        st.error("No built-in tasks were found in assets/datasets.")
-    else:
-        task = st.selectbox("Task", list(tasks), key="ee_task",
-                            help="Few-shot prompts whose gold answer is the next token.")
-        dataset = _builtin(task)
-else:
-    upload = st.file_uploader(
-        "A JSONL or CSV file with `prompt` and `answer` (optional `choices`, `id`)", key="ee_upload",
-        type=["jsonl", "json", "ndjson", "csv", "tsv"],
-        help="The answer continues the prompt, usually with its leading space: prompt 'Germany:', answer ' Berlin'.",
-    )
-    if upload is not None:
-        try:
-            dataset = _uploaded(upload.getvalue(), upload.name)
-        except DatasetError as err:
-            ui.show_error(err)
-        if dataset is not None and dataset.errors:
-            bad = len(dataset.errors)
-            st.warning(f"{bad} row{'s' if bad > 1 else ''} of {upload.name} cannot be used "
-                       f"({len(dataset)} can):")
-            shown = dataset.errors[:20]
-            st.code("\n".join(e.message for e in shown) + (f"\n… and {bad - 20} more" if bad > 20 else ""),
-                    language=None)
-            if not st.checkbox(f"Use the {len(dataset)} good rows without the bad ones", key="ee_accept_partial"):
-                dataset = None
-
+dataset = ui.dataset_picker("ee")
 if dataset is None:
     st.info("Pick a built-in task or upload a file to start.")
     st.stop()
@@ -102,18 +57,11 @@ try:
 except sv.SpadeVizError as err:
     saved_lens = None
     st.warning(f"The saved linear SPADE could not be used: {err}")
-examples = tuple(dataset.examples[: int(limit)])
+subset = dataset.head(int(limit))
+examples = subset.examples
 study_key = (ui.model_key(lm), lm.fingerprint(), dataset.source_hash, int(limit),
              None if saved_lens is None else saved_lens.meta.get("created", "saved"))
 studies: dict = state.setdefault("_ee_studies", {})
-
-
-def _subset():
-    """The first `limit` examples as a dataset of their own (its own hash: its own sweep cache entry)."""
-    if int(limit) == n_total:
-        return dataset
-    digest = hashlib.sha256(f"{dataset.source_hash}:first{int(limit)}".encode()).hexdigest()
-    return replace(dataset, examples=examples, errors=(), source_hash=digest)
 
 
 def _bar_progress(bar, label):
@@ -136,7 +84,7 @@ with lens_col:
 
         bar = st.progress(0.0, text="Fitting linear SPADE…")
         try:
-            calibrate_linear_spade(lm, _subset(), save=True, progress=_bar_progress(bar, "Fitting linear SPADE"))
+            calibrate_linear_spade(lm, subset, save=True, progress=_bar_progress(bar, "Fitting linear SPADE"))
         except sv.SpadeVizError as err:
             ui.show_error(err)
         else:
@@ -151,7 +99,7 @@ with run_col:
 def _sweep(progress):
     from spade_viz.sweep import run_sweep
 
-    return run_sweep(lm, _subset(), progress=progress)
+    return run_sweep(lm, subset, progress=progress)
 
 
 if run and study_key not in studies:
@@ -174,7 +122,7 @@ if study_key not in studies:  # a sweep of exactly these examples is on disk: us
     try:
         from spade_viz.sweep import cached_sweep
 
-        cached = cached_sweep(lm, _subset())
+        cached = cached_sweep(lm, subset)
     except sv.SpadeVizError:
         cached = None
     if cached is not None:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import replace
 
 import streamlit as st
 
 import spade_viz as sv
 from spade_viz import compare, ui
-from spade_viz.data import DatasetError, builtin_tasks, load_builtin, load_dataset
 from spade_viz.viz.compare import comparison_figure, heldout_kl_figure
 
 st.set_page_config(page_title="Compare decoders · spade-viz", page_icon=":material/compare_arrows:", layout="wide")
@@ -110,49 +107,15 @@ if lens is not None and tuned.heldout_from_meta(lens):
 
 # ------------------------------------------------------------------ 2. the data
 
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def _builtin(name: str):
-    return load_builtin(name)
-
-
-@st.cache_data(max_entries=8, show_spinner=False)
-def _uploaded(raw: bytes, name: str):
-    return load_dataset(raw, name=name.rsplit(".", 1)[0], fmt=name.rsplit(".", 1)[-1] if "." in name else None)
-
-
 st.subheader("2. Pick a dataset")
-tasks = builtin_tasks()
-source = st.radio("Data", ["Built-in task", "Upload a file"], horizontal=True, key="cd_source",
-                  label_visibility="collapsed")
-dataset = None
-if source == "Built-in task":
-    if tasks:
-        dataset = _builtin(st.selectbox("Task", list(tasks), key="cd_task",
-                                        help="Few-shot prompts whose gold answer is the next token."))
-    else:
-        st.error("No built-in tasks were found in assets/datasets.")
-else:
-    upload = st.file_uploader("A JSONL or CSV file with `prompt` and `answer` (optional `choices`, `id`)",
-                              type=["jsonl", "json", "ndjson", "csv", "tsv"], key="cd_upload")
-    if upload is not None:
-        try:
-            dataset = _uploaded(upload.getvalue(), upload.name)
-        except DatasetError as err:
-            ui.show_error(err)
-        if dataset is not None and dataset.errors:
-            st.warning(f"{len(dataset.errors)} rows of {upload.name} cannot be used and are left out "
-                       f"(first: {dataset.errors[0].message}).")
+dataset = ui.dataset_picker("cd")
 if dataset is None:
     st.info("Pick a built-in task or upload a file.")
     st.stop()
 
 limit = st.number_input("Examples", 1, len(dataset), min(len(dataset), 200), step=10, key="cd_limit",
                         help="The first N examples of the dataset are used.")
-subset = dataset
-if int(limit) < len(dataset):
-    digest = hashlib.sha256(f"{dataset.source_hash}:first{int(limit)}".encode()).hexdigest()
-    subset = replace(dataset, examples=dataset.examples[: int(limit)], errors=(), source_hash=digest)
+subset = dataset.head(int(limit))
 
 # ------------------------------------------------------------------ 3. the sweep and the comparison
 

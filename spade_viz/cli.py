@@ -106,6 +106,7 @@ def _cmd_sweep(args) -> None:
     import json
     from pathlib import Path
 
+    from . import compare
     from .sweep import SweepSettings, run_sweep
 
     settings = SweepSettings(batch_size=args.batch_size, spade_positions=args.spade_positions,
@@ -135,6 +136,8 @@ def _cmd_sweep(args) -> None:
              if result.skipped else ""))
     print(f"linear SPADE: {result.linear_spade_source}")
     print(result.format_table())
+    print("\nhow early each decoder gets there:")
+    print(compare.format_table(compare.first_layers(compare.layer_curves(result.summary())), result.num_layers))
     print(f"wrote {out} and {meta_path}")
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 import streamlit as st
 
 import spade_viz as sv
+from spade_viz.data import DatasetError, builtin_tasks, load_builtin, load_dataset
 from spade_viz.models.loading import DTYPES
 
 OTHER = "__other__"
@@ -283,6 +284,58 @@ def send_to_explore(prompt: str) -> None:
     st.switch_page(EXPLORE_PAGE)
 
 
+# ---------------------------------------------------------------- datasets
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _builtin_dataset(name: str):
+    return load_builtin(name)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _uploaded_dataset(raw: bytes, name: str):
+    stem, dot, ext = name.rpartition(".")
+    return load_dataset(raw, name=stem if dot else name, fmt=ext if dot else None)
+
+
+def dataset_picker(prefix: str):
+    """A built-in task or an uploaded file (widget keys `{prefix}_...`); None until one is usable.
+
+    A file with bad rows is shown with its row-numbered errors and used only once the user agrees
+    to drop those rows.
+    """
+    tasks = builtin_tasks()
+    source = st.radio("Data", ["Built-in task", "Upload a file"], horizontal=True, key=f"{prefix}_source",
+                      label_visibility="collapsed")
+    if source == "Built-in task":
+        if not tasks:
+            st.error("No built-in tasks were found in assets/datasets.")
+            return None
+        task = st.selectbox("Task", list(tasks), key=f"{prefix}_task",
+                            help="Few-shot prompts whose gold answer is the next token.")
+        return _builtin_dataset(task)
+    upload = st.file_uploader(
+        "A JSONL or CSV file with `prompt` and `answer` (optional `choices`, `id`)", key=f"{prefix}_upload",
+        type=["jsonl", "json", "ndjson", "csv", "tsv"],
+        help="The answer continues the prompt, usually with its leading space: prompt 'Germany:', answer ' Berlin'.",
+    )
+    if upload is None:
+        return None
+    try:
+        dataset = _uploaded_dataset(upload.getvalue(), upload.name)
+    except DatasetError as err:
+        show_error(err)
+        return None
+    if dataset.errors:
+        bad = len(dataset.errors)
+        st.warning(f"{bad} row{'s' if bad > 1 else ''} of {upload.name} cannot be used ({len(dataset)} can):")
+        st.code("\n".join(e.message for e in dataset.errors[:20]) + (f"\n… and {bad - 20} more" if bad > 20 else ""),
+                language=None)
+        if not st.checkbox(f"Use the {len(dataset)} good rows without the bad ones", key=f"{prefix}_accept_partial"):
+            return None
+    return dataset
+
+
 # ---------------------------------------------------------------- presets
 
 
@@ -306,7 +359,7 @@ _ICONS = {"explore": ":material/search:", "early_exit": ":material/fast_forward:
 
 
 def app_pages() -> list[dict[str, str]]:
-    """The pages in pages/ (`<n>_<Name>.py`, in order): path, title, icon, summary.
+    """The pages in pages/ (`<n>_<Name>.py`, in order): path, url_path, title, icon, summary.
 
     The summary is the first line of the page file's docstring.
     """
@@ -320,6 +373,7 @@ def app_pages() -> list[dict[str, str]]:
             doc = ""
         found.append({
             "path": f"pages/{path.name}",
+            "url_path": stem,
             "title": stem.replace("_", " "),
             "icon": _ICONS.get(stem.lower(), ":material/article:"),
             "summary": doc.strip().splitlines()[0].rstrip(".") if doc.strip() else "",

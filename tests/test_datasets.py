@@ -405,3 +405,12 @@ def test_choice_tokens_real_tokenizer_if_present():
             assert not sp.merged, ex.id
             if ex.choices:
                 assert sp.gold_id in choice_token_ids(tok, ex.prompt, ex.choices)
+
+
+def test_head_is_a_dataset_of_its_own():
+    full = load_builtin("capitals")
+    assert full.head(len(full)) is full and full.head(10_000) is full
+    head = full.head(5)
+    assert head.examples == full.examples[:5] and head.errors == ()
+    assert head.source_hash != full.source_hash  # its own sweep cache entry
+    assert head.source_hash == full.head(5).source_hash  # and the same one each time

@@ -171,6 +171,7 @@ def test_cli_sweep_writes_csv_that_exit_arrays_read(tiny_folders, toy, tmp_path,
                  "--out", str(out), "--batch-size", "4"])
     printed = capsys.readouterr().out
     assert code == 0 and "linear SPADE: 5-fold cross-fitting" in printed
+    assert "first layer ≥ 95% of final accuracy" in printed  # the comparison table, headless
     frame = pd.read_csv(out, keep_default_na=False)
     assert set(CSV_COLUMNS) <= set(frame.columns)
     meta = json.loads(out.with_suffix(".meta.json").read_text())

@@ -25,7 +25,7 @@ import csv
 import hashlib
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -93,6 +93,13 @@ class Dataset:
     @property
     def has_choices(self) -> bool:
         return any(ex.choices is not None for ex in self.examples)
+
+    def head(self, n: int) -> "Dataset":
+        """The first `n` examples as a dataset of their own, with its own hash (its own sweep cache entry)."""
+        if n >= len(self.examples):
+            return self
+        digest = hashlib.sha256(f"{self.source_hash}:first{int(n)}".encode()).hexdigest()
+        return replace(self, examples=self.examples[:n], errors=(), source_hash=digest)
 
 
 # --------------------------------------------------------------------------

@@ -6,7 +6,8 @@ starts (`spade_viz.data.answer_split`); the answer position T is the last of the
 - one right-padded forward with an attention mask (exact for every real token under causal
   attention) gives h_l[T] for l = 0..L at each example's own T;
 - logit lens: final norm + unembedding of h_l[T] (layer L: the model's own output);
-- SPADE: every (example, layer) row of the batch continued in one `continue_rows` call;
+- SPADE: every (example, layer) row of the batch continued through the blocks above its layer
+  (`continue_rows_in_bands`);
 - linear SPADE: a per-layer affine map of h_l[T] (see `lenses.linear_spade`), then unembedding;
 - tuned lens, when one is saved for this model.
 
@@ -24,7 +25,6 @@ import json
 import threading
 import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,7 +34,7 @@ import torch
 
 from .errors import InputError
 from .lenses.affine import AffineLens, find_lens
-from .lenses.spade import POSITION_MODES, continue_rows, spade_position
+from .lenses.spade import POSITION_MODES, continue_rows_in_bands, spade_position
 from .models.loading import LoadedModel, cache_dir
 
 SWEEP_FORMAT = "spade-viz-sweep-1"
@@ -305,72 +305,6 @@ def hidden_at(lm: LoadedModel, sequences: Sequence[Sequence[int]], picks: Sequen
     return residuals, final
 
 
-_SKIP = threading.local()
-_SKIP_LOCK = threading.Lock()
-
-
-@contextmanager
-def _skipping_blocks(lm: LoadedModel, below: int):
-    """While active, in this thread only, blocks 0..below-1 hand their input on unchanged.
-
-    `continue_rows` runs every row through every block and swaps a row's state in after block
-    l-1; a row that starts at layer l >= below loses nothing when the blocks before `below` do
-    no work (their forward hooks, which do the swapping, still run). Other threads see the
-    blocks as they are.
-    """
-    blocks = lm.adapter.blocks
-    with _SKIP_LOCK:
-        users = getattr(lm, "_sweep_skip_users", 0)
-        if users == 0:
-            for index, block in enumerate(blocks):
-                block.forward = _passthrough(block.forward, index)
-        lm._sweep_skip_users = users + 1
-    _SKIP.below = below
-    try:
-        yield
-    finally:
-        _SKIP.below = 0
-        with _SKIP_LOCK:
-            lm._sweep_skip_users -= 1
-            if lm._sweep_skip_users == 0:
-                for block in blocks:
-                    block.__dict__.pop("forward", None)
-
-
-def _passthrough(forward, index: int):
-    def maybe_skip(*args, **kwargs):
-        if index < getattr(_SKIP, "below", 0):
-            return args[0] if args else kwargs["hidden_states"]
-        return forward(*args, **kwargs)
-
-    return maybe_skip
-
-
-def _skip_is_exact(lm: LoadedModel) -> bool:
-    """Whether skipping the blocks below a row's start layer leaves SPADE unchanged for this model
-    (checked once per model on two rows; any difference or error turns the shortcut off)."""
-    verdict = getattr(lm, "_sweep_skip_ok", None)
-    if verdict is None:
-        layers = lm.num_layers
-        verdict = False
-        if layers >= 2:
-            try:
-                with torch.no_grad():
-                    dim = lm.model.config.hidden_size
-                    probe = torch.stack([torch.linspace(-2, 2, dim), torch.cos(torch.arange(dim) * 0.7)])
-                    probe = probe.to(lm.device)
-                    starts = torch.tensor([layers - 1, max(1, layers // 2)])
-                    args = (probe.to(lm.dtype), starts, torch.tensor([lm.bos_id, lm.bos_id]), torch.tensor([3, 3]))
-                    plain = continue_rows(lm, *args)
-                    with _skipping_blocks(lm, int(starts.min())):
-                        skipped = continue_rows(lm, *args)
-                verdict = bool(torch.allclose(plain.float(), skipped.float(), rtol=1e-4, atol=1e-4))
-            except Exception:  # an architecture whose blocks cannot be passed through: no shortcut
-                verdict = False
-        lm._sweep_skip_ok = verdict
-    return verdict
-
-
 def spade_rows(
     lm: LoadedModel,
     residuals: torch.Tensor,
@@ -383,10 +317,7 @@ def spade_rows(
 ) -> torch.Tensor:
     """SPADE final-normed states [n, d'] of rows (h_l[T] [n, d], l [n], x_T [n], T [n]).
 
-    Rows are grouped by start layer into about `groups` bands; each band is one `continue_rows`
-    call (chunked) in which the blocks below the band's first layer do no work, which saves
-    about 40% of the block work of continuing every row through every block (exact: checked
-    per model by `_skip_is_exact`).
+    Rows are grouped by start layer into about `groups` bands (`continue_rows_in_bands`).
     """
     if mode not in POSITION_MODES:
         raise InputError(f"spade_positions must be one of {', '.join(POSITION_MODES)}")
@@ -394,21 +325,7 @@ def spade_rows(
         positions = answer_positions
     else:
         positions = torch.full_like(answer_positions, spade_position(0, mode, True))
-    layers = layers.cpu()
-    skip = _skip_is_exact(lm)
-    width = max(1, -(-lm.num_layers // max(1, groups))) if skip else lm.num_layers
-    out = torch.empty(0)
-    for band_start in range(0, lm.num_layers, width):
-        rows = ((layers >= band_start) & (layers < band_start + width)).nonzero().squeeze(-1)
-        for start in range(0, len(rows), chunk):
-            part = rows[start : start + chunk]
-            with _skipping_blocks(lm, band_start if skip else 0):
-                states = continue_rows(lm, residuals[part], layers[part], token_ids[part], positions[part],
-                                       with_bos=True)
-            if not out.numel():
-                out = torch.empty(residuals.shape[0], states.shape[-1], dtype=states.dtype, device=states.device)
-            out[part.to(out.device)] = states
-    return out
+    return continue_rows_in_bands(lm, residuals, layers, token_ids, positions, bands=groups, chunk=chunk)
 
 
 # --------------------------------------------------------------------------------------------

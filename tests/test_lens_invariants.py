@@ -237,3 +237,23 @@ def test_default_model_spade_finds_capitals_layers_before_logit_lens(default_lm)
         late_lens += not lens_hits.any()
     assert early_spade >= 4, early_spade
     assert late_lens >= 4, late_lens
+
+
+@pytest.mark.parametrize("shape, final_shape", [((3, 4, 50), (4, 50)), ((6, 50), (50,)), ((2, 1, 50), (1, 50))])
+def test_distribution_stats_equal_the_plain_formulas(shape, final_shape):
+    """The few-pass statistics (einsum row products, int32 rank count) against the textbook ones."""
+    from spade_viz.lenses.stats import distribution_stats
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(shape, generator=gen) * 3
+    final = torch.log_softmax(torch.randn(final_shape, generator=gen) * 3, -1)
+    target = torch.tensor(7)
+    got = distribution_stats(logits, final, target, k=3)
+    logp = torch.log_softmax(logits, -1)
+    p = logp.exp()
+    np.testing.assert_allclose(got["entropy"], -(p * logp).sum(-1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got["kl_to_final"], (final.exp() * (final - logp)).sum(-1).clamp_min(0),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got["target_prob"], p[..., 7], rtol=1e-6)
+    np.testing.assert_array_equal(got["target_rank"], (logp > logp[..., 7:8]).sum(-1) + 1)
+    np.testing.assert_array_equal(got["top_ids"], logp.topk(3, -1).indices)

@@ -12,6 +12,7 @@ token; in return every architecture works through its own forward, masks and cac
 from __future__ import annotations
 
 import copy
+import threading
 from contextlib import contextmanager
 
 import torch
@@ -92,6 +93,108 @@ def continue_rows(
     return out.last_hidden_state[:, -1]
 
 
+_SKIP = threading.local()
+_SKIP_LOCK = threading.Lock()
+
+
+@contextmanager
+def _skipping_blocks(lm: LoadedModel, below: int):
+    """While active, in this thread only, blocks 0..below-1 hand their input on unchanged.
+
+    `continue_rows` runs every row through every block and swaps a row's state in after block
+    l-1; a row that starts at layer l >= below loses nothing when the blocks before `below` do
+    no work (their forward hooks, which do the swapping, still run). Other threads see the
+    blocks as they are. (Replacing `forward` on the instance is the one way to skip a module
+    that works through every architecture's own forward.)
+    """
+    blocks = lm.adapter.blocks
+    with _SKIP_LOCK:
+        users = getattr(lm, "_sweep_skip_users", 0)
+        if users == 0:
+            for index, block in enumerate(blocks):
+                block.forward = _passthrough(block.forward, index)
+        lm._sweep_skip_users = users + 1
+    _SKIP.below = below
+    try:
+        yield
+    finally:
+        _SKIP.below = 0
+        with _SKIP_LOCK:
+            lm._sweep_skip_users -= 1
+            if lm._sweep_skip_users == 0:
+                for block in blocks:
+                    block.__dict__.pop("forward", None)
+
+
+def _passthrough(forward, index: int):
+    def maybe_skip(*args, **kwargs):
+        if index < getattr(_SKIP, "below", 0):
+            return args[0] if args else kwargs["hidden_states"]
+        return forward(*args, **kwargs)
+
+    return maybe_skip
+
+
+def _skip_is_exact(lm: LoadedModel) -> bool:
+    """Whether skipping the blocks below a row's start layer leaves SPADE unchanged for this model
+    (checked once per model on two rows; any difference or error turns the shortcut off)."""
+    verdict = getattr(lm, "_sweep_skip_ok", None)
+    if verdict is None:
+        layers = lm.num_layers
+        verdict = False
+        if layers >= 2:
+            try:
+                with torch.no_grad():
+                    dim = lm.model.config.hidden_size
+                    probe = torch.stack([torch.linspace(-2, 2, dim), torch.cos(torch.arange(dim) * 0.7)])
+                    probe = probe.to(lm.device)
+                    starts = torch.tensor([layers - 1, max(1, layers // 2)])
+                    args = (probe.to(lm.dtype), starts, torch.tensor([lm.bos_id, lm.bos_id]), torch.tensor([3, 3]))
+                    plain = continue_rows(lm, *args)
+                    with _skipping_blocks(lm, int(starts.min())):
+                        skipped = continue_rows(lm, *args)
+                verdict = bool(torch.allclose(plain.float(), skipped.float(), rtol=1e-4, atol=1e-4))
+            except Exception:  # an architecture whose blocks cannot be passed through: no shortcut
+                verdict = False
+        lm._sweep_skip_ok = verdict
+    return verdict
+
+def continue_rows_in_bands(
+    lm: LoadedModel,
+    states: torch.Tensor,
+    start_layers: torch.Tensor,
+    token_ids: torch.Tensor,
+    positions: torch.Tensor,
+    with_bos: bool | torch.Tensor = True,
+    bands: int = 5,
+    chunk: int = 1024,
+) -> torch.Tensor:
+    """`continue_rows`, with rows grouped by start layer into about `bands` bands.
+
+    Each band is one call (per `chunk` rows) in which the blocks below the band's first layer do
+    no work: about 40% less block work than continuing every row through every block, for the
+    same result (checked once per model by `_skip_is_exact`; without it, one band). Worth it for
+    a sweep's thousands of rows; for one prompt's few dozen rows, reading the weights dominates
+    and each extra call costs more than it saves (measured: 1 band 132 ms, 5 bands 238 ms).
+    """
+    start_layers = start_layers.cpu()
+    keep_bos = torch.as_tensor(with_bos).cpu().expand(states.shape[0])
+    skip = _skip_is_exact(lm)
+    width = max(1, -(-lm.num_layers // max(1, bands))) if skip else lm.num_layers
+    out = None
+    for band_start in range(0, lm.num_layers, width):
+        rows = ((start_layers >= band_start) & (start_layers < band_start + width)).nonzero().squeeze(-1)
+        for first in range(0, len(rows), chunk):
+            part = rows[first : first + chunk]
+            with _skipping_blocks(lm, band_start if skip else 0):
+                continued = continue_rows(lm, states[part], start_layers[part], token_ids[part], positions[part],
+                                          with_bos=keep_bos[part])
+            if out is None:
+                out = torch.empty(states.shape[0], continued.shape[-1], dtype=continued.dtype, device=continued.device)
+            out[part.to(out.device)] = continued
+    return out
+
+
 def spade_position(answer_position: int, mode: str, with_bos: bool = True) -> int:
     """Position id of the `<a>` row: its own (original) or the next after what is kept (renumbered)."""
     if mode not in POSITION_MODES:
@@ -119,7 +222,7 @@ def spade_final_states(
     layers = lm.num_layers
     with_bos = torch.tensor(variants).repeat_interleave(layers)
     positions = torch.tensor([spade_position(answer_position, mode, keep) for keep in variants])
-    continued = continue_rows(
+    continued = continue_rows(  # one call: for a few dozen rows, weight reads dominate and bands cost more
         lm,
         residuals.repeat(len(variants), 1),
         torch.arange(layers).repeat(len(variants)),

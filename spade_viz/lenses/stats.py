@@ -41,9 +41,16 @@ class DecodeStats:
 
 
 def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """sum(a * b, -1) for a [..., V] and b broadcastable to it, as one matrix product (no [.., V] temporary)."""
-    b = b.expand_as(a)
-    return torch.matmul(a.unsqueeze(-2), b.unsqueeze(-1)).squeeze(-1).squeeze(-1)
+    """sum(a * b, -1) for a [..., V] and b [..., V] broadcasting to it, with no [..., V] temporary.
+
+    einsum keeps a broadcast `b` (the final distribution of each position, shared by every layer)
+    as it is; `matmul` on an expanded view would first copy it (measured 8x slower).
+    """
+    b = b.reshape((1,) * (a.dim() - b.dim()) + tuple(b.shape))
+    letters = "abcdefgh"[: a.dim() - 1]
+    kept = [i for i in range(a.dim() - 1) if b.shape[i] == a.shape[i]]  # the others b broadcasts over
+    b = b.reshape([b.shape[i] for i in kept] + [b.shape[-1]])
+    return torch.einsum(f"{letters}v,{''.join(letters[i] for i in kept)}v->{letters}", a, b)
 
 
 def distribution_stats(
@@ -51,12 +58,11 @@ def distribution_stats(
 ) -> dict[str, torch.Tensor]:
     """Stats of softmax(logits) per row. logits [..., V]; final_logprobs and target_ids broadcast to it.
 
-    Few passes over the vocabulary: the log-normaliser, the log-probabilities, their exponent,
-    two row dot products (entropy and KL), top-k and the rank count.
+    Few passes over the vocabulary: the log-softmax, its exponent, two row dot products (entropy
+    and KL), top-k and the rank count (each the fastest form measured on CPU).
     KL(final || p) = sum_v f_v (log f_v - log p_v) = -H(final) - <f, log p>.
     """
-    logits = logits.float()
-    logprobs = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
     entropy = -_rowdot(logprobs.exp(), logprobs)
     final_probs = final_logprobs.exp()
     final_entropy = -(final_probs * final_logprobs).sum(-1)
@@ -64,11 +70,12 @@ def distribution_stats(
     top = logprobs.topk(k, dim=-1)
     target_ids = target_ids.to(logits.device).expand(logits.shape[:-1]).unsqueeze(-1)
     target_logprob = logprobs.gather(-1, target_ids)
+    rank = (logprobs > target_logprob).sum(-1, dtype=torch.int32).long() + 1  # int32 sum: half the time of int64
     return {
         "top_ids": top.indices,
         "top_probs": top.values.exp(),
         "entropy": entropy,
         "kl_to_final": kl.clamp_min(0.0),
         "target_prob": target_logprob.squeeze(-1).exp(),
-        "target_rank": (logprobs > target_logprob).sum(-1) + 1,
+        "target_rank": rank,
     }

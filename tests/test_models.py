@@ -64,6 +64,16 @@ def test_dtype_option(tiny_folders):
     assert res.answer["spade"].kl_to_final[-1, 0] < 1e-3
 
 
+def test_fingerprint_names_the_weights_not_the_folder(tiny_folders, tmp_path):
+    """The same model copied elsewhere keeps its saved lenses and sweeps; other weights do not."""
+    import shutil
+
+    copy = shutil.copytree(tiny_folders["llama"], tmp_path / "moved")
+    here, there = sv.load_model(str(tiny_folders["llama"])), sv.load_model(str(copy))
+    assert here.fingerprint() == there.fingerprint()
+    assert sv.load_model(str(tiny_folders["mistral"])).fingerprint() != here.fingerprint()
+
+
 @pytest.mark.parametrize(
     ("name", "message"),
     [

@@ -87,7 +87,10 @@ class LoadedModel:
     def fingerprint(self) -> str:
         """A short hash of config and weights, to match saved calibrations to this exact model."""
         if self._fingerprint is None:
-            digest = hashlib.sha256(self.model.config.to_json_string(use_diff=False).encode())
+            config = self.model.config.to_dict()
+            for where_and_who in ("_name_or_path", "transformers_version"):  # not the model itself
+                config.pop(where_and_who, None)
+            digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
             for name, tensor in sorted(self.model.state_dict().items()):
                 sample = tensor.detach().flatten()[:4096].float().cpu().numpy()
                 digest.update(name.encode())

@@ -294,6 +294,8 @@ threshold_views()
 
 st.subheader("Operating points")
 ui.explain(EXPLANATIONS["points"])
+if warning := view.arrays.chance_level_warning(view.full["accuracy"]):
+    st.warning(warning)
 st.dataframe(view.points_table(), hide_index=True, key="ee_points",
              column_config={c: st.column_config.NumberColumn(format="%.3f")
                             for c in ("threshold", "accuracy", "agreement", "compute_fraction", "speedup",

@@ -337,3 +337,18 @@ def test_figures_from_a_study():
     table = view.examples_table(outcome)
     assert len(table) == 100 and {"exit layer", "answer", "gold", "right"} <= set(table.columns)
     assert list(view.points_table()["policy"])[:2] == ["full model", "oracle"]
+
+
+def test_chance_level_accuracy_is_flagged():
+    """Four choices and a model at 25%: the operating points mean nothing, and the report says so."""
+    from dataclasses import replace
+
+    from spade_viz.exit.report import exit_curve_report
+
+    guessing = replace(synthetic_arrays(400, 12, accuracy=0.25), n_choices=np.full(400, 4))
+    assert "guessing" in guessing.chance_level_warning(0.25)
+    assert guessing.chance_level_warning(0.60) is None
+    assert synthetic_arrays(400, 12).chance_level_warning(0.01) is None  # no choices: no chance level
+    report = exit_curve_report(guessing, synthetic_cost())
+    assert report["warning"] and "guessing" in report["warning"]
+    assert exit_curve_report(replace(guessing, n_choices=None), synthetic_cost())["warning"] is None

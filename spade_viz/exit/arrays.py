@@ -48,6 +48,18 @@ class ExitArrays:
     def decoders(self) -> list[str]:
         return list(self.entropy)
 
+    def chance_level_warning(self, accuracy: float) -> str | None:
+        """A sentence when `accuracy` is within two binomial standard errors of guessing among the
+        choices: exit operating points then measure nothing (any layer, even 0, is as good)."""
+        if self.n_choices is None or not len(self) or not (self.n_choices > 0).any():
+            return None
+        chance = float(np.where(self.n_choices > 0, 1.0 / np.maximum(self.n_choices, 1), 0.0).mean())
+        margin = 2 * np.sqrt(chance * (1 - chance) / len(self))
+        if accuracy >= chance + margin:
+            return None
+        return (f"The full model's accuracy ({accuracy:.1%}) is at the level of guessing among the choices "
+                f"({chance:.1%}): early exit cannot lose accuracy it never had, so its speedups here mean nothing.")
+
     def require(self, decoder: str, purpose: str = "") -> None:
         if decoder not in self.entropy:
             have = ", ".join(self.decoders) or "none"

@@ -77,6 +77,7 @@ def exit_curve_report(
         "curve": [{key: float(row[key]) for key in JSON_CURVE_KEYS} for _, row in curve.iterrows()],
         "operating_points": operating_points(curve, full.accuracy, tolerance),
         "oracle": sim.oracle().point.to_dict(),
+        "warning": arrays.chance_level_warning(full.accuracy),
         "first_layer_reaching_full_accuracy": {
             decoder: sim.first_layer_reaching(decoder) for decoder in arrays.decoders
         },
@@ -130,6 +131,8 @@ def format_exit_curve(report: dict, rows: int = 15) -> str:
         top = report["checkpoint_search"][:3]
         lines.append("checkpoint search (in-sample), best layouts: " + "; ".join(
             f"{row['checkpoints']} {row['speedup_within_1pt']:.2f}x" for row in top))
+    if report.get("warning"):
+        lines.append("warning: " + report["warning"])
     first = report["first_layer_reaching_full_accuracy"]
     lines.append("first layer reaching the full model's accuracy: "
                  + ", ".join(f"{k} {'never' if v is None else v}" for k, v in first.items()))

@@ -1,5 +1,7 @@
-"""spade-viz: the entry point (`streamlit run app.py`). It routes to the landing page below and to
-the pages in pages/ (`ui.app_pages()`); every page draws the shared sidebar with `ui.sidebar_model()`.
+"""spade-viz landing page. Start the app with `streamlit run app.py`; the pages live in pages/.
+
+Every page (this one included) draws the shared sidebar, with the page links and the model
+picker, through `ui.sidebar_model()`.
 """
 
 from __future__ import annotations
@@ -8,41 +10,31 @@ import streamlit as st
 
 from spade_viz import ui
 
+st.set_page_config(page_title="spade-viz", page_icon=":material/layers:", layout="wide")
+ui.sidebar_model(show_errors_in_page=False)
 
-def home() -> None:
-    """The landing page: what the tool shows, and links to the pages."""
-    st.set_page_config(page_title="spade-viz", page_icon=":material/layers:", layout="wide")
-    ui.sidebar_model(show_errors_in_page=False)
-
-    st.title("spade-viz: what is the model about to say?")
-    st.markdown(
-        """
-    A language model computes its next token through many layers. **spade-viz** decodes every layer and
-    shows which token the model would answer if it stopped there:
-
-    - **Logit lens**: apply the model's final norm and output matrix straight to a layer's hidden state.
-    - **SPADE** (space-alignment decoding): keep only two rows of that layer, the start token `<s>` and
-      the answer token, and run them through the remaining layers. It usually finds the final answer
-      many layers before the logit lens; dropping `<s>` makes it worse.
-
-    For every layer you see the top token, how undecided the prediction is (its entropy), and how the
-    probability of an answer grows from layer to layer.
+st.title("spade-viz: what is the model about to say?")
+st.markdown(
     """
-    )
-    st.subheader("Pages")
-    for page in ui.app_pages():
-        name, _, summary = page["summary"].partition(": ")  # "Early exit: sweep a labelled dataset, ..."
-        st.page_link(page["path"], label=f"**{name}**: {summary}" if summary else f"**{page['title']}**",
-                     icon=page["icon"])
-    st.caption(
-        "The model picker in the sidebar is shared by every page. The embedded default "
-        "(SmolLM2-135M-Instruct, 30 layers) runs on a laptop CPU; any Hugging Face model id, local "
-        "model folder or `.gguf` file can be typed in instead."
-    )
+A language model computes its next token through many layers. **spade-viz** decodes every layer and
+shows which token the model would answer if it stopped there:
 
+- **Logit lens**: apply the model's final norm and output matrix straight to a layer's hidden state.
+- **SPADE** (space-alignment decoding): keep only two rows of that layer, the start token `<s>` and
+  the answer token, and run them through the remaining layers. It usually finds the final answer
+  many layers before the logit lens; dropping `<s>` makes it worse.
 
-st.navigation(
-    [st.Page(home, title="Home", icon=":material/layers:", default=True)]
-    + [st.Page(page["path"], title=page["title"], icon=page["icon"], url_path=page["url_path"])
-       for page in ui.app_pages()]
-).run()
+For every layer you see the top token, how undecided the prediction is (its entropy), and how the
+probability of an answer grows from layer to layer.
+"""
+)
+st.subheader("Pages")
+for page in ui.app_pages():
+    name, _, summary = page["summary"].partition(": ")  # "Early exit: sweep a labelled dataset, ..."
+    st.page_link(page["path"], label=f"**{name}**: {summary}" if summary else f"**{page['title']}**",
+                 icon=page["icon"])
+st.caption(
+    "The model picker in the sidebar is shared by every page. The embedded default "
+    "(SmolLM2-135M-Instruct, 30 layers) runs on a laptop CPU; any Hugging Face model id, local "
+    "model folder or `.gguf` file can be typed in instead."
+)

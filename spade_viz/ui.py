@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
+from streamlit.errors import StreamlitPageNotFoundError
 
 import spade_viz as sv
 from spade_viz.data import DatasetError, builtin_tasks, load_builtin, load_dataset
@@ -154,6 +155,7 @@ def sidebar_model(show_errors_in_page: bool = True) -> sv.LoadedModel | None:
     """
     page_style()
     side = st.sidebar
+    page_links(side)
     side.header("Model")
     side.selectbox(
         "Model", [sv.DEFAULT_MODEL, OTHER], key="sv_model", persist_state="session",
@@ -359,7 +361,7 @@ _ICONS = {"explore": ":material/search:", "early_exit": ":material/fast_forward:
 
 
 def app_pages() -> list[dict[str, str]]:
-    """The pages in pages/ (`<n>_<Name>.py`, in order): path, url_path, title, icon, summary.
+    """The pages in pages/ (`<n>_<Name>.py`, in order): path, title, icon, summary.
 
     The summary is the first line of the page file's docstring.
     """
@@ -373,12 +375,26 @@ def app_pages() -> list[dict[str, str]]:
             doc = ""
         found.append({
             "path": f"pages/{path.name}",
-            "url_path": stem,
             "title": stem.replace("_", " "),
             "icon": _ICONS.get(stem.lower(), ":material/article:"),
             "summary": doc.strip().splitlines()[0].rstrip(".") if doc.strip() else "",
         })
     return found
+
+
+HOME = ("app.py", "Home", ":material/layers:")
+
+
+def page_links(where) -> None:
+    """The page list (Streamlit's own is switched off in .streamlit/config.toml: it would call the
+    home page "app", after the file)."""
+    try:
+        where.page_link(HOME[0], label=HOME[1], icon=HOME[2])
+    except StreamlitPageNotFoundError:  # a page run on its own (`streamlit run pages/...`): no other pages
+        return
+    for page in app_pages():
+        where.page_link(page["path"], label=page["title"], icon=page["icon"])
+    where.divider()
 
 
 _STYLE = """

@@ -50,9 +50,10 @@ def test_landing_page_explains_and_links(tiny_folder):
     assert "spade-viz" in at.title[0].value
     intro = next(m.value for m in at.markdown if "SPADE" in m.value)
     assert "logit lens" in intro.lower() and "<s>" in intro
-    labels = [link.proto.label for link in at.get("page_link")]
+    labels = [link.proto.label for link in at.main.get("page_link")]
     assert len(labels) == 3 and labels[0].startswith("**Explore one prompt**: what every layer")
-    assert [page["url_path"] for page in ui.app_pages()] == ["Explore", "Early_exit", "Compare_decoders"]
+    assert [link.proto.label for link in at.sidebar.get("page_link")] == [
+        "Home", "Explore", "Early exit", "Compare decoders"]
     assert at.sidebar.selectbox(key="sv_model").value == ui.OTHER
     assert any("layers" in c.value for c in at.sidebar.caption)  # the loaded model's summary
 

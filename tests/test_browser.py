@@ -90,6 +90,8 @@ def test_explore_page_in_chromium(cache_without_lenses):
             assert 2 <= positions["cols"] <= 14
             assert any("␣moon" in t for t in positions["ticks"])  # leading-space marker on the axis
             assert page.locator("text=Final answer").count() >= 1
+            sidebar_links = page.locator("[data-testid='stSidebar'] a").all_inner_texts()
+            assert [t.strip().splitlines()[-1] for t in sidebar_links][:4] == ["Home", "Explore", "Early exit", "Compare decoders"]
             assert page.locator("[data-testid='stException']").count() == 0
             assert page.locator("[data-testid='stAlertContentError']").count() == 0
 

@@ -109,19 +109,19 @@ def _skipping_blocks(lm: LoadedModel, below: int):
     """
     blocks = lm.adapter.blocks
     with _SKIP_LOCK:
-        users = getattr(lm, "_sweep_skip_users", 0)
+        users = getattr(lm, "_spade_skip_users", 0)
         if users == 0:
             for index, block in enumerate(blocks):
                 block.forward = _passthrough(block.forward, index)
-        lm._sweep_skip_users = users + 1
+        lm._spade_skip_users = users + 1
     _SKIP.below = below
     try:
         yield
     finally:
         _SKIP.below = 0
         with _SKIP_LOCK:
-            lm._sweep_skip_users -= 1
-            if lm._sweep_skip_users == 0:
+            lm._spade_skip_users -= 1
+            if lm._spade_skip_users == 0:
                 for block in blocks:
                     block.__dict__.pop("forward", None)
 
@@ -138,7 +138,7 @@ def _passthrough(forward, index: int):
 def _skip_is_exact(lm: LoadedModel) -> bool:
     """Whether skipping the blocks below a row's start layer leaves SPADE unchanged for this model
     (checked once per model on two rows; any difference or error turns the shortcut off)."""
-    verdict = getattr(lm, "_sweep_skip_ok", None)
+    verdict = getattr(lm, "_spade_skip_ok", None)
     if verdict is None:
         layers = lm.num_layers
         verdict = False
@@ -156,8 +156,9 @@ def _skip_is_exact(lm: LoadedModel) -> bool:
                 verdict = bool(torch.allclose(plain.float(), skipped.float(), rtol=1e-4, atol=1e-4))
             except Exception:  # an architecture whose blocks cannot be passed through: no shortcut
                 verdict = False
-        lm._sweep_skip_ok = verdict
+        lm._spade_skip_ok = verdict
     return verdict
+
 
 def continue_rows_in_bands(
     lm: LoadedModel,

@@ -257,3 +257,7 @@ def test_distribution_stats_equal_the_plain_formulas(shape, final_shape):
     np.testing.assert_allclose(got["target_prob"], p[..., 7], rtol=1e-6)
     np.testing.assert_array_equal(got["target_rank"], (logp > logp[..., 7:8]).sum(-1) + 1)
     np.testing.assert_array_equal(got["top_ids"], logp.topk(3, -1).indices)
+    # per-row targets, some inside the top-k (ranked from it) and some outside (counted)
+    targets = torch.where(torch.rand(shape[:-1], generator=gen) < 0.5, logp.topk(3, -1).indices[..., 1], 7)
+    ranks = distribution_stats(logits, final, targets, k=3)["target_rank"]
+    np.testing.assert_array_equal(ranks, (logp > logp.gather(-1, targets.unsqueeze(-1))).sum(-1) + 1)

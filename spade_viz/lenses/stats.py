@@ -53,6 +53,24 @@ def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.einsum(f"{letters}v,{''.join(letters[i] for i in kept)}v->{letters}", a, b)
 
 
+def _target_rank(logprobs, target_logprob, top, target_ids) -> torch.Tensor:
+    """1 + the number of tokens more probable than the target, per row.
+
+    Where the target is among the top-k, every token above it is too, so the top-k values give
+    the exact count; only the other rows are counted over the whole vocabulary (int32 sums: half
+    the time of int64).
+    """
+    rank = (top.values > target_logprob).sum(-1) + 1
+    vocab = logprobs.shape[-1]
+    outside = ~(top.indices == target_ids).any(-1)
+    if outside.any():
+        flat_rank, flat_outside = rank.view(-1), outside.view(-1).nonzero().squeeze(-1)
+        scores = logprobs.reshape(-1, vocab).index_select(0, flat_outside)
+        threshold = target_logprob.reshape(-1, 1).index_select(0, flat_outside)
+        flat_rank[flat_outside] = (scores > threshold).sum(-1, dtype=torch.int32).long() + 1
+    return rank
+
+
 def distribution_stats(
     logits: torch.Tensor, final_logprobs: torch.Tensor, target_ids: torch.Tensor, k: int
 ) -> dict[str, torch.Tensor]:
@@ -70,7 +88,7 @@ def distribution_stats(
     top = logprobs.topk(k, dim=-1)
     target_ids = target_ids.to(logits.device).expand(logits.shape[:-1]).unsqueeze(-1)
     target_logprob = logprobs.gather(-1, target_ids)
-    rank = (logprobs > target_logprob).sum(-1, dtype=torch.int32).long() + 1  # int32 sum: half the time of int64
+    rank = _target_rank(logprobs, target_logprob, top, target_ids)
     return {
         "top_ids": top.indices,
         "top_probs": top.values.exp(),

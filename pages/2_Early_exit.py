@@ -15,7 +15,6 @@ st.set_page_config(page_title="Early exit · spade-viz", page_icon=":material/fa
 lm = ui.sidebar_model()
 state = st.session_state
 PLOT = dict(theme=None, config={"displaylogo": False})
-EXPLORE_PAGE = "pages/1_Explore.py"
 MAX_STUDIES = 4  # sweeps kept per session (each is a few arrays of examples x layers)
 
 st.title("Early exit: how early can the model stop?")
@@ -275,9 +274,7 @@ def threshold_views() -> None:
         if example is not None:
             st.caption(f"Selected **{example.id}**: exits at layer {int(table.iloc[rows[0]]['exit layer'])}.")
             if st.button("Open in the Explore page", key="ee_open", icon=":material/search:"):
-                state["prompt"] = example.prompt
-                state["_sv_request"] = example.prompt
-                st.switch_page(EXPLORE_PAGE)
+                ui.send_to_explore(example.prompt)
 
 
 def xf_token(text) -> str:

@@ -83,9 +83,3 @@ def chromium_page(width: int = 1280, height: int = 800):
         finally:
             browser.close()
 
-
-PLOT_ROWS_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
-    .map(el => (el.data && el.data[0] && el.data[0].z) ? el.data[0].z.length : null)"""
-
-PLOT_COLS_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
-    .map(el => (el.data && el.data[0] && el.data[0].z && el.data[0].z[0]) ? el.data[0].z[0].length : null)"""

@@ -13,7 +13,7 @@ import torch
 import spade_viz as sv
 from spade_viz.cli import main
 from spade_viz.data import load_dataset
-from spade_viz.lenses.affine import AffineLens, CalibrationMismatch, default_lens_path, fit_ridge
+from spade_viz.lenses.affine import AffineLens, CalibrationMismatch, default_lens_path
 from spade_viz.lenses.linear_spade import (
     apply_maps,
     calibrate_linear_spade,
@@ -45,6 +45,23 @@ def dataset(tmp_path: Path, name: str, rows: list[dict]):
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SPADE_VIZ_CACHE", str(tmp_path / "cache"))
+
+
+def fit_ridge(inputs: torch.Tensor, targets: torch.Tensor, ridge: float = 1e-2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference: plain primal ridge, one layer, targets ~ W inputs + b; returns (W [d_out, d_in], b [d_out]).
+
+    Inputs are centred so the bias is not shrunk; the penalty is scaled by the input variance so
+    one `ridge` value suits layers whose residual norms differ by orders of magnitude.
+    """
+    x = inputs.double()
+    y = targets.double()
+    x_mean, y_mean = x.mean(0), y.mean(0)
+    xc, yc = x - x_mean, y - y_mean
+    gram = xc.T @ xc
+    scale = gram.diagonal().mean().clamp_min(1e-12)
+    weight = torch.linalg.solve(gram + ridge * scale * torch.eye(gram.shape[0], dtype=gram.dtype), xc.T @ yc).T
+    bias = y_mean - weight @ x_mean
+    return weight.float(), bias.float()
 
 
 @pytest.mark.parametrize("rows", [12, 80])  # fewer rows than dimensions (dual form) and more (primal)

@@ -10,7 +10,6 @@ import pytest
 
 import spade_viz as sv
 from spade_viz import viz
-from spade_viz.viz.tokens import position_labels
 
 PROMPT = "France: Paris\nJapan: Tokyo\nItaly: Rome\nGermany:"
 
@@ -47,12 +46,10 @@ def test_visible_token(token, shown):
     assert viz.visible_token(token) == shown
 
 
-def test_visible_tokens_marks_the_start_token_and_labels_stay_distinct():
+def test_visible_tokens_marks_the_start_token():
     shown = viz.visible_tokens(["<|endoftext|>", "a", " b", "a"])
     assert shown[0] == "⟨endoftext⟩"
     assert viz.visible_tokens(["BOS", "x"])[0] == "⟨BOS⟩"  # position 0 is the start token whatever its text
-    labels = position_labels(["<s>", "a", " b", "a", "a"])
-    assert len(set(labels)) == len(labels)
 
 
 # ------------------------------------------------------------------ heatmaps

@@ -44,7 +44,7 @@ TINY_CONFIGS: dict[str, dict] = {
 FAMILIES = sorted(TINY_CONFIGS)
 
 
-def tiny_tokenizer(bos: str = "<s>", add_bos: bool = False) -> PreTrainedTokenizerFast:
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer with ids 0..2 = <pad>, <s>, </s>; adds no BOS by default."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -82,7 +82,7 @@ def _hidden_arg(args, kwargs):
 
 @contextmanager
 def exit_hooks(lm: LoadedModel, lens: AffineLens, mask: np.ndarray, threshold: float,
-               candidates: torch.Tensor | None = None, record: list | None = None):
+               candidates: torch.Tensor | None = None):
     """While active, a forward pass raises StopForward at the first confident checkpoint."""
     handles = []
     layer_ids = {layer: torch.tensor([layer]) for layer in np.nonzero(mask)[0].tolist()}
@@ -95,8 +95,6 @@ def exit_hooks(lm: LoadedModel, lens: AffineLens, mask: np.ndarray, threshold: f
             else:  # the task's answer candidates only: C rows of the unembedding, not all V
                 logits = head_rows(lm, lens.apply(state.unsqueeze(0), layer_ids[layer])[0], candidates)
             entropy = _entropy(logits)
-            if record is not None:
-                record.append((layer, entropy))
             if entropy < threshold:
                 raise StopForward(layer, state.detach().clone(), entropy)
 
@@ -157,19 +155,17 @@ def _output_tuple_len(lm: LoadedModel) -> int:
 class ExitDecision:
     layer: int  # exit layer; L = the full model answered
     answer_id: int
-    entropies: list[tuple[int, float]] = field(default_factory=list)
 
 
 def exit_answer(lm: LoadedModel, ids: list[int], lens: AffineLens, mask: np.ndarray, threshold: float,
-                positions: str = "original", candidates: list[int] | None = None, record: bool = False) -> ExitDecision:
+                positions: str = "original", candidates: list[int] | None = None) -> ExitDecision:
     """One prompt through the real hybrid exit: stop at the first confident checkpoint, SPADE from there."""
     device = lm.device
     cand = torch.tensor(candidates, device=device) if candidates else None
-    trace: list | None = [] if record else None
     input_ids = torch.tensor([ids], device=device)
     with torch.no_grad():
         try:
-            with exit_hooks(lm, lens, mask, threshold, cand, trace):
+            with exit_hooks(lm, lens, mask, threshold, cand):
                 out = lm.model(input_ids=input_ids, use_cache=False, logits_to_keep=1)
         except StopForward as stop:
             logits = spade_continue(lm, stop.state, stop.layer, ids[-1], spade_position(len(ids) - 1, positions))
@@ -181,7 +177,7 @@ def exit_answer(lm: LoadedModel, ids: list[int], lens: AffineLens, mask: np.ndar
         answer = int(cand[logits[cand].argmax()])
     else:
         answer = int(logits.argmax())
-    return ExitDecision(layer, answer, trace or [])
+    return ExitDecision(layer, answer)
 
 
 def spade_continue(lm: LoadedModel, state: torch.Tensor, layer: int, token_id: int, position: int) -> torch.Tensor:

@@ -121,20 +121,3 @@ def find_lens(lm: LoadedModel, kind: str) -> AffineLens | None:
     """The saved lens of `kind` for this model, if one exists."""
     path = default_lens_path(lm, kind)
     return AffineLens.load(path, lm) if path.exists() else None
-
-
-def fit_ridge(inputs: torch.Tensor, targets: torch.Tensor, ridge: float = 1e-2) -> tuple[torch.Tensor, torch.Tensor]:
-    """Closed-form ridge regression targets ~ W inputs + b; returns (W [d_out, d_in], b [d_out]).
-
-    Inputs are centred so the bias is not shrunk; the penalty is scaled by the input variance so
-    one `ridge` value suits layers whose residual norms differ by orders of magnitude.
-    """
-    x = inputs.double()
-    y = targets.double()
-    x_mean, y_mean = x.mean(0), y.mean(0)
-    xc, yc = x - x_mean, y - y_mean
-    gram = xc.T @ xc
-    scale = gram.diagonal().mean().clamp_min(1e-12)
-    weight = torch.linalg.solve(gram + ridge * scale * torch.eye(gram.shape[0], dtype=gram.dtype), xc.T @ yc).T
-    bias = y_mean - weight @ x_mean
-    return weight.float(), bias.float()

@@ -4,7 +4,7 @@ The map reads the raw residual at the answer row and outputs an approximation of
 final-normed state there, decoded by the unembedding alone (`AffineLens` kind "linear_spade").
 Its entropy is the cheap confidence of the hybrid early exit (DESIGN.md 2).
 
-Fitting: closed-form ridge per layer (`affine.fit_ridge`), on rows (h_l[T], SPADE_l[T]) of a
+Fitting: closed-form ridge per layer (`fit_maps`), on rows (h_l[T], SPADE_l[T]) of a
 calibration set. Why closed form rather than gradient training: the least-squares objective
 is convex, so one linear solve per layer (d x d, d = 576 on the default model: milliseconds)
 gives its exact optimum, deterministically, with no learning rate, schedule or epochs to tune;
@@ -39,7 +39,6 @@ from ..models.loading import LoadedModel
 from .affine import AffineLens, CalibrationMismatch, default_lens_path, lens_meta
 
 KIND = "linear_spade"
-SOURCES = ("auto", "saved", "crossfit", "off")
 DEFAULT_RIDGE = 1e-2
 DEFAULT_HELDOUT = 0.25
 
@@ -73,8 +72,9 @@ def fold_ids(example_ids: Sequence[str], folds: int) -> np.ndarray:
 def fit_maps(inputs: torch.Tensor, targets: torch.Tensor, ridge: float = DEFAULT_RIDGE):
     """Per-layer ridge: inputs [n, L, d], targets [n, L, d'] -> weight [L, d', d], bias [L, d'].
 
-    The same estimator as `affine.fit_ridge` (inputs centred so the bias is not shrunk, penalty
-    scaled by the input variance), solved for all layers in one batched call, in its dual form
+    Ridge with the inputs centred (so the bias is not shrunk) and the penalty scaled by the input
+    variance (one value suits layers whose norms differ by orders of magnitude), solved for all
+    layers in one batched call, in its dual form
     (an n x n system) when there are fewer rows than input dimensions: identical optimum,
     (X'X + cI)^-1 X' = X'(XX' + cI)^-1, at a fraction of the cost when cross-fitting small sets.
     """

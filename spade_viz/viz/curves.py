@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .heatmaps import FONT, decoder_color, decoder_label, ordered_decoders
-from .tokens import visible_token
+from .tokens import html_token
 
 if TYPE_CHECKING:
     from ..analysis import Analysis
@@ -93,7 +93,7 @@ def entropy_curves(res: Analysis, decoders: Sequence[str] | None = None, height:
 
 def target_curves(res: Analysis, decoders: Sequence[str] | None = None, height: int = 380) -> go.Figure:
     """Probability (left) and rank (right, log scale, 1 on top) of the target token, per layer."""
-    target = html.escape(visible_token(res.token(res.target_id), max_len=24), quote=False)
+    target = html_token(res.token(res.target_id))
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
                         subplot_titles=("probability", "rank (log scale; 1 = top-1)"))
     for name in _names(res, decoders):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import plotly.graph_objects as go
 
-from .tokens import visible_token, visible_tokens
+from .tokens import html_token, visible_tokens
 
 if TYPE_CHECKING:  # figures take results, they do not compute them
     from ..analysis import Analysis
@@ -120,7 +120,7 @@ def _hover_top(res: Analysis, stats: DecodeStats, cols: Sequence[int]) -> np.nda
     """[layers, len(cols)] strings: the top-k tokens with probabilities, one per line."""
     ids = stats.top_ids[:, cols]
     probs = stats.top_probs[:, cols]
-    names = {int(i): html.escape(visible_token(res.token(int(i)), max_len=24), quote=False)
+    names = {int(i): html_token(res.token(int(i)))
              for i in np.unique(ids)}
     out = np.empty(ids.shape[:2], dtype=object)
     for layer in range(ids.shape[0]):
@@ -132,7 +132,7 @@ def _hover_top(res: Analysis, stats: DecodeStats, cols: Sequence[int]) -> np.nda
 
 
 def _cell_text(res: Analysis, top1: np.ndarray, max_len: int) -> np.ndarray:
-    names = {int(i): html.escape(visible_token(res.token(int(i)), max_len=max_len), quote=False)
+    names = {int(i): html_token(res.token(int(i)), max_len=max_len)
              for i in np.unique(top1)}
     return np.vectorize(lambda i: names[int(i)], otypes=[object])(top1)
 
@@ -243,7 +243,7 @@ def answer_heatmap(
     labels = [decoder_label(n) for n in names]
     custom = np.stack([np.broadcast_to(np.array([html.escape(x) for x in labels], dtype=object), (rows, len(names))),
                        hover], axis=-1)
-    answer_tok = html.escape(visible_token(res.tokens[res.answer_position], max_len=24), quote=False)
+    answer_tok = html_token(res.tokens[res.answer_position])
     trace = _heatmap_trace(
         res, z, _cell_text(res, top1, 10), custom, spec, zrange, font_px,
         "<b>layer %{y}</b> · %{customdata[0]}<br>top-1: <b>%{text}</b>",

@@ -71,17 +71,6 @@ def visible_tokens(tokens: list[str], max_len: int = 14, first_is_special: bool 
     ]
 
 
-def position_labels(tokens: list[str], max_len: int = 14) -> list[str]:
-    """Axis labels that stay distinct when a token repeats: `visible` alone, or `visible·#i` for repeats."""
-    shown = visible_tokens(tokens, max_len=max_len)
-    seen: dict[str, int] = {}
-    labels = []
-    for i, text in enumerate(shown):
-        seen[text] = seen.get(text, 0) + 1
-        labels.append(text if seen[text] == 1 else f"{text} #{i}")
-    return labels
-
-
 def html_token(token: str, special: bool | None = None, max_len: int = 24) -> str:
     """`visible_token` escaped for plotly hover / cell text (which is HTML-ish)."""
     return html.escape(visible_token(token, special=special, max_len=max_len), quote=False)

@@ -1,7 +1,8 @@
 """End to end in a real browser: `streamlit run app.py` + headless Debian chromium (Playwright).
 
 Opens the Explore page on the default model, picks a preset, runs it, and checks that both
-heatmaps render with one row per layer (31 on the 30-layer default model). Screenshots go to
+heatmaps render with one row per layer (31 on the 30-layer default model). Sweeps part of a task
+on the Early-exit page and moves the threshold slider. Screenshots go to
 test-artifacts/ (gitignored). Skipped only when /usr/bin/chromium is absent.
 """
 
@@ -111,3 +112,45 @@ def test_explore_page_in_chromium(cache_without_lenses):
             page.wait_for_timeout(1500)
             page.screenshot(path=str(ARTIFACTS / "explore-full.png"))
     assert (ARTIFACTS / "explore.png").stat().st_size > 10_000
+
+
+def _metrics(page) -> list[str]:
+    return [text.strip() for text in page.locator("[data-testid='stMetricValue']").all_inner_texts()[:5]]
+
+
+def test_early_exit_slider_in_chromium(cache_without_lenses):
+    """Sweep part of a task on the default model, then move the threshold with the keyboard: the
+    numbers move, from nobody exiting (tau 0) to everybody exiting at the first checkpoint."""
+    with streamlit_server(timeout=120, log_path=ARTIFACTS / "streamlit-early-exit.log") as url:
+        with chromium_page(1280, 900) as page:
+            page.set_default_timeout(WAIT_MS)
+            page.goto(f"{url}/Early_exit")
+            page.get_by_text("how early can the model stop").wait_for()
+            page.locator(".st-key-ee_task").click()
+            page.get_by_role("option", name="capitals").click()
+            page.get_by_text("capitals: 153 examples").wait_for()
+            _wait_idle(page)
+            limit = page.locator(".st-key-ee_limit input")
+            limit.fill("24")
+            limit.press("Enter")
+            _wait_idle(page)
+            page.get_by_role("button", name="Run the sweep").first.click()  # a stale copy may linger
+            page.get_by_text("Operating points", exact=True).wait_for()
+            _wait_idle(page)
+            assert page.locator("[data-testid='stException']").count() == 0
+            assert limit.input_value() == "24"
+
+            slider = page.locator("[data-testid='stSlider'] input[type='range']")  # the page's one slider
+            slider.focus()
+            slider.press("Home")
+            _wait_idle(page)
+            nobody = _metrics(page)
+            slider.press("End")
+            _wait_idle(page)
+            everybody = _metrics(page)
+            page.screenshot(path=str(ARTIFACTS / "early-exit.png"))
+
+    assert nobody[4] == "30.0 / 30"  # tau 0: no checkpoint is confident, the full model answers
+    assert float(nobody[1].rstrip("%")) >= 100.0  # ...and pays for its checkpoints on top
+    assert float(everybody[4].split("/")[0]) < 30  # the largest tau: every example exits early
+    assert float(everybody[1].rstrip("%")) < 100.0

@@ -41,14 +41,6 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def write_sweep(result, arrays: ExitArrays, path: Path) -> None:
-    arrays.to_frame().to_csv(path, index=False)  # the sweep's table, plus n_choices per example
-    meta = {"model": result.model_name, "fingerprint": result.fingerprint, "dataset": result.dataset_name,
-            "num_layers": result.num_layers, "examples": result.num_examples, "settings": result.settings,
-            "linear_spade_source": result.linear_spade_source, "cost": result.info.get("cost")}
-    path.with_suffix(".meta.json").write_text(json.dumps(meta, indent=1))
-
-
 def fmt(point: dict | None) -> str:
     if not point:
         return "-"
@@ -60,8 +52,8 @@ def task_numbers(lm, task: str, out: Path, repeats: int, heldout: float) -> dict
     cost = CostModel.from_lm(lm)
     log(f"{task}: sweep of {len(dataset)} examples (cross-fitted linear SPADE)")
     full = run_sweep(lm, dataset, SweepSettings(linear_spade="crossfit"))
-    arrays = ExitArrays.from_sweep(full, dataset.examples)
-    write_sweep(full, arrays, out / f"{task}.csv")
+    arrays = ExitArrays.from_sweep(full)
+    full.to_csv(out / f"{task}.csv")
     report_all = exit_curve_report(arrays, cost, Checkpoints())
     searched = search_checkpoints(arrays, cost)
     layout = Checkpoints.parse(searched["checkpoints"].iloc[0])
@@ -78,7 +70,7 @@ def task_numbers(lm, task: str, out: Path, repeats: int, heldout: float) -> dict
                        source_hash=f"{dataset.source_hash}:heldout{heldout}")
     log(f"{task}: sweep of the {len(held)} held-out examples with that map")
     held_result = run_sweep(lm, held_set, SweepSettings(linear_spade="saved"), calibration=calibration.lens)
-    held_arrays = ExitArrays.from_sweep(held_result, held)
+    held_arrays = ExitArrays.from_sweep(held_result)
     held_search = search_checkpoints(held_arrays, cost)
     real_layout = Checkpoints.parse(held_search["checkpoints"].iloc[0])
     tau = float(held_search["threshold_within_1pt"].iloc[0])

@@ -104,7 +104,7 @@ if run and study_key not in studies:
     bar = st.progress(0.0, text="Sweeping…")
     try:
         result = _sweep(_bar_progress(bar, "Sweeping"))
-        arrays = ExitArrays.from_sweep(result, examples)
+        arrays = ExitArrays.from_sweep(result)
         studies[study_key] = ExitStudy(arrays, CostModel.from_lm(lm))
         while len(studies) > MAX_STUDIES:
             studies.pop(next(iter(studies)))
@@ -124,7 +124,7 @@ if study_key not in studies:  # a sweep of exactly these examples is on disk: us
     except sv.SpadeVizError:
         cached = None
     if cached is not None:
-        studies[study_key] = ExitStudy(ExitArrays.from_sweep(cached, examples), CostModel.from_lm(lm))
+        studies[study_key] = ExitStudy(ExitArrays.from_sweep(cached), CostModel.from_lm(lm))
         state["_ee_skipped"] = list(getattr(cached, "skipped", []))
         st.rerun()  # redraw with the button disabled
 

@@ -103,9 +103,6 @@ def _dataset(spec: str):
 
 
 def _cmd_sweep(args) -> None:
-    import json
-    from pathlib import Path
-
     from . import compare
     from .sweep import SweepSettings, run_sweep
 
@@ -120,15 +117,7 @@ def _cmd_sweep(args) -> None:
                            progress=bars)
     finally:
         bars.close()
-    out = result.to_csv(args.out)
-    meta_path = Path(out).with_suffix(".meta.json")
-    meta = {"model": result.model_name, "fingerprint": result.fingerprint, "dataset": result.dataset_name,
-            "dataset_hash": result.dataset_hash, "num_layers": result.num_layers,
-            "examples": result.num_examples, "settings": result.settings,
-            "linear_spade_source": result.linear_spade_source, "skipped": [list(s) for s in result.skipped],
-            "cost": result.info.get("cost"), "timings_s": result.info.get("timings_s"),
-            "from_cache": result.from_cache}
-    meta_path.write_text(json.dumps(meta, indent=1, ensure_ascii=False))
+    out, meta_path = result.to_csv(args.out)
     timing = "from the cache" if result.from_cache else f"in {result.info['timings_s']['total']:.1f} s"
     print(f"sweep of '{result.dataset_name}' on {result.model_name}: {result.num_examples} examples x "
           f"{result.num_layers + 1} layers x {len(result.decoders)} decoders {timing}"

@@ -37,11 +37,11 @@ from .lenses.affine import AffineLens, find_lens
 from .lenses.spade import POSITION_MODES, continue_rows_in_bands, spade_position
 from .models.loading import LoadedModel, cache_dir
 
-SWEEP_FORMAT = "spade-viz-sweep-1"
+SWEEP_FORMAT = "spade-viz-sweep-2"  # 2: n_choices per example
 DECODERS = ("logit_lens", "spade", "linear_spade", "tuned_lens")  # the order of columns and rows
 CSV_COLUMNS = (
     "example_id", "layer", "decoder", "top1", "top1_id", "correct", "agree_final",
-    "entropy", "entropy_vocab", "n_tokens",
+    "entropy", "entropy_vocab", "n_tokens", "n_choices",
 )
 _STATS_CHUNK = 128  # rows decoded against the vocabulary at once (128 x V floats: < 32 MB, so the
 # allocator reuses the memory instead of mapping fresh pages each time)
@@ -100,7 +100,7 @@ class SweepResult:
     n_tokens: np.ndarray  # int64 [N]: tokens the model reads per example (with <s>)
     gold_ids: np.ndarray  # int64 [N]
     final_ids: np.ndarray  # int64 [N]: the full model's answer (best choice when the row has choices)
-    has_choices: np.ndarray  # bool [N]
+    n_choices: np.ndarray  # int64 [N]: answer choices of the example (0: none, the whole vocabulary)
     top1: dict[str, np.ndarray]  # int64 [N, L+1]
     entropy: dict[str, np.ndarray]  # float32 [N, L+1], over the choices when the row has them
     entropy_vocab: dict[str, np.ndarray]  # float32 [N, L+1], over the whole vocabulary
@@ -118,6 +118,10 @@ class SweepResult:
     @property
     def num_examples(self) -> int:
         return len(self.example_ids)
+
+    @property
+    def has_choices(self) -> np.ndarray:
+        return self.n_choices > 0
 
     @property
     def correct(self) -> dict[str, np.ndarray]:
@@ -156,16 +160,26 @@ class SweepResult:
                 "entropy": self.entropy[name].ravel(),
                 "entropy_vocab": self.entropy_vocab[name].ravel(),
                 "n_tokens": np.repeat(self.n_tokens, layers),
+                "n_choices": np.repeat(self.n_choices, layers),
             }))
         if not frames:
             return pd.DataFrame({column: [] for column in CSV_COLUMNS})
         return pd.concat(frames, ignore_index=True)[list(CSV_COLUMNS)]
 
-    def to_csv(self, path: str | Path) -> Path:
+    def to_csv(self, path: str | Path) -> tuple[Path, Path]:
+        """Write the CSV and its metadata beside it (<name>.meta.json: what `exit-curve` reads for
+        the cost model); returns both paths."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.frame().to_csv(path, index=False)
-        return path
+        meta_path = path.with_suffix(".meta.json")
+        meta = {"model": self.model_name, "fingerprint": self.fingerprint, "dataset": self.dataset_name,
+                "dataset_hash": self.dataset_hash, "num_layers": self.num_layers, "examples": self.num_examples,
+                "settings": self.settings, "linear_spade_source": self.linear_spade_source,
+                "skipped": [list(s) for s in self.skipped], "cost": self.info.get("cost"),
+                "timings_s": self.info.get("timings_s"), "from_cache": self.from_cache}
+        meta_path.write_text(json.dumps(meta, indent=1, ensure_ascii=False))
+        return path, meta_path
 
     def linear_spade_scores(self) -> list[dict]:
         """Per layer, over all examples (each scored by a map not fitted on it): top-1 agreement of
@@ -643,7 +657,7 @@ def run_sweep(
         n_tokens=np.asarray([len(p.token_ids) for p in prepared], dtype=np.int64),
         gold_ids=np.asarray([p.gold_id for p in prepared], dtype=np.int64),
         final_ids=final_ids,
-        has_choices=np.asarray([p.choice_ids is not None for p in prepared]),
+        n_choices=np.asarray([len(p.choice_ids) if p.choice_ids else 0 for p in prepared], dtype=np.int64),
         top1=out["top1"],
         entropy=out["entropy"],
         entropy_vocab=out["entropy_vocab"],
@@ -690,7 +704,7 @@ def save_cached(key: str, result: SweepResult) -> None:
     folder = sweep_cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     arrays = {"n_tokens": result.n_tokens, "gold_ids": result.gold_ids, "final_ids": result.final_ids,
-              "has_choices": result.has_choices}
+              "n_choices": result.n_choices}
     for field_name in ("top1", "entropy", "entropy_vocab", "top1_vocab"):
         for name, values in getattr(result, field_name).items():
             arrays[f"{field_name}__{name}"] = values
@@ -734,7 +748,7 @@ def load_cached(key: str) -> SweepResult | None:
             model_name=meta["model_name"], fingerprint=meta["fingerprint"], dataset_name=meta["dataset_name"],
             dataset_hash=meta["dataset_hash"], num_layers=int(meta["num_layers"]), settings=meta["settings"],
             example_ids=list(meta["example_ids"]), n_tokens=arrays["n_tokens"], gold_ids=arrays["gold_ids"],
-            final_ids=arrays["final_ids"], has_choices=arrays["has_choices"], vocab={int(k): v for k, v in
+            final_ids=arrays["final_ids"], n_choices=arrays["n_choices"], vocab={int(k): v for k, v in
                                                                                       meta["vocab"].items()},
             skipped=[tuple(s) for s in meta["skipped"]], linear_spade_source=meta["linear_spade_source"],
             info=meta["info"], from_cache=True, **fields,

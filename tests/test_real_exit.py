@@ -181,7 +181,7 @@ def test_real_exit_with_choices_equals_simulation(tiny_lm):
     lens = random_lens(tiny_lm, seed=3, scale=0.05)
     data = Dataset("yn", examples, (), "test-choices")
     result = run_sweep(tiny_lm, data, SweepSettings(linear_spade="saved"), use_cache=False, calibration=lens)
-    arrays = ExitArrays.from_sweep(result, examples)
+    arrays = ExitArrays.from_sweep(result)
     sim = ExitSimulator(arrays, CostModel.from_lm(tiny_lm), Checkpoints(start=0))
     prompts = prepare_prompts(tiny_lm, examples)
     assert all(p.candidates for p in prompts)

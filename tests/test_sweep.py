@@ -178,6 +178,15 @@ def test_cli_sweep_writes_csv_that_exit_arrays_read(tiny_folders, toy, tmp_path,
     assert meta["linear_spade_source"].startswith("5-fold") and meta["cost"]["block_params"] > 0
     arrays = ExitArrays.from_csv(out)
     assert len(arrays) == len(toy.examples) and set(arrays.decoders) == {"logit_lens", "spade", "linear_spade"}
+    choices = dict(zip(arrays.example_ids, arrays.n_choices))
+    assert choices["yn"] == 2 and choices["abcd"] == 4 and choices["ex0"] == 0
+    # headless numbers = the page's: the CSV and the in-memory sweep give the same exit curve
+    from spade_viz.exit import CostModel, ExitSimulator
+
+    direct = ExitArrays.from_sweep(run_sweep(sv.load_model(str(tiny_folders["llama"])), toy,
+                                             SweepSettings(batch_size=4)))
+    cost = CostModel.from_dict(meta["cost"])
+    pd.testing.assert_frame_equal(ExitSimulator(arrays, cost).curve(), ExitSimulator(direct, cost).curve())
     # a second run comes from the cache
     assert main(["sweep", "--model", str(tiny_folders["llama"]), "--dataset", str(tmp_path / "toy.jsonl"),
                  "--out", str(out)]) == 0

@@ -188,10 +188,8 @@ class ExitArrays:
         )
 
     @classmethod
-    def from_sweep(cls, result, examples=None) -> "ExitArrays":
-        """Straight from a `spade_viz.sweep.SweepResult` (no CSV round trip). With the dataset's
-        `examples`, rows with answer choices are charged only their choices' unembedding rows per
-        checkpoint (their confidence entropy is over the choices)."""
+    def from_sweep(cls, result) -> "ExitArrays":
+        """Straight from a `spade_viz.sweep.SweepResult` (no CSV round trip)."""
         if result.num_examples == 0:
             raise SweepFormatError("the sweep has no examples")
         token = np.vectorize(result.token, otypes=[object])
@@ -211,7 +209,7 @@ class ExitArrays:
             entropy={k: np.asarray(v, dtype=np.float64) for k, v in result.entropy.items()},
             gold=token(np.asarray(result.gold_ids)),
             meta=meta,
-            n_choices=_choice_counts(result, examples),
+            n_choices=np.asarray(result.n_choices, dtype=np.int64),
         )
 
     @classmethod
@@ -225,16 +223,6 @@ class ExitArrays:
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as err:
             raise SweepFormatError(f"{path.name} is not a readable CSV: {str(err).splitlines()[0]}") from None
         return cls.from_frame(frame, default_length=default_length, meta=read_sweep_meta(path))
-
-
-def _choice_counts(result, examples) -> np.ndarray | None:
-    counts = getattr(result, "n_choices", None)
-    if counts is not None:
-        return np.asarray(counts, dtype=np.int64)
-    if examples is None:
-        return None
-    by_id = {e.id: len(e.choices) if e.choices else 0 for e in examples}
-    return np.array([by_id.get(i, 0) for i in result.example_ids], dtype=np.int64)
 
 
 def sweep_meta_paths(path: Path) -> list[Path]:

@@ -83,19 +83,10 @@ class _Bars:
 
 
 def _dataset(spec: str):
-    """A dataset file path, or the name of a built-in task."""
-    from pathlib import Path
+    """`--dataset`: a file or a built-in task; skipped bad rows are reported on stderr."""
+    from .data import load_task_or_file
 
-    from .data import builtin_tasks, load_builtin, load_dataset
-    from .errors import InputError
-
-    if Path(spec).expanduser().is_file():
-        dataset = load_dataset(Path(spec).expanduser())
-    elif spec in builtin_tasks():
-        dataset = load_builtin(spec)
-    else:
-        raise InputError(f"no such dataset file or built-in task: {spec!r} "
-                         f"(built-in: {', '.join(builtin_tasks()) or 'none'})")
+    dataset = load_task_or_file(spec)
     if dataset.errors:
         print(f"warning: {len(dataset.errors)} row(s) of '{dataset.name}' skipped; first: "
               f"{dataset.errors[0].message}", file=sys.stderr)
@@ -137,11 +128,8 @@ def _cmd_calibrate(args) -> None:
     from .lenses.affine import default_lens_path
 
     if args.lens == "tuned":
-        try:
-            from .lenses.tuned import train_tuned_lens
-        except ImportError:
-            raise InputError("the tuned-lens trainer (spade_viz.lenses.tuned) is not available in this install") \
-                from None
+        from .lenses.tuned import train_tuned_lens
+
         if args.dataset:
             raise InputError("the tuned lens trains on text (--text FILE or self-generated text), not on --dataset")
         texts = None

@@ -14,6 +14,7 @@ from spade_viz.data.datasets import (
     gold_token_id,
     load_builtin,
     load_dataset,
+    load_task_or_file,
 )
 
 __all__ = [
@@ -30,4 +31,5 @@ __all__ = [
     "gold_token_id",
     "load_builtin",
     "load_dataset",
+    "load_task_or_file",
 ]

@@ -167,6 +167,17 @@ def load_builtin(name: str) -> Dataset:
     return load_dataset(tasks[name], name=name, fmt="jsonl")
 
 
+def load_task_or_file(spec: str) -> Dataset:
+    """A dataset file path, or the name of a built-in task (what the CLI's --dataset takes)."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return load_dataset(path)
+    if spec in builtin_tasks():
+        return load_builtin(spec)
+    raise DatasetError(f"no such dataset file or built-in task: {spec!r} "
+                       f"(built-in: {', '.join(builtin_tasks()) or 'none'})")
+
+
 def _read_raw(src: Any) -> tuple[bytes, str | None]:
     if isinstance(src, (bytes, bytearray, memoryview)):
         raw = bytes(src)

@@ -351,17 +351,12 @@ def real_exit_from_cli(args, progress=None) -> RealExitReport:
     """The `real-exit` subcommand: load model, dataset and lens from its arguments, run, report."""
     from pathlib import Path
 
-    from ..data import builtin_tasks, load_builtin, load_dataset
+    from ..data import load_task_or_file
     from ..lenses.affine import find_lens
     from ..models.loading import load_model
 
     checkpoints = Checkpoints.parse(args.checkpoints)
-    if args.dataset in builtin_tasks():
-        dataset = load_builtin(args.dataset)
-    elif Path(args.dataset).exists():
-        dataset = load_dataset(args.dataset)
-    else:
-        raise InputError(f"no built-in task or file named {args.dataset!r} (built-in: {', '.join(builtin_tasks())})")
+    dataset = load_task_or_file(args.dataset)
     examples = list(dataset.examples)[: args.limit] if args.limit else list(dataset.examples)
     lm = load_model(args.model, device=args.device, dtype=args.dtype, progress=progress or (lambda _m: None))
     lens = AffineLens.load(Path(args.lens), lm) if args.lens else find_lens(lm, "linear_spade")

@@ -69,25 +69,34 @@ def fold_ids(example_ids: Sequence[str], folds: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
+def _centred(inputs: torch.Tensor, targets: torch.Tensor, ridge: float):
+    """Per layer: centred inputs [L, n, d] and targets [L, n, d'], their means, and the ridge penalty
+    [L, 1, 1] scaled by the input variance (one value suits layers whose norms differ by orders of
+    magnitude). Centring keeps the bias out of the penalty."""
+    x = inputs.double().transpose(0, 1)
+    y = targets.double().transpose(0, 1)
+    x_mean, y_mean = x.mean(1, keepdim=True), y.mean(1, keepdim=True)
+    xc = x - x_mean
+    penalty = (ridge * (xc.pow(2).sum((1, 2)) / xc.shape[2]).clamp_min(1e-12))[:, None, None]
+    return xc, y - y_mean, x_mean, y_mean, penalty
+
+
+def _dual(xc: torch.Tensor, yc: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
+    """(XX' + cI)^-1 Y per layer, [L, n, d']: the ridge solution is X' times it."""
+    return torch.linalg.solve(xc @ xc.transpose(1, 2) + penalty * torch.eye(xc.shape[1], dtype=xc.dtype), yc)
+
+
 def fit_maps(inputs: torch.Tensor, targets: torch.Tensor, ridge: float = DEFAULT_RIDGE):
     """Per-layer ridge: inputs [n, L, d], targets [n, L, d'] -> weight [L, d', d], bias [L, d'].
 
-    Ridge with the inputs centred (so the bias is not shrunk) and the penalty scaled by the input
-    variance (one value suits layers whose norms differ by orders of magnitude), solved for all
-    layers in one batched call, in its dual form
-    (an n x n system) when there are fewer rows than input dimensions: identical optimum,
-    (X'X + cI)^-1 X' = X'(XX' + cI)^-1, at a fraction of the cost when cross-fitting small sets.
+    Solved for all layers in one batched call, in its dual form (an n x n system) when there are
+    fewer rows than input dimensions: identical optimum, (X'X + cI)^-1 X' = X'(XX' + cI)^-1, at a
+    fraction of the cost when cross-fitting small sets.
     """
-    x = inputs.double().transpose(0, 1)  # [L, n, d]
-    y = targets.double().transpose(0, 1)  # [L, n, d']
-    x_mean, y_mean = x.mean(1, keepdim=True), y.mean(1, keepdim=True)
-    xc, yc = x - x_mean, y - y_mean
+    xc, yc, x_mean, y_mean, penalty = _centred(inputs, targets, ridge)
     rows, dim = xc.shape[1], xc.shape[2]
-    penalty = (ridge * (xc.pow(2).sum((1, 2)) / dim).clamp_min(1e-12))[:, None, None]  # [L, 1, 1]
     if rows <= dim:
-        eye = torch.eye(rows, dtype=xc.dtype)
-        dual = torch.linalg.solve(xc @ xc.transpose(1, 2) + penalty * eye, yc)  # [L, n, d']
-        weight = torch.einsum("lni,lno->loi", xc, dual)
+        weight = torch.einsum("lni,lno->loi", xc, _dual(xc, yc, penalty))
     else:
         eye = torch.eye(dim, dtype=xc.dtype)
         weight = torch.linalg.solve(xc.transpose(1, 2) @ xc + penalty * eye, xc.transpose(1, 2) @ yc)
@@ -108,14 +117,9 @@ def _ridge_predict(inputs: torch.Tensor, targets: torch.Tensor, queries: torch.T
     forming the [L, d', d] maps when the dual form applies (fewer rows than input dimensions)."""
     if inputs.shape[0] > inputs.shape[2]:
         return apply_maps(*fit_maps(inputs, targets, ridge), queries)
-    x = inputs.double().transpose(0, 1)  # [L, n, d]
-    y = targets.double().transpose(0, 1)
-    x_mean, y_mean = x.mean(1, keepdim=True), y.mean(1, keepdim=True)
-    xc, yc = x - x_mean, y - y_mean
-    penalty = (ridge * (xc.pow(2).sum((1, 2)) / xc.shape[2]).clamp_min(1e-12))[:, None, None]
-    dual = torch.linalg.solve(xc @ xc.transpose(1, 2) + penalty * torch.eye(xc.shape[1], dtype=xc.dtype), yc)
+    xc, yc, x_mean, y_mean, penalty = _centred(inputs, targets, ridge)
     q = queries.double().transpose(0, 1) - x_mean  # [L, m, d]
-    return ((q @ xc.transpose(1, 2)) @ dual + y_mean).transpose(0, 1).float()
+    return ((q @ xc.transpose(1, 2)) @ _dual(xc, yc, penalty) + y_mean).transpose(0, 1).float()
 
 
 def crossfit_states(inputs: torch.Tensor, targets: torch.Tensor, folds: np.ndarray,

@@ -158,13 +158,11 @@ def test_cli_real_exit(tiny_folders, tiny_lm, tmp_path, capsys, monkeypatch):
 
 
 def test_candidate_rows_equal_full_head(tiny_lms):
-    from spade_viz.exit.real import head_rows
-
     for family in ("llama", "gemma2", "opt"):
         lm = tiny_lms[family]
         final = torch.randn(lm.adapter.lm_head.weight.shape[1])
         rows = torch.tensor([5, 17, 3])
-        torch.testing.assert_close(head_rows(lm, final, rows), lm.adapter.head(final.unsqueeze(0))[0, rows])
+        torch.testing.assert_close(lm.adapter.head(final, rows=rows), lm.adapter.head(final.unsqueeze(0))[0, rows])
 
 
 def test_real_exit_with_choices_equals_simulation(tiny_lm):

@@ -66,16 +66,6 @@ def _entropy(logits: torch.Tensor) -> float:
     return float(-(logprobs.exp() * logprobs).sum(-1))
 
 
-def head_rows(lm: LoadedModel, final: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """`lm.adapter.head(final)[rows]` for one final-normed state, reading only those rows of the unembedding."""
-    head = lm.adapter.lm_head
-    bias = head.bias[rows] if getattr(head, "bias", None) is not None else None
-    logits = torch.nn.functional.linear(final, head.weight[rows], bias)
-    if lm.adapter.softcap:
-        logits = torch.tanh(logits / lm.adapter.softcap) * lm.adapter.softcap
-    return logits
-
-
 def _hidden_arg(args, kwargs):
     return args[0] if args else kwargs["hidden_states"]
 
@@ -93,7 +83,7 @@ def exit_hooks(lm: LoadedModel, lens: AffineLens, mask: np.ndarray, threshold: f
             if candidates is None:
                 logits = lens.logits(lm, state.unsqueeze(0), layer_ids[layer])[0]
             else:  # the task's answer candidates only: C rows of the unembedding, not all V
-                logits = head_rows(lm, lens.apply(state.unsqueeze(0), layer_ids[layer])[0], candidates)
+                logits = lm.adapter.head(lens.apply(state.unsqueeze(0), layer_ids[layer])[0], rows=candidates)
             entropy = _entropy(logits)
             if entropy < threshold:
                 raise StopForward(layer, state.detach().clone(), entropy)

@@ -95,9 +95,17 @@ class Adapter:
     def num_layers(self) -> int:
         return len(self.blocks)
 
-    def head(self, final_hidden: torch.Tensor) -> torch.Tensor:
-        """Unembed a state that has already been through the final norm (hidden_states[L])."""
-        logits = self.lm_head(final_hidden)
+    def head(self, final_hidden: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Unembed a state that has already been through the final norm (hidden_states[L]).
+
+        `rows`: only these vocabulary rows (an answer's choices), reading C rows of the unembedding
+        instead of all V."""
+        if rows is None:
+            logits = self.lm_head(final_hidden)
+        else:
+            bias = getattr(self.lm_head, "bias", None)
+            logits = torch.nn.functional.linear(final_hidden, self.lm_head.weight[rows],
+                                                None if bias is None else bias[rows])
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits

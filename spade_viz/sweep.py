@@ -565,15 +565,10 @@ def run_sweep(
     if not prepared:
         reason = f" (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise InputError(f"no usable example in '{dataset.name}'{reason}")
-    usable = [dataset.examples[p.index] for p in prepared]
-    plan = plan_linear_spade(lm, usable, dataset.name, settings, calibration)
-    tuned = find_lens(lm, "tuned_lens") if settings.tuned_lens else None
-    key = _cache_key(lm, dataset, settings, plan, tuned)
+    plan, tuned, key = _lenses_and_key(lm, dataset, prepared, settings, calibration)
     if use_cache:
-        cached = load_cached(key)
+        cached = _load_for(key, dataset, plan)
         if cached is not None:
-            cached.dataset_name = dataset.name
-            cached.linear_spade_source = plan.source  # same maps; the note on a saved file may differ
             return cached
 
     started = time.perf_counter()
@@ -766,10 +761,22 @@ def cached_sweep(lm: LoadedModel, dataset, settings: SweepSettings | None = None
     prepared, _ = prepare_examples(lm, dataset.examples, settings.max_tokens)
     if not prepared:
         return None
+    plan, _tuned, key = _lenses_and_key(lm, dataset, prepared, settings, calibration)
+    return _load_for(key, dataset, plan)
+
+
+def _lenses_and_key(lm: LoadedModel, dataset, prepared, settings: SweepSettings, calibration):
+    """(linear-SPADE plan, tuned lens or None, cache key) of a sweep over the `prepared` examples."""
     usable = [dataset.examples[p.index] for p in prepared]
     plan = plan_linear_spade(lm, usable, dataset.name, settings, calibration)
     tuned = find_lens(lm, "tuned_lens") if settings.tuned_lens else None
-    result = load_cached(_cache_key(lm, dataset, settings, plan, tuned))
+    return plan, tuned, _cache_key(lm, dataset, settings, plan, tuned)
+
+
+def _load_for(key: str, dataset, plan: LinearPlan) -> SweepResult | None:
+    """The cached sweep under `key`, named after this dataset and this plan's note (same maps; the
+    note on a saved file may differ)."""
+    result = load_cached(key)
     if result is not None:
         result.dataset_name = dataset.name
         result.linear_spade_source = plan.source

@@ -62,11 +62,6 @@ study_key = (ui.model_key(lm), lm.fingerprint(), dataset.source_hash, int(limit)
 studies: dict = state.setdefault("_ee_studies", {})
 
 
-def _bar_progress(bar, label):
-    return lambda done, total, stage="": bar.progress(min(1.0, done / max(total, 1)),
-                                                      text=f"{label}: {stage} {done}/{total}")
-
-
 lens_col, run_col = st.columns([3, 2])
 with lens_col:
     if saved_lens is not None:
@@ -82,7 +77,7 @@ with lens_col:
 
         bar = st.progress(0.0, text="Fitting linear SPADE…")
         try:
-            calibrate_linear_spade(lm, subset, save=True, progress=_bar_progress(bar, "Fitting linear SPADE"))
+            calibrate_linear_spade(lm, subset, save=True, progress=ui.bar_progress(bar, "Fitting linear SPADE"))
         except sv.SpadeVizError as err:
             ui.show_error(err)
         else:
@@ -94,21 +89,17 @@ with run_col:
                     help="Decodes every example at every layer with each decoder (done once per dataset).")
 
 
-def _sweep(progress):
+if run and study_key not in studies:
     from spade_viz.sweep import run_sweep
 
-    return run_sweep(lm, subset, progress=progress)
-
-
-if run and study_key not in studies:
     bar = st.progress(0.0, text="Sweeping…")
     try:
-        result = _sweep(_bar_progress(bar, "Sweeping"))
+        result = run_sweep(lm, subset, progress=ui.bar_progress(bar, "Sweeping"))
         arrays = ExitArrays.from_sweep(result)
         studies[study_key] = ExitStudy(arrays, CostModel.from_lm(lm))
         while len(studies) > MAX_STUDIES:
             studies.pop(next(iter(studies)))
-        state["_ee_skipped"] = list(getattr(result, "skipped", []))
+        state["_ee_skipped"] = list(result.skipped)
     except sv.SpadeVizError as err:
         ui.show_error(err)
         bar.empty()
@@ -125,7 +116,7 @@ if study_key not in studies:  # a sweep of exactly these examples is on disk: us
         cached = None
     if cached is not None:
         studies[study_key] = ExitStudy(ExitArrays.from_sweep(cached), CostModel.from_lm(lm))
-        state["_ee_skipped"] = list(getattr(cached, "skipped", []))
+        state["_ee_skipped"] = list(cached.skipped)
         st.rerun()  # redraw with the button disabled
 
 study: ExitStudy | None = studies.get(study_key)

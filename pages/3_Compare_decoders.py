@@ -39,8 +39,8 @@ except sv.SpadeVizError as err:
     lens = None
     ui.show_error(f"The saved tuned lens could not be used: {err}")
 
+kl = tuned.heldout_from_meta(lens) if lens is not None else None
 if lens is not None:
-    kl = tuned.heldout_from_meta(lens)
     note = f" Held-out KL to the final prediction, mean over layers: logit lens {kl['mean_logit_lens']:.2f} → " \
            f"tuned lens {kl['mean_tuned_lens']:.2f} nats." if kl else ""
     st.success(f"A tuned lens is saved for this model (trained {lens.meta.get('created', '?').replace('T', ' ')} on "
@@ -97,12 +97,12 @@ with st.expander("Train a tuned lens" if lens is None else "Train the tuned lens
 
 if state.get("_cd_trained") and lens is not None:
     st.caption("✓ " + state["_cd_trained"])
-if lens is not None and tuned.heldout_from_meta(lens):
+if kl:
     with st.expander("How close is each lens to the final prediction? (held-out text)", expanded=False):
         ui.explain("The KL divergence measures how much the layer's prediction differs from the model's final one "
                    "on text not used for training (0 = identical). A working tuned lens is below the logit lens "
                    "at every layer.")
-        st.plotly_chart(heldout_kl_figure(tuned.heldout_from_meta(lens)["per_layer"]), key="cd_fig_kl", **PLOT)
+        st.plotly_chart(heldout_kl_figure(kl["per_layer"]), key="cd_fig_kl", **PLOT)
 
 # ------------------------------------------------------------------ 2. the data
 
@@ -134,8 +134,7 @@ if st.button("Run the comparison", key="cd_run", type="primary", icon=":material
                                             "dataset and lens; later visits read the stored result)."):
     bar = st.progress(0.0, text="Decoding every example at every layer…")
     try:
-        results[key] = run_sweep(lm, subset, progress=lambda done, total, stage="": bar.progress(
-            min(1.0, done / max(total, 1)), text=f"{stage}: {done}/{total}"))
+        results[key] = run_sweep(lm, subset, progress=ui.bar_progress(bar, "Decoding"))
         while len(results) > MAX_RESULTS:
             results.pop(next(iter(results)))
     except sv.SpadeVizError as err:

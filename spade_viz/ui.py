@@ -286,6 +286,12 @@ def send_to_explore(prompt: str) -> None:
     st.switch_page(EXPLORE_PAGE)
 
 
+def bar_progress(bar, label: str):
+    """A `progress(done, total, stage)` callback (sweeps, calibration) that moves a `st.progress` bar."""
+    return lambda done, total, stage="": bar.progress(min(1.0, done / max(total, 1)),
+                                                      text=f"{label}: {stage} {done}/{total}")
+
+
 # ---------------------------------------------------------------- datasets
 
 

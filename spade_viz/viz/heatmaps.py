@@ -120,8 +120,7 @@ def _hover_top(res: Analysis, stats: DecodeStats, cols: Sequence[int]) -> np.nda
     """[layers, len(cols)] strings: the top-k tokens with probabilities, one per line."""
     ids = stats.top_ids[:, cols]
     probs = stats.top_probs[:, cols]
-    names = {int(i): html_token(res.token(int(i)))
-             for i in np.unique(ids)}
+    names = {int(i): html_token(res.token(int(i))) for i in np.unique(ids)}
     out = np.empty(ids.shape[:2], dtype=object)
     for layer in range(ids.shape[0]):
         for col in range(ids.shape[1]):

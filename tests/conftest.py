@@ -35,3 +35,11 @@ def tiny_lm(tiny_lms) -> sv.LoadedModel:
 def default_lm() -> sv.LoadedModel:
     """The real embedded default model (fetched and converted once into the user cache)."""
     return sv.load_model(sv.DEFAULT_MODEL)
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch) -> Path:
+    """A fresh `SPADE_VIZ_CACHE` for sweeps, lenses and calibration texts (models load before it)."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("SPADE_VIZ_CACHE", str(cache))
+    return cache

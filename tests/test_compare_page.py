@@ -15,12 +15,6 @@ TIMEOUT = 300
 PAGE = "pages/3_Compare_decoders.py"
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SPADE_VIZ_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
 def _page(folder: Path) -> AppTest:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
     at.switch_page(PAGE)
@@ -34,7 +28,7 @@ def _ok(at: AppTest) -> None:
     assert not at.error, [e.value for e in at.error]
 
 
-def test_train_tuned_lens_and_compare_four_decoders(tiny_folders, cache):
+def test_train_tuned_lens_and_compare_four_decoders(tiny_folders, isolated_cache):
     at = _page(tiny_folders["llama"])
     at.run()
     _ok(at)
@@ -45,7 +39,7 @@ def test_train_tuned_lens_and_compare_four_decoders(tiny_folders, cache):
     at.button(key="cd_train").click().run()
     _ok(at)
     assert any("A tuned lens is saved for this model" in s.value for s in at.success)
-    assert list(cache.glob("lenses/*/tuned_lens.safetensors"))
+    assert list(isolated_cache.glob("lenses/*/tuned_lens.safetensors"))
     assert len(at.get("plotly_chart")) == 1  # the held-out KL figure (in a closed expander)
 
     at.selectbox(key="cd_task").set_value("capitals")
@@ -60,7 +54,7 @@ def test_train_tuned_lens_and_compare_four_decoders(tiny_folders, cache):
     assert at.button(key="cd_run").disabled  # the result is kept: no second run for the same inputs
 
 
-def test_page_without_model_or_lens_explains(tiny_folders, cache):
+def test_page_without_model_or_lens_explains(tiny_folders, isolated_cache):
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
     at.switch_page(PAGE)
     at.session_state["sv_model"] = ui.OTHER

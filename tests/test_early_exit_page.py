@@ -46,11 +46,6 @@ def counting_sweep(monkeypatch):
     return calls
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SPADE_VIZ_CACHE", str(tmp_path / "cache"))
-
-
 def _page(folder: Path) -> AppTest:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)  # the app, so pages can switch
     at.switch_page("pages/2_Early_exit.py")
@@ -63,7 +58,7 @@ def _metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
 
 
-def test_upload_sweep_and_slide(tiny_folders, counting_sweep, cache):
+def test_upload_sweep_and_slide(tiny_folders, counting_sweep, isolated_cache):
     at = _page(tiny_folders["llama"])
     at.run()
     assert not at.exception, at.exception
@@ -103,7 +98,7 @@ def test_upload_sweep_and_slide(tiny_folders, counting_sweep, cache):
     assert len(counting_sweep) == 1
 
 
-def test_builtin_task_and_open_in_explore(tiny_folders, counting_sweep, cache):
+def test_builtin_task_and_open_in_explore(tiny_folders, counting_sweep, isolated_cache):
     at = _page(tiny_folders["llama"])
     at.run()
     assert not at.exception, at.exception

@@ -25,6 +25,8 @@ from spade_viz.lenses.linear_spade import (
 )
 from spade_viz.sweep import SweepSettings, run_sweep
 
+pytestmark = pytest.mark.usefixtures("isolated_cache")  # sweeps and lenses go to a fresh cache
+
 WORDS = "cat dog red blue one two three sun moon tree house river stone light bird fish".split()
 
 
@@ -40,11 +42,6 @@ def dataset(tmp_path: Path, name: str, rows: list[dict]):
     path = tmp_path / f"{name}.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     return load_dataset(path)
-
-
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SPADE_VIZ_CACHE", str(tmp_path / "cache"))
 
 
 def fit_ridge(inputs: torch.Tensor, targets: torch.Tensor, ridge: float = 1e-2) -> tuple[torch.Tensor, torch.Tensor]:

@@ -134,10 +134,9 @@ def test_bad_input(setup):
         run_real_exit(lm, prompts, AffineLens("tuned_lens", lens.weight, lens.bias, lens.meta), 1.0)
 
 
-def test_cli_real_exit(tiny_folders, tiny_lm, tmp_path, capsys, monkeypatch):
+def test_cli_real_exit(tiny_folders, tiny_lm, tmp_path, capsys, isolated_cache):  # no saved lens there
     import json
 
-    monkeypatch.setenv("SPADE_VIZ_CACHE", str(tmp_path / "cache"))  # no saved lens there
     from spade_viz.cli import main as cli_main
 
     lens_path = random_lens(tiny_lm).save(tmp_path / "lens.safetensors")

@@ -17,6 +17,8 @@ from spade_viz.data import Dataset, load_builtin, load_dataset
 from spade_viz.sweep import CSV_COLUMNS, SweepSettings, cached_sweep, prepare_examples, run_sweep
 from tiny_models import FAMILIES
 
+pytestmark = pytest.mark.usefixtures("isolated_cache")  # sweeps and lenses go to a fresh cache
+
 PROMPTS = [
     ("France: Paris\nJapan:", " Tokyo"),
     ("Italy:", " Rome"),
@@ -45,12 +47,6 @@ def toy_rows(with_choices: bool = True) -> list[dict]:
 @pytest.fixture()
 def toy(tmp_path) -> Dataset:
     return load_dataset(write_dataset(tmp_path / "toy.jsonl", toy_rows()))
-
-
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path, monkeypatch):
-    """Sweeps, saved lenses and the sweep cache go to a fresh folder (the real model is loaded before)."""
-    monkeypatch.setenv("SPADE_VIZ_CACHE", str(tmp_path / "cache"))
 
 
 def assert_same(a, b, atol=1e-4):

@@ -47,6 +47,7 @@ DEFAULT_LR = 2e-3
 DEFAULT_WINDOW = 256  # tokens per window when cutting a user text (with the start token)
 MAX_POSITIONS = 20_000  # calibration positions kept at most (see `position_budget`)
 HELDOUT_FRACTION = 0.2
+_SAMPLING = dict(temperature=0.9, top_p=0.95)  # how the model writes its calibration text
 
 SEED_PROMPTS: tuple[str, ...] = (
     "The history of the Roman Empire begins",
@@ -172,8 +173,6 @@ def calibration_texts(
             pass  # a cache that cannot be written only costs time
     return texts
 
-
-_SAMPLING = dict(temperature=0.9, top_p=0.95)
 
 
 def _texts_path(lm: LoadedModel, n_prompts: int, tokens_each: int, seed: int) -> Path:

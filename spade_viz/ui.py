@@ -33,6 +33,7 @@ import json
 import os
 import threading
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import streamlit as st
@@ -56,7 +57,7 @@ def _env_int(name: str, default: int) -> int:
 
 
 DEFAULT_MAX_TOKENS = _env_int("SPADE_VIZ_MAX_TOKENS", 512)  # the Explore page's default token limit
-PRESETS_FILE = Path(__file__).resolve().parent.parent / "assets" / "presets.json"
+PRESETS_FILE = resources.files("spade_viz") / "assets" / "presets.json"  # package data
 DEFAULT_LABEL = "SmolLM2-135M-Instruct (embedded default)"
 
 ANALYSIS_RUNS = 0  # real forward passes made by `analysis` in this process

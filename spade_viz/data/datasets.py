@@ -26,6 +26,7 @@ import hashlib
 import io
 import json
 from dataclasses import dataclass, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -50,7 +51,7 @@ __all__ = [
 MAX_BYTES = 20 * 1024 * 1024
 MAX_ROWS = 20_000
 
-ASSETS_DIR = Path(__file__).resolve().parents[2] / "assets" / "datasets"
+ASSETS_DIR = resources.files("spade_viz") / "assets" / "datasets"  # package data, also when installed
 
 _JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 _CSV_SUFFIXES = {".csv", ".tsv"}
@@ -153,10 +154,11 @@ def load_dataset(path_or_bytes: Any, name: str | None = None, fmt: str | None = 
 
 
 def builtin_tasks() -> dict[str, Path]:
-    """Built-in task name -> its JSONL file under ``assets/datasets``, sorted by name."""
+    """Built-in task name -> its JSONL file in the package's ``assets/datasets``, sorted by name."""
     if not ASSETS_DIR.is_dir():
         return {}
-    return {p.stem: p for p in sorted(ASSETS_DIR.glob("*.jsonl"))}
+    files = sorted((p for p in ASSETS_DIR.iterdir() if p.name.endswith(".jsonl")), key=lambda p: p.name)
+    return {p.name.removesuffix(".jsonl"): Path(str(p)) for p in files}
 
 
 def load_builtin(name: str) -> Dataset:

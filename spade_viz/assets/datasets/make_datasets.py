@@ -1,6 +1,6 @@
 """Regenerate the built-in task files in this folder (stdlib only, deterministic).
 
-    python assets/datasets/make_datasets.py
+    python spade_viz/assets/datasets/make_datasets.py
 
 The committed .jsonl files are the artifacts; this script is how they were
 made. Every fact below was checked by hand; when in doubt an item was left out

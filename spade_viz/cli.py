@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .errors import SpadeVizError
 from .models.loading import DEFAULT_MODEL, DTYPES
@@ -195,7 +196,10 @@ def _cmd_calibrate(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m spade_viz", description=__doc__.splitlines()[0])
+    """The command-line parser: one subcommand per task, each with its handler in ``args.run``."""
+    # `spade-viz` when run as the installed command, `python -m spade_viz` otherwise.
+    prog = "spade-viz" if Path(sys.argv[0]).name == "spade-viz" else "python -m spade_viz"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     analyze = commands.add_parser("analyze", help="decode every layer of one prompt")
@@ -254,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command (``argv``, else the process arguments): exit status 0, 2 on bad input, 130 if interrupted."""
     args = build_parser().parse_args(argv)
     try:
         args.run(args)

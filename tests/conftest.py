@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parent.parent))
-
-import spade_viz as sv  # noqa: E402
-from tiny_models import FAMILIES, save_tiny  # noqa: E402
+import spade_viz as sv
+from tiny_models import FAMILIES, save_tiny
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +39,10 @@ def isolated_cache(tmp_path, monkeypatch) -> Path:
     cache = tmp_path / "cache"
     monkeypatch.setenv("SPADE_VIZ_CACHE", str(cache))
     return cache
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Every test on the real default model is `slow`, also one whose module has no marker for it yet."""
+    for item in items:
+        if "default_lm" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -179,6 +179,7 @@ def test_error_paths_keep_the_prompt_and_the_page(tiny_folder):
     assert len(at.get("plotly_chart")) == 4
 
 
+@pytest.mark.slow
 def test_explore_on_the_default_model():
     at = _explore(None)
     assert not at.exception and not _errors(at)

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 WAIT_MS = 240_000  # first model load + two analyses on a busy 2-core CI machine
 
-pytestmark = pytest.mark.skipif(not chromium_available(), reason=f"{CHROMIUM} is not installed")
+pytestmark = [pytest.mark.browser, pytest.mark.slow,  # chromium on the real default model
+              pytest.mark.skipif(not chromium_available(), reason=f"{CHROMIUM} is not installed")]
 
 PLOTS_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(el => {
     const trace = el._fullData && el._fullData[0];
@@ -92,7 +93,8 @@ def test_explore_page_in_chromium(cache_without_lenses):
             assert any("␣moon" in t for t in positions["ticks"])  # leading-space marker on the axis
             assert page.locator("text=Final answer").count() >= 1
             sidebar_links = page.locator("[data-testid='stSidebar'] a").all_inner_texts()
-            assert [t.strip().splitlines()[-1] for t in sidebar_links][:4] == ["Home", "Explore", "Early exit", "Compare decoders"]
+            assert [t.strip().splitlines()[-1] for t in sidebar_links][:4] == [
+                "Home", "Explore", "Early exit", "Compare decoders"]
             assert page.locator("[data-testid='stException']").count() == 0
             assert page.locator("[data-testid='stAlertContentError']").count() == 0
 

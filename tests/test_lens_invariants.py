@@ -210,6 +210,7 @@ CAPITALS = {"Germany": " Berlin", "Spain": " Madrid", "Russia": " Moscow", "Gree
             "Austria": " Vienna", "Portugal": " Lisbon"}
 
 
+@pytest.mark.slow
 def test_default_model_invariants(default_lm):
     res = sv.analyze(default_lm, SHOTS + "Germany:")
     out = plain_forward(default_lm, res.token_ids)
@@ -223,6 +224,7 @@ def test_default_model_invariants(default_lm):
     assert one.answer["spade"].kl_to_final.max() < 1e-3
 
 
+@pytest.mark.slow
 def test_default_model_spade_finds_capitals_layers_before_logit_lens(default_lm):
     """The picture the app exists to show (DESIGN.md 2): SPADE recovers the answer ~6 layers early."""
     early_spade = late_lens = 0

@@ -162,6 +162,7 @@ def test_saved_tuned_lens_joins_the_sweep(tiny_lm, tmp_path):
     np.testing.assert_allclose(result.entropy["tuned_lens"], result.entropy["logit_lens"], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cli_calibrate(tiny_folders, tiny_lm, tmp_path, capsys):
     rows = make_rows("w", 16)
     (tmp_path / "words.jsonl").write_text("\n".join(json.dumps(r) for r in rows))

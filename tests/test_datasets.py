@@ -90,7 +90,7 @@ def word_tokenizer():
 def test_builtin_task_list():
     tasks = builtin_tasks()
     assert set(MIN_ITEMS) <= set(tasks)
-    for name, path in tasks.items():
+    for path in tasks.values():
         assert path.suffix == ".jsonl" and path.is_file()
 
 

@@ -63,6 +63,8 @@ class DatasetError(SpadeVizError, ValueError):
 
 @dataclass(frozen=True)
 class Example:
+    """One labelled item: the prompt, its gold answer and, for multiple choice, the candidates."""
+
     id: str
     prompt: str
     answer: str
@@ -80,6 +82,8 @@ class RowError:
 
 @dataclass(frozen=True)
 class Dataset:
+    """The usable examples of one file or built-in task, with the rows skipped and why."""
+
     name: str
     examples: tuple[Example, ...]
     errors: tuple[RowError, ...]
@@ -162,6 +166,7 @@ def builtin_tasks() -> dict[str, Path]:
 
 
 def load_builtin(name: str) -> Dataset:
+    """A built-in task by name (see `builtin_tasks`), e.g. ``load_builtin("capitals")``."""
     tasks = builtin_tasks()
     if name not in tasks:
         available = ", ".join(tasks) or "none found"
@@ -315,17 +320,7 @@ def _csv_rows(text: str, delimiter: str = ",") -> list[_Row]:
     except csv.Error as exc:
         raise DatasetError(f"Cannot parse the CSV header: {exc}.") from None
     cols = [h.strip().lower() for h in header]
-    missing = [c for c in ("prompt", "answer") if c not in cols]
-    if missing:
-        shown = ", ".join(repr(h) for h in header[:8]) or "none"
-        raise DatasetError(
-            f"The CSV header must name the columns 'prompt' and 'answer' "
-            f"(missing {', '.join(repr(m) for m in missing)}; found {shown})."
-        )
-    dupes = sorted({c for c in cols if c and cols.count(c) > 1})
-    if dupes:
-        raise DatasetError(f"The CSV header repeats the column(s) {', '.join(map(repr, dupes))}.")
-    index = {c: i for i, c in enumerate(cols) if c}
+    index = _csv_columns(header, cols)
     rows: list[_Row] = []
     rowno = 1
     while True:
@@ -360,6 +355,21 @@ def _csv_rows(text: str, delimiter: str = ",") -> list[_Row]:
             obj["choices"] = parsed
         rows.append((rowno, obj))
     return rows
+
+
+def _csv_columns(header: list[str], cols: list[str]) -> dict[str, int]:
+    """Column name -> its index; refuses a header without prompt and answer, or with a repeated name."""
+    missing = [c for c in ("prompt", "answer") if c not in cols]
+    if missing:
+        shown = ", ".join(repr(h) for h in header[:8]) or "none"
+        raise DatasetError(
+            f"The CSV header must name the columns 'prompt' and 'answer' "
+            f"(missing {', '.join(repr(m) for m in missing)}; found {shown})."
+        )
+    dupes = sorted({c for c in cols if c and cols.count(c) > 1})
+    if dupes:
+        raise DatasetError(f"The CSV header repeats the column(s) {', '.join(map(repr, dupes))}.")
+    return {c: i for i, c in enumerate(cols) if c}
 
 
 def _sniff_delimiter(text: str) -> str:

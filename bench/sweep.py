@@ -32,13 +32,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import spade_viz as sv  # noqa: E402
 from spade_viz.data import Dataset, load_builtin  # noqa: E402
-from spade_viz.sweep import SweepSettings, _batches, prepare_examples, run_sweep  # noqa: E402
+from spade_viz.engine import batches, prepare_examples  # noqa: E402
+from spade_viz.sweep import SweepSettings, run_sweep  # noqa: E402
 
 
 def forward_passes(lm, prepared, batch_size: int, lean: bool = False) -> None:
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.bos_id
     with torch.no_grad():
-        for batch in _batches(prepared, batch_size):
+        for batch in batches(prepared, batch_size):
             seqs = [prepared[i].token_ids for i in batch]
             width = max(map(len, seqs))
             ids = torch.full((len(seqs), width), pad, dtype=torch.long)

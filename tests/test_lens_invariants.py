@@ -14,7 +14,7 @@ import torch
 
 import spade_viz as sv
 from spade_viz.lenses.affine import AffineLens, lens_meta
-from spade_viz.lenses.spade import inject_states
+from spade_viz.models import surgery
 from tiny_models import FAMILIES
 
 PROMPT = "France: Paris\nGermany: Berlin\nItaly:"
@@ -49,7 +49,7 @@ def spade_reference(lm, hidden_states, ids, layer: int, mode: str = "original", 
     else:
         positions = list(range(len(rows)))
     kept = torch.stack([hidden_states[layer][0, r] for r in rows]).unsqueeze(0)  # [1, rows, d]
-    with torch.no_grad(), inject_states(lm, kept, torch.tensor([layer])):
+    with torch.no_grad(), surgery.injecting(lm.adapter.blocks, kept, torch.tensor([layer])):
         out = lm.model(
             input_ids=torch.tensor([tokens]),
             attention_mask=torch.ones(1, len(tokens), dtype=torch.long),

@@ -14,7 +14,8 @@ import torch
 import spade_viz as sv
 from spade_viz.cli import main
 from spade_viz.data import Dataset, load_builtin, load_dataset
-from spade_viz.sweep import CSV_COLUMNS, SweepSettings, cached_sweep, prepare_examples, run_sweep
+from spade_viz.engine import prepare_examples
+from spade_viz.sweep import CSV_COLUMNS, SweepSettings, cached_sweep, run_sweep
 from tiny_models import FAMILIES
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")  # sweeps and lenses go to a fresh cache

@@ -22,6 +22,7 @@ def _checkpoint_args(parser: argparse.ArgumentParser) -> None:
 def _cmd_exit_curve(args) -> None:
     from .arrays import ExitArrays
     from .cost import Checkpoints
+    from ..models.loading import config_parameter_counts
     from .report import exit_curve_report, format_exit_curve, resolve_cost
 
     if args.thresholds < 2:
@@ -31,7 +32,8 @@ def _cmd_exit_curve(args) -> None:
     search = args.checkpoints.strip().lower() == "search"
     checkpoints = None if search else Checkpoints.parse(args.checkpoints)
     arrays = ExitArrays.from_csv(args.sweep, default_length=args.length)
-    cost = resolve_cost(arrays.meta, cost=args.cost, model=args.model, continuation_tokens=args.continuation_tokens)
+    cost = resolve_cost(arrays.meta, cost=args.cost, model=args.model, counts_of=config_parameter_counts,
+                        continuation_tokens=args.continuation_tokens)
     searched = None
     if search:
         from .simulate import search_checkpoints

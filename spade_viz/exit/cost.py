@@ -94,38 +94,9 @@ class CostModel:
         return cls(**values)
 
     @classmethod
-    def from_model(cls, model, **options) -> "CostModel":
-        """Counted on a torch causal LM (real weights or on the `meta` device)."""
-        from ..models.registry import ARCHITECTURES, _get, _guess_spec
-
-        spec = ARCHITECTURES.get(getattr(model.config, "model_type", "")) or _guess_spec(model)
-        blocks = _get(model, spec.blocks) if spec else None
-        if blocks is None or len(blocks) == 0:
-            raise InputError("cannot count the parameters of this model's blocks")
-        block = sum(p.numel() for p in blocks.parameters()) / len(blocks)
-        head = model.get_output_embeddings().weight
-        d_final = head.shape[1]
-        d_model = getattr(model.config, "hidden_size", None) or d_final
-        return cls(float(block), float(head.numel()), float(d_final * d_model + d_final),
-                   vocab_size=float(head.shape[0]), **options)
-
-    @classmethod
     def from_lm(cls, lm, **options) -> "CostModel":
-        return cls.from_model(lm.model, **options)
-
-    @classmethod
-    def from_config(cls, source: str, **options) -> "CostModel":
-        """Counted without loading weights: the model is built on the `meta` device from its config."""
-        import torch
-        from transformers import AutoConfig, AutoModelForCausalLM
-
-        try:
-            config = AutoConfig.from_pretrained(source, trust_remote_code=False, local_files_only=True)
-            with torch.device("meta"):
-                model = AutoModelForCausalLM.from_config(config)
-        except Exception as err:  # transformers raises many kinds
-            raise InputError(f"cannot read a model config from {source!r}: {str(err).splitlines()[0]}") from None
-        return cls.from_model(model, **options)
+        """Counted on a loaded model (`LoadedModel.parameter_counts`)."""
+        return cls.from_dict(lm.parameter_counts(), **options)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,12 +1,13 @@
 """Real hybrid early exit: the forward pass actually stops at the exit layer, then SPADE answers.
 
-For each prompt the model runs its own forward (any architecture) with a pre-hook on the
-block after each checkpoint layer l: the hook reads h_l at the answer row, maps it with linear
-SPADE, and if the entropy of that distribution is below the threshold it raises `StopForward`
-carrying h_l[T]; the remaining blocks never run on the full sequence. SPADE then continues
-that one row through blocks l+1..L (attending to the cached `<s>`), skipping blocks 1..l
-outright, so no block runs twice and none runs for nothing. Never confident: the forward
-finishes and the model's own logits answer.
+For each prompt the model runs its own forward (any architecture) with a checkpoint before the
+block after each checkpoint layer l (`models.surgery.checkpoints`, scoped to this call only):
+it reads h_l at the answer row, maps it with linear SPADE, and if the entropy of that
+distribution is below the threshold it raises `StopForward` carrying h_l[T]; the remaining
+blocks never run on the full sequence. SPADE then continues that one row through blocks
+l+1..L (attending to the cached `<s>`), with blocks 1..l doing no work, so no block runs twice
+and none runs for nothing. Never confident: the forward finishes and the model's own logits
+answer.
 
 `run_real_exit` times this against plain full forward passes on the same prompts, in the same
 process, interleaved (alternating which goes first), and reports the measured wall-clock
@@ -15,18 +16,19 @@ speedup beside the simulated compute fraction of the exits it actually took.
 
 from __future__ import annotations
 
-import copy
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..errors import InputError
+from ..engine import continue_rows, prepare_examples
 from ..lenses.affine import AffineLens
-from ..lenses.spade import _bos_cache, spade_position
-from ..models.loading import LoadedModel
+from ..lenses.spade import spade_position
+from ..lenses.stats import entropy_top1
+from ..models import surgery
+from ..models.loading import LoadedModel, operation
 from .cost import Checkpoints, CostModel, full_cost, hybrid_costs
 
 
@@ -52,8 +54,6 @@ def prepare_prompts(lm: LoadedModel, examples, max_tokens: int = 512, skipped: l
     """`Example`s of a dataset -> model inputs, exactly as the sweep prepares them (split at the gold
     answer's first token; rows with choices answer among their choices' first tokens). Examples the
     sweep would skip are skipped here too (appended to `skipped` as (id, reason))."""
-    from ..sweep import prepare_examples
-
     prepared, dropped = prepare_examples(lm, examples, max_tokens)
     if skipped is not None:
         skipped.extend(dropped)
@@ -61,84 +61,26 @@ def prepare_prompts(lm: LoadedModel, examples, max_tokens: int = 512, skipped: l
             for p in prepared]
 
 
-def _entropy(logits: torch.Tensor) -> float:
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
-    return float(-(logprobs.exp() * logprobs).sum(-1))
-
-
-def _hidden_arg(args, kwargs):
-    return args[0] if args else kwargs["hidden_states"]
-
-
-@contextmanager
-def exit_hooks(lm: LoadedModel, lens: AffineLens, mask: np.ndarray, threshold: float,
-               candidates: torch.Tensor | None = None):
-    """While active, a forward pass raises StopForward at the first confident checkpoint."""
-    handles = []
-    layer_ids = {layer: torch.tensor([layer]) for layer in np.nonzero(mask)[0].tolist()}
-
+def _checks(lm: LoadedModel, lens: AffineLens, mask: np.ndarray, threshold: float,
+            candidates: torch.Tensor | None = None) -> dict:
+    """Per checkpoint layer l, a check of h_l (the input of block l) that raises StopForward when
+    linear SPADE's entropy there is below the threshold."""
     def make(layer):
-        def check(_module, args, kwargs):
-            state = _hidden_arg(args, kwargs)[0, -1]
+        layer_id = torch.tensor([layer])
+
+        def check(hidden):
+            state = hidden[0, -1]
             if candidates is None:
-                logits = lens.logits(lm, state.unsqueeze(0), layer_ids[layer])[0]
+                logits = lens.logits(lm, state.unsqueeze(0), layer_id)[0]
             else:  # the task's answer candidates only: C rows of the unembedding, not all V
-                logits = lm.adapter.head(lens.apply(state.unsqueeze(0), layer_ids[layer])[0], rows=candidates)
-            entropy = _entropy(logits)
+                logits = lm.adapter.head(lens.apply(state.unsqueeze(0), layer_id)[0], rows=candidates)
+            entropy = float(entropy_top1(logits)[0])
             if entropy < threshold:
                 raise StopForward(layer, state.detach().clone(), entropy)
 
         return check
 
-    for layer in layer_ids:  # h_l is the input of block l (l < L)
-        handles.append(lm.adapter.blocks[layer].register_forward_pre_hook(make(layer), with_kwargs=True))
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-@contextmanager
-def skip_blocks(lm: LoadedModel, layer: int, state: torch.Tensor, tuple_len: int = 0):
-    """While active, blocks 1..layer do no work: block `layer` outputs `state` (all earlier ones pass
-    their input through untouched), so a one-token forward resumes at block layer+1."""
-    blocks = lm.adapter.blocks
-    patched = []
-
-    def make(out_state):
-        def forward(*args, **kwargs):
-            hidden = out_state if out_state is not None else _hidden_arg(args, kwargs)
-            return (hidden, *([None] * (tuple_len - 1))) if tuple_len else hidden
-
-        return forward
-
-    try:
-        for index in range(layer):
-            block = blocks[index]
-            block.forward = make(state.view(1, 1, -1).to(lm.dtype) if index == layer - 1 else None)
-            patched.append(block)
-        yield
-    finally:
-        for block in patched:
-            del block.forward  # back to the class's forward
-
-
-def _output_tuple_len(lm: LoadedModel) -> int:
-    """0 when blocks return a tensor (transformers 5), else the length of the tuple they return."""
-    cached = getattr(lm, "_block_tuple_len", None)
-    if cached is None:
-        seen = []
-        handle = lm.adapter.blocks[0].register_forward_hook(lambda _m, _i, out: seen.append(out))
-        try:
-            with torch.no_grad():
-                lm.model(input_ids=torch.tensor([[lm.bos_id]], device=lm.device), use_cache=False, logits_to_keep=1)
-        finally:
-            handle.remove()
-        out = seen[0]
-        cached = len(out) if isinstance(out, tuple) else 0
-        lm._block_tuple_len = cached
-    return cached
+    return {layer: make(layer) for layer in np.nonzero(mask)[0].tolist()}
 
 
 @dataclass
@@ -155,7 +97,7 @@ def exit_answer(lm: LoadedModel, ids: list[int], lens: AffineLens, mask: np.ndar
     input_ids = torch.tensor([ids], device=device)
     with torch.no_grad():
         try:
-            with exit_hooks(lm, lens, mask, threshold, cand):
+            with surgery.checkpoints(lm.adapter.blocks, _checks(lm, lens, mask, threshold, cand)):
                 out = lm.model(input_ids=input_ids, use_cache=False, logits_to_keep=1)
         except StopForward as stop:
             logits = spade_continue(lm, stop.state, stop.layer, ids[-1], spade_position(len(ids) - 1, positions))
@@ -172,19 +114,10 @@ def exit_answer(lm: LoadedModel, ids: list[int], lens: AffineLens, mask: np.ndar
 
 def spade_continue(lm: LoadedModel, state: torch.Tensor, layer: int, token_id: int, position: int) -> torch.Tensor:
     """Logits [V] of SPADE from `layer`: h_layer[T] through blocks layer+1..L only, with the `<s>` cache."""
-    tuple_len = _output_tuple_len(lm)
-    cache = copy.deepcopy(_bos_cache(lm))
-    device = lm.device
-    with torch.no_grad(), skip_blocks(lm, layer, state, tuple_len):
-        out = lm.model(
-            input_ids=torch.tensor([[token_id]], device=device),
-            position_ids=torch.tensor([[position]], device=device),
-            past_key_values=cache,
-            attention_mask=torch.ones(1, 2, dtype=torch.long, device=device),
-            use_cache=True,
-            logits_to_keep=1,
-        )
-    return out.logits[0, -1]
+    with torch.no_grad():
+        final = continue_rows(lm, state.view(1, -1), torch.tensor([layer]), torch.tensor([token_id]),
+                              torch.tensor([position]), skip_below=layer)
+        return lm.adapter.head(final)[0]
 
 
 def full_answer(lm: LoadedModel, ids: list[int]) -> torch.Tensor:
@@ -213,6 +146,7 @@ class RealExitReport:
     num_layers: int
     repeats: int
     cost: dict
+    other_work: int = 0  # other operations that ran on the same model during the timing (0: a quiet run)
 
     @property
     def measured_speedup(self) -> float:
@@ -239,6 +173,7 @@ class RealExitReport:
             "simulated_compute_fraction": self.simulated_fraction,
             "simulated_speedup": self.simulated_speedup,
             "cost": self.cost,
+            "other_work_during_timing": self.other_work,
             "per_example": [
                 {"example_id": e, "n_tokens": int(t), "exit_layer": int(x), "answer_id": int(a)}
                 for e, t, x, a in zip(self.example_ids, self.n_tokens, self.exit_layers, self.answers)
@@ -250,6 +185,7 @@ class RealExitReport:
         return out
 
 
+@operation
 def run_real_exit(
     lm: LoadedModel,
     prompts: list[PreparedPrompt],
@@ -280,6 +216,7 @@ def run_real_exit(
     exit_answer(lm, prompts[0].ids, lens, mask, threshold, positions, prompts[0].candidates)
     full_answer(lm, prompts[0].ids)
 
+    started_before, running_before = lm.activity.snapshot()
     n = len(prompts)
     layers = np.zeros(n, dtype=np.int64)
     answers = np.zeros(n, dtype=np.int64)
@@ -307,6 +244,8 @@ def run_real_exit(
             if progress is not None:
                 progress((round_ * n + i + 1) / (repeats * n), f"round {round_ + 1}/{repeats}, example {i + 1}/{n}")
 
+    started_after, running_after = lm.activity.snapshot()
+    other_work = (started_after - started_before) + max(running_before, running_after) - 1
     n_tokens = np.array([len(p.ids) for p in prompts])
     n_choices = np.array([len(p.candidates) if p.candidates else 0 for p in prompts])
     table = hybrid_costs(n_tokens, L, cost, mask, n_choices) / full_cost(n_tokens, L, cost)[:, None]
@@ -316,7 +255,7 @@ def run_real_exit(
         threshold=float(threshold), checkpoints=checkpoints.describe(), example_ids=[p.example_id for p in prompts],
         n_tokens=n_tokens, exit_layers=layers, answers=answers, full_answers=finals, gold=gold,
         full_seconds=full_s, exit_seconds=exit_s, simulated_fraction=fraction, num_layers=L, repeats=repeats,
-        cost=cost.to_dict(),
+        cost=cost.to_dict(), other_work=other_work,
     )
 
 
@@ -329,6 +268,9 @@ def format_real_exit(report: RealExitReport) -> str:
     ]
     if "accuracy" in d:
         lines.append(f"accuracy {d['accuracy']:.3f} (full model {d['full_accuracy']:.3f})")
+    if report.other_work:
+        lines.append(f"note: {report.other_work} other operation(s) used the same model during the timing "
+                     "(another session?): the wall-clock figures are disturbed")
     lines += [
         f"wall clock per example: full pass {d['full_ms_per_example']:.1f} ms, real exit {d['exit_ms_per_example']:.1f} ms",
         f"measured speedup {d['measured_speedup']:.2f}x; simulated compute fraction {d['simulated_compute_fraction']:.3f} "

@@ -31,17 +31,10 @@ def parse_cost(text: str) -> CostModel:
     return CostModel(*values)
 
 
-def model_source(name: str) -> str:
-    """A path or id AutoConfig can read without a network: the embedded default resolves to its folder."""
-    from ..models.loading import DEFAULT_MODEL, ensure_default_model
-
-    if name == DEFAULT_MODEL:
-        return str(ensure_default_model())
-    return str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
-
-
-def resolve_cost(meta: dict, cost: str | None = None, model: str | None = None, **options) -> CostModel:
-    """The cost model: explicit counts, else the sweep's metadata, else the model's config."""
+def resolve_cost(meta: dict, cost: str | None = None, model: str | None = None, counts_of=None,
+                 **options) -> CostModel:
+    """The cost model: explicit counts, else the sweep's metadata, else the model's config
+    (`counts_of(name)` gives its parameter counts; the CLI passes the config reader)."""
     options = {k: v for k, v in options.items() if v is not None}
     if cost:
         return parse_cost(cost).with_options(**options)
@@ -55,7 +48,9 @@ def resolve_cost(meta: dict, cost: str | None = None, model: str | None = None, 
             "cannot account compute: the sweep names no model; pass --model NAME (its config is read) "
             "or --cost BLOCK,HEAD,MAP"
         )
-    return CostModel.from_config(model_source(str(name)), **options)
+    if counts_of is None:
+        raise InputError("cannot account compute: pass --cost BLOCK,HEAD,MAP")
+    return CostModel.from_dict(counts_of(str(name)), **options)
 
 
 def exit_curve_report(

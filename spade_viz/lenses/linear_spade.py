@@ -34,9 +34,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..engine import prepare_examples
 from ..errors import InputError
-from ..models.loading import LoadedModel
+from ..models.loading import LoadedModel, operation
 from .affine import AffineLens, CalibrationMismatch, default_lens_path, lens_meta
+from .spade import answer_rows
+from .stats import entropy_top1
 
 KIND = "linear_spade"
 DEFAULT_RIDGE = 1e-2
@@ -138,12 +141,6 @@ def crossfit_states(inputs: torch.Tensor, targets: torch.Tensor, folds: np.ndarr
 # --------------------------------------------------------------------------------------------
 
 
-def _entropy_top1(logits: torch.Tensor):
-    logits = logits.float()
-    logprobs = torch.log_softmax(logits, -1)
-    return -(logprobs.exp() * logprobs).sum(-1), logits.argmax(-1)
-
-
 def heldout_scores(lm: LoadedModel, predicted: torch.Tensor, targets: torch.Tensor,
                    residuals: torch.Tensor | None = None) -> list[dict]:
     """Per layer: top-1 agreement of linear SPADE with SPADE, Pearson correlation of their
@@ -154,8 +151,8 @@ def heldout_scores(lm: LoadedModel, predicted: torch.Tensor, targets: torch.Tens
     scores = []
     with torch.no_grad():
         for layer in range(targets.shape[1]):
-            h_lin, top_lin = _entropy_top1(lm.adapter.head(predicted[:, layer].to(lm.device, lm.dtype)))
-            h_spade, top_spade = _entropy_top1(lm.adapter.head(targets[:, layer].to(lm.device, lm.dtype)))
+            h_lin, top_lin = entropy_top1(lm.adapter.head(predicted[:, layer].to(lm.device, lm.dtype)))
+            h_spade, top_spade = entropy_top1(lm.adapter.head(targets[:, layer].to(lm.device, lm.dtype)))
             row = {
                 "layer": layer,
                 "agree_top1": float((top_lin == top_spade).float().mean()),
@@ -216,6 +213,7 @@ def split_examples(examples: Sequence, heldout: float, seed: int = 0):
     return [e for e in examples if e.id not in held], [e for e in examples if e.id in held]
 
 
+@operation
 def calibrate_linear_spade(
     lm: LoadedModel,
     dataset,
@@ -234,8 +232,6 @@ def calibrate_linear_spade(
     Rows are the answer positions of the calibration examples (what the sweep and the early exit
     decode); targets are SPADE's final-normed states there, at every layer 0..L-1.
     """
-    from ..sweep import answer_rows, prepare_examples
-
     prepared, skipped = prepare_examples(lm, dataset.examples, max_tokens)
     usable = {p.id for p in prepared}
     examples = [e for e in dataset.examples if e.id in usable]

@@ -1,8 +1,14 @@
-"""Statistics of a decoded next-token distribution, computed in one pass over the vocabulary.
+"""Statistics of a decoded next-token distribution: the one statistics kernel of the package.
 
 Every decoder (logit lens, SPADE, linear SPADE, tuned lens) ends in logits; these are the
-numbers the views and the early-exit simulation read. Entropy and KL are in nats.
-KL is KL(final || decoded): how many nats the layer's guess loses against the model's answer.
+numbers the views, the sweep, the early-exit confidence and its simulation read. Entropy and KL
+are in nats. KL is KL(final || decoded): how many nats the layer's guess loses against the
+model's answer.
+
+- `distribution_stats`: everything one prompt's views show (top-k, entropy, KL, target rank);
+- `logit_stats`: what a sweep keeps (top-1 and entropy, over the vocabulary and over choices);
+- `entropy_top1`: the confidence of one decoded row, by the same formula as `logit_stats`, so a
+  real early exit decides exactly as the simulation of it.
 """
 
 from __future__ import annotations
@@ -97,3 +103,46 @@ def distribution_stats(
         "target_prob": target_logprob.squeeze(-1).exp(),
         "target_rank": rank,
     }
+
+
+def _shifted_entropy_(z: torch.Tensor) -> torch.Tensor:
+    """Entropy of softmax(z) per row, shifting `z` in place by its row maximum (z must be float32
+    and the caller's temporary): log S - sum(e z) / S, with one [n, V] allocation."""
+    z.sub_(z.amax(-1, keepdim=True))  # max 0 per row: exp cannot overflow
+    e = torch.exp(z)
+    total = e.sum(-1)
+    return torch.log(total) - e.mul_(z).sum(-1) / total
+
+
+def entropy_top1(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(entropy, top-1) of softmax(logits) per row of [..., V]; `logits` is left as it is."""
+    z = logits.float().clone()
+    top1 = z.argmax(-1)
+    return _shifted_entropy_(z), top1
+
+
+def logit_stats(logits: torch.Tensor, choices: torch.Tensor) -> dict[str, torch.Tensor]:
+    """top1/entropy over the vocabulary and, for rows with choices (ids >= 0), over the choices.
+
+    logits [n, V] (float32 logits are shifted in place: pass a temporary); choices [n, C] with -1
+    padding. Returns top1, entropy (restricted where a row has choices), top1_vocab,
+    entropy_vocab, each [n]. Few full-width passes and no extra [n, V] allocation but one:
+    on CPUs these element-wise passes cost more than the unembedding product itself.
+    """
+    z = logits.float()
+    top1_vocab = z.argmax(-1)
+    entropy_vocab = _shifted_entropy_(z)
+    valid = choices >= 0
+    restricted = valid.any(-1).to(z.device)
+    top1, entropy = top1_vocab.clone(), entropy_vocab.clone()
+    if restricted.any():
+        valid = valid.to(z.device)
+        ids = choices.clamp_min(0).to(z.device)
+        picked = z.gather(1, ids).masked_fill(~valid, float("-inf"))
+        c_lse = torch.logsumexp(picked, -1, keepdim=True)
+        c_probs = torch.exp(picked - c_lse)
+        c_entropy = c_lse[:, 0] - torch.where(valid, c_probs * picked, torch.zeros_like(picked)).sum(-1)
+        c_top1 = ids.gather(1, picked.argmax(-1, keepdim=True))[:, 0]
+        top1 = torch.where(restricted, c_top1, top1)
+        entropy = torch.where(restricted, c_entropy, entropy)
+    return {"top1": top1, "entropy": entropy, "top1_vocab": top1_vocab, "entropy_vocab": entropy_vocab}

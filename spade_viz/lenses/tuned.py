@@ -33,8 +33,9 @@ from pathlib import Path
 
 import torch
 
+from ..engine import read_rows
 from ..errors import InputError
-from ..models.loading import LoadedModel, cache_dir
+from ..models.loading import LoadedModel, cache_dir, operation
 from .affine import AffineLens, lens_meta
 
 Progress = Callable[[float, str], None]
@@ -241,8 +242,6 @@ def collect(lm: LoadedModel, windows: Sequence[Sequence[int]], progress: Progres
             max_positions: int | None = None, batch_windows: int = 8) -> Activations:
     """Run the model over the windows (no gradient, a few per padded batch) and keep every position
     except `<s>`, up to `max_positions` (default: `position_budget`)."""
-    from ..sweep import hidden_at
-
     limit = position_budget(lm) if max_positions is None else max_positions
     kept_windows, total = [], 0
     for ids in windows:
@@ -257,7 +256,7 @@ def collect(lm: LoadedModel, windows: Sequence[Sequence[int]], progress: Progres
     residuals, finals = [], []
     for start in range(0, len(kept_windows), batch_windows):
         batch = kept_windows[start : start + batch_windows]
-        res, final = hidden_at(lm, batch, [range(1, len(ids)) for ids in batch])  # [n, L, d], [n, d']
+        res, final = read_rows(lm, batch, [range(1, len(ids)) for ids in batch])  # [n, L, d], [n, d']
         residuals.append(res.float().transpose(0, 1).cpu())
         finals.append(final.float().cpu())
         if progress is not None:
@@ -404,6 +403,7 @@ def _layer_scales(residuals: torch.Tensor) -> torch.Tensor:
     return residuals.pow(2).mean(dim=(1, 2)).sqrt().clamp_min(1e-6)
 
 
+@operation
 def train_tuned_lens(
     lm: LoadedModel,
     texts: Sequence[str] | None = None,

@@ -5,6 +5,7 @@ Nothing here runs code shipped with a model (`trust_remote_code=False` always).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -13,8 +14,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +31,7 @@ from transformers import (
 )
 
 from ..errors import ModelLoadError
-from .registry import Adapter, adapter_for
+from .registry import Adapter, adapter_for, parameter_counts
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -52,9 +55,41 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SPADE_VIZ_CACHE") or Path.home() / ".cache" / "spade-viz")
 
 
-@dataclass
+class Activity:
+    """The public operations running on one shared model, so that a timing can say whether other
+    sessions' work ran beside it (the real early exit's report does)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.running = 0  # operations running now
+        self.started = 0  # operations started since load
+
+    @contextmanager
+    def operation(self) -> Iterator[None]:
+        """Count one operation for as long as it runs."""
+        with self._lock:
+            self.running += 1
+            self.started += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.running -= 1
+
+    def snapshot(self) -> tuple[int, int]:
+        """(started, running), read together."""
+        with self._lock:
+            return self.started, self.running
+
+
+@dataclass(eq=False)
 class LoadedModel:
-    """A model ready for the lenses: HF model, tokenizer, adapter and the start token to prepend."""
+    """A model ready for the lenses: HF model, tokenizer, adapter and the start token to prepend.
+
+    One instance is shared by every session of the app, each in its own thread: nothing changes
+    it after loading except `skip_exact`, set once under `lock`. Changes to the model while it
+    computes are the business of `spade_viz.models.surgery` alone.
+    """
 
     name: str
     model: PreTrainedModel
@@ -63,7 +98,18 @@ class LoadedModel:
     bos_id: int
     device: torch.device
     dtype: torch.dtype
-    _fingerprint: str | None = field(default=None, repr=False)
+    start_cache: object = field(init=False, repr=False)  # keys/values of `<s>` alone at position 0
+    skip_exact: bool | None = field(default=None, init=False)  # see `engine.passes.skip_is_exact`
+    lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    activity: Activity = field(default_factory=Activity, init=False, repr=False)
+    _fingerprint: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._fingerprint = self._weights_fingerprint()
+        ids = torch.tensor([[self.bos_id]], device=self.device)
+        with torch.no_grad():
+            self.start_cache = self.model(input_ids=ids, position_ids=torch.zeros_like(ids),
+                                          use_cache=True).past_key_values
 
     @property
     def num_layers(self) -> int:
@@ -84,20 +130,35 @@ class LoadedModel:
     def token_str(self, token_id: int) -> str:
         return self.tokenizer.decode([int(token_id)])
 
+    def parameter_counts(self) -> dict[str, float]:
+        """Block, unembedding and map parameter counts: what the early-exit cost model charges."""
+        return parameter_counts(self.model)
+
     def fingerprint(self) -> str:
         """A short hash of config and weights, to match saved calibrations to this exact model."""
-        if self._fingerprint is None:
-            config = self.model.config.to_dict()
-            for where_and_who in ("_name_or_path", "transformers_version"):  # not the model itself
-                config.pop(where_and_who, None)
-            digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
-            for name, tensor in sorted(self.model.state_dict().items()):
-                sample = tensor.detach().flatten()[:4096].float().cpu().numpy()
-                digest.update(name.encode())
-                digest.update(str(tuple(tensor.shape)).encode())
-                digest.update(sample.tobytes())
-            self._fingerprint = digest.hexdigest()[:16]
         return self._fingerprint
+
+    def _weights_fingerprint(self) -> str:
+        config = self.model.config.to_dict()
+        for where_and_who in ("_name_or_path", "transformers_version"):  # not the model itself
+            config.pop(where_and_who, None)
+        digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+        for name, tensor in sorted(self.model.state_dict().items()):
+            sample = tensor.detach().flatten()[:4096].float().cpu().numpy()
+            digest.update(name.encode())
+            digest.update(str(tuple(tensor.shape)).encode())
+            digest.update(sample.tobytes())
+        return digest.hexdigest()[:16]
+
+
+def operation(func):
+    """Count a public operation on its model (the first argument) in `activity` while it runs."""
+    @functools.wraps(func)
+    def counted(lm: LoadedModel, *args, **kwargs):
+        with lm.activity.operation():
+            return func(lm, *args, **kwargs)
+
+    return counted
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -302,3 +363,23 @@ def load_model(
         device=target_device,
         dtype=torch_dtype,
     )
+
+
+def model_source(name: str) -> str:
+    """A path or id AutoConfig can read without a network: the embedded default resolves to its
+    folder (fetched and converted once, like `load_model`)."""
+    if name == DEFAULT_MODEL:
+        return str(ensure_default_model())
+    return str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
+
+
+def config_parameter_counts(name: str) -> dict[str, float]:
+    """`parameter_counts` without loading weights: the model is built on the `meta` device from
+    its local config (no network, no code from the model)."""
+    try:
+        config = AutoConfig.from_pretrained(model_source(name), trust_remote_code=False, local_files_only=True)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except Exception as err:  # transformers raises many kinds
+        raise ModelLoadError(f"cannot read a model config from {name!r}: {_first_line(err)}") from None
+    return parameter_counts(model)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedArchitectureError
+from . import surgery
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,8 @@ _FALLBACK_BLOCKS = ("layers", "h", "blocks")
 _FALLBACK_NORMS = ("norm", "ln_f", "final_layer_norm", "final_norm", "norm_f")
 
 
-def _get(module: nn.Module, path: str | None) -> nn.Module | None:
+def find_module(module: nn.Module, path: str | None) -> nn.Module | None:
+    """The submodule at a dotted path, or None."""
     if path is None:
         return None
     for name in path.split("."):
@@ -62,13 +64,18 @@ def _get(module: nn.Module, path: str | None) -> nn.Module | None:
     return module
 
 
-def _guess_spec(model: nn.Module) -> ArchSpec | None:
+def spec_for(model: nn.Module) -> ArchSpec | None:
+    """The registered spec of the model's `model_type`, else one guessed from common layouts (not
+    yet validated: `adapter_for` does that), else None."""
+    known = ARCHITECTURES.get(getattr(model.config, "model_type", ""))
+    if known is not None:
+        return known
     for base in _FALLBACK_BASES:
         for blocks in _FALLBACK_BLOCKS:
-            found = _get(model, f"{base}.{blocks}")
+            found = find_module(model, f"{base}.{blocks}")
             if isinstance(found, nn.ModuleList) and len(found) > 0:
                 norm = next(
-                    (f"{base}.{n}" for n in _FALLBACK_NORMS if _get(model, f"{base}.{n}") is not None),
+                    (f"{base}.{n}" for n in _FALLBACK_NORMS if find_module(model, f"{base}.{n}") is not None),
                     None,
                 )
                 return ArchSpec(blocks=f"{base}.{blocks}", final_norm=norm)
@@ -81,15 +88,16 @@ class Adapter:
     def __init__(self, model: nn.Module, spec: ArchSpec):
         self.model = model
         self.spec = spec
-        self.blocks: nn.ModuleList = _get(model, spec.blocks)
-        self.final_norm = _get(model, spec.final_norm)
-        self.project_out = _get(model, spec.project_out)
+        self.blocks: nn.ModuleList = find_module(model, spec.blocks)
+        self.final_norm = find_module(model, spec.final_norm)
+        self.project_out = find_module(model, spec.project_out)
         self.lm_head = model.get_output_embeddings()
         self.softcap = getattr(model.config, "final_logit_softcapping", None)
         if self.blocks is None or self.lm_head is None:
             raise UnsupportedArchitectureError(
                 f"unsupported architecture '{model.config.model_type}': no decoder blocks or output embedding found"
             )
+        surgery.install(self.blocks)
 
     @property
     def num_layers(self) -> int:
@@ -127,31 +135,42 @@ def _validate(adapter: Adapter) -> None:
     model = adapter.model
     param = next(model.parameters())
     ids = torch.tensor([[1, 2]], device=param.device) % model.config.vocab_size
-    captured: list[torch.Tensor] = []
-
-    def grab(_module, _inputs, output):
-        captured.append(output[0] if isinstance(output, tuple) else output)
-
-    handle = adapter.blocks[-1].register_forward_hook(grab)
-    try:
-        with torch.no_grad():
-            out = model(input_ids=ids, output_hidden_states=True, use_cache=False)
-            final = out.hidden_states[-1]
-            tol = 1e-3 if param.dtype == torch.float32 else 5e-2
-            same_logits = torch.allclose(adapter.head(final).float(), out.logits.float(), atol=tol, rtol=tol)
-            same_final = torch.allclose(adapter.finalize(captured[-1]).float(), final.float(), atol=tol, rtol=tol)
-    finally:
-        handle.remove()
+    with torch.no_grad(), surgery.capturing(adapter.blocks, torch.tensor([0])) as captured:
+        out = model(input_ids=ids, output_hidden_states=True, use_cache=False)
+    final = out.hidden_states[-1]
+    tol = 1e-3 if param.dtype == torch.float32 else 5e-2
+    with torch.no_grad():
+        same_logits = torch.allclose(adapter.head(final).float(), out.logits.float(), atol=tol, rtol=tol)
+        same_final = torch.allclose(adapter.finalize(captured[-1]).float(), final.float(), atol=tol, rtol=tol)
     if len(out.hidden_states) != adapter.num_layers + 1 or not (same_logits and same_final):
         raise UnsupportedArchitectureError(
             f"unsupported architecture '{model.config.model_type}': its layers could not be decoded faithfully"
         )
 
 
+def parameter_counts(model: nn.Module) -> dict[str, float]:
+    """What the early-exit cost model charges, counted on a causal LM (real weights or `meta`):
+    one decoder block (the mean over blocks), one unembedding, one linear-SPADE map, and the
+    vocabulary size (to charge C of V rows for choice tasks)."""
+    spec = spec_for(model)
+    blocks = find_module(model, spec.blocks) if spec else None
+    head = model.get_output_embeddings()
+    if not isinstance(blocks, nn.ModuleList) or len(blocks) == 0 or head is None:
+        raise UnsupportedArchitectureError("cannot count the parameters of this model's blocks")
+    d_final = head.weight.shape[1]
+    d_model = getattr(model.config, "hidden_size", None) or d_final
+    return {
+        "block_params": float(sum(p.numel() for p in blocks.parameters()) / len(blocks)),
+        "head_params": float(head.weight.numel()),
+        "map_params": float(d_final * d_model + d_final),
+        "vocab_size": float(head.weight.shape[0]),
+    }
+
+
 def adapter_for(model: nn.Module) -> Adapter:
     """The validated adapter for a loaded causal LM, or a clear UnsupportedArchitectureError."""
     model_type = getattr(model.config, "model_type", "?")
-    spec = ARCHITECTURES.get(model_type) or _guess_spec(model)
+    spec = spec_for(model)
     if spec is None:
         raise UnsupportedArchitectureError(f"unsupported architecture '{model_type}': no decoder blocks found")
     adapter = Adapter(model, spec)

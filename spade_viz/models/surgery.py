@@ -1,0 +1,148 @@
+"""Model surgery: every change the engine makes to a model while it computes lives here.
+
+One loaded model serves every browser session, each in its own thread, so a hook added for one
+call would fire in every other thread's forward pass, and a `forward` replaced for one call would
+be replaced for all. So nothing is added or removed per call. `install` wraps each decoder
+block's `forward` once per model, under a lock, with a dispatcher that asks the *current call's
+plan* what to do. The plan lives in a `ContextVar`: it is seen only by the thread that opened it,
+and the context managers below set it for exactly one call and reset it on exit, exceptions
+included. A forward with no plan open runs the plain blocks, bit for bit.
+
+What a plan can do at block `i` (the residual before block i is h_i, after it h_{i+1}):
+
+- `capturing`: read rows of h_0 (block 0's input) and of every block's output;
+- `injecting`: replace rows of block i's output by given states (SPADE's continuation), and let
+  the blocks below `skip_below` hand their input on unchanged (no work for rows that start above);
+- `checkpoints`: look at h_l before block l and stop the whole forward by raising (early exit).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+_PLAN: ContextVar[_Plan | None] = ContextVar("spade_viz_surgery_plan", default=None)
+_INSTALL_LOCK = threading.Lock()
+
+
+@dataclass
+class _Plan:
+    """What the blocks do for one call. Rows are batch rows; the call's last token is edited."""
+
+    blocks: nn.ModuleList
+    skip_below: int = 0
+    inject: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # i -> (rows, states)
+    capture: tuple[torch.Tensor, torch.Tensor | slice] | None = None  # (rows, cols) to read
+    captured: list[torch.Tensor] = field(default_factory=list)
+    checks: dict[int, Callable[[torch.Tensor], None]] = field(default_factory=dict)
+
+    def run(self, index: int, block_forward, output_format: list, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        if index == 0 and self.capture is not None:
+            self.captured.append(hidden[self.capture])
+        if index in self.checks:
+            self.checks[index](hidden)
+        if index < self.skip_below:
+            out = _as_block_output(hidden, output_format)
+        else:
+            out = block_forward(*args, **kwargs)
+        if index in self.inject:
+            rows, states = self.inject[index]
+            new = _hidden_of(out).clone()
+            if states.dim() == 2:  # [rows, d]: the last token of each row
+                new[rows, -1] = states.to(new.dtype)
+            else:  # [rows, tokens, d]: every token of each row
+                new[rows] = states.to(new.dtype)
+            out = _as_block_output(new, output_format, like=out)
+        if self.capture is not None:
+            self.captured.append(_hidden_of(out)[self.capture])
+        return out
+
+
+def _hidden_of(output):
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _as_block_output(hidden: torch.Tensor, output_format: list, like=None):
+    """`hidden` in the form the block returns: a tensor (transformers 5) or a tuple led by it."""
+    if like is not None:
+        return (hidden, *like[1:]) if isinstance(like, tuple) else hidden
+    length = output_format[0] if output_format else 0
+    return (hidden, *([None] * (length - 1))) if length else hidden
+
+
+def _dispatcher(owner: nn.ModuleList, index: int, block_forward):
+    """The block's forward, asking the current call's plan for this model (if any) what to do."""
+    output_format: list[int] = []  # tuple length of the block's real output (0: a tensor), once seen
+
+    def forward(*args, **kwargs):
+        plan = _PLAN.get()
+        if plan is None or plan.blocks is not owner:
+            out = block_forward(*args, **kwargs)
+        else:
+            out = plan.run(index, block_forward, output_format, args, kwargs)
+        if not output_format:
+            output_format.append(len(out) if isinstance(out, tuple) else 0)
+        return out
+
+    forward.spade_viz_dispatcher = True
+    return forward
+
+
+def install(blocks: nn.ModuleList) -> None:
+    """Wrap each block's forward with the plan dispatcher, once per block (idempotent, thread-safe)."""
+    with _INSTALL_LOCK:
+        for index, block in enumerate(blocks):
+            if not getattr(block.forward, "spade_viz_dispatcher", False):
+                block.forward = _dispatcher(blocks, index, block.forward)
+
+
+@contextmanager
+def _plan(plan: _Plan) -> Iterator[_Plan]:
+    if _PLAN.get() is not None:
+        raise RuntimeError("a model-surgery plan is already open in this call")
+    if not all(getattr(block.forward, "spade_viz_dispatcher", False) for block in plan.blocks):
+        install(plan.blocks)
+    token = _PLAN.set(plan)
+    try:
+        yield plan
+    finally:
+        _PLAN.reset(token)
+
+
+@contextmanager
+def capturing(blocks: nn.ModuleList, rows: torch.Tensor, cols: torch.Tensor | slice = slice(None)
+              ) -> Iterator[list[torch.Tensor]]:
+    """Within, a forward appends h_0[rows, cols] and then each block's output [rows, cols] to the
+    yielded list: L+1 entries, the last before the final norm."""
+    with _plan(_Plan(blocks, capture=(rows, cols))) as plan:
+        yield plan.captured
+
+
+@contextmanager
+def injecting(blocks: nn.ModuleList, states: torch.Tensor, start_layers: torch.Tensor, skip_below: int = 0
+              ) -> Iterator[None]:
+    """Within, batch row r leaves block start_layers[r]-1 holding states[r] ([R, d]: as its last
+    token; [R, T, d]: as all its tokens), and blocks 0..skip_below-1 hand their input on unchanged
+    (exact for rows that start at or above `skip_below`: their state is replaced after those
+    blocks anyway). Start layer 0 rows are left to the model's own embedding."""
+    inject = {}
+    start_layers = start_layers.cpu()
+    for layer in sorted(set(start_layers.tolist()) - {0}):
+        rows = (start_layers == layer).nonzero().squeeze(-1).to(states.device)
+        inject[layer - 1] = (rows, states[rows])
+    with _plan(_Plan(blocks, skip_below=skip_below, inject=inject)):
+        yield
+
+
+@contextmanager
+def checkpoints(blocks: nn.ModuleList, checks: dict[int, Callable[[torch.Tensor], None]]) -> Iterator[None]:
+    """Within, `checks[l](h_l)` runs before block l; raising from it stops the forward there."""
+    with _plan(_Plan(blocks, checks=dict(checks))):
+        yield

@@ -1,0 +1,23 @@
+"""Dataset sweeps: every example x every layer x every decoder, batched and cached on disk.
+
+`results` holds what a sweep is asked and returns, `passes` runs it, `cache` keeps it.
+"""
+
+from .cache import load_cached, save_cached, sweep_cache_dir
+from .passes import LinearPlan, cached_sweep, plan_linear_spade, run_sweep
+from .results import CSV_COLUMNS, DECODERS, SWEEP_FORMAT, SweepResult, SweepSettings
+
+__all__ = [
+    "CSV_COLUMNS",
+    "DECODERS",
+    "SWEEP_FORMAT",
+    "LinearPlan",
+    "SweepResult",
+    "SweepSettings",
+    "cached_sweep",
+    "load_cached",
+    "plan_linear_spade",
+    "run_sweep",
+    "save_cached",
+    "sweep_cache_dir",
+]

@@ -1,0 +1,99 @@
+"""The sweep's disk cache: <cache>/sweeps/<key>.npz (arrays) + <key>.json (everything else).
+
+Never pickle. Keyed by model fingerprint, dtype and device, dataset content, settings and the
+hashes of the lenses used; at most `_MAX_CACHED` entries, least recently used dropped first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..lenses.affine import AffineLens
+from ..lenses.linear_spade import lens_digest
+from ..models.loading import LoadedModel, cache_dir
+from .results import SWEEP_FORMAT, SweepResult, SweepSettings
+
+
+_MAX_CACHED = 64
+
+
+def sweep_cache_dir() -> Path:
+    return cache_dir() / "sweeps"
+
+
+def cache_key(lm: LoadedModel, dataset, settings: SweepSettings, plan_key: dict, tuned: AffineLens | None) -> str:
+    """The key of a sweep: everything that changes its numbers (`plan_key`: the linear-SPADE plan's)."""
+    payload = {
+        "format": SWEEP_FORMAT,
+        "fingerprint": lm.fingerprint(),
+        "dtype": str(lm.dtype),
+        "device": lm.device.type,
+        "dataset": dataset.source_hash,
+        "settings": settings.key(),
+        "linear_spade": plan_key,
+        "tuned_lens": lens_digest(tuned) if tuned is not None else None,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def save_cached(key: str, result: SweepResult) -> None:
+    folder = sweep_cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {"n_tokens": result.n_tokens, "gold_ids": result.gold_ids, "final_ids": result.final_ids,
+              "n_choices": result.n_choices}
+    for field_name in ("top1", "entropy", "entropy_vocab", "top1_vocab"):
+        for name, values in getattr(result, field_name).items():
+            arrays[f"{field_name}__{name}"] = values
+    meta = {
+        "format": SWEEP_FORMAT, "model_name": result.model_name, "fingerprint": result.fingerprint,
+        "dataset_name": result.dataset_name, "dataset_hash": result.dataset_hash,
+        "num_layers": result.num_layers, "settings": result.settings, "example_ids": result.example_ids,
+        "decoders": result.decoders, "vocab": {str(k): v for k, v in result.vocab.items()},
+        "skipped": [list(s) for s in result.skipped], "linear_spade_source": result.linear_spade_source,
+        "info": result.info,
+    }
+    tmp_npz = folder / f".{key}.tmp.npz"
+    tmp_json = folder / f".{key}.tmp.json"
+    try:
+        np.savez(tmp_npz, **arrays)
+        tmp_json.write_text(json.dumps(meta, ensure_ascii=False))
+        tmp_npz.replace(folder / f"{key}.npz")
+        tmp_json.replace(folder / f"{key}.json")  # the json marks a complete entry
+    except OSError:
+        return  # a cache that cannot be written only costs time
+    entries = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in entries[_MAX_CACHED:]:
+        for path in (old, old.with_suffix(".npz")):
+            path.unlink(missing_ok=True)
+
+
+def load_cached(key: str) -> SweepResult | None:
+    folder = sweep_cache_dir()
+    meta_path, npz_path = folder / f"{key}.json", folder / f"{key}.npz"
+    if not (meta_path.is_file() and npz_path.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != SWEEP_FORMAT:
+            return None
+        with np.load(npz_path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+        fields = {f: {name: arrays[f"{f}__{name}"] for name in meta["decoders"]}
+                  for f in ("top1", "entropy", "entropy_vocab", "top1_vocab")}
+        result = SweepResult(
+            model_name=meta["model_name"], fingerprint=meta["fingerprint"], dataset_name=meta["dataset_name"],
+            dataset_hash=meta["dataset_hash"], num_layers=int(meta["num_layers"]), settings=meta["settings"],
+            example_ids=list(meta["example_ids"]), n_tokens=arrays["n_tokens"], gold_ids=arrays["gold_ids"],
+            final_ids=arrays["final_ids"], n_choices=arrays["n_choices"], vocab={int(k): v for k, v in
+                                                                                      meta["vocab"].items()},
+            skipped=[tuple(s) for s in meta["skipped"]], linear_spade_source=meta["linear_spade_source"],
+            info=meta["info"], from_cache=True, **fields,
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    meta_path.touch()  # most recently used
+    return result

@@ -1,0 +1,287 @@
+"""Dataset sweep: every example x every layer 0..L x every decoder, in batches.
+
+For each example the model sees `<s>` + the tokens of the prompt, split where the gold answer
+starts (`spade_viz.data.answer_split`); the answer position T is the last of them. Per batch:
+
+- one right-padded forward with an attention mask (exact for every real token under causal
+  attention) gives h_l[T] for l = 0..L at each example's own T;
+- logit lens: final norm + unembedding of h_l[T] (layer L: the model's own output);
+- SPADE: every (example, layer) row of the batch continued through the blocks above its layer
+  (`continue_rows_in_bands`);
+- linear SPADE: a per-layer affine map of h_l[T] (see `lenses.linear_spade`), then unembedding;
+- tuned lens, when one is saved for this model.
+
+Each decoder at each (example, layer) gives a top-1 token, whether it is the gold token and the
+full model's answer, and an entropy. When a row has `choices`, top-1 is the best choice and
+`entropy` is over the choices (`entropy_vocab` always covers the whole vocabulary).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..engine import batches, prepare_examples
+from ..errors import InputError
+from ..lenses.affine import AffineLens, find_lens
+from ..lenses.linear_spade import crossfit_states, fold_ids, lens_digest, load_linear_spade, usable_for
+from ..lenses.spade import batch_answer_rows
+from ..lenses.stats import logit_stats
+from ..models.loading import LoadedModel, operation
+from .cache import cache_key, load_cached, save_cached
+from .results import SweepResult, SweepSettings
+
+_STATS_CHUNK = 128  # rows decoded against the vocabulary at once (128 x V floats: < 32 MB, so the
+# allocator reuses the memory instead of mapping fresh pages each time)
+
+
+def _choice_matrix(choices: Sequence[tuple[int, ...] | None]) -> torch.Tensor:
+    """[n, C] choice ids, -1 where a row has fewer (or none)."""
+    width = max((len(c) for c in choices if c), default=0)
+    matrix = torch.full((len(choices), max(width, 1)), -1, dtype=torch.long)
+    for row, chosen in enumerate(choices):
+        if chosen:
+            matrix[row, : len(chosen)] = torch.as_tensor(chosen)
+    return matrix
+
+
+def _decode_rows(logits_of: Callable[[slice], torch.Tensor], n: int, choices: torch.Tensor):
+    """Stats of n rows whose logits `logits_of(rows)` gives chunk by chunk; numpy arrays [n]."""
+    parts = []
+    for start in range(0, n, _STATS_CHUNK):
+        rows = slice(start, min(start + _STATS_CHUNK, n))
+        parts.append(logit_stats(logits_of(rows), choices[rows]))
+    return {key: torch.cat([p[key] for p in parts]).cpu().numpy() for key in parts[0]}
+
+
+# --------------------------------------------------------------------------------------------
+# Linear SPADE: which map scores which example
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LinearPlan:
+    mode: str  # "saved", "crossfit" or "off"
+    source: str  # one line for the outputs: how the map was fitted, never on the example it scores
+    lens: AffineLens | None = None
+    folds: int = 0
+
+    def key(self) -> dict:
+        return {"mode": self.mode, "lens": lens_digest(self.lens) if self.lens is not None else None,
+                "folds": self.folds}
+
+
+def plan_linear_spade(lm: LoadedModel, examples: Sequence, dataset_name: str, settings: SweepSettings,
+                      calibration: AffineLens | str | Path | None = None) -> LinearPlan:
+    """A saved map that matches the model and was fitted on none of these examples (auto, saved);
+    otherwise k-fold cross-fitting on the dataset itself (auto, crossfit); or nothing (off)."""
+    choice = settings.linear_spade
+    if choice == "off":
+        return LinearPlan("off", "off")
+    note = ""
+    if choice in ("auto", "saved"):
+        if isinstance(calibration, AffineLens):
+            calibration.check_matches(lm)
+            lens = calibration
+        else:
+            lens = load_linear_spade(lm, calibration)
+        if lens is not None:
+            ok, why = usable_for(lens, examples, settings.spade_positions)
+            if ok:
+                meta = lens.meta
+                trained_on = meta.get("training_set", "?")
+                source = (f"separate calibration set: maps fitted on {meta.get('n_train', '?')} examples of "
+                          f"'{trained_on}' (training-set hash {meta.get('training_set_hash', '?')[:12]}), "
+                          "none of them in this dataset")
+                if trained_on != dataset_name:
+                    source += ("; note: calibrated on another task, and linear SPADE transfers poorly across "
+                               "tasks (--linear-spade crossfit fits on this one)")
+                return LinearPlan("saved", source, lens)
+            if choice == "saved":
+                raise InputError(f"the saved linear-SPADE calibration cannot score this dataset: {why}")
+            note = f"; the saved calibration was not used: {why}"
+        elif choice == "saved":
+            raise InputError("no saved linear-SPADE calibration for this model: run `python -m spade_viz calibrate` "
+                             "first, or use --linear-spade crossfit")
+    if len(examples) < 2:
+        return LinearPlan("off", "none: cross-fitting needs at least 2 examples" + note)
+    folds = min(settings.folds, len(examples))
+    source = (f"{folds}-fold cross-fitting on this dataset: each example is scored by maps fitted (closed-form "
+              f"ridge {settings.ridge:g}) on the other {folds - 1} folds only{note}")
+    return LinearPlan("crossfit", source, folds=folds)
+
+
+# --------------------------------------------------------------------------------------------
+# The sweep
+# --------------------------------------------------------------------------------------------
+
+
+def _readout(lm: LoadedModel, kind: str):
+    return lm.adapter.logit_lens if kind == "lens" else lm.adapter.head
+
+
+def _grid_stats(lm: LoadedModel, states: torch.Tensor, readout: str, final_stats: dict, choices: torch.Tensor):
+    """Stats of states [B, L, d] read by `readout`, with the model's own output as layer L: [B, L+1] each."""
+    n, layers = states.shape[:2]
+    flat = states.reshape(n * layers, -1)
+    rows = choices.repeat_interleave(layers, 0)
+    read = _readout(lm, readout)
+    with torch.no_grad():
+        stats = _decode_rows(lambda part: read(flat[part]), n * layers, rows)
+    return {key: np.concatenate([value.reshape(n, layers), final_stats[key][:, None]], 1)
+            for key, value in stats.items()}
+
+
+@operation
+def run_sweep(
+    lm: LoadedModel,
+    dataset,
+    settings: SweepSettings | None = None,
+    *,
+    use_cache: bool = True,
+    calibration: AffineLens | str | Path | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> SweepResult:
+    """Every usable example of `dataset` x layers 0..L x decoders; cached on disk (see module doc).
+
+    `calibration`: a linear-SPADE map (or its file) to use instead of the saved default.
+    `progress(done, total, stage)` is called as batches finish.
+    """
+    settings = settings or SweepSettings()
+    prepared, skipped = prepare_examples(lm, dataset.examples, settings.max_tokens)
+    if not prepared:
+        reason = f" (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise InputError(f"no usable example in '{dataset.name}'{reason}")
+    plan, tuned, key = _lenses_and_key(lm, dataset, prepared, settings, calibration)
+    if use_cache:
+        cached = _load_for(key, dataset, plan)
+        if cached is not None:
+            return cached
+
+    started = time.perf_counter()
+    n, layers = len(prepared), lm.num_layers
+    choices_all = _choice_matrix([p.choice_ids for p in prepared])
+    names = ["logit_lens", "spade"] + (["linear_spade"] if plan.mode != "off" else []) \
+        + (["tuned_lens"] if tuned is not None else [])
+    fields = ("top1", "entropy", "top1_vocab", "entropy_vocab")
+    out = {f: {name: np.zeros((n, layers + 1), dtype=np.int64 if "top1" in f else np.float32) for name in names}
+           for f in fields}
+    final_ids = np.zeros(n, dtype=np.int64)
+    keep = plan.mode == "crossfit"
+    kept_res = torch.empty(0)
+    kept_spade = torch.empty(0)
+    final_by_row: dict[int, dict] = {}
+    timings = {"model": 0.0, "decode": 0.0}
+    done = 0
+    if progress:
+        progress(0, n, "sweep")
+    for batch in batches(prepared, settings.batch_size):
+        rows = torch.tensor(batch)
+        tick = time.perf_counter()
+        residuals, final, spade = batch_answer_rows(lm, [prepared[i] for i in batch], settings.spade_positions)
+        timings["model"] += time.perf_counter() - tick
+        tick = time.perf_counter()
+        choices = choices_all[rows]
+        with torch.no_grad():
+            final_stats = {k: v.cpu().numpy() for k, v in logit_stats(lm.adapter.head(final), choices).items()}
+        final_ids[batch] = final_stats["top1"]
+        grids = {"logit_lens": (residuals, "lens"), "spade": (spade, "head")}
+        if plan.mode == "saved":
+            with torch.no_grad():
+                grids["linear_spade"] = (plan.lens.apply(residuals.transpose(0, 1)).transpose(0, 1), "head")
+        if tuned is not None:
+            with torch.no_grad():
+                grids["tuned_lens"] = (tuned.apply(residuals.transpose(0, 1)).transpose(0, 1), "lens")
+        for name, (states, readout) in grids.items():
+            stats = _grid_stats(lm, states, readout, final_stats, choices)
+            for f in fields:
+                out[f][name][batch] = stats[f]
+        if keep:
+            if not kept_res.numel():
+                kept_res = torch.zeros(n, layers, residuals.shape[-1], dtype=torch.float32)
+                kept_spade = torch.zeros(n, layers, spade.shape[-1], dtype=torch.float32)
+            kept_res[rows] = residuals.float().cpu()
+            kept_spade[rows] = spade.float().cpu()
+            final_by_row.update({i: {k: v[j] for k, v in final_stats.items()} for j, i in enumerate(batch)})
+        timings["decode"] += time.perf_counter() - tick
+        done += len(batch)
+        if progress:
+            progress(done, n, "sweep")
+
+    if keep:
+        if progress:
+            progress(0, 1, "cross-fitting linear SPADE")
+        tick = time.perf_counter()
+        folds = fold_ids([p.id for p in prepared], plan.folds)
+        predicted = crossfit_states(kept_res, kept_spade, folds, settings.ridge)
+        final_stats = {k: np.stack([final_by_row[i][k] for i in range(n)]) for k in fields}
+        stats = _grid_stats(lm, predicted.to(lm.device, lm.dtype), "head", final_stats, choices_all)
+        for f in fields:
+            out[f]["linear_spade"][:] = stats[f]
+        timings["linear_spade_crossfit"] = time.perf_counter() - tick
+        if progress:
+            progress(1, 1, "cross-fitting linear SPADE")
+
+    ids = np.unique(np.concatenate([out["top1"][name].ravel() for name in names]
+                                   + [out["top1_vocab"][name].ravel() for name in names]
+                                   + [np.asarray([p.gold_id for p in prepared])]))
+    timings["total"] = time.perf_counter() - started
+    result = SweepResult(
+        model_name=lm.name,
+        fingerprint=lm.fingerprint(),
+        dataset_name=dataset.name,
+        dataset_hash=dataset.source_hash,
+        num_layers=layers,
+        settings=asdict(settings),
+        example_ids=[p.id for p in prepared],
+        n_tokens=np.asarray([len(p.token_ids) for p in prepared], dtype=np.int64),
+        gold_ids=np.asarray([p.gold_id for p in prepared], dtype=np.int64),
+        final_ids=final_ids,
+        n_choices=np.asarray([len(p.choice_ids) if p.choice_ids else 0 for p in prepared], dtype=np.int64),
+        top1=out["top1"],
+        entropy=out["entropy"],
+        entropy_vocab=out["entropy_vocab"],
+        top1_vocab=out["top1_vocab"],
+        vocab={int(i): lm.token_str(int(i)) for i in ids},
+        skipped=[tuple(s) for s in skipped],
+        linear_spade_source=plan.source,
+        info={"timings_s": timings, "cost": lm.parameter_counts(), "linear_spade_mode": plan.mode,
+              "tuned_lens": tuned is not None, "cache_key": key},
+    )
+    if use_cache:
+        save_cached(key, result)
+    return result
+
+
+def cached_sweep(lm: LoadedModel, dataset, settings: SweepSettings | None = None,
+                 calibration: AffineLens | str | Path | None = None) -> SweepResult | None:
+    """The cached result `run_sweep` would return, or None; never runs the model."""
+    settings = settings or SweepSettings()
+    prepared, _ = prepare_examples(lm, dataset.examples, settings.max_tokens)
+    if not prepared:
+        return None
+    plan, _tuned, key = _lenses_and_key(lm, dataset, prepared, settings, calibration)
+    return _load_for(key, dataset, plan)
+
+
+def _lenses_and_key(lm: LoadedModel, dataset, prepared, settings: SweepSettings, calibration):
+    """(linear-SPADE plan, tuned lens or None, cache key) of a sweep over the `prepared` examples."""
+    usable = [dataset.examples[p.index] for p in prepared]
+    plan = plan_linear_spade(lm, usable, dataset.name, settings, calibration)
+    tuned = find_lens(lm, "tuned_lens") if settings.tuned_lens else None
+    return plan, tuned, cache_key(lm, dataset, settings, plan.key(), tuned)
+
+
+def _load_for(key: str, dataset, plan: LinearPlan) -> SweepResult | None:
+    """The cached sweep under `key`, named after this dataset and this plan's note (same maps; the
+    note on a saved file may differ)."""
+    result = load_cached(key)
+    if result is not None:
+        result.dataset_name = dataset.name
+        result.linear_spade_source = plan.source
+    return result

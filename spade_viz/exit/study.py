@@ -45,6 +45,8 @@ EXPLANATIONS = {
 
 @dataclass(frozen=True)
 class ViewKey:
+    """The settings a `StudyView` depends on."""
+
     checkpoints: Checkpoints
     continuation_tokens: float
     include_head: bool
@@ -89,12 +91,15 @@ class StudyView:
         return float(self.curve["threshold"].max())
 
     def at(self, threshold: float) -> ExitOutcome:
+        """The hybrid exit at one threshold: what a slider move costs."""
         return self.simulator.at(threshold)
 
     def first_layers(self) -> dict[str, int | None]:
+        """Per decoder, the first layer whose accuracy reaches the full model's (None: never)."""
         return {d: self.simulator.first_layer_reaching(d) for d in self.arrays.decoders}
 
     def points_table(self) -> pd.DataFrame:
+        """The full model, the oracle and the operating points of both exits, one row each."""
         rows = [("full model", self.full), ("oracle", self.oracle)]
         rows += [("hybrid: best accuracy", self.points["best_accuracy"]),
                  ("hybrid: largest speedup within 1 pt", self.points["within_1pt"])]
@@ -124,14 +129,20 @@ class StudyView:
 
 
 class ExitStudy:
-    """A sweep's arrays and cost model, with a small cache of `StudyView`s by setting."""
+    """A sweep's arrays and cost model, with a small cache of `StudyView`s by setting.
 
-    def __init__(self, arrays: ExitArrays, cost: CostModel, max_views: int = 8):
+    `skipped`: the (example id, reason) pairs the sweep could not use, to show beside its results.
+    """
+
+    def __init__(self, arrays: ExitArrays, cost: CostModel, max_views: int = 8,
+                 skipped: list[tuple[str, str]] | None = None):
         self.arrays, self.cost, self.max_views = arrays, cost, max_views
+        self.skipped = list(skipped or [])
         self._views: OrderedDict[ViewKey, StudyView] = OrderedDict()
 
     def view(self, checkpoints: Checkpoints = Checkpoints(), continuation_tokens: float = 1.0,
              include_head: bool = True, confidence: str = "linear_spade") -> StudyView:
+        """The view at one setting, built on first use and kept among the last `max_views`."""
         key = ViewKey(checkpoints, float(continuation_tokens), bool(include_head), confidence)
         if key in self._views:
             self._views.move_to_end(key)

@@ -1,0 +1,191 @@
+"""What the Early-exit page keeps between reruns, as a plain object: a few sweeps' studies, the
+checkpoint layout a new sweep opens at, the figure of the current view, the last real-exit run.
+
+The page reads its widgets into `ExitSettings`, asks `ExitSession` for a view, and draws; this
+module decides everything else and knows nothing of Streamlit (tests drive it directly).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .arrays import ExitArrays
+from .cost import Checkpoints, CostModel
+from .simulate import search_checkpoints
+from .study import ExitStudy, StudyView
+
+if TYPE_CHECKING:
+    from ..sweep import SweepResult
+
+CONFIDENCES = ("linear_spade", "spade", "logit_lens", "tuned_lens")  # the exit confidence: the method first
+MAX_STUDIES = 4  # sweeps kept per session (each is a few arrays of examples x layers)
+
+Figure = TypeVar("Figure")
+
+
+@dataclass(frozen=True)
+class ExitSettings:
+    """The exit controls: checkpoint layout, compute accounting and the confidence decoder."""
+
+    every: int = 1
+    start: int = 1
+    continuation_tokens: float = 1.0
+    include_head: bool = True
+    confidence: str = "linear_spade"
+
+    @property
+    def checkpoints(self) -> Checkpoints:
+        return Checkpoints(every=self.every, start=self.start)
+
+    def fitted(self, arrays: ExitArrays) -> ExitSettings:
+        """The same settings made valid for `arrays`: checkpoints inside 0..L-1, a confidence it has."""
+        last = arrays.num_layers - 1
+        usable = confidences(arrays)
+        return replace(
+            self,
+            every=min(max(1, int(self.every)), max(1, last)),
+            start=min(max(0, int(self.start)), max(0, last)),
+            confidence=self.confidence if self.confidence in usable else (usable or [self.confidence])[0],
+        )
+
+
+@dataclass(frozen=True)
+class LayoutChoice:
+    """What a checkpoint-layout search picked: settings and a threshold for the controls, and why."""
+
+    settings: ExitSettings
+    threshold: float  # never exiting (0) is always within 1 point, so every layout has one
+    note: str
+
+
+@dataclass(frozen=True)
+class ThresholdScale:
+    """The threshold slider of a view: its range, its step and where it starts."""
+
+    maximum: float
+    step: float
+    default: float
+
+    def contains(self, threshold: float | None) -> bool:
+        """Whether the slider can show `threshold` (a kept value from another view may not fit)."""
+        return threshold is not None and 0.0 <= threshold <= self.maximum
+
+
+def confidences(arrays: ExitArrays) -> list[str]:
+    """The decoders of a sweep that can give the exit confidence, the method first."""
+    return [name for name in CONFIDENCES if name in arrays.decoders]
+
+
+def threshold_scale(view: StudyView) -> ThresholdScale:
+    """Slider range from 0 to just above the largest useful threshold, about 400 steps, starting at the
+    fastest threshold within 1 point (else the most accurate, else the middle)."""
+    top = max(view.max_threshold, 1e-3)
+    point = view.points.get("within_1pt") or view.points.get("best_accuracy") or {}
+    return ThresholdScale(maximum=math.ceil(top * 100) / 100, step=float(f"{top / 400:.2g}"),
+                          default=round(float(point.get("threshold", top / 2)), 6))
+
+
+def point_threshold(view: StudyView, which: str) -> float | None:
+    """The threshold of an operating point ("best_accuracy", "within_1pt") of the view, if it has one."""
+    point = view.points.get(which)
+    return round(float(point["threshold"]), 6) if point else None
+
+
+def search_layout(study: ExitStudy, settings: ExitSettings) -> LayoutChoice:
+    """The checkpoint layout with the largest speedup within 1 point of the full model's accuracy
+    (same cost options and confidence as `settings`), and the threshold that reaches it."""
+    cost = study.cost.with_options(continuation_tokens=float(settings.continuation_tokens),
+                                   include_head=bool(settings.include_head))
+    best = search_checkpoints(study.arrays, cost, settings.confidence).iloc[0]
+    chosen = replace(settings, every=int(best["every"]), start=int(best["start"]))
+    note = (f"Best layout: every {chosen.every} layer(s) from layer {chosen.start} ({int(best['n_checkpoints'])} "
+            f"checkpoints): {best['speedup_within_1pt']:.2f}× at accuracy {best['accuracy_within_1pt']:.1%}; "
+            "the slider moved to its threshold.")
+    return LayoutChoice(chosen, round(float(best["threshold_within_1pt"]), 6), note)
+
+
+class ExitSession:
+    """The studies of the last few sweeps (by a key the caller chooses: model, data, lens), the layout
+    each opens at, the current figure per name, and the last real-exit report per study."""
+
+    def __init__(self, max_studies: int = MAX_STUDIES):
+        self.max_studies = max_studies
+        self._studies: OrderedDict[Hashable, ExitStudy] = OrderedDict()
+        self._real_exits: dict[Hashable, dict] = {}
+        self._in_view: Hashable | None = None
+        self._figures: dict[str, tuple[StudyView, Any]] = {}
+        self.note = ""  # why the controls hold the layout they hold (the last search's note)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._studies
+
+    def __len__(self) -> int:
+        return len(self._studies)
+
+    def get(self, key: Hashable) -> ExitStudy | None:
+        """The study kept under `key`, or None (never swept, or dropped for newer ones)."""
+        return self._studies.get(key)
+
+    def add(self, key: Hashable, arrays: ExitArrays, cost: CostModel,
+            skipped: list[tuple[str, str]] | None = None) -> ExitStudy:
+        """Keep a study of `arrays` under `key`; the oldest study goes beyond `max_studies`."""
+        study = ExitStudy(arrays, cost, skipped=skipped)
+        self._studies[key] = study
+        self._studies.move_to_end(key)
+        while len(self._studies) > self.max_studies:
+            old, _ = self._studies.popitem(last=False)
+            self._real_exits.pop(old, None)
+            if self._in_view == old:
+                self._in_view = None
+        return study
+
+    def add_sweep(self, key: Hashable, result: SweepResult, cost: CostModel) -> ExitStudy:
+        """`add` for a sweep straight from `run_sweep` or `cached_sweep` (its skipped examples kept)."""
+        return self.add(key, ExitArrays.from_sweep(result), cost, list(result.skipped))
+
+    @property
+    def in_view(self) -> Hashable | None:
+        """The key of the study last opened: a study coming into view opens at its own best layout."""
+        return self._in_view
+
+    def open(self, key: Hashable, settings: ExitSettings) -> LayoutChoice:
+        """Bring the study under `key` into view at its fastest layout within 1 point (the cost
+        options and confidence of `settings` kept), and its threshold."""
+        study = self._studies[key]
+        self._in_view = key
+        choice = search_layout(study, settings.fitted(study.arrays))
+        self.note = choice.note + " (chosen when the sweep opened; change it below)"
+        return replace(choice, note=self.note)
+
+    def search(self, key: Hashable, settings: ExitSettings) -> LayoutChoice:
+        """The fastest layout within 1 point for the current cost options and confidence."""
+        study = self._studies[key]
+        choice = search_layout(study, settings.fitted(study.arrays))
+        self.note = choice.note
+        return choice
+
+    def view(self, key: Hashable, settings: ExitSettings) -> StudyView:
+        """Curves, baselines and operating points of the study at `settings` (cached per setting)."""
+        settings = settings.fitted(self._studies[key].arrays)
+        return self._studies[key].view(settings.checkpoints, settings.continuation_tokens, settings.include_head,
+                                       settings.confidence)
+
+    def figure(self, name: str, view: StudyView, build: Callable[[], Figure]) -> Figure:
+        """The figure `name` of `view`, built once per view: a threshold move then only updates it."""
+        held = self._figures.get(name)
+        if held is None or held[0] is not view:
+            held = (view, build())
+            self._figures[name] = held
+        return held[1]
+
+    def record_real_exit(self, key: Hashable, report: dict) -> None:
+        """Keep a real-exit report (`RealExitReport.to_dict()`) beside the study it was measured on."""
+        self._real_exits[key] = report
+
+    def real_exit(self, key: Hashable) -> dict | None:
+        """The last real-exit report measured on the study under `key`."""
+        return self._real_exits.get(key)

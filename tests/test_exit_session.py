@@ -1,0 +1,110 @@
+"""The Early-exit page's session logic (spade_viz.exit.session) without Streamlit or a model: which
+sweeps are kept, the layout a sweep opens at, valid controls, the slider, the figure kept per view."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from spade_viz.exit import Checkpoints, search_checkpoints
+from spade_viz.exit.session import (
+    ExitSession,
+    ExitSettings,
+    confidences,
+    point_threshold,
+    search_layout,
+    threshold_scale,
+)
+from spade_viz.exit.study import ExitStudy
+from spade_viz.exit.synthetic import synthetic_arrays, synthetic_cost
+
+L = 8
+
+
+@pytest.fixture(scope="module")
+def arrays():
+    return synthetic_arrays(120, L, seed=1)
+
+
+def test_keeps_the_last_studies_and_forgets_the_oldest(arrays):
+    session = ExitSession(max_studies=2)
+    session.add("a", arrays, synthetic_cost(), skipped=[("x", "too long")])
+    session.add("b", arrays, synthetic_cost())
+    assert "a" in session and session.get("a").skipped == [("x", "too long")]
+    session.record_real_exit("a", {"measured_speedup": 1.5})
+    session.open("a", ExitSettings())
+    session.add("c", arrays, synthetic_cost())
+    assert len(session) == 2 and "a" not in session and session.get("a") is None
+    assert session.real_exit("a") is None  # its real-exit report went with it
+    assert session.in_view is None  # and it is no longer the study in view
+    assert session.get("b").skipped == []
+
+
+def test_a_study_opens_at_its_fastest_layout_within_one_point(arrays):
+    session = ExitSession()
+    session.add("k", arrays, synthetic_cost())
+    assert session.in_view is None
+    choice = session.open("k", ExitSettings(every=3, start=5, confidence="tuned_lens"))
+    best = search_checkpoints(arrays, synthetic_cost(), "linear_spade").iloc[0]
+    assert (choice.settings.every, choice.settings.start) == (int(best["every"]), int(best["start"]))
+    assert choice.settings.confidence == "linear_spade"  # the sweep has no tuned lens: the method instead
+    assert choice.threshold == pytest.approx(float(best["threshold_within_1pt"]), abs=1e-6)
+    assert "chosen when the sweep opened" in choice.note and session.note == choice.note
+    assert session.in_view == "k"
+    # a search later keeps the cost options and confidence it is given
+    searched = session.search("k", ExitSettings(continuation_tokens=2.0, include_head=False, confidence="spade"))
+    assert searched.settings.confidence == "spade" and searched.settings.continuation_tokens == 2.0
+    assert not searched.settings.include_head and "opened" not in session.note
+
+
+def test_settings_are_fitted_to_the_sweep(arrays):
+    fitted = ExitSettings(every=99, start=-3, confidence="tuned_lens").fitted(arrays)
+    assert (fitted.every, fitted.start, fitted.confidence) == (L - 1, 0, "linear_spade")
+    assert ExitSettings(start=50).fitted(arrays).start == L - 1
+    assert fitted.checkpoints == Checkpoints(every=L - 1, start=0)
+    assert confidences(arrays) == ["linear_spade", "spade", "logit_lens"]  # the method first
+    no_linear = synthetic_arrays(20, L)
+    for field in ("top1", "correct", "agree_final", "entropy"):
+        getattr(no_linear, field).pop("linear_spade")
+    assert ExitSettings().fitted(no_linear).confidence == "spade"
+
+
+def test_views_are_cached_per_setting_and_the_figure_per_view(arrays):
+    session = ExitSession()
+    session.add("k", arrays, synthetic_cost())
+    first = session.view("k", ExitSettings(every=2))
+    assert session.view("k", ExitSettings(every=2)) is first
+    assert session.view("k", ExitSettings(every=99)) is session.view("k", ExitSettings(every=L - 1))  # fitted
+    built = []
+
+    def build():
+        built.append(1)
+        return object()
+
+    figure = session.figure("tradeoff", first, build)
+    assert session.figure("tradeoff", first, build) is figure and len(built) == 1  # a slider move: no rebuild
+    other = session.view("k", ExitSettings(every=3))
+    assert session.figure("tradeoff", other, build) is not figure and len(built) == 2
+
+
+def test_threshold_slider_range_step_and_jumps(arrays):
+    view = ExitStudy(arrays, synthetic_cost()).view(Checkpoints(every=2))
+    scale = threshold_scale(view)
+    assert scale.maximum >= view.max_threshold and scale.maximum == math.ceil(view.max_threshold * 100) / 100
+    assert 0 < scale.step <= scale.maximum / 100
+    assert scale.default == pytest.approx(view.points["within_1pt"]["threshold"], abs=1e-6)
+    assert scale.contains(0.0) and scale.contains(scale.maximum)
+    assert not scale.contains(scale.maximum + 1) and not scale.contains(-0.1) and not scale.contains(None)
+    assert point_threshold(view, "best_accuracy") == round(view.points["best_accuracy"]["threshold"], 6)
+    assert point_threshold(view, "no_such_point") is None
+
+
+def test_the_chosen_layout_and_threshold_keep_accuracy_within_one_point(arrays):
+    study = ExitStudy(arrays, synthetic_cost())
+    choice = search_layout(study, ExitSettings(confidence="logit_lens"))
+    view = study.view(choice.settings.checkpoints, confidence="logit_lens")
+    point = view.at(choice.threshold).point
+    assert point.accuracy >= view.full["accuracy"] - 0.01 - 1e-12
+    best = search_checkpoints(arrays, synthetic_cost(), "logit_lens").iloc[0]
+    assert point.speedup == pytest.approx(best["speedup_within_1pt"]) and point.speedup > 1

@@ -7,7 +7,7 @@ import re
 import streamlit as st
 
 import spade_viz as sv
-from spade_viz import ui, viz
+from spade_viz import decoders, ui, viz
 
 st.set_page_config(page_title="Explore · spade-viz", page_icon=":material/search:", layout="wide")
 lm = ui.sidebar_model()
@@ -147,9 +147,9 @@ if n > WINDOW:
                       help=f"The grid shows {WINDOW} positions at a time; slide to move along the prompt.")
     window = (start, start + WINDOW)
 
-decoders = [d for d in res.decoders if show_no_bos or d != "spade_no_bos"]
+drawn = decoders.ordered(d for d in res.decoders if show_no_bos or d != "spade_no_bos")
 zrange = viz.metric_range(res, metric)
-first = {d: res.first_stable_layer(d) for d in decoders}
+first = {d: res.first_stable_layer(d) for d in drawn}
 
 
 def settled(d: str) -> str:
@@ -160,14 +160,14 @@ st.markdown(
     f"**{n} tokens · {res.num_layers} layers.** "
     f"Final answer: **`{viz.visible_token(res.token(res.final_answer_id))}`**"
     f" · target: **`{viz.visible_token(res.token(res.target_id))}`** · top-1 equals the final answer from "
-    + ", ".join(f"{viz.decoder_label(d)}: **{settled(d)}**" for d in decoders)
+    + ", ".join(f"{decoders.label(d)}: **{settled(d)}**" for d in drawn)
 )
 
 figs = {
     "heatmap_positions": viz.layer_position_heatmap(res, metric, window=window, zrange=zrange),
-    "heatmap_answer": viz.answer_heatmap(res, metric, decoders=decoders, zrange=zrange),
-    "entropy_curves": viz.entropy_curves(res, decoders=decoders),
-    "target_curves": viz.target_curves(res, decoders=decoders),
+    "heatmap_answer": viz.answer_heatmap(res, metric, decoders=drawn, zrange=zrange),
+    "entropy_curves": viz.entropy_curves(res, decoders=drawn),
+    "target_curves": viz.target_curves(res, decoders=drawn),
 }
 
 ui.explain(

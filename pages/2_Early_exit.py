@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
 
 import spade_viz as sv
-from spade_viz import ui
-from spade_viz.exit import Checkpoints, CostModel, ExitArrays
-from spade_viz.exit.study import EXPLANATIONS, ExitStudy
+from spade_viz import decoders, ui
+from spade_viz.exit import CostModel
+from spade_viz.exit.session import (
+    ExitSession,
+    ExitSettings,
+    LayoutChoice,
+    confidences,
+    point_threshold,
+    threshold_scale,
+)
+from spade_viz.exit.study import EXPLANATIONS
 from spade_viz.viz import exit_figures as xf
+from spade_viz.viz.tokens import visible_token
 
 st.set_page_config(page_title="Early exit · spade-viz", page_icon=":material/fast_forward:", layout="wide")
 lm = ui.sidebar_model()
 state = st.session_state
+session: ExitSession = state.setdefault("_ee_session", ExitSession())
 PLOT = dict(theme=None, config={"displaylogo": False})
-MAX_STUDIES = 4  # sweeps kept per session (each is a few arrays of examples x layers)
 
 st.title("Early exit: how early can the model stop?")
 ui.explain(
@@ -59,7 +67,6 @@ subset = dataset.head(int(limit))
 examples = subset.examples
 study_key = (ui.model_key(lm), lm.fingerprint(), dataset.source_hash, int(limit),
              None if saved_lens is None else saved_lens.meta.get("created", "saved"))
-studies: dict = state.setdefault("_ee_studies", {})
 
 
 lens_col, run_col = st.columns([3, 2])
@@ -85,21 +92,17 @@ with lens_col:
             st.rerun()
 with run_col:
     run = st.button("Run the sweep", key="ee_run", type="primary", icon=":material/play_arrow:",
-                    disabled=study_key in studies,
+                    disabled=study_key in session,
                     help="Decodes every example at every layer with each decoder (done once per dataset).")
 
 
-if run and study_key not in studies:
+if run and study_key not in session:
     from spade_viz.sweep import run_sweep
 
     bar = st.progress(0.0, text="Sweeping…")
     try:
         result = run_sweep(lm, subset, progress=ui.bar_progress(bar, "Sweeping"))
-        arrays = ExitArrays.from_sweep(result)
-        studies[study_key] = ExitStudy(arrays, CostModel.from_lm(lm))
-        while len(studies) > MAX_STUDIES:
-            studies.pop(next(iter(studies)))
-        state["_ee_skipped"] = list(result.skipped)
+        session.add_sweep(study_key, result, CostModel.from_lm(lm))
     except sv.SpadeVizError as err:
         ui.show_error(err)
         bar.empty()
@@ -107,7 +110,7 @@ if run and study_key not in studies:
         bar.empty()
         st.rerun()  # redraw with the sweep in place (and its button disabled)
 
-if study_key not in studies:  # a sweep of exactly these examples is on disk: use it, no model run
+if study_key not in session:  # a sweep of exactly these examples is on disk: use it, no model run
     try:
         from spade_viz.sweep import cached_sweep
 
@@ -115,75 +118,70 @@ if study_key not in studies:  # a sweep of exactly these examples is on disk: us
     except sv.SpadeVizError:
         cached = None
     if cached is not None:
-        studies[study_key] = ExitStudy(ExitArrays.from_sweep(cached), CostModel.from_lm(lm))
-        state["_ee_skipped"] = list(cached.skipped)
+        session.add_sweep(study_key, cached, CostModel.from_lm(lm))
         st.rerun()  # redraw with the button disabled
 
-study: ExitStudy | None = studies.get(study_key)
+study = session.get(study_key)
 if study is None:
     st.info("Press **Run the sweep**: it runs the model once over these examples; afterwards the threshold "
             "slider needs no model at all.")
     st.stop()
-if state.get("_ee_skipped"):
-    with st.expander(f"{len(state['_ee_skipped'])} examples were skipped by the sweep"):
-        st.code("\n".join(f"{i}: {why}" for i, why in state["_ee_skipped"]), language=None)
+if study.skipped:
+    with st.expander(f"{len(study.skipped)} examples were skipped by the sweep"):
+        st.code("\n".join(f"{i}: {why}" for i, why in study.skipped), language=None)
 
 arrays = study.arrays
 L = arrays.num_layers
-have = arrays.decoders
-if "linear_spade" not in have:
+if "linear_spade" not in arrays.decoders:
     st.warning("This sweep has no linear SPADE column: the exit confidence falls back to another decoder. "
                "Fit linear SPADE above and run the sweep again for the real method.")
 
 # ------------------------------------------------------------------ 3. exit settings
 
-def _search_checkpoints() -> None:
-    from spade_viz.exit import search_checkpoints
-
-    cost = study.cost.with_options(continuation_tokens=float(state.get("ee_cont", 1)),
-                                   include_head=bool(state.get("ee_head", True)))
-    table = search_checkpoints(arrays, cost, state.get("ee_conf", "linear_spade"))
-    best = table.iloc[0]
-    state["ee_every"], state["ee_start"] = int(best["every"]), int(best["start"])
-    state["ee_tau"] = round(float(best["threshold_within_1pt"]), 6)
-    state["_ee_search_note"] = (f"Best layout: every {int(best['every'])} layer(s) from layer {int(best['start'])} "
-                                f"({int(best['n_checkpoints'])} checkpoints): {best['speedup_within_1pt']:.2f}× at "
-                                f"accuracy {best['accuracy_within_1pt']:.1%}; the slider moved to its threshold.")
+def _settings() -> ExitSettings:
+    """The exit controls as they stand (defaults before the widgets exist)."""
+    return ExitSettings(every=int(state.get("ee_every", 1)), start=int(state.get("ee_start", 1)),
+                        continuation_tokens=float(state.get("ee_cont", 1)),
+                        include_head=bool(state.get("ee_head", True)), confidence=state.get("ee_conf", "linear_spade"))
 
 
-if state.get("_ee_defaults_for") != study_key:  # a new sweep opens at its fastest layout within 1 point
-    state["_ee_defaults_for"] = study_key
-    state.setdefault("ee_conf", "linear_spade" if "linear_spade" in have else have[0])
-    if state["ee_conf"] not in have:
-        state["ee_conf"] = have[0]
+def _show(settings: ExitSettings) -> None:
+    """Put settings into the controls (only before they are drawn, or from a callback)."""
+    state["ee_every"], state["ee_start"] = settings.every, settings.start
+    state["ee_conf"], state["ee_head"] = settings.confidence, settings.include_head
+
+
+def _apply(choice: LayoutChoice) -> None:
+    _show(choice.settings)
+    state["ee_tau"] = choice.threshold
+
+
+def _search(key) -> None:
+    _apply(session.search(key, _settings()))
+
+
+if session.in_view != study_key:  # a sweep new in view opens at its fastest layout
     with st.spinner("Finding the checkpoint layout with the largest speedup within 1 point…"):
-        _search_checkpoints()
-    state["_ee_search_note"] += " (chosen when the sweep opened; change it below)"
+        _apply(session.open(study_key, _settings()))
+_show(_settings().fitted(arrays))
 
 st.subheader("3. Slide the threshold")
-if state.get("_ee_search_note"):
-    st.caption(state["_ee_search_note"])
+if session.note:
+    st.caption(session.note)
 with st.expander("Checkpoints and compute accounting", expanded=False):
     s1, s2, s3, s4 = st.columns(4)
-    state.setdefault("ee_every", 1)
-    state.setdefault("ee_start", min(1, L - 1))
-    state.setdefault("ee_head", True)
-    state["ee_every"] = min(max(1, int(state["ee_every"])), max(1, L - 1))
-    state["ee_start"] = min(max(0, int(state["ee_start"])), L - 1)
-    every = s1.number_input("Check every k-th layer", min_value=1, max_value=max(1, L - 1), key="ee_every",
-                            help="Fewer checkpoints cost less overhead but may exit later.")
-    start = s2.number_input("First checkpoint layer", min_value=0, max_value=L - 1, key="ee_start",
-                            help="Early layers are often confidently wrong on small models: start later.")
-    cont = s3.radio("Continuation tokens", [1, 2], key="ee_cont", horizontal=True,
-                    help="1: the answer row only (the <s> row's states are cached once); 2: the paper's charge.")
-    confidences = [d for d in ("linear_spade", "spade", "logit_lens", "tuned_lens") if d in have]
-    confidence = s4.selectbox("Confidence from", confidences, key="ee_conf",
-                              format_func=lambda d: xf.LABELS.get(d, d),
-                              help="Linear SPADE is the method; SPADE itself is an idealised upper bound "
-                                   "(its own cost per checkpoint is not charged).")
-    include_head = st.checkbox("Charge the answer's unembedding in every pass", key="ee_head")
+    s1.number_input("Check every k-th layer", min_value=1, max_value=max(1, L - 1), key="ee_every",
+                    help="Fewer checkpoints cost less overhead but may exit later.")
+    s2.number_input("First checkpoint layer", min_value=0, max_value=L - 1, key="ee_start",
+                    help="Early layers are often confidently wrong on small models: start later.")
+    s3.radio("Continuation tokens", [1, 2], key="ee_cont", horizontal=True,
+             help="1: the answer row only (the <s> row's states are cached once); 2: the paper's charge.")
+    s4.selectbox("Confidence from", confidences(arrays), key="ee_conf", format_func=decoders.label,
+                 help="Linear SPADE is the method; SPADE itself is an idealised upper bound "
+                      "(its own cost per checkpoint is not charged).")
+    st.checkbox("Charge the answer's unembedding in every pass", key="ee_head")
     st.button("Find the fastest checkpoints within 1 point", key="ee_search", icon=":material/manage_search:",
-              on_click=_search_checkpoints,
+              on_click=_search, args=(study_key,),
               help="Tries every k-th layer from every first layer (k = 1, 2, 3, 4, 6) and keeps the layout with the "
                    "largest speedup within 1 point of the full model's accuracy. Chosen on this same data, like "
                    "the threshold: an optimistic estimate.")
@@ -193,23 +191,20 @@ with st.expander("Checkpoints and compute accounting", expanded=False):
                f"map {cost.map_units:.3f}; the prompts average {arrays.n_tokens.mean():.1f} tokens.")
 
 try:
-    view = study.view(Checkpoints(every=int(every), start=int(start)), float(cont), bool(include_head), confidence)
+    view = session.view(study_key, _settings())
 except sv.SpadeVizError as err:
     ui.show_error(err)
     st.stop()
 
-points = view.points
-top = max(view.max_threshold, 1e-3)
-step = float(f"{top / 400:.2g}")
-default_tau = (points.get("within_1pt") or points.get("best_accuracy") or {}).get("threshold", top / 2)
-if "ee_tau" not in state or not 0 <= state["ee_tau"] <= top:
-    state["ee_tau"] = round(float(default_tau), 6)
+scale = threshold_scale(view)
+if not scale.contains(state.get("ee_tau")):
+    state["ee_tau"] = scale.default
 
 
 def _jump(which: str) -> None:
-    point = view.points.get(which)
-    if point:
-        state["ee_tau"] = round(float(point["threshold"]), 6)
+    threshold = point_threshold(view, which)
+    if threshold is not None:
+        state["ee_tau"] = threshold
 
 
 @st.fragment
@@ -221,7 +216,7 @@ def threshold_views() -> None:
     b2.button("Fastest within 1 point", key="ee_jump_1pt", on_click=_jump, args=("within_1pt",),
               help="Move the slider to the largest speedup whose accuracy is within 1 point of the full model.")
     tau = st.slider("Threshold τ (entropy, nats): exit at the first checkpoint whose entropy is below it",
-                    0.0, float(np.ceil(top * 100) / 100), key="ee_tau", step=step, format="%.3f")
+                    0.0, scale.maximum, key="ee_tau", step=scale.step, format="%.3f")
     outcome = view.at(tau)
     p, full = outcome.point, view.full
     ui.explain(EXPLANATIONS["metrics"])
@@ -236,14 +231,9 @@ def threshold_views() -> None:
 
     left, right = st.columns([3, 2])
     with left:
-        fig = state.get("_ee_tradeoff")
-        if fig is None or state.get("_ee_tradeoff_view") is not view:
-            fig = xf.tradeoff_figure(view.curve, p.to_dict(), view.classic, view.fixed, view.full, view.oracle,
-                                     view.points)
-            state["_ee_tradeoff"], state["_ee_tradeoff_view"] = fig, view
-        else:
-            xf.set_current(fig, p.to_dict())
-        st.plotly_chart(fig, key="ee_fig_tradeoff", **PLOT)
+        fig = session.figure("tradeoff", view, lambda: xf.tradeoff_figure(
+            view.curve, None, view.classic, view.fixed, view.full, view.oracle, view.points))
+        st.plotly_chart(xf.set_current(fig, p.to_dict()), key="ee_fig_tradeoff", **PLOT)
         ui.explain(EXPLANATIONS["tradeoff"])
     with right:
         st.plotly_chart(xf.exit_histogram(outcome.exit_layer, L), key="ee_fig_hist", **PLOT)
@@ -253,11 +243,13 @@ def threshold_views() -> None:
     ui.explain(EXPLANATIONS["table"])
     table = view.examples_table(outcome)
     for column in ("answer", "gold", "full answer"):
-        table[column] = [xf_token(t) for t in table[column]]
+        table[column] = [visible_token(str(t), special=False, max_len=24) if t is not None else ""
+                         for t in table[column]]
     event = st.dataframe(
         table, key="ee_table", on_select="rerun", selection_mode="single-row", hide_index=True, height=300,
         column_config={"compute": st.column_config.NumberColumn(format="%.3f"),
-                       "right": st.column_config.CheckboxColumn(), "agrees with full": st.column_config.CheckboxColumn()},
+                       "right": st.column_config.CheckboxColumn(),
+                       "agrees with full": st.column_config.CheckboxColumn()},
     )
     rows = event.selection.rows if event is not None else []
     if rows:
@@ -266,12 +258,6 @@ def threshold_views() -> None:
             st.caption(f"Selected **{example.id}**: exits at layer {int(table.iloc[rows[0]]['exit layer'])}.")
             if st.button("Open in the Explore page", key="ee_open", icon=":material/search:"):
                 ui.send_to_explore(example.prompt)
-
-
-def xf_token(text) -> str:
-    from spade_viz.viz.tokens import visible_token
-
-    return visible_token(str(text), special=False, max_len=24) if text is not None else ""
 
 
 by_id = {e.id: e for e in examples}
@@ -294,14 +280,15 @@ d1.download_button("Sweep (CSV)", lambda: arrays.to_frame().to_csv(index=False).
                    mime="text/csv", key="ee_dl_sweep", on_click="ignore", icon=":material/download:",
                    help=f"The same numbers headless: python -m spade_viz exit-curve --sweep {stem}-sweep.csv "
                         f"--model {lm.name}")
-d2.download_button("Threshold curve (CSV)", lambda: view.curve.to_csv(index=False).encode(), file_name=f"{stem}-curve.csv",
-                   mime="text/csv", key="ee_dl_curve", on_click="ignore", icon=":material/download:")
+d2.download_button("Threshold curve (CSV)", lambda: view.curve.to_csv(index=False).encode(),
+                   file_name=f"{stem}-curve.csv", mime="text/csv", key="ee_dl_curve", on_click="ignore",
+                   icon=":material/download:")
 
 st.subheader("How early does each decoder find the answer?")
 ui.explain(EXPLANATIONS["layers"])
 first = view.first_layers()
 st.caption("First layer reaching the full model's accuracy: "
-           + ", ".join(f"{xf.LABELS.get(d, d)} {'never' if v is None else v}" for d, v in first.items()))
+           + ", ".join(f"{decoders.label(d)} {'never' if v is None else v}" for d, v in first.items()))
 a1, a2 = st.columns(2)
 a1.plotly_chart(xf.layer_accuracy_figure(view.layer_accuracy, view.full["accuracy"]), key="ee_fig_layers", **PLOT)
 a2.plotly_chart(xf.layer_accuracy_figure(view.layer_accuracy, metric="agreement"), key="ee_fig_agree", **PLOT)
@@ -326,11 +313,11 @@ else:
             report = run_real_exit(lm, prompts, saved_lens, float(state["ee_tau"]), view.key.checkpoints,
                                    view.simulator.cost, int(repeats),
                                    progress=lambda share, text: bar.progress(min(1.0, share), text=text))
-            state["_ee_real"] = report.to_dict()
+            session.record_real_exit(study_key, report.to_dict())
         except sv.SpadeVizError as err:
             ui.show_error(err)
         bar.empty()
-    real = state.get("_ee_real")
+    real = session.real_exit(study_key)
     if real:
         q = st.columns(4)
         q[0].metric("Measured speedup", f"{real['measured_speedup']:.2f}×")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 import spade_viz as sv
-from spade_viz import compare, ui
+from spade_viz import compare, decoders, ui
 from spade_viz.viz.compare import comparison_figure, heldout_kl_figure
 
 st.set_page_config(page_title="Compare decoders · spade-viz", page_icon=":material/compare_arrows:", layout="wide")
@@ -150,7 +150,7 @@ if result is None:
 
 curves = compare.layer_curves(result.summary())
 table = compare.first_layers(curves)
-missing = [sv.DECODER_LABELS[d] for d in compare.COMPARED if d not in set(curves["decoder"])]
+missing = [decoders.label(d) for d in compare.COMPARED if d not in set(curves["decoder"])]
 st.subheader("3. Layer by layer")
 ui.explain(
     f"On {result.num_examples} examples of **{result.dataset_name}**: the solid line of each decoder is the share "

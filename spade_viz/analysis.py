@@ -24,14 +24,6 @@ from .models.loading import LoadedModel
 DEFAULT_MAX_TOKENS = 512
 _GRID_CHUNK_ROWS = 256  # logit-lens rows decoded at once: bounds memory at ~256 x vocab floats
 
-DECODER_LABELS = {
-    "logit_lens": "logit lens",
-    "tuned_lens": "tuned lens",
-    "linear_spade": "linear SPADE",
-    "spade": "SPADE",
-    "spade_no_bos": "SPADE without <s>",
-}
-
 
 @dataclass
 class Analysis:

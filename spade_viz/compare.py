@@ -15,7 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-COMPARED = ("logit_lens", "tuned_lens", "spade", "linear_spade")  # the order of lines and table rows
+from .decoders import SWEPT, label
+
+COMPARED = SWEPT  # every decoder a sweep computes, in reading order: the order of lines and table rows
 FRACTION = 0.95
 
 
@@ -81,14 +83,12 @@ def first_layers(curves: pd.DataFrame, fraction: float = FRACTION) -> pd.DataFra
 
 def display_table(table: pd.DataFrame, num_layers: int, fraction: float = FRACTION) -> pd.DataFrame:
     """The first-layers table with readable headers and cells ("12 / 30", "never") for the page."""
-    from .analysis import DECODER_LABELS
-
     def layer(value) -> str:
         return "never" if pd.isna(value) else f"{int(value)} / {num_layers}"
 
     pct = f"{fraction:.0%}"
     return pd.DataFrame({
-        "decoder": [DECODER_LABELS.get(name, name) for name in table["decoder"]],
+        "decoder": [label(name) for name in table["decoder"]],
         "final accuracy": [f"{value:.1%}" for value in table["final_accuracy"]],
         f"first layer ≥ {pct} of final accuracy": [layer(v) for v in table["first_layer"]],
         "stays there from": [layer(v) for v in table["stays_from"]],

@@ -1,27 +1,128 @@
-"""Figure builders (spade_viz.viz): pure functions from an Analysis to plotly figures."""
+"""Figure builders (spade_viz.viz) on hand-made results: numpy arrays in, plotly figures out, no model.
+
+`Prompt` and `Stats` below have the shape of an `Analysis` and its `DecodeStats`
+(`spade_viz.viz.inputs`), so these tests need neither a model nor torch.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-import spade_viz as sv
-from spade_viz import viz
+from spade_viz import decoders, viz
+from spade_viz.viz import exit_figures
+from spade_viz.viz.compare import comparison_figure, heldout_kl_figure
+from spade_viz.viz.tokens import html_token
 
-PROMPT = "France: Paris\nJapan: Tokyo\nItaly: Rome\nGermany:"
+L = 6  # layers 0..6
+K = 3  # top-k
+FINAL = 1  # the model's final answer at the answer position
+# token id -> text: the start token, words with and without spaces, a line break, markup
+VOCAB = {0: "<s>", 1: " Berlin", 2: "France", 3: ":", 4: " Paris", 5: "<b>x</b>", 6: "\n", 7: "Japan",
+         8: " Tokyo", 9: "Germany", 10: " Rome", 11: "a", 12: " a"}
+PROMPT_IDS = [0, 2, 3, 4, 6, 7, 3, 8, 6, 9, 3]  # "<s>France: Paris\nJapan: Tokyo\nGermany:"
+SETTLES = {"logit_lens": 5, "tuned_lens": 4, "spade": 2, "spade_no_bos": 4, "linear_spade": 3}
+
+
+@dataclass
+class Stats:
+    """`DecodeStats`-shaped: arrays [layers, positions, ...]."""
+
+    top_ids: np.ndarray
+    top_probs: np.ndarray
+    entropy: np.ndarray
+    kl_to_final: np.ndarray
+    target_prob: np.ndarray
+    target_rank: np.ndarray
+
+    @property
+    def top1(self) -> np.ndarray:
+        return self.top_ids[..., 0]
+
+    def column(self, position: int) -> Stats:
+        return Stats(*(value[:, position : position + 1] for value in self.__dict__.values()))
+
+
+@dataclass
+class Prompt:
+    """`Analysis`-shaped: what the prompt figures read."""
+
+    num_layers: int
+    tokens: list[str]
+    answer_position: int
+    top_k: int
+    target_id: int
+    grids: dict[str, Stats]
+    answer: dict[str, Stats]
+    vocab: dict[int, str]
+
+    @property
+    def decoders(self) -> list[str]:
+        return list(self.answer)
+
+    @property
+    def final_answer_id(self) -> int:
+        return int(self.grids["logit_lens"].top1[-1, self.answer_position])
+
+    def token(self, token_id: int) -> str:
+        return self.vocab[int(token_id)]
+
+    def first_stable_layer(self, decoder: str) -> int | None:
+        wrong = np.nonzero(self.answer[decoder].top1[:, 0] != self.final_answer_id)[0]
+        first = int(wrong[-1]) + 1 if len(wrong) else 0
+        return first if first <= self.num_layers else None
+
+
+def _stats(top1: np.ndarray, rng: np.random.Generator, target_id: int) -> Stats:
+    """Statistics whose top-1 is `top1` [layers, positions]; the rest of the top-k and the numbers random."""
+    layers, positions = top1.shape
+    others = np.array([i for i in VOCAB if i not in (0,)])
+    top_ids = np.empty((layers, positions, K), dtype=np.int64)
+    for index in np.ndindex(layers, positions):
+        rest = rng.permutation(others[others != top1[index]])[: K - 1]
+        top_ids[index] = [top1[index], *rest]
+    probs = np.sort(rng.dirichlet(np.ones(K + 1), size=(layers, positions))[..., :K], axis=-1)[..., ::-1]
+    probs = probs.astype(np.float32)
+    hit = top_ids == target_id
+    rank = np.where(hit.any(-1), hit.argmax(-1) + 1, rng.integers(K + 1, 200, (layers, positions)))
+    return Stats(top_ids, probs, rng.uniform(0.1, 6.0, (layers, positions)).astype(np.float32),
+                 rng.uniform(0.0, 4.0, (layers, positions)).astype(np.float32),
+                 np.where(hit.any(-1), (probs * hit).sum(-1), 0.001).astype(np.float32), rank.astype(np.int64))
+
+
+def make_prompt(ids=PROMPT_IDS, target_id: int = FINAL, seed: int = 0) -> Prompt:
+    """A prompt decoded at layers 0..L by every decoder; decoder d settles on FINAL at SETTLES[d]."""
+    rng = np.random.default_rng(seed)
+    positions, answer = len(ids), len(ids) - 1
+    layers = np.arange(L + 1)[:, None]
+    grids, columns = {}, {}
+    for name, settle in SETTLES.items():
+        top1 = rng.choice([2, 4, 7, 8, 9, 10], size=(L + 1, positions))
+        top1[:, answer] = np.where(layers[:, 0] >= settle, FINAL, 10)
+        stats = _stats(top1, rng, target_id)
+        if name in ("logit_lens", "tuned_lens"):  # the two decoders with a grid over every position
+            grids[name] = stats
+        columns[name] = stats.column(answer)
+    return Prompt(L, [VOCAB[i] for i in ids], answer, K, target_id, grids, columns, dict(VOCAB))
 
 
 @pytest.fixture(scope="module")
-def res(tiny_lm) -> sv.Analysis:
-    return sv.analyze(tiny_lm, PROMPT)
+def res() -> Prompt:
+    return make_prompt()
 
 
 def _trace(fig: go.Figure) -> dict:
     """The first trace as plain JSON (what the browser receives)."""
     return json.loads(fig.to_json())["data"][0]
+
+
+def _escaped(text: str) -> str:
+    return text.replace("<", "&lt;").replace(">", "&gt;")
 
 
 # ------------------------------------------------------------------ visible tokens
@@ -52,6 +153,45 @@ def test_visible_tokens_marks_the_start_token():
     assert viz.visible_tokens(["BOS", "x"])[0] == "⟨BOS⟩"  # position 0 is the start token whatever its text
 
 
+# ------------------------------------------------------------------ one table of decoders
+
+
+def test_every_decoder_has_its_own_colour_and_none_is_the_hybrid_exits():
+    colours = [d.colour for d in decoders.DECODERS]
+    assert len(set(colours)) == len(colours)
+    exit_series = [decoders.colour(name) for name in ("hybrid", "classic", "fixed", "full", "oracle")]
+    assert len(set(exit_series)) == len(exit_series)
+    assert not set(colours) & {s.colour for s in decoders.SERIES}
+    assert decoders.colour("an_unknown_lens") not in {*colours, *exit_series}  # a stable fallback
+    assert decoders.colour("an_unknown_lens") == decoders.colour("an_unknown_lens")
+
+
+def test_reading_order_labels_and_fallbacks():
+    assert decoders.ordered(["my_lens", "linear_spade", "spade", "logit_lens"]) == [
+        "logit_lens", "spade", "linear_spade", "my_lens"]
+    assert decoders.label("spade_no_bos") == "SPADE without <s>" and decoders.label("my_lens") == "my lens"
+    assert decoders.label("hybrid") == "hybrid exit (SPADE)"
+    assert decoders.SWEPT == ("logit_lens", "tuned_lens", "spade", "linear_spade")
+    assert set(decoders.SWEEP_COLUMNS) == set(decoders.SWEPT)
+    assert decoders.dash("spade_no_bos") == "dash" and decoders.dash("spade") == "solid"
+    assert all(d.summary for d in decoders.DECODERS)
+
+
+def test_a_decoder_has_one_colour_on_every_page(res):
+    """Explore's curves, the comparison and the Early-exit page's per-layer figure draw SPADE alike."""
+    spade = decoders.colour("spade")
+    curves = viz.entropy_curves(res)
+    assert {t.line.color for t in curves.data if t.legendgroup == "spade" and t.mode == "lines+markers"} == {spade}
+    rows = [{"decoder": d, "layer": layer, "accuracy": 0.5, "agree_final": 0.5}
+            for d in ("logit_lens", "spade") for layer in range(3)]
+    compared = comparison_figure(pd.DataFrame(rows))
+    assert {t.line.color for t in compared.data if t.legendgroup == "spade"} == {spade}
+    accuracy = pd.DataFrame([{**row, "agreement": 0.5} for row in rows])
+    layers = exit_figures.layer_accuracy_figure(accuracy, 0.5)
+    assert [t.line.color for t in layers.data if t.name == "SPADE"] == [spade]
+    assert spade != decoders.colour("hybrid")
+
+
 # ------------------------------------------------------------------ heatmaps
 
 
@@ -65,12 +205,12 @@ def test_layer_position_heatmap_shape_text_and_hover(res, metric):
     assert trace["x"] == list(range(cols))
     z = np.asarray(fig.data[0].z)
     assert z.shape == (rows, cols)
-    np.testing.assert_allclose(z, viz.METRICS[metric].values(res.logit_lens), rtol=1e-6)
+    np.testing.assert_allclose(z, viz.METRICS[metric].values(res.grids["logit_lens"]), rtol=1e-6)
     # cell text: the top-1 token of each (layer, position)
     assert np.asarray(fig.data[0].text).shape == (rows, cols)
     assert fig.data[0].text[-1][res.answer_position] == viz.visible_token(res.token(res.final_answer_id),
                                                                          max_len=7).replace("<", "&lt;")
-    # hover: the top-5 with probabilities
+    # hover: the top-k with probabilities
     custom = np.asarray(fig.data[0].customdata, dtype=object)
     assert custom.shape == (rows, cols, 2)
     assert custom[0, 0, 1].count("<br>") == res.top_k - 1 and "%" in custom[0, 0, 1]
@@ -84,8 +224,14 @@ def test_layer_position_heatmap_shape_text_and_hover(res, metric):
     assert fig.data[0].zmin == lo and fig.data[0].zmax == hi
 
 
-def test_repeated_tokens_stay_distinct_columns(tiny_lm):
-    res = sv.analyze(tiny_lm, "a a a a")
+def test_heatmap_of_another_grid_decoder(res):
+    fig = viz.layer_position_heatmap(res, "entropy", decoder="tuned_lens")
+    np.testing.assert_allclose(np.asarray(fig.data[0].z), res.grids["tuned_lens"].entropy, rtol=1e-6)
+    assert fig.layout.title.text.startswith("Tuned lens")
+
+
+def test_repeated_tokens_stay_distinct_columns():
+    res = make_prompt([0, 11, 12, 12, 12])  # "<s>a a a a"
     fig = viz.layer_position_heatmap(res)
     assert len(set(res.tokens)) < len(res.tokens)  # the prompt repeats tokens
     assert list(fig.data[0].x) == list(range(len(res.tokens)))  # numeric positions: repeats never merge
@@ -100,6 +246,7 @@ def test_window_limits_columns_and_outlines_the_answer(res):
     assert np.asarray(fig.data[0].z).shape == (res.num_layers + 1, 5)
     outline = [s for s in fig.layout.shapes if s.type == "rect"]
     assert len(outline) == 1 and outline[0].x0 == res.answer_position - 0.5
+    assert outline[0].line.color == decoders.colour("answer")
     assert "positions" in fig.layout.title.text
     early = viz.layer_position_heatmap(res, window=(0, 3))
     assert not [s for s in early.layout.shapes if s.type == "rect"]  # the answer is not in view
@@ -108,15 +255,17 @@ def test_window_limits_columns_and_outlines_the_answer(res):
 
 def test_answer_heatmap_columns_are_decoders(res):
     fig = viz.answer_heatmap(res, "target_prob")
-    names = viz.ordered_decoders(res.decoders)
-    assert names[0] == "logit_lens" and "spade" in names
+    names = decoders.ordered(res.decoders)
+    assert names == ["logit_lens", "tuned_lens", "spade", "spade_no_bos", "linear_spade"]
     z = np.asarray(fig.data[0].z)
     assert z.shape == (res.num_layers + 1, len(names))
     np.testing.assert_allclose(z[:, names.index("spade")], res.answer["spade"].target_prob[:, 0], rtol=1e-6)
-    assert list(fig.layout.xaxis.ticktext) == [viz.decoder_label(n).replace("<", "&lt;").replace(">", "&gt;")
-                                               for n in names]
+    assert list(fig.layout.xaxis.ticktext) == [_escaped(decoders.label(n)) for n in names]
     # the top layer of every decoder is the model's own answer
     assert len(set(fig.data[0].text[-1])) == 1
+    # outlined: each decoder from the layer where it settles on the final answer
+    outlines = sorted((s.x0, s.y0) for s in fig.layout.shapes if s.type == "rect")
+    assert outlines == sorted((col - 0.5, SETTLES[n] - 0.5) for col, n in enumerate(names))
     only_two = viz.answer_heatmap(res, decoders=["spade", "logit_lens"])
     assert np.asarray(only_two.data[0].z).shape[1] == 2
     assert list(only_two.layout.xaxis.ticktext) == ["logit lens", "SPADE"]  # fixed reading order
@@ -133,9 +282,11 @@ def test_special_and_markup_tokens_are_escaped(res):
     fig = viz.layer_position_heatmap(res)
     assert fig.layout.xaxis.ticktext[0] == "⟨s⟩"
     assert "<s>" not in json.dumps(list(fig.layout.xaxis.ticktext))
-    from spade_viz.viz.tokens import html_token
-
     assert html_token("<b>x</b>") == "&lt;b&gt;x&lt;/b&gt;"  # plotly renders tags: token text must not
+    markup = viz.layer_position_heatmap(make_prompt([0, 5, 3]))  # the token "<b>x</b>" at position 1
+    assert markup.layout.xaxis.ticktext[1] == "&lt;b&gt;x&lt;/b&gt;"
+    hover = json.dumps(np.asarray(markup.data[0].customdata).tolist())
+    assert "1: &lt;b&gt;x&lt;/b&gt;" in hover and "<b>x" not in hover
 
 
 # ------------------------------------------------------------------ curves
@@ -144,27 +295,29 @@ def test_special_and_markup_tokens_are_escaped(res):
 def test_entropy_curves_one_line_per_decoder_and_stable_marks(res):
     fig = viz.entropy_curves(res)
     lines = [t for t in fig.data if t.mode == "lines+markers"]
-    assert [t.legendgroup for t in lines] == viz.ordered_decoders(res.decoders)
+    assert [t.legendgroup for t in lines] == decoders.ordered(res.decoders)
     for trace in lines:
         np.testing.assert_allclose(trace.y, res.answer[trace.legendgroup].entropy[:, 0], rtol=1e-6)
         first = res.first_stable_layer(trace.legendgroup)
-        assert f"from layer {first}" in trace.name
+        assert first == SETTLES[trace.legendgroup] and f"from layer {first}" in trace.name
+        assert trace.line.dash == decoders.dash(trace.legendgroup)
     stars = [t for t in fig.data if t.mode == "markers"]
     assert {t.legendgroup for t in stars} == {n for n in res.decoders if res.first_stable_layer(n) is not None}
     assert len([s for s in fig.layout.shapes if s.type == "line"]) == len(stars)
+    assert [t.legendgroup for t in viz.entropy_curves(res, decoders=["spade"]).data] == ["spade", "spade"]
 
 
-def test_target_curves_probability_and_log_rank(res, tiny_lm):
-    other = sv.retarget(tiny_lm, res, "#5")
+def test_target_curves_probability_and_log_rank():
+    other = make_prompt(target_id=5)  # the target is not the final answer: it ranks low
     fig = viz.target_curves(other)
     assert fig.layout.yaxis2.type == "log"
     assert fig.layout.yaxis2.range[0] > fig.layout.yaxis2.range[1]  # rank 1 on top
     probs = [t for t in fig.data if t.mode == "lines+markers" and t.xaxis == "x"]
     ranks = [t for t in fig.data if t.mode == "lines+markers" and t.xaxis == "x2"]
-    assert len(probs) == len(ranks) == len(res.decoders)
+    assert len(probs) == len(ranks) == len(other.decoders)
     spade = next(t for t in ranks if t.legendgroup == "spade")
     np.testing.assert_array_equal(spade.y, other.answer["spade"].target_rank[:, 0])
-    assert viz.visible_token(other.token(5)).replace("<", "&lt;").replace(">", "&gt;") in fig.layout.title.text
+    assert _escaped(viz.visible_token(other.token(5))) in fig.layout.title.text
 
 
 def test_figures_export_as_standalone_html(res):
@@ -180,3 +333,38 @@ def test_many_layers_stay_readable():
     assert _layout_sizes(30) == (18, 11)
     row_px, font_px = _layout_sizes(80)
     assert 9 <= row_px < 18 and row_px * 81 <= 760
+
+
+# ------------------------------------------------------------------ decoder comparison and early exit
+
+
+def test_comparison_and_heldout_kl_figures():
+    rows = [{"decoder": d, "layer": layer, "accuracy": layer / 4, "agree_final": min(1.0, layer / 3)}
+            for d in ("logit_lens", "tuned_lens", "spade") for layer in range(5)]
+    fig = comparison_figure(pd.DataFrame(rows))
+    solid = [t for t in fig.data if t.showlegend is not False and t.legendgroup]
+    assert [t.name for t in solid] == ["logit lens", "tuned lens", "SPADE"]  # one legend entry per decoder
+    assert len([t for t in fig.data if t.legendgroup]) == 6  # accuracy and agreement lines
+    assert any("95% of final accuracy" in a.text for a in fig.layout.annotations)
+    kl = heldout_kl_figure({"logit_lens": [3.0, 2.0, 0.0], "tuned_lens": [1.0, 0.5, 0.0]})
+    assert [t.name for t in kl.data] == ["logit lens", "tuned lens"] and kl.layout.yaxis.type == "log"
+    assert list(kl.data[0].y) == [3.0, 2.0]  # layer L is the model itself: KL 0, not drawn on a log scale
+
+
+def test_exit_figures_from_frames():
+    curve = pd.DataFrame({"threshold": [0.0, 0.5, 1.0], "accuracy": [0.8, 0.78, 0.6],
+                          "compute_fraction": [1.05, 0.7, 0.4], "speedup": [0.95, 1.43, 2.5],
+                          "mean_exit_layer": [6.0, 4.0, 2.0], "agreement": [1.0, 0.9, 0.7], "exit_rate": [0, .5, 1]})
+    full = {"accuracy": 0.8, "compute_fraction": 1.0}
+    points = {"best_accuracy": curve.iloc[0].to_dict(), "within_1pt": curve.iloc[1].to_dict()}
+    fig = exit_figures.tradeoff_figure(curve, curve.iloc[2].to_dict(), full=full, points=points)
+    hybrid = fig.data[0]
+    assert hybrid.name == decoders.label("hybrid") and hybrid.line.color == decoders.colour("hybrid")
+    assert list(hybrid.x) == [0.4, 0.7, 1.05]  # drawn left to right
+    names = [t.name for t in fig.data]
+    assert {"full model", "best accuracy", "largest speedup within 1 pt", exit_figures.CURRENT_TRACE} <= set(names)
+    exit_figures.set_current(fig, curve.iloc[0].to_dict())
+    assert [t.x for t in fig.data if t.name == exit_figures.CURRENT_TRACE] == [(1.05,)]
+    hist = exit_figures.exit_histogram(np.array([1, 1, 3, 6]), 6)
+    assert list(hist.data[0].y) == [0, 2, 0, 1, 0, 0, 1] and hist.data[0].x[-1] == "6 (full)"
+    assert hist.data[0].marker.color[-1] == decoders.colour("full")

@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from .heatmaps import FONT, decoder_color, decoder_label
+from ..decoders import colour as decoder_colour
+from ..decoders import label as decoder_label
+from .heatmaps import FONT
 
 _LAYOUT = dict(font=FONT, plot_bgcolor="white", margin=dict(l=60, r=20, t=50, b=50), hovermode="x unified")
 
@@ -31,7 +33,7 @@ def comparison_figure(curves: pd.DataFrame, fraction: float | None = 0.95, title
     fig = go.Figure()
     last_layer = int(curves["layer"].max()) if len(curves) else 0
     for name, group in curves.groupby("decoder", sort=False):
-        label, color = html.escape(decoder_label(name)), decoder_color(name)
+        label, color = html.escape(decoder_label(name)), decoder_colour(name)
         group = group.sort_values("layer")
         fig.add_trace(go.Scatter(  # one legend entry per decoder: it toggles both of its lines
             x=group["layer"], y=group["accuracy"], mode="lines+markers", name=label,
@@ -70,7 +72,7 @@ def heldout_kl_figure(kl: dict[str, Sequence[float]], title: str | None = None) 
         label = html.escape(decoder_label(name))
         fig.add_trace(go.Scatter(
             x=layers[: len(shown)], y=np.maximum(shown, 1e-4), mode="lines+markers", name=label,
-            line=dict(color=decoder_color(name), width=2.5), marker=dict(size=5),
+            line=dict(color=decoder_colour(name), width=2.5), marker=dict(size=5),
             hovertemplate=f"{label} %{{y:.3f}} nats<extra></extra>",
         ))
     fig.update_layout(title=title or "Held-out KL to the final distribution (lower is closer)", height=360,

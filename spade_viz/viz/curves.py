@@ -16,36 +16,36 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .heatmaps import FONT, decoder_color, decoder_label, ordered_decoders
+from ..decoders import colour as decoder_colour
+from ..decoders import dash as decoder_dash
+from ..decoders import label as decoder_label
+from ..decoders import ordered as ordered_decoders
+from .heatmaps import FONT
 from .tokens import html_token
 
 if TYPE_CHECKING:
-    from ..analysis import Analysis
+    from .inputs import PromptLayers
 
 
-def _names(res: Analysis, decoders: Sequence[str] | None) -> list[str]:
+def _names(res: PromptLayers, decoders: Sequence[str] | None) -> list[str]:
     return ordered_decoders(list(decoders) if decoders is not None else res.decoders)
 
 
-def _legend_name(res: Analysis, name: str) -> str:
+def _legend_name(res: PromptLayers, name: str) -> str:
     first = res.first_stable_layer(name)
     when = f"answer from layer {first}" if first is not None else "never settles"
     return f"{html.escape(decoder_label(name))} ({when})"
 
 
-def _dash(name: str) -> str:
-    return "dash" if name.endswith("no_bos") else "solid"
-
-
-def _add_decoder(fig: go.Figure, res: Analysis, name: str, y: np.ndarray, value_label: str, fmt: str,
+def _add_decoder(fig: go.Figure, res: PromptLayers, name: str, y: np.ndarray, value_label: str, fmt: str,
                  row: int | None = None, col: int | None = None, showlegend: bool = True) -> None:
     layers = np.arange(res.num_layers + 1)
-    color = decoder_color(name)
+    color = decoder_colour(name)
     where = dict(row=row, col=col) if row else {}
     fig.add_trace(
         go.Scatter(
             x=layers, y=y, mode="lines+markers", name=_legend_name(res, name), legendgroup=name,
-            showlegend=showlegend, line=dict(color=color, width=2.5, dash=_dash(name)), marker=dict(size=5),
+            showlegend=showlegend, line=dict(color=color, width=2.5, dash=decoder_dash(name)), marker=dict(size=5),
             hovertemplate=f"{html.escape(decoder_label(name))} · layer %{{x}}<br>{value_label}: %{{y:{fmt}}}"
                           "<extra></extra>",
         ),
@@ -65,7 +65,7 @@ def _add_decoder(fig: go.Figure, res: Analysis, name: str, y: np.ndarray, value_
         fig.add_vline(x=first, line=dict(color=color, width=1.5, dash="dot"), **where)
 
 
-def _base_layout(fig: go.Figure, res: Analysis, title: str, height: int) -> None:
+def _base_layout(fig: go.Figure, res: PromptLayers, title: str, height: int) -> None:
     fig.update_layout(
         title=dict(text=title, x=0.01, xanchor="left", font=dict(size=14)),
         font=FONT,
@@ -81,7 +81,7 @@ def _base_layout(fig: go.Figure, res: Analysis, title: str, height: int) -> None
     fig.update_yaxes(gridcolor="#eeeeee", zeroline=False)
 
 
-def entropy_curves(res: Analysis, decoders: Sequence[str] | None = None, height: int = 380) -> go.Figure:
+def entropy_curves(res: PromptLayers, decoders: Sequence[str] | None = None, height: int = 380) -> go.Figure:
     """Entropy (nats) of each decoder's prediction at the answer position, per layer."""
     fig = go.Figure()
     for name in _names(res, decoders):
@@ -91,7 +91,7 @@ def entropy_curves(res: Analysis, decoders: Sequence[str] | None = None, height:
     return fig
 
 
-def target_curves(res: Analysis, decoders: Sequence[str] | None = None, height: int = 380) -> go.Figure:
+def target_curves(res: PromptLayers, decoders: Sequence[str] | None = None, height: int = 380) -> go.Figure:
     """Probability (left) and rank (right, log scale, 1 on top) of the target token, per layer."""
     target = html_token(res.token(res.target_id))
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,

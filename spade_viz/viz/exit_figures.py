@@ -9,25 +9,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-LABELS = {
-    "logit_lens": "logit lens",
-    "tuned_lens": "tuned lens",
-    "linear_spade": "linear SPADE",
-    "spade": "SPADE",
-    "spade_no_bos": "SPADE without <s>",
-}
-COLORS = {
-    "hybrid": "#d62728",
-    "classic": "#7f7f7f",
-    "fixed": "#1f77b4",
-    "full": "#111111",
-    "oracle": "#2ca02c",
-    "spade": "#d62728",
-    "linear_spade": "#ff7f0e",
-    "logit_lens": "#7f7f7f",
-    "tuned_lens": "#9467bd",
-    "spade_no_bos": "#e377c2",
-}
+from .. import decoders
+
 _LAYOUT = dict(margin=dict(l=50, r=20, t=40, b=45), legend=dict(orientation="h", y=-0.2))
 
 
@@ -51,8 +34,8 @@ def tradeoff_figure(
     fig = go.Figure()
     curve = _pareto(hybrid)
     fig.add_trace(go.Scatter(
-        x=curve["compute_fraction"], y=curve["accuracy"], mode="lines+markers", name="hybrid exit (SPADE)",
-        line=dict(color=COLORS["hybrid"]), marker=dict(size=4),
+        x=curve["compute_fraction"], y=curve["accuracy"], mode="lines+markers",
+        name=decoders.label("hybrid"), line=dict(color=decoders.colour("hybrid")), marker=dict(size=4),
         customdata=np.stack([curve["threshold"], curve["speedup"], curve["mean_exit_layer"]], axis=1),
         hovertemplate="tau %{customdata[0]:.3f}<br>accuracy %{y:.3f}<br>compute %{x:.3f} "
                       "(%{customdata[1]:.2f}x)<br>mean exit layer %{customdata[2]:.1f}<extra>hybrid</extra>",
@@ -60,32 +43,34 @@ def tradeoff_figure(
     if classic is not None and len(classic):
         c = _pareto(classic)
         fig.add_trace(go.Scatter(
-            x=c["compute_fraction"], y=c["accuracy"], mode="lines", name="classic exit (logit lens)",
-            line=dict(color=COLORS["classic"], dash="dot"),
+            x=c["compute_fraction"], y=c["accuracy"], mode="lines", name=decoders.label("classic"),
+            line=dict(color=decoders.colour("classic"), dash="dot"),
             customdata=c["threshold"],
             hovertemplate="tau %{customdata:.3f}<br>accuracy %{y:.3f}<br>compute %{x:.3f}<extra>classic</extra>",
         ))
     if fixed is not None and len(fixed):
         fig.add_trace(go.Scatter(
-            x=fixed["compute_fraction"], y=fixed["accuracy"], mode="markers", name="SPADE at a fixed layer",
-            marker=dict(color=COLORS["fixed"], size=6, symbol="diamond-open"),
+            x=fixed["compute_fraction"], y=fixed["accuracy"], mode="markers", name=decoders.label("fixed"),
+            marker=dict(color=decoders.colour("fixed"), size=6, symbol="diamond-open"),
             customdata=fixed["layer"],
             hovertemplate="layer %{customdata}<br>accuracy %{y:.3f}<br>compute %{x:.3f}<extra>fixed layer</extra>",
         ))
-    for name, point, symbol in (("full model", full, "square"), ("oracle", oracle, "star")):
+    for series, point, symbol in (("full", full, "square"), ("oracle", oracle, "star")):
         if point:
+            name = decoders.label(series)
             fig.add_trace(go.Scatter(
                 x=[point["compute_fraction"]], y=[point["accuracy"]], mode="markers", name=name,
-                marker=dict(color=COLORS["full" if name == "full model" else "oracle"], size=11, symbol=symbol),
+                marker=dict(color=decoders.colour(series), size=11, symbol=symbol),
                 hovertemplate=f"{name}<br>accuracy %{{y:.3f}}<br>compute %{{x:.3f}}<extra></extra>",
             ))
+    hybrid_colour = decoders.colour("hybrid")
     for key, label, symbol in (("best_accuracy", "best accuracy", "triangle-up"),
                                ("within_1pt", "largest speedup within 1 pt", "triangle-down")):
         point = (points or {}).get(key)
         if point:
             fig.add_trace(go.Scatter(
                 x=[point["compute_fraction"]], y=[point["accuracy"]], mode="markers", name=label,
-                marker=dict(color="white", size=12, symbol=symbol, line=dict(color=COLORS["hybrid"], width=2)),
+                marker=dict(color="white", size=12, symbol=symbol, line=dict(color=hybrid_colour, width=2)),
                 hovertemplate=f"{label}<br>tau {point['threshold']:.3f}<br>accuracy %{{y:.3f}}<br>"
                               f"compute %{{x:.3f}} ({point['speedup']:.2f}x)<extra></extra>",
             ))
@@ -100,7 +85,7 @@ def tradeoff_figure(
 def exit_histogram(exit_layers: np.ndarray, num_layers: int) -> go.Figure:
     """How many examples exit at each layer; the last bar is 'never confident' (the full model)."""
     counts = np.bincount(np.asarray(exit_layers, dtype=np.int64), minlength=num_layers + 1)[: num_layers + 1]
-    colors = [COLORS["hybrid"]] * num_layers + [COLORS["full"]]
+    colors = [decoders.colour("hybrid")] * num_layers + [decoders.colour("full")]
     labels = [str(layer) for layer in range(num_layers)] + [f"{num_layers} (full)"]
     fig = go.Figure(go.Bar(x=labels, y=counts, marker_color=colors,
                            hovertemplate="layer %{x}<br>%{y} examples<extra></extra>"))
@@ -114,15 +99,16 @@ def layer_accuracy_figure(layer_accuracy: pd.DataFrame, full_accuracy: float | N
                           metric: str = "accuracy") -> go.Figure:
     """Accuracy (or agreement with the full model) of each decoder at each layer."""
     fig = go.Figure()
-    for decoder, frame in layer_accuracy.groupby("decoder", sort=False):
+    for decoder in decoders.ordered(layer_accuracy["decoder"].unique()):
+        frame = layer_accuracy[layer_accuracy["decoder"] == decoder]
         fig.add_trace(go.Scatter(
-            x=frame["layer"], y=frame[metric], mode="lines+markers", name=LABELS.get(decoder, decoder),
-            line=dict(color=COLORS.get(decoder)), marker=dict(size=4),
-            hovertemplate=f"{LABELS.get(decoder, decoder)}<br>layer %{{x}}<br>{metric} %{{y:.3f}}<extra></extra>",
+            x=frame["layer"], y=frame[metric], mode="lines+markers", name=decoders.label(decoder),
+            line=dict(color=decoders.colour(decoder)), marker=dict(size=4),
+            hovertemplate=f"{decoders.label(decoder)}<br>layer %{{x}}<br>{metric} %{{y:.3f}}<extra></extra>",
         ))
     if full_accuracy is not None and metric == "accuracy":
-        fig.add_hline(y=full_accuracy, line=dict(color=COLORS["full"], dash="dash"),
-                      annotation_text="full model", annotation_position="bottom right")
+        fig.add_hline(y=full_accuracy, line=dict(color=decoders.colour("full"), dash="dash"),
+                      annotation_text=decoders.label("full"), annotation_position="bottom right")
     title = "Accuracy per layer" if metric == "accuracy" else "Agreement with the full model per layer"
     fig.update_layout(title=title, xaxis_title="layer", yaxis_title=metric, height=380, **_LAYOUT)
     fig.update_yaxes(range=[0, 1.02])
@@ -142,7 +128,7 @@ def set_current(fig: go.Figure, current: dict) -> go.Figure:
             return fig
     fig.add_trace(go.Scatter(
         x=[current["compute_fraction"]], y=[current["accuracy"]], mode="markers", name=CURRENT_TRACE,
-        marker=dict(color=COLORS["hybrid"], size=16, symbol="circle", line=dict(color="black", width=2)),
+        marker=dict(color=decoders.colour("hybrid"), size=16, symbol="circle", line=dict(color="black", width=2)),
         hovertemplate=f"tau {current['threshold']:.3f}<br>accuracy %{{y:.3f}}<br>compute %{{x:.3f}}<extra></extra>",
     ))
     return fig

@@ -1,6 +1,7 @@
 """Heatmaps of an Analysis: layers x prompt positions (one decoder), and layers x decoders at the answer.
 
-Pure plotly: every builder takes an `Analysis` (or its parts) and returns a `go.Figure`.
+Pure plotly: every builder takes an `Analysis` (or any object shaped like one, see `inputs`) and
+returns a `go.Figure`.
 Rows are layers with layer 0 (the embeddings) at the bottom and the model's output on top;
 cell text is the decoded top-1 token; colour is a metric from `METRICS`; hover gives the
 top-k tokens with their probabilities. Colour scales are oriented so that darker always means
@@ -17,22 +18,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import plotly.graph_objects as go
 
+from ..decoders import colour as decoder_colour
+from ..decoders import label as decoder_label
+from ..decoders import ordered as ordered_decoders
 from .tokens import html_token, visible_tokens
 
 if TYPE_CHECKING:  # figures take results, they do not compute them
-    from ..analysis import Analysis
-    from ..lenses.stats import DecodeStats
+    from .inputs import LayerStats, PromptLayers
 
-DECODER_ORDER = ("logit_lens", "tuned_lens", "linear_spade", "spade", "spade_no_bos")
-DECODER_COLORS = {
-    "logit_lens": "#1f77b4",
-    "tuned_lens": "#2ca02c",
-    "linear_spade": "#9467bd",
-    "spade": "#e8710a",
-    "spade_no_bos": "#c9a227",
-}
-_FALLBACK_COLORS = ("#8c564b", "#e377c2", "#7f7f7f", "#17becf")
-ANSWER_COLOR = "#d62728"
 FONT = dict(family="Inter, 'Segoe UI', Roboto, 'DejaVu Sans', sans-serif", size=13)
 
 
@@ -46,7 +39,8 @@ class Metric:
     higher_is_sure: bool  # True: high values mean a decided distribution
     bounded: bool  # True: the value lies in [0, 1]
 
-    def values(self, stats: DecodeStats) -> np.ndarray:
+    def values(self, stats: LayerStats) -> np.ndarray:
+        """The metric of every cell of `stats`, [layers, positions]."""
         if self.key == "top1_prob":
             return stats.top_probs[..., 0]
         return getattr(stats, self.key)
@@ -70,25 +64,7 @@ METRICS: dict[str, Metric] = {
 }
 
 
-def decoder_label(name: str) -> str:
-    from ..analysis import DECODER_LABELS
-
-    return DECODER_LABELS.get(name, name.replace("_", " "))
-
-
-def decoder_color(name: str) -> str:
-    if name in DECODER_COLORS:
-        return DECODER_COLORS[name]
-    return _FALLBACK_COLORS[sum(map(ord, name)) % len(_FALLBACK_COLORS)]
-
-
-def ordered_decoders(names: Sequence[str]) -> list[str]:
-    """Known decoders in a fixed reading order, then any others as given."""
-    known = [name for name in DECODER_ORDER if name in names]
-    return known + [name for name in names if name not in DECODER_ORDER]
-
-
-def metric_range(res: Analysis, metric: str) -> tuple[float, float]:
+def metric_range(res: PromptLayers, metric: str) -> tuple[float, float]:
     """One colour range for every view of `res`, so the two heatmaps can be compared by colour."""
     spec = METRICS[metric]
     if spec.bounded:
@@ -116,7 +92,7 @@ def _layout_sizes(num_layers: int) -> tuple[int, int]:
     return row_px, 11 if row_px >= 17 else (9 if row_px >= 12 else 0)
 
 
-def _hover_top(res: Analysis, stats: DecodeStats, cols: Sequence[int]) -> np.ndarray:
+def _hover_top(res: PromptLayers, stats: LayerStats, cols: Sequence[int]) -> np.ndarray:
     """[layers, len(cols)] strings: the top-k tokens with probabilities, one per line."""
     ids = stats.top_ids[:, cols]
     probs = stats.top_probs[:, cols]
@@ -130,7 +106,7 @@ def _hover_top(res: Analysis, stats: DecodeStats, cols: Sequence[int]) -> np.nda
     return out
 
 
-def _cell_text(res: Analysis, top1: np.ndarray, max_len: int) -> np.ndarray:
+def _cell_text(res: PromptLayers, top1: np.ndarray, max_len: int) -> np.ndarray:
     names = {int(i): html_token(res.token(int(i)), max_len=max_len)
              for i in np.unique(top1)}
     return np.vectorize(lambda i: names[int(i)], otypes=[object])(top1)
@@ -165,7 +141,7 @@ def _heatmap_trace(res, z, text, custom, spec, zrange, font_px, hover_head, bar_
 
 
 def layer_position_heatmap(
-    res: Analysis,
+    res: PromptLayers,
     metric: str = "entropy",
     window: tuple[int, int] | None = None,
     decoder: str = "logit_lens",
@@ -200,7 +176,7 @@ def layer_position_heatmap(
     fig = go.Figure(trace)
     if res.answer_position in cols:
         fig.add_shape(type="rect", x0=res.answer_position - 0.5, x1=res.answer_position + 0.5,
-                      y0=-0.5, y1=res.num_layers + 0.5, line=dict(color=ANSWER_COLOR, width=2.5))
+                      y0=-0.5, y1=res.num_layers + 0.5, line=dict(color=decoder_colour("answer"), width=2.5))
     title = f"{decoder_label(decoder).capitalize()}: top-1 token per layer and position"
     if stop - start < len(res.tokens):
         title += f" (positions {start}–{stop - 1} of {len(res.tokens)})"
@@ -221,7 +197,7 @@ def layer_position_heatmap(
 
 
 def answer_heatmap(
-    res: Analysis,
+    res: PromptLayers,
     metric: str = "entropy",
     decoders: Sequence[str] | None = None,
     zrange: tuple[float, float] | None = None,
@@ -255,7 +231,7 @@ def answer_heatmap(
         first = res.first_stable_layer(name)
         if first is not None:
             fig.add_shape(type="rect", x0=col - 0.5, x1=col + 0.5, y0=first - 0.5, y1=res.num_layers + 0.5,
-                          line=dict(color=ANSWER_COLOR, width=2.5))
+                          line=dict(color=decoder_colour("answer"), width=2.5))
     fig.update_layout(
         title=dict(text=f"Answer position: after <b>{answer_tok}</b>", x=0.01, xanchor="left",
                    font=dict(size=14)),

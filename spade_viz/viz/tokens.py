@@ -1,10 +1,10 @@
-"""Token strings made visible: whitespace, line breaks and special tokens you can see in a cell.
+r"""Token strings made visible: whitespace, line breaks and special tokens you can see in a cell.
 
 Decoded tokens are often invisible or ambiguous in a plot: `" Paris"` and `"Paris"` look the
-same, `"\\n"` is blank, `"<|im_start|>"` is long. `visible_token` fixes that:
+same, `"\n"` is blank, `"<|im_start|>"` is long. `visible_token` fixes that:
 
 - a leading space becomes `␣` (one per space), so `" Paris"` shows as `␣Paris`;
-- a line break becomes `↵`, a tab `⇥`, a carriage return `␍`, other control characters `\\xNN`;
+- a line break becomes `↵`, a tab `⇥`, a carriage return `␍`, other control characters `\xNN`;
 - a special token such as `<s>` or `<|im_start|>` is shown in angle quotes: `⟨s⟩`, `⟨im_start⟩`;
 - an empty string (a partial UTF-8 byte the tokenizer cannot decode alone) shows as `∅`;
 - long tokens are cut to `max_len` characters with `…`.

@@ -16,11 +16,8 @@ MAX_RESULTS = 4  # sweeps kept per session
 
 st.title("Compare decoders: which one finds the answer earliest?")
 ui.explain(
-    "Four ways to read an intermediate layer: the **logit lens** (the final norm and output matrix applied "
-    "directly), the **tuned lens** (a small learnt map per layer first, trained to imitate the final "
-    "prediction), **SPADE** (let the start token and the answer token run through the remaining layers) "
-    "and **linear SPADE** (a learnt map imitating SPADE). On a labelled dataset, which one gets the answer "
-    "right earliest?"
+    f"{len(compare.COMPARED)} ways to read an intermediate layer; on a labelled dataset, which one gets the answer "
+    "right earliest? " + " ".join(f"**{decoders.label(d)}**: {decoders.decoder(d).summary}" for d in compare.COMPARED)
 )
 
 # ------------------------------------------------------------------ 1. the tuned lens

@@ -19,7 +19,7 @@ class Decoder:
     label: str  # what a reader sees
     colour: str
     order: int  # reading order: lines, columns and table rows follow it
-    summary: str  # one line for a student
+    summary: str  # one line for a student (markdown)
     dash: str = "solid"  # line style of its per-layer curves
     swept: bool = True  # a dataset sweep computes it (False: the Explore page's ablation only)
 
@@ -39,9 +39,9 @@ DECODERS: tuple[Decoder, ...] = (
     Decoder("tuned_lens", "tuned lens", "#2ca02c", 1,
             "A small learnt map per layer first, trained to imitate the model's final prediction."),
     Decoder("spade", "SPADE", "#e8710a", 2,
-            "Keep only the start token <s> and the answer token and let the remaining layers finish."),
+            "Keep only the start token `<s>` and the answer token and let the remaining layers finish."),
     Decoder("spade_no_bos", "SPADE without <s>", "#c9a227", 3,
-            "SPADE with the answer token alone: the ablation that shows what <s> brings.", dash="dash", swept=False),
+            "SPADE with the answer token alone: the ablation that shows what `<s>` brings.", dash="dash", swept=False),
     Decoder("linear_spade", "linear SPADE", "#9467bd", 4,
             "A learnt linear map imitating SPADE: about as cheap as the logit lens."),
 )

@@ -19,7 +19,7 @@ from .errors import InputError
 from .lenses.affine import AffineLens
 from .lenses.spade import POSITION_MODES, spade_final_states
 from .lenses.stats import DecodeStats, distribution_stats
-from .models.loading import LoadedModel
+from .models.loading import LoadedModel, operation
 
 DEFAULT_MAX_TOKENS = 512
 _GRID_CHUNK_ROWS = 256  # logit-lens rows decoded at once: bounds memory at ~256 x vocab floats
@@ -211,6 +211,7 @@ def check_prompt(lm: LoadedModel, prompt: str, max_tokens: int = DEFAULT_MAX_TOK
     return ids
 
 
+@operation
 def analyze(
     lm: LoadedModel,
     prompt: str,
@@ -291,6 +292,7 @@ def analyze(
     )
 
 
+@operation
 def retarget(lm: LoadedModel, analysis: Analysis, target: str | int | None) -> Analysis:
     """The same analysis with another target token at the answer position; no model forward."""
     answer = analysis.answer_position

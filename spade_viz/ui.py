@@ -82,36 +82,52 @@ def show_error(err: BaseException | str, where=None) -> None:
 
 
 class _ModelSlot:
-    """The one model this process holds; shared by all sessions through `st.cache_resource`."""
+    """The one model this process holds; shared by all sessions through `st.cache_resource`.
+
+    Sessions keep using the resident model while another one loads (one load at a time), and it
+    is replaced only once the new one is ready, so a failed load leaves it in place for everyone.
+    Memory: the resident model plus the one being loaded; a session still computing on a
+    replaced model keeps it until that computation ends (its result stays correct).
+    """
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # guards key and lm
+        self.loading = threading.Lock()  # one load at a time
         self.key: tuple[str, str, str] | None = None
         self.lm: sv.LoadedModel | None = None
 
+    def resident(self, key: tuple[str, str, str]) -> sv.LoadedModel | None:
+        with self.lock:
+            return self.lm if self.key == key else None
+
     def get(self, key: tuple[str, str, str], progress) -> sv.LoadedModel:
         global MODEL_LOADS
-        with self.lock:
-            if self.key == key and self.lm is not None:
-                return self.lm
-            self.free()
+        lm = self.resident(key)
+        if lm is not None:
+            return lm
+        with self.loading:
+            lm = self.resident(key)
+            if lm is not None:  # another session loaded it while this one waited
+                return lm
             name, device, dtype = key
-            self.lm = sv.load_model(name, device=device, dtype=dtype, progress=progress)
-            self.key = key
+            lm = sv.load_model(name, device=device, dtype=dtype, progress=progress)
+            with self.lock:
+                old, self.key, self.lm = self.lm, key, lm
             MODEL_LOADS += 1
-            return self.lm
+        if old is not None:
+            _release(old)
+        return lm
 
-    def free(self) -> None:
-        """Drop the held model and give its memory back (the caller holds the lock)."""
-        if self.lm is None:
-            return
-        on_cuda = getattr(self.lm.device, "type", "") == "cuda"
-        self.key, self.lm = None, None
-        gc.collect()
-        if on_cuda:
-            import torch
 
-            torch.cuda.empty_cache()
+def _release(lm: sv.LoadedModel) -> None:
+    """Give a replaced model's memory back once nothing else holds it."""
+    on_cuda = getattr(lm.device, "type", "") == "cuda"
+    del lm
+    gc.collect()
+    if on_cuda:
+        import torch
+
+        torch.cuda.empty_cache()
 
 
 @st.cache_resource(show_spinner=False)
@@ -121,8 +137,9 @@ def _model_slot() -> _ModelSlot:
 
 def _load(key: tuple[str, str, str]) -> sv.LoadedModel:
     slot = _model_slot()
-    if slot.key == key and slot.lm is not None:
-        return slot.lm
+    lm = slot.resident(key)
+    if lm is not None:
+        return lm
     label = DEFAULT_LABEL if key[0] == sv.DEFAULT_MODEL else key[0]
     with st.spinner(f"Loading {label}…"), st.sidebar.status(f"Loading {label}…", expanded=True) as status:
         try:

@@ -71,15 +71,21 @@ def streamlit_server(timeout: float = 90.0, log_path: Path | None = None):
 
 
 @contextlib.contextmanager
-def chromium_page(width: int = 1280, height: int = 800):
-    """A headless Debian chromium page of the given viewport (Playwright drives it)."""
+def chromium_browser():
+    """A headless Debian chromium (Playwright drives it); `new_page()` on it opens a fresh session."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": width, "height": height})
-            yield page
+            yield browser
         finally:
             browser.close()
+
+
+@contextlib.contextmanager
+def chromium_page(width: int = 1280, height: int = 800):
+    """A headless Debian chromium page of the given viewport."""
+    with chromium_browser() as browser:
+        yield browser.new_page(viewport={"width": width, "height": height})
 

@@ -14,6 +14,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import pytest  # noqa: E402
 
 import spade_viz as sv  # noqa: E402
+from spade_viz.models.loading import cache_dir, ensure_default_model  # noqa: E402
 from tiny_models import FAMILIES, save_tiny  # noqa: E402
 
 
@@ -44,6 +45,17 @@ def default_lm() -> sv.LoadedModel:
 def isolated_cache(tmp_path, monkeypatch) -> Path:
     """A fresh `SPADE_VIZ_CACHE` for sweeps, lenses and calibration texts (models load before it)."""
     cache = tmp_path / "cache"
+    monkeypatch.setenv("SPADE_VIZ_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture
+def cache_without_lenses(tmp_path, monkeypatch):
+    """A cache folder holding only the default model, so lenses a user calibrated don't add columns."""
+    ensure_default_model()
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "models").symlink_to(cache_dir() / "models", target_is_directory=True)
     monkeypatch.setenv("SPADE_VIZ_CACHE", str(cache))
     return cache
 

@@ -203,12 +203,13 @@ def test_saved_lenses_add_decoder_columns(tiny_folder, tiny_lm, tmp_path, monkey
     at = _explore(tiny_folder)
     assert not at.exception and not _errors(at)
     answer = _specs(at)[1]
-    assert answer["layout"]["xaxis"]["ticktext"] == ["logit lens", "tuned lens", "linear SPADE", "SPADE",
-                                                     "SPADE without &lt;s&gt;"]
+    assert answer["layout"]["xaxis"]["ticktext"] == ["logit lens", "tuned lens", "SPADE", "SPADE without &lt;s&gt;",
+                                                     "linear SPADE"]
     assert len({t["legendgroup"] for t in _specs(at)[2]["data"]}) == 5
 
 
 def test_model_slot_holds_one_model_and_frees_the_old(tiny_folders):
+    """One resident model; another replaces it only once loaded, so a failed load leaves it in place."""
     import gc
     import weakref
 
@@ -224,7 +225,7 @@ def test_model_slot_holds_one_model_and_frees_the_old(tiny_folders):
     assert slot.lm is second and slot.key[0].endswith("qwen2")
     with pytest.raises(sv.ModelLoadError):
         slot.get(("/no/such/model", "cpu", "fp32"), progress=lambda message: None)
-    assert slot.lm is None and slot.key is None
+    assert slot.lm is second and slot.key[0].endswith("qwen2")
 
 
 def test_another_page_can_send_a_prompt_to_explore(tiny_folder):

@@ -53,19 +53,6 @@ def _scroll_main(page, y: int) -> None:
     page.wait_for_timeout(400)
 
 
-@pytest.fixture
-def cache_without_lenses(tmp_path, monkeypatch):
-    """A cache folder holding only the default model, so lenses a user calibrated don't add columns."""
-    from spade_viz.models.loading import cache_dir, ensure_default_model
-
-    ensure_default_model()
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    (cache / "models").symlink_to(cache_dir() / "models", target_is_directory=True)
-    monkeypatch.setenv("SPADE_VIZ_CACHE", str(cache))
-    return cache
-
-
 def test_explore_page_in_chromium(cache_without_lenses):
     ARTIFACTS.mkdir(exist_ok=True)
     with streamlit_server(timeout=120, log_path=ARTIFACTS / "streamlit.log") as url:

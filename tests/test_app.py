@@ -88,6 +88,7 @@ def test_explore_renders_both_heatmaps_and_curves(tiny_folder, tiny_lm):
     assert labels[:2] == ["Analysis · CSV", "Analysis · JSON"] and sum("HTML" in x for x in labels) == 4
 
 
+@pytest.mark.slow
 def test_presets_fill_the_box_and_analyse(tiny_folder):
     at = _explore(tiny_folder)
     for preset in ui.presets()[1:]:
@@ -104,6 +105,7 @@ def test_presets_fill_the_box_and_analyse(tiny_folder):
     assert at.text_area(key="prompt").value == "Apples are red.\nBananas are"
 
 
+@pytest.mark.slow
 def test_view_changes_do_not_rerun_the_model(tiny_folder, tiny_lm):
     at = _explore(tiny_folder)
     runs, loads = ui.ANALYSIS_RUNS, ui.MODEL_LOADS

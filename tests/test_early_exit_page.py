@@ -98,6 +98,7 @@ def test_upload_sweep_and_slide(tiny_folders, counting_sweep, isolated_cache):
     assert len(counting_sweep) == 1
 
 
+@pytest.mark.slow
 def test_builtin_task_and_open_in_explore(tiny_folders, counting_sweep, isolated_cache):
     at = _page(tiny_folders["llama"])
     at.run()

@@ -63,3 +63,116 @@ def test_the_workflow_is_public(name):
     import spade_viz as sv
 
     assert name in sv.__all__ and callable(getattr(sv, name))
+
+
+# ------------------------------------------------------------------ imports point down
+
+PACKAGE = ROOT / "spade_viz"
+LAYERS = [  # lowest first; a module may import its own layer and the ones below, never above
+    ("spade_viz.errors", "spade_viz.decoders"),
+    ("spade_viz.data",),
+    ("spade_viz.models",),
+    ("spade_viz.engine",),
+    ("spade_viz.lenses",),
+    ("spade_viz.analysis", "spade_viz.compare", "spade_viz.sweep"),
+    ("spade_viz.exit",),
+    ("spade_viz.cli", "spade_viz.ui", "spade_viz.__main__"),
+]
+FIGURES_MAY_IMPORT = ("spade_viz.viz", "spade_viz.decoders", "spade_viz.errors")
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> list[tuple[str, list[str], int]]:
+    """(imported module, names taken from it, line) for every import in the file, nested ones too."""
+    import ast
+
+    module = _module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, [], node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            for alias in node.names:  # `from pkg import module` depends on that module
+                submodule = f"{base}.{alias.name}"
+                is_module = (ROOT / Path(*submodule.split("."))).with_suffix(".py").exists() or \
+                    (ROOT / Path(*submodule.split(".")) / "__init__.py").exists()
+                found.append((submodule, [], node.lineno) if is_module else (base, [alias.name], node.lineno))
+    return [(name, names, line) for name, names, line in found if name.split(".")[0] == "spade_viz"]
+
+
+def _layer(module: str) -> int | None:
+    for rank, prefixes in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return rank
+    return None
+
+
+def _unit(module: str) -> str:
+    """The package (or top-level module) a module belongs to: spade_viz.<first part>."""
+    return ".".join(module.split(".")[:2])
+
+
+def test_every_import_points_down_the_layers():
+    upward, private, unknown = [], [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path)
+        if module == "spade_viz":  # the lazy public API names everything by string, on purpose
+            continue
+        for target, names, line in _imports(path):
+            where = f"{path.relative_to(ROOT)}:{line} imports {target}"
+            if _unit(target) != _unit(module):
+                private += [f"{where}.{name}" for name in names if name.startswith("_")]
+            if module.startswith("spade_viz.viz"):
+                if not any(target == p or target.startswith(p + ".") for p in FIGURES_MAY_IMPORT):
+                    upward.append(f"{where} (figures read plain results only)")
+                continue
+            mine, theirs = _layer(module), _layer(target)
+            if target == "spade_viz":  # the public API reaches every layer: for the top one only
+                theirs = len(LAYERS) - 1
+            if mine is None or (theirs is None and not target.startswith("spade_viz.viz")):
+                unknown.append(where)
+            elif theirs is not None and theirs > mine:
+                upward.append(where)
+    assert not unknown, f"modules outside the layer table: {unknown}"
+    assert not upward, f"imports pointing up the layers: {upward}"
+    assert not private, f"private names imported across packages: {private}"
+
+
+def test_no_import_cycles_between_modules():
+    graph = {}
+    for path in PACKAGE.rglob("*.py"):
+        graph[_module_name(path)] = {target for target, _names, _line in _imports(path)}
+    modules = set(graph)
+    graph = {m: {t for t in targets if t in modules and t != m} for m, targets in graph.items()}
+    graph["spade_viz"] = set()  # the lazy public API imports nothing at load
+    state: dict[str, int] = {}
+
+    def visit(module, trail):
+        state[module] = 1
+        for target in graph.get(module, ()):
+            if state.get(target) == 1 and not module.startswith(target + "."):  # a package importing itself
+                raise AssertionError(f"import cycle: {' -> '.join(trail + [module, target])}")
+            if target not in state:
+                visit(target, trail + [module])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [])
+
+
+def test_no_code_or_doc_cites_a_file_outside_the_repo():
+    texts = [*ROOT.glob("*.md"), *ROOT.glob("docs/*.md"), *PACKAGE.rglob("*.py"), *(ROOT / "tests").glob("*.py"),
+             *(ROOT / "bench").glob("*.py"), *(ROOT / "pages").glob("*.py"), ROOT / "app.py"]
+    citing = [str(p.relative_to(ROOT)) for p in texts
+              if p.name != "test_layers.py" and "DESIGN.md" in p.read_text(encoding="utf-8")]
+    assert not citing, citing

@@ -226,7 +226,7 @@ def test_default_model_invariants(default_lm):
 
 @pytest.mark.slow
 def test_default_model_spade_finds_capitals_layers_before_logit_lens(default_lm):
-    """The picture the app exists to show (DESIGN.md 2): SPADE recovers the answer ~6 layers early."""
+    """The picture the app exists to show (docs/method.md): SPADE recovers the answer ~6 layers early."""
     early_spade = late_lens = 0
     for country, capital in CAPITALS.items():
         res = sv.analyze(default_lm, f"{SHOTS}{country}:", without_bos=False)

@@ -277,37 +277,3 @@ def format_real_exit(report: RealExitReport) -> str:
         f"(speedup {d['simulated_speedup']:.2f}x)",
     ]
     return "\n".join(lines)
-
-
-def real_exit_from_cli(args, progress=None) -> RealExitReport:
-    """The `real-exit` subcommand: load model, dataset and lens from its arguments, run, report."""
-    from pathlib import Path
-
-    from ..data import load_task_or_file
-    from ..lenses.affine import find_lens
-    from ..models.loading import load_model
-
-    checkpoints = Checkpoints.parse(args.checkpoints)
-    dataset = load_task_or_file(args.dataset)
-    examples = list(dataset.examples)[: args.limit] if args.limit else list(dataset.examples)
-    lm = load_model(args.model, device=args.device, dtype=args.dtype, progress=progress or (lambda _m: None))
-    lens = AffineLens.load(Path(args.lens), lm) if args.lens else find_lens(lm, "linear_spade")
-    if lens is None:
-        raise InputError("no linear SPADE is saved for this model: fit one first (`python -m spade_viz calibrate`)")
-    cost = CostModel.from_lm(lm)
-    if args.continuation_tokens is not None:
-        cost = cost.with_options(continuation_tokens=args.continuation_tokens)
-    prompts = prepare_prompts(lm, examples)
-    tick = None
-    if progress is not None:
-        shown = [-1]
-
-        def tick(share, text):
-            decile = int(share * 10)
-            if decile != shown[0]:
-                shown[0] = decile
-                progress(f"timing: {share:4.0%} ({text})")
-
-    if args.limit is not None and args.limit < 1:
-        raise InputError("--limit must be at least 1")
-    return run_real_exit(lm, prompts, lens, args.threshold, checkpoints, cost, args.repeats, progress=tick)

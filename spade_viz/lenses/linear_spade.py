@@ -2,7 +2,7 @@
 
 The map reads the raw residual at the answer row and outputs an approximation of SPADE's
 final-normed state there, decoded by the unembedding alone (`AffineLens` kind "linear_spade").
-Its entropy is the cheap confidence of the hybrid early exit (DESIGN.md 2).
+Its entropy is the cheap confidence of the hybrid early exit (docs/method.md).
 
 Fitting: closed-form ridge per layer (`fit_maps`), on rows (h_l[T], SPADE_l[T]) of a
 calibration set. Why closed form rather than gradient training: the least-squares objective

@@ -10,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import SpadeVizError
-from .models.loading import DEFAULT_MODEL, DTYPES
+from ..errors import SpadeVizError
+from ..models.loading import DEFAULT_MODEL, DTYPES
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -22,14 +22,14 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args):
-    from .models.loading import load_model
+    from ..models.loading import load_model
 
     return load_model(args.model, device=args.device, dtype=args.dtype,
                       progress=lambda message: print(message, file=sys.stderr))
 
 
 def _cmd_analyze(args) -> None:
-    from .analysis import analyze
+    from ..analysis import analyze
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     lm = _load(args)
@@ -54,7 +54,7 @@ def _cmd_analyze(args) -> None:
 
 
 def _cmd_fetch(_args) -> None:
-    from .models.loading import ensure_default_model
+    from ..models.loading import ensure_default_model
 
     folder = ensure_default_model(progress=lambda message: print(message, file=sys.stderr))
     print(f"default model ready in {folder}")
@@ -85,7 +85,7 @@ class _Bars:
 
 def _dataset(spec: str):
     """`--dataset`: a file or a built-in task; skipped bad rows are reported on stderr."""
-    from .data import load_task_or_file
+    from ..data import load_task_or_file
 
     dataset = load_task_or_file(spec)
     if dataset.errors:
@@ -95,8 +95,8 @@ def _dataset(spec: str):
 
 
 def _cmd_sweep(args) -> None:
-    from . import compare
-    from .sweep import SweepSettings, run_sweep
+    from .. import compare
+    from ..sweep import SweepSettings, run_sweep
 
     settings = SweepSettings(batch_size=args.batch_size, spade_positions=args.spade_positions,
                              linear_spade=args.linear_spade, folds=args.folds, ridge=args.ridge,
@@ -125,11 +125,11 @@ def _cmd_sweep(args) -> None:
 def _cmd_calibrate(args) -> None:
     import json
 
-    from .errors import InputError
-    from .lenses.affine import default_lens_path
+    from ..errors import InputError
+    from ..lenses.affine import default_lens_path
 
     if args.lens == "tuned":
-        from .lenses.tuned import train_tuned_lens
+        from ..lenses.tuned import train_tuned_lens
 
         if args.dataset:
             raise InputError("the tuned lens trains on text (--text FILE or self-generated text), not on --dataset")
@@ -161,13 +161,13 @@ def _cmd_calibrate(args) -> None:
         print(f"saved {path}")
         return
 
-    from .lenses.linear_spade import calibrate_linear_spade, format_scores
+    from ..lenses.linear_spade import calibrate_linear_spade, format_scores
 
     if args.text:
         raise InputError("linear SPADE calibrates on the answer rows of a task (--dataset NAME or FILE); maps fitted "
                          "on generic text transfer poorly to answer positions (see spade_viz/lenses/linear_spade.py)")
     if not args.dataset:
-        from .data import builtin_tasks
+        from ..data import builtin_tasks
 
         raise InputError("give --dataset: a built-in task (" + ", ".join(builtin_tasks()) + ") or a JSONL/CSV file")
     dataset = _dataset(args.dataset)
@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--json", action="store_true", help="print one JSON object")
     calibrate.set_defaults(run=_cmd_calibrate)
 
-    from .exit.cli_commands import add_exit_commands
+    from .exit_commands import add_exit_commands
 
     add_exit_commands(commands, _add_model_args)  # exit-curve, real-exit
     return parser

@@ -1,4 +1,6 @@
-"""The `exit-curve` and `real-exit` subcommands, registered by `spade_viz.cli.build_parser`."""
+"""The `exit-curve` and `real-exit` subcommands, registered by `spade_viz.cli.build_parser`.
+
+Model-side modules are imported inside the commands, so `--help` stays quick (no torch)."""
 
 from __future__ import annotations
 
@@ -20,10 +22,10 @@ def _checkpoint_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_exit_curve(args) -> None:
-    from .arrays import ExitArrays
-    from .cost import Checkpoints
+    from ..exit.arrays import ExitArrays
+    from ..exit.cost import Checkpoints
+    from ..exit.report import exit_curve_report, format_exit_curve, resolve_cost
     from ..models.loading import config_parameter_counts
-    from .report import exit_curve_report, format_exit_curve, resolve_cost
 
     if args.thresholds < 2:
         raise InputError("--thresholds must be at least 2")
@@ -36,7 +38,7 @@ def _cmd_exit_curve(args) -> None:
                         continuation_tokens=args.continuation_tokens)
     searched = None
     if search:
-        from .simulate import search_checkpoints
+        from ..exit.simulate import search_checkpoints
 
         arrays.require(args.confidence, " to use as the exit confidence")
         searched = search_checkpoints(arrays, cost, args.confidence, args.answer, tolerance=args.tolerance)
@@ -67,10 +69,46 @@ def _clean(value):
 
 
 def _cmd_real_exit(args) -> None:
-    from .real import format_real_exit, real_exit_from_cli
+    from ..exit.real import format_real_exit
 
     report = real_exit_from_cli(args, progress=lambda message: print(message, file=sys.stderr))
     print(json.dumps(_clean(report.to_dict()), allow_nan=False, default=_json_default) if args.json else format_real_exit(report))
+
+
+def real_exit_from_cli(args, progress=None):
+    """The `real-exit` subcommand: load model, dataset and lens from its arguments, run, report."""
+    from pathlib import Path
+
+    from ..data import load_task_or_file
+    from ..exit.cost import Checkpoints, CostModel
+    from ..exit.real import prepare_prompts, run_real_exit
+    from ..lenses.affine import AffineLens, find_lens
+    from ..models.loading import load_model
+
+    checkpoints = Checkpoints.parse(args.checkpoints)
+    dataset = load_task_or_file(args.dataset)
+    examples = list(dataset.examples)[: args.limit] if args.limit else list(dataset.examples)
+    lm = load_model(args.model, device=args.device, dtype=args.dtype, progress=progress or (lambda _m: None))
+    lens = AffineLens.load(Path(args.lens), lm) if args.lens else find_lens(lm, "linear_spade")
+    if lens is None:
+        raise InputError("no linear SPADE is saved for this model: fit one first (`python -m spade_viz calibrate`)")
+    cost = CostModel.from_lm(lm)
+    if args.continuation_tokens is not None:
+        cost = cost.with_options(continuation_tokens=args.continuation_tokens)
+    prompts = prepare_prompts(lm, examples)
+    tick = None
+    if progress is not None:
+        shown = [-1]
+
+        def tick(share, text):
+            decile = int(share * 10)
+            if decile != shown[0]:
+                shown[0] = decile
+                progress(f"timing: {share:4.0%} ({text})")
+
+    if args.limit is not None and args.limit < 1:
+        raise InputError("--limit must be at least 1")
+    return run_real_exit(lm, prompts, lens, args.threshold, checkpoints, cost, args.repeats, progress=tick)
 
 
 def add_exit_commands(commands, add_model_args) -> None:

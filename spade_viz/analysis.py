@@ -57,6 +57,7 @@ class Analysis:
         return int(self.logit_lens.top1[-1, self.answer_position])
 
     def token(self, token_id: int) -> str:
+        """The string of a token id that appears in the stats."""
         return self.vocab[int(token_id)]
 
     def first_stable_layer(self, decoder: str) -> int | None:
@@ -79,6 +80,7 @@ class Analysis:
         }
 
     def to_dict(self) -> dict:
+        """JSON-ready summary: every decoder's top tokens at the answer, per layer, and the logit-lens grid."""
         lens = self.logit_lens
         return {
             "model": self.model_name,
@@ -110,6 +112,7 @@ class Analysis:
         }
 
     def to_json(self, indent: int | None = None) -> str:
+        """`to_dict` as JSON text, non-ASCII tokens kept as they are."""
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
 
     def _frame(self, decoder: str, stats: DecodeStats, positions: list[int]) -> pd.DataFrame:

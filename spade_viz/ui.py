@@ -222,6 +222,7 @@ def sidebar_model(show_errors_in_page: bool = True) -> sv.LoadedModel | None:
 
 
 def model_key(lm: sv.LoadedModel) -> tuple[str, str, str]:
+    """(name, device, dtype): what tells loaded models apart in the pages' cache keys."""
     return lm.name, str(lm.device), str(lm.dtype)
 
 
@@ -367,6 +368,9 @@ def dataset_picker(prefix: str):
 
 @dataclass(frozen=True)
 class Preset:
+    """One Explore-page example prompt: `note` is shown under the picker; `expected` is the correct
+    answer's first token."""
+
     name: str
     text: str
     note: str = ""

@@ -33,6 +33,7 @@ def test_the_exit_simulation_imports_without_torch():
                            "spade_viz.exit.session")
 
 
+@pytest.mark.slow
 def test_public_names_load_lazily_and_all_resolve():
     code = (
         "import sys\n"

@@ -72,7 +72,10 @@ def _cmd_real_exit(args) -> None:
     from ..exit.real import format_real_exit
 
     report = real_exit_from_cli(args, progress=lambda message: print(message, file=sys.stderr))
-    print(json.dumps(_clean(report.to_dict()), allow_nan=False, default=_json_default) if args.json else format_real_exit(report))
+    if args.json:
+        print(json.dumps(_clean(report.to_dict()), allow_nan=False, default=_json_default))
+    else:
+        print(format_real_exit(report))
 
 
 def real_exit_from_cli(args, progress=None):
@@ -112,6 +115,7 @@ def real_exit_from_cli(args, progress=None):
 
 
 def add_exit_commands(commands, add_model_args) -> None:
+    """Register `exit-curve` and `real-exit` on the CLI's subparsers; `add_model_args` adds the model options."""
     curve = commands.add_parser(
         "exit-curve", help="hybrid early exit over all thresholds, from a sweep CSV (no model needed)"
     )

@@ -61,6 +61,7 @@ class ExitArrays:
                 f"({chance:.1%}): early exit cannot lose accuracy it never had, so its speedups here mean nothing.")
 
     def require(self, decoder: str, purpose: str = "") -> None:
+        """Fail with a one-line hint when the sweep lacks `decoder` (`purpose` ends the message's clause)."""
         if decoder not in self.entropy:
             have = ", ".join(self.decoders) or "none"
             hint = " (fit linear SPADE first: `python -m spade_viz calibrate`)" if decoder == "linear_spade" else ""
@@ -82,6 +83,7 @@ class ExitArrays:
         raise SweepFormatError("the sweep has no decoder")
 
     def subset(self, rows: np.ndarray) -> "ExitArrays":
+        """The same arrays for the examples `rows` only (an index or boolean mask over N)."""
         pick = lambda d: {k: v[rows] for k, v in d.items()}  # noqa: E731
         return ExitArrays(
             self.example_ids[rows], self.n_tokens[rows], self.num_layers, pick(self.top1), pick(self.correct),
@@ -159,7 +161,8 @@ class ExitArrays:
             if (count == 0).any():
                 i, j = np.argwhere(count == 0)[0]
                 raise SweepFormatError(
-                    f"example {example_ids[i]!r} has no '{decoder}' row for layer {j} (every decoder needs layers 0..{num_layers})"
+                    f"example {example_ids[i]!r} has no '{decoder}' row for layer {j} "
+                    f"(every decoder needs layers 0..{num_layers})"
                 )
             top1[decoder] = np.empty((n_examples, num_layers + 1), dtype=object)
             top1[decoder][ex, lay] = top1_all[rows]
@@ -232,6 +235,8 @@ def sweep_meta_paths(path: Path) -> list[Path]:
 
 
 def read_sweep_meta(path: Path) -> dict:
+    """The sweep's metadata (model, cost, settings): the first JSON object found beside it
+    (`sweep_meta_paths`), or {}."""
     for candidate in sweep_meta_paths(path):
         if candidate.is_file() and candidate != Path(path):
             try:

@@ -64,9 +64,11 @@ class CostModel:
         return self.head_units if self.include_head else 0.0
 
     def with_options(self, **changes) -> "CostModel":
+        """A copy with some fields changed (e.g. `continuation_tokens=2`, the paper's charge)."""
         return replace(self, **changes)
 
     def to_dict(self) -> dict:
+        """Plain JSON-ready fields, with the derived head and map costs in block units."""
         return {
             "block_params": float(self.block_params),
             "head_params": float(self.head_params),
@@ -80,6 +82,7 @@ class CostModel:
 
     @classmethod
     def from_dict(cls, data: dict, **overrides) -> "CostModel":
+        """From parameter counts (a sweep's metadata, `to_dict`); overrides that are not None win."""
         try:
             values = {key: float(data[key]) for key in ("block_params", "head_params", "map_params")}
         except (KeyError, TypeError, ValueError) as err:
@@ -132,6 +135,7 @@ class Checkpoints:
         return mask
 
     def describe(self) -> str:
+        """The layout in words, for reports: e.g. 'every 2 layers from 4'."""
         if self.layers is not None:
             return "layers " + ",".join(map(str, self.layers))
         if self.every == 1:

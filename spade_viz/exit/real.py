@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..engine import continue_rows, prepare_examples, skip_is_exact
 from ..errors import InputError
-from ..engine import continue_rows, prepare_examples
 from ..lenses.affine import AffineLens
 from ..lenses.spade import spade_position
 from ..lenses.stats import entropy_top1
@@ -50,7 +50,8 @@ class PreparedPrompt:
     candidates: list[int] | None = None  # restrict confidence and answer to these tokens
 
 
-def prepare_prompts(lm: LoadedModel, examples, max_tokens: int = 512, skipped: list | None = None) -> list[PreparedPrompt]:
+def prepare_prompts(lm: LoadedModel, examples, max_tokens: int = 512,
+                    skipped: list | None = None) -> list[PreparedPrompt]:
     """`Example`s of a dataset -> model inputs, exactly as the sweep prepares them (split at the gold
     answer's first token; rows with choices answer among their choices' first tokens). Examples the
     sweep would skip are skipped here too (appended to `skipped` as (id, reason))."""
@@ -85,6 +86,8 @@ def _checks(lm: LoadedModel, lens: AffineLens, mask: np.ndarray, threshold: floa
 
 @dataclass
 class ExitDecision:
+    """Where one prompt's real exit stopped, and the token it answered."""
+
     layer: int  # exit layer; L = the full model answered
     answer_id: int
 
@@ -116,13 +119,15 @@ def spade_continue(lm: LoadedModel, state: torch.Tensor, layer: int, token_id: i
     """Logits [V] of SPADE from `layer`: h_layer[T] through blocks layer+1..L only, with the `<s>` cache."""
     with torch.no_grad():
         final = continue_rows(lm, state.view(1, -1), torch.tensor([layer]), torch.tensor([token_id]),
-                              torch.tensor([position]), skip_below=layer)
+                              torch.tensor([position]), skip_below=layer if skip_is_exact(lm) else 0)
         return lm.adapter.head(final)[0]
 
 
 def full_answer(lm: LoadedModel, ids: list[int]) -> torch.Tensor:
+    """Logits [V] of the plain full forward pass at the last token: the baseline the exit is timed against."""
     with torch.no_grad():
-        return lm.model(input_ids=torch.tensor([ids], device=lm.device), use_cache=False, logits_to_keep=1).logits[0, -1]
+        out = lm.model(input_ids=torch.tensor([ids], device=lm.device), use_cache=False, logits_to_keep=1)
+        return out.logits[0, -1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,6 +137,8 @@ def full_answer(lm: LoadedModel, ids: list[int]) -> torch.Tensor:
 
 @dataclass
 class RealExitReport:
+    """What `run_real_exit` measured: per-example exits and answers, and both paths' wall clock."""
+
     threshold: float
     checkpoints: str
     example_ids: list[str]
@@ -157,6 +164,7 @@ class RealExitReport:
         return 1.0 / self.simulated_fraction
 
     def to_dict(self) -> dict:
+        """JSON-ready summary (exit rate, agreement, ms per example, speedups) plus one entry per example."""
         n = len(self.example_ids)
         out = {
             "threshold": self.threshold,
@@ -260,9 +268,11 @@ def run_real_exit(
 
 
 def format_real_exit(report: RealExitReport) -> str:
+    """The report as a few lines of text for the CLI."""
     d = report.to_dict()
     lines = [
-        f"{d['examples']} examples x {d['repeats']} rounds, threshold {d['threshold']:g}, checkpoints {d['checkpoints']}",
+        f"{d['examples']} examples x {d['repeats']} rounds, threshold {d['threshold']:g}, "
+        f"checkpoints {d['checkpoints']}",
         f"mean exit layer {d['mean_exit_layer']:.1f} of {d['num_layers']} ({d['exit_rate']:.0%} exit early); "
         f"agreement with the full model {d['agreement']:.3f}",
     ]
@@ -272,8 +282,9 @@ def format_real_exit(report: RealExitReport) -> str:
         lines.append(f"note: {report.other_work} other operation(s) used the same model during the timing "
                      "(another session?): the wall-clock figures are disturbed")
     lines += [
-        f"wall clock per example: full pass {d['full_ms_per_example']:.1f} ms, real exit {d['exit_ms_per_example']:.1f} ms",
-        f"measured speedup {d['measured_speedup']:.2f}x; simulated compute fraction {d['simulated_compute_fraction']:.3f} "
-        f"(speedup {d['simulated_speedup']:.2f}x)",
+        f"wall clock per example: full pass {d['full_ms_per_example']:.1f} ms, "
+        f"real exit {d['exit_ms_per_example']:.1f} ms",
+        f"measured speedup {d['measured_speedup']:.2f}x; "
+        f"simulated compute fraction {d['simulated_compute_fraction']:.3f} (speedup {d['simulated_speedup']:.2f}x)",
     ]
     return "\n".join(lines)

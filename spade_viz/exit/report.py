@@ -7,8 +7,6 @@ SPADE at the first layer reaching the full model's accuracy).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from ..errors import InputError
@@ -63,6 +61,8 @@ def exit_curve_report(
     tolerance: float = 0.01,
     threshold: float | None = None,
 ) -> dict:
+    """The `exit-curve` report as a JSON-ready dict: the hybrid curve over `count` thresholds, its
+    operating points (`tolerance`: accuracy loss allowed), the baselines, and `threshold`'s point if given."""
     sim = ExitSimulator(arrays, cost, checkpoints, confidence, answer)
     curve = sim.curve(count=count)
     full = sim.full_model()
@@ -96,6 +96,7 @@ def _fmt_point(point: dict | None) -> str:
 
 
 def format_exit_curve(report: dict, rows: int = 15) -> str:
+    """`exit_curve_report`'s dict as text for the terminal, the curve thinned to about `rows` thresholds."""
     settings = report["settings"]
     cost = settings["cost"]
     lines = [

@@ -42,6 +42,7 @@ class ExitPoint:
     exit_rate: float  # share of examples that exit before layer L
 
     def to_dict(self) -> dict:
+        """The fields as plain floats (NaN kept, e.g. the full model's threshold), for JSON reports."""
         return {key: (None if value is None else float(value)) for key, value in asdict(self).items()}
 
 
@@ -159,7 +160,8 @@ class ExitSimulator:
         self.full = full_cost(arrays.n_tokens, L, cost)
         self.hybrid = _Policy(
             arrays.entropy[confidence], self.mask, arrays.correct[answer], arrays.agree_final[answer],
-            hybrid_costs(arrays.n_tokens, L, cost, self.mask, arrays.n_choices) / self.full[:, None], arrays.top1[answer],
+            hybrid_costs(arrays.n_tokens, L, cost, self.mask, arrays.n_choices) / self.full[:, None],
+            arrays.top1[answer],
         )
         self._classic = None
 
@@ -185,11 +187,13 @@ class ExitSimulator:
         return np.unique(np.concatenate([[0.0], gaps[gaps > 0], [top]]))
 
     def curve(self, thresholds: np.ndarray | None = None, count: int = 200) -> pd.DataFrame:
+        """The hybrid exit's summary at each threshold (default: `thresholds(count)`), one row each."""
         return self.hybrid.curve(self.thresholds(count) if thresholds is None else thresholds)
 
     # ---------------------------------------------------------------- baselines
 
     def full_model(self) -> ExitPoint:
+        """The baseline every exit is measured against: every example runs all L layers."""
         L = self.num_layers
         correct = self.arrays.final_correct
         return _summarise(float("nan"), np.full(len(correct), L), correct, np.ones(len(correct), bool),
@@ -228,6 +232,7 @@ class ExitSimulator:
         return self._classic
 
     def classic_curve(self, count: int = 200) -> pd.DataFrame:
+        """`curve` of the classic early exit, over thresholds spread like the logit-lens entropies."""
         return self.classic.curve(self.thresholds(count, decoder="logit_lens"))
 
     def oracle_layers(self) -> np.ndarray:
@@ -241,6 +246,7 @@ class ExitSimulator:
         return stays.argmax(axis=1)
 
     def oracle(self) -> ExitOutcome:
+        """SPADE at each example's `oracle_layers`, no checkpoints: the bound a perfect confidence would reach."""
         layer = self.oracle_layers()
         rows = np.arange(len(layer))
         fraction = continuation_costs(self.arrays.n_tokens, self.num_layers, self.cost)[rows, layer] / self.full
@@ -275,9 +281,11 @@ class ExitSimulator:
         return int(hits[0]) if len(hits) else None
 
     def operating_points(self, curve: pd.DataFrame | None = None, tolerance: float = 0.01) -> dict:
+        """`operating_points` of the hybrid curve (default: `curve()`) against the full model's accuracy."""
         return operating_points(self.curve() if curve is None else curve, self.full_model().accuracy, tolerance)
 
     def settings(self) -> dict:
+        """What the simulation was run with (decoders, checkpoints, cost, data size), for reports."""
         return {
             "confidence": self.confidence_decoder,
             "answer": self.answer_decoder,
@@ -298,7 +306,8 @@ def operating_points(curve: pd.DataFrame, full_accuracy: float, tolerance: float
     order = curve.sort_values(["accuracy", "speedup"], ascending=[False, False], kind="stable")
     best = order.iloc[0]
     ok = curve[curve["accuracy"] >= full_accuracy - tolerance - 1e-12]
-    within = ok.sort_values(["speedup", "accuracy"], ascending=[False, False], kind="stable").iloc[0] if len(ok) else None
+    within = (ok.sort_values(["speedup", "accuracy"], ascending=[False, False], kind="stable").iloc[0]
+              if len(ok) else None)
 
     def row(r):
         return None if r is None else {key: float(r[key]) for key in CURVE_COLUMNS}

@@ -46,6 +46,7 @@ class AffineLens:
 
     @classmethod
     def identity(cls, kind: str, num_layers: int, dim: int, meta: dict | None = None) -> "AffineLens":
+        """Maps that change nothing (weight I, bias 0): as a tuned lens, exactly the logit lens."""
         eye = torch.eye(dim).expand(num_layers, dim, dim).clone()
         return cls(kind, eye, torch.zeros(num_layers, dim), dict(meta or {}))
 
@@ -68,6 +69,7 @@ class AffineLens:
         return lm.adapter.head(mapped)
 
     def save(self, path: Path) -> Path:
+        """Write weights and metadata (float32 safetensors) to `path`, creating its folder; returns it."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {**{k: str(v) for k, v in self.meta.items()}, "kind": self.kind, "format": "spade-viz-affine-1"}
@@ -92,6 +94,7 @@ class AffineLens:
         return lens
 
     def check_matches(self, lm: LoadedModel) -> None:
+        """Refuse (CalibrationMismatch) a lens fitted on another model: fingerprint and layer count must match."""
         want, have = self.meta.get("fingerprint"), lm.fingerprint()
         if want != have or self.num_layers != lm.num_layers:
             raise CalibrationMismatch(

@@ -54,6 +54,7 @@ def prompt_hash(prompt: str) -> str:
 
 
 def training_set_hash(examples: Sequence) -> str:
+    """Hash of the examples a map was fitted on (id, prompt, answer), kept in its metadata."""
     payload = json.dumps([[e.id, e.prompt, e.answer] for e in examples], ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
@@ -109,7 +110,7 @@ def fit_maps(inputs: torch.Tensor, targets: torch.Tensor, ridge: float = DEFAULT
 
 
 def apply_maps(weight: torch.Tensor, bias: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-    """inputs [n, L, d] -> [n, L, d'] (each layer through its own map)."""
+    """Inputs [n, L, d] -> [n, L, d'] (each layer through its own map)."""
     weight = weight.to(inputs.device, inputs.dtype)
     bias = bias.to(inputs.device, inputs.dtype)
     return torch.einsum("loi,nli->nlo", weight, inputs) + bias
@@ -173,6 +174,7 @@ def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def format_scores(scores: list[dict]) -> str:
+    """`heldout_scores` as a text table, one line per layer."""
     lines = [f"{'layer':>5}  {'agree(lin,SPADE)':>16}  {'agree(lens,SPADE)':>17}  {'corr(H)':>7}  {'|dH|':>5}"]
     for row in scores:
         lens = row.get("logit_lens_agree_top1")
@@ -189,6 +191,8 @@ def format_scores(scores: list[dict]) -> str:
 
 @dataclass
 class Calibration:
+    """A fitted linear-SPADE map with its held-out scores, split sizes and where it was saved."""
+
     lens: AffineLens
     scores: list[dict]  # held-out, per layer (see heldout_scores)
     n_train: int
@@ -197,6 +201,7 @@ class Calibration:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def describe(self) -> str:
+        """One line for the CLI: which model, how it was fitted, on how many examples."""
         meta = self.lens.meta
         return (f"linear SPADE for '{meta.get('model')}' ({meta.get('fingerprint')}): closed-form ridge "
                 f"(ridge={meta.get('ridge')}) per layer on {self.n_train} calibration examples of "
@@ -306,6 +311,7 @@ def lens_digest(lens: AffineLens) -> str:
 
 
 def training_prompts(lens: AffineLens) -> set[str]:
+    """`prompt_hash`es of the prompts a map was fitted on (empty when its metadata has none)."""
     try:
         return set(json.loads(lens.meta.get("training_prompts", "[]")))
     except ValueError:

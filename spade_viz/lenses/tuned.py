@@ -286,7 +286,8 @@ def fast_dtype(device: torch.device) -> torch.dtype:
                 for _ in range(3):
                     x @ y.T
                 timings[dtype] = time.perf_counter() - start
-            _FAST_DTYPE[key] = torch.bfloat16 if timings[torch.bfloat16] < 0.7 * timings[torch.float32] else torch.float32
+            faster = timings[torch.bfloat16] < 0.7 * timings[torch.float32]
+            _FAST_DTYPE[key] = torch.bfloat16 if faster else torch.float32
     return _FAST_DTYPE[key]
 
 
@@ -389,11 +390,12 @@ class TunedLensReport:
         lines = [f"held-out KL(final || decoder), nats, mean over {self.heldout_positions} positions",
                  f"{'layer':>5}  {'logit lens':>10}  {'tuned lens':>10}"]
         lines += [f"{layer:>5}  {a:10.3f}  {b:10.3f}" for layer, (a, b) in enumerate(zip(logit, tuned))]
-        lines.append(f"{'mean':>5}  {sum(logit[:-1]) / (len(logit) - 1):10.3f}  {sum(tuned[:-1]) / (len(tuned) - 1):10.3f}"
-                     "  (layers 0..L-1)")
+        lines.append(f"{'mean':>5}  {sum(logit[:-1]) / (len(logit) - 1):10.3f}  "
+                     f"{sum(tuned[:-1]) / (len(tuned) - 1):10.3f}  (layers 0..L-1)")
         return "\n".join(lines)
 
     def summary(self) -> str:
+        """One line: what the lens was trained on, how long, and with which unembedding precision."""
         return (f"tuned lens trained on {self.source}: {self.train_positions} positions, {self.steps} steps of "
                 f"{self.batch} positions x all layers, {self.seconds:.0f} s ({self.dtype} unembedding)")
 

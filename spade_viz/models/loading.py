@@ -128,6 +128,7 @@ class LoadedModel:
         return [self.bos_id] + list(self.tokenizer(text, add_special_tokens=False).input_ids)
 
     def token_str(self, token_id: int) -> str:
+        """The text of one token id, as the views and tables show it."""
         return self.tokenizer.decode([int(token_id)])
 
     def parameter_counts(self) -> dict[str, float]:
@@ -162,6 +163,7 @@ def operation(func):
 
 
 def pick_device(device: str = "auto") -> torch.device:
+    """The device asked for, or with "auto" the best available: CUDA, then Apple MPS, then the CPU."""
     if device != "auto":
         return torch.device(device)
     if torch.cuda.is_available():

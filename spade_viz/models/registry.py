@@ -127,6 +127,7 @@ class Adapter:
         return residual
 
     def logit_lens(self, residual: torch.Tensor) -> torch.Tensor:
+        """Logits of a raw residual read as if it were the last block's output: finalize, then head."""
         return self.head(self.finalize(residual))
 
 

@@ -17,11 +17,11 @@ from ..lenses.linear_spade import lens_digest
 from ..models.loading import LoadedModel, cache_dir
 from .results import SWEEP_FORMAT, SweepResult, SweepSettings
 
-
 _MAX_CACHED = 64
 
 
 def sweep_cache_dir() -> Path:
+    """Where cached sweeps live: `sweeps/` under the user cache (`SPADE_VIZ_CACHE` moves it)."""
     return cache_dir() / "sweeps"
 
 
@@ -41,6 +41,8 @@ def cache_key(lm: LoadedModel, dataset, settings: SweepSettings, plan_key: dict,
 
 
 def save_cached(key: str, result: SweepResult) -> None:
+    """Store a sweep under `key` (written aside, then renamed: never half an entry); drop the least
+    recently used beyond `_MAX_CACHED`. A cache that cannot be written is skipped silently."""
     folder = sweep_cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     arrays = {"n_tokens": result.n_tokens, "gold_ids": result.gold_ids, "final_ids": result.final_ids,
@@ -72,6 +74,8 @@ def save_cached(key: str, result: SweepResult) -> None:
 
 
 def load_cached(key: str) -> SweepResult | None:
+    """The sweep stored under `key`, or None when there is none, it is unreadable or of another
+    format; a hit marks the entry recently used."""
     folder = sweep_cache_dir()
     meta_path, npz_path = folder / f"{key}.json", folder / f"{key}.npz"
     if not (meta_path.is_file() and npz_path.is_file()):

@@ -38,6 +38,7 @@ from .results import SweepResult, SweepSettings
 
 _STATS_CHUNK = 128  # rows decoded against the vocabulary at once (128 x V floats: < 32 MB, so the
 # allocator reuses the memory instead of mapping fresh pages each time)
+_FIELDS = ("top1", "entropy", "top1_vocab", "entropy_vocab")  # per decoder, each [n, L+1]
 
 
 def _choice_matrix(choices: Sequence[tuple[int, ...] | None]) -> torch.Tensor:
@@ -66,12 +67,15 @@ def _decode_rows(logits_of: Callable[[slice], torch.Tensor], n: int, choices: to
 
 @dataclass
 class LinearPlan:
+    """How a sweep scores linear SPADE: which map, or how many cross-fitting folds."""
+
     mode: str  # "saved", "crossfit" or "off"
     source: str  # one line for the outputs: how the map was fitted, never on the example it scores
     lens: AffineLens | None = None
     folds: int = 0
 
     def key(self) -> dict:
+        """The plan's part of the sweep cache key: the map by its digest, not its object."""
         return {"mode": self.mode, "lens": lens_digest(self.lens) if self.lens is not None else None,
                 "folds": self.folds}
 
@@ -137,6 +141,53 @@ def _grid_stats(lm: LoadedModel, states: torch.Tensor, readout: str, final_stats
             for key, value in stats.items()}
 
 
+class _CrossfitInputs:
+    """What cross-fitting needs of every example, gathered batch by batch: the residual and SPADE
+    states at the answer position [n, L, d] (float32, on the CPU) and the model's own answer stats."""
+
+    def __init__(self, n: int, layers: int):
+        self.n, self.layers = n, layers
+        self.residuals = torch.empty(0)
+        self.spade = torch.empty(0)
+        self.final_by_row: dict[int, dict] = {}
+
+    def add(self, batch: list[int], rows: torch.Tensor, residuals: torch.Tensor, spade: torch.Tensor,
+            final_stats: dict) -> None:
+        """Keep one batch's rows (`batch`: their example indices; `rows`: the same as a tensor)."""
+        if not self.residuals.numel():
+            self.residuals = torch.zeros(self.n, self.layers, residuals.shape[-1], dtype=torch.float32)
+            self.spade = torch.zeros(self.n, self.layers, spade.shape[-1], dtype=torch.float32)
+        self.residuals[rows] = residuals.float().cpu()
+        self.spade[rows] = spade.float().cpu()
+        self.final_by_row.update({i: {k: v[j] for k, v in final_stats.items()} for j, i in enumerate(batch)})
+
+
+def _decode_batch(lm: LoadedModel, plan: LinearPlan, tuned: AffineLens | None, residuals: torch.Tensor,
+                  final: torch.Tensor, spade: torch.Tensor, choices: torch.Tensor) -> tuple[dict, dict]:
+    """One batch's (stats of the model's own answer [B], decoder name -> its stats [B, L+1]); linear
+    SPADE only with a saved map (cross-fitting decodes it after the last batch)."""
+    with torch.no_grad():
+        final_stats = {k: v.cpu().numpy() for k, v in logit_stats(lm.adapter.head(final), choices).items()}
+    grids = {"logit_lens": (residuals, "lens"), "spade": (spade, "head")}
+    if plan.mode == "saved":
+        with torch.no_grad():
+            grids["linear_spade"] = (plan.lens.apply(residuals.transpose(0, 1)).transpose(0, 1), "head")
+    if tuned is not None:
+        with torch.no_grad():
+            grids["tuned_lens"] = (tuned.apply(residuals.transpose(0, 1)).transpose(0, 1), "lens")
+    return final_stats, {name: _grid_stats(lm, states, readout, final_stats, choices)
+                         for name, (states, readout) in grids.items()}
+
+
+def _crossfit_linear_spade(lm: LoadedModel, prepared, plan: LinearPlan, settings: SweepSettings,
+                           kept: _CrossfitInputs, choices: torch.Tensor) -> dict:
+    """Linear-SPADE stats [n, L+1] of every example, each decoded from maps fitted on the other folds."""
+    folds = fold_ids([p.id for p in prepared], plan.folds)
+    predicted = crossfit_states(kept.residuals, kept.spade, folds, settings.ridge)
+    final_stats = {k: np.stack([kept.final_by_row[i][k] for i in range(kept.n)]) for k in _FIELDS}
+    return _grid_stats(lm, predicted.to(lm.device, lm.dtype), "head", final_stats, choices)
+
+
 @operation
 def run_sweep(
     lm: LoadedModel,
@@ -168,14 +219,10 @@ def run_sweep(
     choices_all = _choice_matrix([p.choice_ids for p in prepared])
     names = ["logit_lens", "spade"] + (["linear_spade"] if plan.mode != "off" else []) \
         + (["tuned_lens"] if tuned is not None else [])
-    fields = ("top1", "entropy", "top1_vocab", "entropy_vocab")
     out = {f: {name: np.zeros((n, layers + 1), dtype=np.int64 if "top1" in f else np.float32) for name in names}
-           for f in fields}
+           for f in _FIELDS}
     final_ids = np.zeros(n, dtype=np.int64)
-    keep = plan.mode == "crossfit"
-    kept_res = torch.empty(0)
-    kept_spade = torch.empty(0)
-    final_by_row: dict[int, dict] = {}
+    kept = _CrossfitInputs(n, layers) if plan.mode == "crossfit" else None
     timings = {"model": 0.0, "decode": 0.0}
     done = 0
     if progress:
@@ -186,42 +233,24 @@ def run_sweep(
         residuals, final, spade = batch_answer_rows(lm, [prepared[i] for i in batch], settings.spade_positions)
         timings["model"] += time.perf_counter() - tick
         tick = time.perf_counter()
-        choices = choices_all[rows]
-        with torch.no_grad():
-            final_stats = {k: v.cpu().numpy() for k, v in logit_stats(lm.adapter.head(final), choices).items()}
+        final_stats, grid_stats = _decode_batch(lm, plan, tuned, residuals, final, spade, choices_all[rows])
         final_ids[batch] = final_stats["top1"]
-        grids = {"logit_lens": (residuals, "lens"), "spade": (spade, "head")}
-        if plan.mode == "saved":
-            with torch.no_grad():
-                grids["linear_spade"] = (plan.lens.apply(residuals.transpose(0, 1)).transpose(0, 1), "head")
-        if tuned is not None:
-            with torch.no_grad():
-                grids["tuned_lens"] = (tuned.apply(residuals.transpose(0, 1)).transpose(0, 1), "lens")
-        for name, (states, readout) in grids.items():
-            stats = _grid_stats(lm, states, readout, final_stats, choices)
-            for f in fields:
+        for name, stats in grid_stats.items():
+            for f in _FIELDS:
                 out[f][name][batch] = stats[f]
-        if keep:
-            if not kept_res.numel():
-                kept_res = torch.zeros(n, layers, residuals.shape[-1], dtype=torch.float32)
-                kept_spade = torch.zeros(n, layers, spade.shape[-1], dtype=torch.float32)
-            kept_res[rows] = residuals.float().cpu()
-            kept_spade[rows] = spade.float().cpu()
-            final_by_row.update({i: {k: v[j] for k, v in final_stats.items()} for j, i in enumerate(batch)})
+        if kept is not None:
+            kept.add(batch, rows, residuals, spade, final_stats)
         timings["decode"] += time.perf_counter() - tick
         done += len(batch)
         if progress:
             progress(done, n, "sweep")
 
-    if keep:
+    if kept is not None:
         if progress:
             progress(0, 1, "cross-fitting linear SPADE")
         tick = time.perf_counter()
-        folds = fold_ids([p.id for p in prepared], plan.folds)
-        predicted = crossfit_states(kept_res, kept_spade, folds, settings.ridge)
-        final_stats = {k: np.stack([final_by_row[i][k] for i in range(n)]) for k in fields}
-        stats = _grid_stats(lm, predicted.to(lm.device, lm.dtype), "head", final_stats, choices_all)
-        for f in fields:
+        stats = _crossfit_linear_spade(lm, prepared, plan, settings, kept, choices_all)
+        for f in _FIELDS:
             out[f]["linear_spade"][:] = stats[f]
         timings["linear_spade_crossfit"] = time.perf_counter() - tick
         if progress:

@@ -105,6 +105,7 @@ class SweepResult:
         return self.agree_final[decoder].mean(0) if self.num_examples else np.zeros(self.num_layers + 1)
 
     def token(self, token_id: int) -> str:
+        """The string of a token id, or `#id` for one the sweep kept no string for."""
         return self.vocab.get(int(token_id), f"#{int(token_id)}")
 
     def frame(self) -> pd.DataFrame:

@@ -13,9 +13,11 @@ from spade_viz.exit.session import (
     LayoutChoice,
     confidences,
     point_threshold,
+    slider_grid,
     threshold_scale,
 )
 from spade_viz.exit.study import EXPLANATIONS
+from spade_viz.live_slider import live_threshold_slider
 from spade_viz.viz import exit_figures as xf
 from spade_viz.viz.tokens import visible_token
 
@@ -209,37 +211,32 @@ def _jump(which: str) -> None:
 
 @st.fragment
 def threshold_views() -> None:
-    """Everything that moves with the threshold: recomputed from the cached arrays only."""
+    """Everything that moves with the threshold. The slider, its metrics, the marker and the histogram
+    run in the browser (`live_slider`); the examples table follows when the slider is released."""
     b1, b2, _ = st.columns([1, 1, 3])
     b1.button("Best accuracy", key="ee_jump_best", on_click=_jump, args=("best_accuracy",),
               help="Move the slider to the threshold with the best accuracy.")
     b2.button("Fastest within 1 point", key="ee_jump_1pt", on_click=_jump, args=("within_1pt",),
               help="Move the slider to the largest speedup whose accuracy is within 1 point of the full model.")
-    tau = st.slider("Threshold τ (entropy, nats): exit at the first checkpoint whose entropy is below it",
-                    0.0, scale.maximum, key="ee_tau", step=scale.step, format="%.3f")
-    outcome = view.at(tau)
-    p, full = outcome.point, view.full
     ui.explain(EXPLANATIONS["metrics"])
-    m = st.columns(5)
-    m[0].metric("Accuracy", f"{p.accuracy:.1%}", f"{(p.accuracy - full['accuracy']) * 100:+.1f} pt vs full")
-    m[1].metric("Compute", f"{p.compute_fraction:.1%}", f"{(p.compute_fraction - 1) * 100:+.1f}%",
-                delta_color="inverse")
-    m[2].metric("Speedup", f"{p.speedup:.2f}×")
-    m[3].metric("Agreement with full model", f"{p.agreement:.1%}")
-    m[4].metric("Mean exit layer", f"{p.mean_exit_layer:.1f} / {L}", f"{p.exit_rate:.0%} exit early",
-                delta_color="off")
-
+    grid = session.figure("slider_grid", view, lambda: slider_grid(view, scale))
+    tradeoff = session.figure("tradeoff", view, lambda: xf.tradeoff_figure(
+        view.curve, view.at(state["ee_tau"]).point.to_dict(), view.classic, view.fixed, view.full, view.oracle,
+        view.points))
+    released = live_threshold_slider(grid, tradeoff, xf.exit_histogram(view.at(0.0).exit_layer, L),
+                                     state["ee_tau"], key="ee_live")
+    if released and released.get("id") != state.get("_ee_live_seen"):
+        state["_ee_live_seen"] = released["id"]
+        state["ee_tau"] = float(released["tau"])
+    tau = float(state["ee_tau"])
+    outcome = view.at(tau)
+    p = outcome.point
     left, right = st.columns([3, 2])
-    with left:
-        fig = session.figure("tradeoff", view, lambda: xf.tradeoff_figure(
-            view.curve, None, view.classic, view.fixed, view.full, view.oracle, view.points))
-        st.plotly_chart(xf.set_current(fig, p.to_dict()), key="ee_fig_tradeoff", **PLOT)
-        ui.explain(EXPLANATIONS["tradeoff"])
-    with right:
-        st.plotly_chart(xf.exit_histogram(outcome.exit_layer, L), key="ee_fig_hist", **PLOT)
-        ui.explain(EXPLANATIONS["histogram"])
+    left.caption(EXPLANATIONS["tradeoff"])
+    right.caption(EXPLANATIONS["histogram"])
 
-    st.markdown("**Examples at this threshold**")
+    st.markdown(f"**Examples at τ = {tau:.3f}** (accuracy {p.accuracy:.1%}, compute {p.compute_fraction:.1%}, "
+                f"speedup {p.speedup:.2f}×, mean exit layer {p.mean_exit_layer:.1f} / {L})")
     ui.explain(EXPLANATIONS["table"])
     table = view.examples_table(outcome)
     for column in ("answer", "gold", "full answer"):

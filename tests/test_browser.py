@@ -103,8 +103,23 @@ def test_explore_page_in_chromium(cache_without_lenses):
     assert (ARTIFACTS / "explore.png").stat().st_size > 10_000
 
 
-def _metrics(page) -> list[str]:
-    return [text.strip() for text in page.locator("[data-testid='stMetricValue']").all_inner_texts()[:5]]
+LIVE_SLIDER = "iframe[title*='live_slider']"
+MARKER_JS = """() => {
+    const plot = document.getElementById('tradeoff');
+    const marker = plot.data.find(trace => trace.name === 'your threshold');
+    return [marker.x[0], marker.y[0]];
+}"""
+
+
+def _live(page):
+    """The in-browser threshold slider's frame (a Streamlit component) once it has drawn."""
+    frame = page.frame_locator(LIVE_SLIDER)
+    frame.locator("[data-testid='live-metric-value']").first.wait_for()
+    return frame, next(f for f in page.frames if f.url.split("?")[0].endswith("index.html"))
+
+
+def _metrics(frame) -> list[str]:
+    return [text.strip() for text in frame.locator("[data-testid='live-metric-value']").all_inner_texts()[:5]]
 
 
 def test_early_exit_slider_in_chromium(cache_without_lenses):
@@ -129,17 +144,20 @@ def test_early_exit_slider_in_chromium(cache_without_lenses):
             assert page.locator("[data-testid='stException']").count() == 0
             assert limit.input_value() == "24"
 
-            slider = page.locator("[data-testid='stSlider'] input[type='range']")  # the page's one slider
+            frame, frame_page = _live(page)
+            slider = frame.locator("#tau")  # the slider runs in the browser: no server round trip per step
             slider.focus()
             slider.press("Home")
-            _wait_idle(page)
-            nobody = _metrics(page)
+            nobody, marker_nobody = _metrics(frame), frame_page.evaluate(MARKER_JS)
             slider.press("End")
+            everybody, marker_everybody = _metrics(frame), frame_page.evaluate(MARKER_JS)
+            released = frame.locator("#tau-value").inner_text().split("= ")[1]
+            page.get_by_text(f"Examples at τ = {released}").first.wait_for()  # the table follows the release
             _wait_idle(page)
-            everybody = _metrics(page)
             page.screenshot(path=str(ARTIFACTS / "early-exit.png"))
 
     assert nobody[4] == "30.0 / 30"  # tau 0: no checkpoint is confident, the full model answers
     assert float(nobody[1].rstrip("%")) >= 100.0  # ...and pays for its checkpoints on top
     assert float(everybody[4].split("/")[0]) < 30  # the largest tau: every example exits early
     assert float(everybody[1].rstrip("%")) < 100.0
+    assert marker_nobody[0] >= 1.0 > marker_everybody[0]  # the marker on the trade-off curve moved left

@@ -77,7 +77,7 @@ LAYERS = [  # lowest first; a module may import its own layer and the ones below
     ("spade_viz.lenses",),
     ("spade_viz.analysis", "spade_viz.compare", "spade_viz.sweep"),
     ("spade_viz.exit",),
-    ("spade_viz.cli", "spade_viz.ui", "spade_viz.__main__"),
+    ("spade_viz.cli", "spade_viz.ui", "spade_viz.live_slider", "spade_viz.__main__"),
 ]
 FIGURES_MAY_IMPORT = ("spade_viz.viz", "spade_viz.decoders", "spade_viz.errors")
 

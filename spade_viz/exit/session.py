@@ -13,6 +13,8 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import numpy as np
+
 from .arrays import ExitArrays
 from .cost import Checkpoints, CostModel
 from .simulate import search_checkpoints
@@ -87,6 +89,25 @@ def threshold_scale(view: StudyView) -> ThresholdScale:
     point = view.points.get("within_1pt") or view.points.get("best_accuracy") or {}
     return ThresholdScale(maximum=math.ceil(top * 100) / 100, step=float(f"{top / 400:.2g}"),
                           default=round(float(point.get("threshold", top / 2)), 6))
+
+
+def slider_grid(view: StudyView, scale: ThresholdScale) -> dict:
+    """Every slider position's numbers, for a slider that moves in the browser: thresholds 0..max in
+    the scale's steps, and at each the hybrid exit's metrics and exit-layer histogram (JSON-ready).
+
+    About 400 positions x (6 numbers + L+1 counts): small whatever the number of examples."""
+    steps = int(round(scale.maximum / scale.step))
+    taus = np.round(np.linspace(0.0, steps * scale.step, steps + 1), 6)
+    L = view.arrays.num_layers
+    grid = {key: [] for key in ("accuracy", "compute_fraction", "speedup", "agreement", "mean_exit_layer",
+                                "exit_rate", "histogram")}
+    for tau in taus:
+        outcome = view.simulator.at(float(tau), with_answers=False)
+        point = outcome.point
+        for key in ("accuracy", "compute_fraction", "speedup", "agreement", "mean_exit_layer", "exit_rate"):
+            grid[key].append(round(float(getattr(point, key)), 6))
+        grid["histogram"].append(np.bincount(outcome.exit_layer, minlength=L + 1)[: L + 1].tolist())
+    return {"tau": taus.tolist(), **grid, "num_layers": L, "full_accuracy": float(view.full["accuracy"])}
 
 
 def point_threshold(view: StudyView, which: str) -> float | None:

@@ -11,7 +11,6 @@ import streamlit as st
 from spade_viz import ui
 
 st.set_page_config(page_title="spade-viz", page_icon=":material/layers:", layout="wide")
-ui.sidebar_model(show_errors_in_page=False)
 
 st.title("spade-viz: what is the model about to say?")
 st.markdown(
@@ -28,6 +27,7 @@ For every layer you see the top token, how undecided the prediction is (its entr
 probability of an answer grows from layer to layer.
 """
 )
+ui.sidebar_model(show_errors_in_page=False)  # after the text above: it paints while the model loads
 st.subheader("Pages")
 for page in ui.app_pages():
     name, _, summary = page["summary"].partition(": ")  # "Early exit: sweep a labelled dataset, ..."

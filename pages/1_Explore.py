@@ -10,7 +10,6 @@ import spade_viz as sv
 from spade_viz import decoders, ui, viz
 
 st.set_page_config(page_title="Explore · spade-viz", page_icon=":material/search:", layout="wide")
-lm = ui.sidebar_model()
 PRESETS = ui.presets()
 BY_NAME = {p.name: p for p in PRESETS}
 WINDOW = 14  # prompt positions shown at once in heatmap 1: readable cells on a laptop screen
@@ -37,6 +36,7 @@ ui.explain(
     "layer's state directly) and with **SPADE** (keep only the start token `<s>` and the answer token, and "
     "let the remaining layers finish)."
 )
+lm = ui.sidebar_model()  # after the title and explanation: they paint while the model loads
 
 left, right = st.columns([1, 2.2], gap="medium")
 with left:

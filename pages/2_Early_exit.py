@@ -22,7 +22,6 @@ from spade_viz.viz import exit_figures as xf
 from spade_viz.viz.tokens import visible_token
 
 st.set_page_config(page_title="Early exit · spade-viz", page_icon=":material/fast_forward:", layout="wide")
-lm = ui.sidebar_model()
 state = st.session_state
 session: ExitSession = state.setdefault("_ee_session", ExitSession())
 PLOT = dict(theme=None, config={"displaylogo": False})
@@ -35,6 +34,7 @@ ui.explain(
     "dataset once, then slide the threshold: everything below is recomputed from the stored results, "
     "not by the model."
 )
+lm = ui.sidebar_model()  # after the title and explanation: they paint while the model loads
 
 # ------------------------------------------------------------------ 1. the data
 

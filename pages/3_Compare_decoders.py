@@ -9,7 +9,6 @@ from spade_viz import compare, decoders, ui
 from spade_viz.viz.compare import comparison_figure, heldout_kl_figure
 
 st.set_page_config(page_title="Compare decoders · spade-viz", page_icon=":material/compare_arrows:", layout="wide")
-lm = ui.sidebar_model()
 state = st.session_state
 PLOT = dict(theme=None, config={"displaylogo": False})
 MAX_RESULTS = 4  # sweeps kept per session
@@ -19,6 +18,7 @@ ui.explain(
     f"{len(compare.COMPARED)} ways to read an intermediate layer; on a labelled dataset, which one gets the answer "
     "right earliest? " + " ".join(f"**{decoders.label(d)}**: {decoders.decoder(d).summary}" for d in compare.COMPARED)
 )
+lm = ui.sidebar_model()  # after the title and explanation: they paint while the model loads
 
 # ------------------------------------------------------------------ 1. the tuned lens
 

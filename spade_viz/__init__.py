@@ -23,6 +23,7 @@ from .errors import UnsupportedArchitectureError as UnsupportedArchitectureError
 _LAZY: dict[str, tuple[str, str]] = {
     # a model
     "DEFAULT_MODEL": ("spade_viz.models.loading", "DEFAULT_MODEL"),
+    "DTYPES": ("spade_viz.models.loading", "DTYPES"),
     "LoadedModel": ("spade_viz.models.loading", "LoadedModel"),
     "load_model": ("spade_viz.models.loading", "load_model"),
     # a task: built-in or a user's JSONL/CSV file

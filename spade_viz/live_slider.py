@@ -23,12 +23,13 @@ from pathlib import Path
 import plotly
 import streamlit.components.v1 as components
 
-from .models.loading import cache_dir
 from .viz.exit_figures import CURRENT_TRACE
 
 
 def _frontend_folder() -> Path:
     """index.html and plotly.min.js side by side, in the cache folder (a temp folder if unwritable)."""
+    from .models.loading import cache_dir  # here, not at the top: the page paints before torch loads
+
     html = resources.files("spade_viz") / "assets" / "live_slider" / "index.html"
     bundle = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
     for root in (cache_dir(), Path(tempfile.gettempdir()) / "spade-viz"):

@@ -4,7 +4,7 @@
 """
 
 from .cache import load_cached, save_cached, sweep_cache_dir
-from .passes import LinearPlan, cached_sweep, plan_linear_spade, run_sweep
+from .passes import LinearPlan, cached_sweep, plan_linear_spade, run_sweep, sweep_cache_key
 from .results import CSV_COLUMNS, DECODERS, SWEEP_FORMAT, SweepResult, SweepSettings
 
 __all__ = [
@@ -20,4 +20,5 @@ __all__ = [
     "run_sweep",
     "save_cached",
     "sweep_cache_dir",
+    "sweep_cache_key",
 ]

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine import batches, prepare_examples
+from ..data.datasets import Dataset
+from ..engine import batches
 from ..errors import InputError
 from ..lenses.affine import AffineLens, find_lens
 from ..lenses.linear_spade import crossfit_states, fold_ids, lens_digest, load_linear_spade, usable_for
@@ -34,6 +35,7 @@ from ..lenses.spade import batch_answer_rows
 from ..lenses.stats import logit_stats
 from ..models.loading import LoadedModel, operation
 from .cache import cache_key, load_cached, save_cached
+from .prepared import prepare_dataset
 from .results import SweepResult, SweepSettings
 
 _STATS_CHUNK = 128  # rows decoded against the vocabulary at once (128 x V floats: < 32 MB, so the
@@ -203,14 +205,14 @@ def run_sweep(
     `calibration`: a linear-SPADE map (or its file) to use instead of the saved default.
     `progress(done, total, stage)` is called as batches finish.
     """
-    settings = settings or SweepSettings()
-    prepared, skipped = prepare_examples(lm, dataset.examples, settings.max_tokens)
+    settings = _checked(lm, dataset, settings)
+    prepared, skipped = prepare_dataset(lm, dataset, settings.max_tokens)
     if not prepared:
         reason = f" (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise InputError(f"no usable example in '{dataset.name}'{reason}")
     plan, tuned, key = _lenses_and_key(lm, dataset, prepared, settings, calibration)
     if use_cache:
-        cached = _load_for(key, dataset, plan)
+        cached = _load_for(key, dataset, plan, lm)
         if cached is not None:
             return cached
 
@@ -290,12 +292,20 @@ def run_sweep(
 def cached_sweep(lm: LoadedModel, dataset, settings: SweepSettings | None = None,
                  calibration: AffineLens | str | Path | None = None) -> SweepResult | None:
     """The cached result `run_sweep` would return, or None; never runs the model."""
-    settings = settings or SweepSettings()
-    prepared, _ = prepare_examples(lm, dataset.examples, settings.max_tokens)
+    settings = _checked(lm, dataset, settings)
+    prepared, _ = prepare_dataset(lm, dataset, settings.max_tokens)
     if not prepared:
         return None
     plan, _tuned, key = _lenses_and_key(lm, dataset, prepared, settings, calibration)
-    return _load_for(key, dataset, plan)
+    return _load_for(key, dataset, plan, lm)
+
+
+def sweep_cache_key(lm: LoadedModel, dataset, settings: SweepSettings | None = None,
+                    calibration: AffineLens | str | Path | None = None) -> str | None:
+    """The disk-cache key `run_sweep` would use for `dataset` (None: no usable example); never runs the model."""
+    settings = _checked(lm, dataset, settings)
+    prepared, _ = prepare_dataset(lm, dataset, settings.max_tokens)
+    return _lenses_and_key(lm, dataset, prepared, settings, calibration)[2] if prepared else None
 
 
 def _lenses_and_key(lm: LoadedModel, dataset, prepared, settings: SweepSettings, calibration):
@@ -306,10 +316,21 @@ def _lenses_and_key(lm: LoadedModel, dataset, prepared, settings: SweepSettings,
     return plan, tuned, cache_key(lm, dataset, settings, plan.key(), tuned)
 
 
-def _load_for(key: str, dataset, plan: LinearPlan) -> SweepResult | None:
+def _checked(lm, dataset, settings) -> SweepSettings:
+    """The settings (default when None) once the arguments are of the right kinds, else InputError."""
+    if not isinstance(lm, LoadedModel):
+        raise InputError(f"a sweep needs a model from load_model, not {type(lm).__name__}")
+    if not isinstance(dataset, Dataset):
+        raise InputError(f"a sweep needs a Dataset (load_builtin, load_dataset), not {type(dataset).__name__}")
+    if settings is not None and not isinstance(settings, SweepSettings):
+        raise InputError(f"settings must be a SweepSettings, not {type(settings).__name__}")
+    return settings or SweepSettings()
+
+
+def _load_for(key: str, dataset, plan: LinearPlan, lm: LoadedModel) -> SweepResult | None:
     """The cached sweep under `key`, named after this dataset and this plan's note (same maps; the
-    note on a saved file may differ)."""
-    result = load_cached(key)
+    note on a saved file may differ); an entry whose shapes do not fit `lm` is a miss."""
+    result = load_cached(key, lm)
     if result is not None:
         result.dataset_name = dataset.name
         result.linear_spade_source = plan.source

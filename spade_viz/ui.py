@@ -41,7 +41,6 @@ from streamlit.errors import StreamlitPageNotFoundError
 
 import spade_viz as sv
 from spade_viz.data import DatasetError, builtin_tasks, load_builtin, load_dataset
-from spade_viz.models.loading import DTYPES
 
 OTHER = "__other__"
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -189,7 +188,7 @@ def sidebar_model(show_errors_in_page: bool = True) -> sv.LoadedModel | None:
     left, right = side.columns(2)
     left.selectbox("Device", DEVICES, key="sv_device", persist_state="session",
                    help="auto: CUDA if available, else Apple MPS, else CPU")
-    right.selectbox("Precision", list(DTYPES), key="sv_dtype", persist_state="session",
+    right.selectbox("Precision", list(sv.DTYPES), key="sv_dtype", persist_state="session",
                     help="fp32 is exact; bf16/fp16 halve memory on a GPU")
 
     key = _requested_key()

@@ -136,6 +136,10 @@ if target is not None:
             c2.caption(f"Following token `{viz.visible_token(res.token(res.target_id))}` (id {res.target_id}), "
                        "the first token of your text.")
 
+spade_grid = ui.spade_grid(lm, request, spade_positions, max_tokens, compute=False)  # pressed before?
+if spade_grid is not None:
+    res = sv.with_grid(lm, res, "spade", spade_grid)
+
 n = len(res.tokens)
 window = (0, n)
 if n > WINDOW:
@@ -169,13 +173,52 @@ figs = {
     "entropy_curves": viz.entropy_curves(res, decoders=drawn),
     "target_curves": viz.target_curves(res, decoders=drawn),
 }
+if spade_grid is not None:  # the whole prompt by SPADE (and a saved tuned lens) beside the logit lens
+    grid_names = decoders.ordered(res.grids)
+    figs |= {f"heatmap_positions_{name}": viz.layer_position_heatmap(res, metric, window=window, decoder=name,
+                                                                     zrange=zrange)
+             for name in grid_names if name != "logit_lens"}
+    figs["agreement"] = viz.agreement_heatmap(res, "spade", "logit_lens", window=window)
 
 ui.explain(
     "**Logit lens at every position.** Each row is a layer (0 = the input embeddings, top = the model's "
     "output); each column is a token of your prompt. A cell shows the token the model would predict next at that "
     "position if it stopped at that layer; hover for the top 5. The answer position is outlined in red."
 )
-st.plotly_chart(figs["heatmap_positions"], key="fig_positions", theme=None, config={"displaylogo": False})
+if spade_grid is None:
+    st.plotly_chart(figs["heatmap_positions"], key="fig_positions", theme=None, config={"displaylogo": False})
+    ui.explain(
+        "**SPADE at every position.** Decode each token of the prompt as if it were the answer: keep `<s>` and "
+        "that token at each layer and let the remaining layers finish. Position 0 is `<s>` itself: with nothing to "
+        "drop, SPADE there is the model's own output at every layer."
+    )
+    if st.button("Decode SPADE at every position", key="spade_grid_run", icon=":material/grid_on:",
+                 help=f"Continues {res.num_layers * (n - 1)} rows through the upper layers, about as long as the "
+                      "analysis itself; kept afterwards for this prompt."):
+        bar = st.progress(0.0, text="SPADE at every position…")
+        try:
+            ui.spade_grid(lm, request, spade_positions, max_tokens, progress=ui.bar_progress(bar, "Decoding"))
+        except sv.SpadeVizError as err:
+            ui.show_error(err)
+        else:
+            st.rerun()  # redraw with the grid beside the logit lens
+        bar.empty()
+else:
+    ui.explain(
+        "**SPADE at every position, beside the logit lens** (one colour scale). In SPADE's grid each column is "
+        "decoded as if that token were the answer: keep `<s>` and it, let the remaining layers finish. Position 0 "
+        "is `<s>` itself: with nothing to drop, SPADE there is the model's own output at every layer."
+    )
+    for column, name in zip(st.columns(len(grid_names), gap="small"), grid_names):
+        key = "heatmap_positions" if name == "logit_lens" else f"heatmap_positions_{name}"
+        column.plotly_chart(figs[key], key="fig_positions" if name == "logit_lens" else f"fig_positions_{name}",
+                            theme=None, config={"displaylogo": False})
+    ui.explain(
+        "**Where the two disagree.** Green: both already give the model's final answer at that position; orange: "
+        "only SPADE does; blue: only the logit lens. Triangles and circles mark the layer from which each settles "
+        "on the final answer; the number on top is how many layers earlier SPADE settles."
+    )
+    st.plotly_chart(figs["agreement"], key="fig_agreement", theme=None, config={"displaylogo": False})
 
 h2, curves = st.columns([1, 1.9], gap="medium")
 with h2:
@@ -196,7 +239,9 @@ with curves:
 # ------------------------------------------------------------------ downloads (built only on click)
 stem = re.sub(r"[^A-Za-z0-9]+", "-", f"spade-viz-{res.model_name.split('/')[-1]}-{request[:24]}").strip("-")
 FIGURE_NAMES = {"heatmap_positions": "Positions heatmap", "heatmap_answer": "Answer heatmap",
-                "entropy_curves": "Entropy curves", "target_curves": "Target curves"}
+                "entropy_curves": "Entropy curves", "target_curves": "Target curves",
+                "heatmap_positions_spade": "SPADE positions heatmap",
+                "heatmap_positions_tuned_lens": "Tuned-lens positions heatmap", "agreement": "Disagreement map"}
 with st.expander("Download the analysis and the figures", icon=":material/download:"):
     d = st.columns(3)
     d[0].download_button("Analysis · CSV", data=lambda: res.to_frame().to_csv(index=False),
@@ -204,7 +249,7 @@ with st.expander("Download the analysis and the figures", icon=":material/downlo
     d[0].download_button("Analysis · JSON", data=lambda: res.to_json(indent=1), file_name=f"{stem}.json",
                          mime="application/json", key="dl_json", on_click="ignore", width="stretch")
     for i, (name, fig) in enumerate(figs.items()):
-        d[1 + i // 2].download_button(
+        d[1 + i % 2].download_button(
             f"{FIGURE_NAMES[name]} · HTML", data=lambda fig=fig: fig.to_html(include_plotlyjs=True, full_html=True),
             file_name=f"{stem}-{name}.html", mime="text/html", key=f"dl_{name}", on_click="ignore", width="stretch",
         )

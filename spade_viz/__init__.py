@@ -36,6 +36,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     "Analysis": ("spade_viz.analysis", "Analysis"),
     "analyze": ("spade_viz.analysis", "analyze"),
     "retarget": ("spade_viz.analysis", "retarget"),
+    "spade_grid": ("spade_viz.analysis", "spade_grid"),
+    "with_grid": ("spade_viz.analysis", "with_grid"),
     "DECODER_LABELS": ("spade_viz.decoders", "DECODER_LABELS"),
     # a dataset, every layer, every decoder
     "SweepSettings": ("spade_viz.sweep", "SweepSettings"),

@@ -17,7 +17,7 @@ import torch
 
 from .errors import InputError
 from .lenses.affine import AffineLens
-from .lenses.spade import POSITION_MODES, spade_final_states
+from .lenses.spade import POSITION_MODES, spade_final_states, spade_grid_stats
 from .lenses.stats import DecodeStats, distribution_stats
 from .models.loading import LoadedModel, operation
 
@@ -317,3 +317,47 @@ def retarget(lm: LoadedModel, analysis: Analysis, target: str | int | None) -> A
     vocab = dict(analysis.vocab)
     vocab.setdefault(target_id, lm.token_str(target_id))
     return replace(analysis, target_id=target_id, grids=grids, answer=answer_stats, vocab=vocab)
+
+
+@operation
+def spade_grid(lm: LoadedModel, analysis: Analysis, progress=None) -> DecodeStats:
+    """SPADE at every (layer, position) of an analysed prompt, each position in turn the answer.
+
+    [L+1, positions] statistics like the logit lens's grid, from the analysis's kept hidden states
+    (no new forward pass), in its SPADE position mode; position i follows the model's final top-1
+    there (the analysis's target at the answer). Position 0 is `<s>` itself, which has nothing to
+    drop: SPADE there is the model's own output at every layer. `progress(done, total, stage)` is
+    called as the rows are continued. `with_grid(analysis, "spade", grid)` puts it beside the others.
+    """
+    if not isinstance(analysis, Analysis):
+        raise InputError(f"spade_grid needs an Analysis from analyze, not {type(analysis).__name__}")
+    if analysis.num_layers != lm.num_layers or analysis.residuals.shape[-1] != lm.model.config.hidden_size:
+        raise InputError(f"this analysis is of another model ({analysis.model_name}), not of {lm.name}")
+    with torch.no_grad():
+        final_hidden = analysis.final_hidden.to(lm.device, lm.dtype)
+        targets = torch.log_softmax(lm.adapter.head(final_hidden).float(), dim=-1).argmax(-1)
+        targets[analysis.answer_position] = analysis.target_id
+        return spade_grid_stats(lm, analysis.residuals, final_hidden, analysis.token_ids, targets,
+                                analysis.spade_positions, analysis.top_k, progress=progress)
+
+
+def with_grid(lm: LoadedModel, analysis: Analysis, name: str, grid: DecodeStats) -> Analysis:
+    """The analysis with one more decoder's full grid (e.g. `spade_grid`'s), under `name`.
+
+    Its answer column's target probability and rank follow the analysis's target (as `retarget`
+    leaves them), so a grid computed once serves every target; the grid's tokens join `vocab`.
+    """
+    if not isinstance(analysis, Analysis):
+        raise InputError(f"with_grid needs an Analysis from analyze, not {type(analysis).__name__}")
+    if grid.entropy.shape != analysis.logit_lens.entropy.shape:
+        raise InputError(f"a grid of shape {grid.entropy.shape} does not fit this analysis "
+                         f"{analysis.logit_lens.entropy.shape}")
+    answer = analysis.answer_position
+    if name in analysis.answer:
+        grid = replace(grid, target_prob=grid.target_prob.copy(), target_rank=grid.target_rank.copy())
+        grid.target_prob[:, answer] = analysis.answer[name].target_prob[:, 0]
+        grid.target_rank[:, answer] = analysis.answer[name].target_rank[:, 0]
+    vocab = dict(analysis.vocab)
+    for token_id in set(np.unique(grid.top_ids).tolist()) - set(vocab):
+        vocab[token_id] = lm.token_str(token_id)
+    return replace(analysis, grids={**analysis.grids, name: grid}, vocab=vocab)

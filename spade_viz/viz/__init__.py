@@ -5,12 +5,23 @@ colours and the order of decoders come from `spade_viz.decoders`.
 """
 
 from .curves import entropy_curves, target_curves
-from .heatmaps import METRICS, Metric, answer_heatmap, default_window, layer_position_heatmap, metric_range
+from .heatmaps import (
+    METRICS,
+    Metric,
+    agreement_grid,
+    agreement_heatmap,
+    answer_heatmap,
+    default_window,
+    layer_position_heatmap,
+    metric_range,
+)
 from .tokens import is_special, visible_token, visible_tokens
 
 __all__ = [
     "METRICS",
     "Metric",
+    "agreement_grid",
+    "agreement_heatmap",
     "answer_heatmap",
     "default_window",
     "entropy_curves",

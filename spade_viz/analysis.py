@@ -15,13 +15,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .errors import InputError
+from .data.datasets import overlong
+from .errors import InputError, check_int, check_text
 from .lenses.affine import AffineLens
 from .lenses.spade import POSITION_MODES, spade_final_states, spade_grid_stats
 from .lenses.stats import DecodeStats, distribution_stats
 from .models.loading import LoadedModel, operation
 
 DEFAULT_MAX_TOKENS = 512
+_MAX_TARGET_CHARS = 1000
 _GRID_CHUNK_ROWS = 256  # logit-lens rows decoded at once: bounds memory at ~256 x vocab floats
 
 
@@ -182,8 +184,15 @@ def resolve_target(lm: LoadedModel, target: str | int | None, default_id: int) -
     if target is None or (isinstance(target, str) and target == ""):
         return default_id
     vocab_size = lm.adapter.lm_head.weight.shape[0]
-    if isinstance(target, int):
-        token_id = target
+    if isinstance(target, bool) or not isinstance(target, str) and not hasattr(target, "__index__"):
+        raise InputError(f"the target is a token id (int), token text or None, not {target!r} "
+                         f"({type(target).__name__})")
+    if isinstance(target, str):
+        check_text("the target", target)
+        if len(target) > _MAX_TARGET_CHARS:  # only its first token counts: no need to tokenize a book
+            raise InputError(f"the target is one token; {len(target):,} characters of text is too long")
+    if not isinstance(target, str):
+        token_id = int(target.__index__())
     elif target.startswith("#") and target[1:].isdigit():
         token_id = int(target[1:])  # "#1234": a raw token id
     else:
@@ -203,10 +212,14 @@ def resolve_target(lm: LoadedModel, target: str | int | None, default_id: int) -
 
 def check_prompt(lm: LoadedModel, prompt: str, max_tokens: int = DEFAULT_MAX_TOKENS) -> list[int]:
     """Token ids (with `<s>`) of a usable prompt, or an InputError saying what is wrong."""
+    check_text("the prompt", prompt)
     if not prompt or not prompt.strip():
         raise InputError("the prompt is empty: type some text to analyse")
-    ids = lm.encode(prompt)
     limit = min(max_tokens, lm.max_positions or max_tokens)
+    too_long = overlong(prompt, limit)  # refused before tokenizing megabytes of text
+    if too_long:
+        raise InputError(f"the prompt has {too_long} (the limit): shorten it")
+    ids = lm.encode(prompt)
     if len(ids) > limit:
         raise InputError(
             f"the prompt has {len(ids)} tokens (with the start token); the limit is {limit}: shorten it"
@@ -230,10 +243,15 @@ def analyze(
     `lenses` adds fitted affine decoders by name: a tuned lens gets a full grid like the logit
     lens; linear SPADE, fitted to imitate SPADE at the answer, gets the answer column.
     """
-    if spade_positions not in POSITION_MODES:
-        raise InputError(f"spade_positions must be one of {', '.join(POSITION_MODES)}")
-    if not 1 <= top_k <= 100:
-        raise InputError("top_k must be between 1 and 100")
+    if not isinstance(spade_positions, str) or spade_positions not in POSITION_MODES:
+        raise InputError(f"spade_positions must be one of {', '.join(POSITION_MODES)}, not {spade_positions!r}")
+    top_k = check_int("top_k", top_k, 1, 100)
+    max_tokens = check_int("max_tokens", max_tokens, 2)
+    if not isinstance(without_bos, bool):
+        raise InputError(f"without_bos must be True or False, not {without_bos!r}")
+    if lenses is not None and (not isinstance(lenses, dict)
+                               or not all(isinstance(lens, AffineLens) for lens in lenses.values())):
+        raise InputError("lenses must be a dict of name -> AffineLens (or None)")
     ids = check_prompt(lm, prompt, max_tokens)
     answer = len(ids) - 1
     layers = lm.num_layers
@@ -297,7 +315,12 @@ def analyze(
 
 @operation
 def retarget(lm: LoadedModel, analysis: Analysis, target: str | int | None) -> Analysis:
-    """The same analysis with another target token at the answer position; no model forward."""
+    """The same analysis with another target token at the answer position; no model forward.
+
+    The copy shares the hidden states and every array the target does not change (no tensor copied).
+    """
+    if not isinstance(analysis, Analysis):
+        raise InputError(f"retarget needs an Analysis from analyze, not {type(analysis).__name__}")
     answer = analysis.answer_position
     with torch.no_grad():
         final_logits = lm.adapter.head(analysis.final_hidden[answer : answer + 1].to(lm.device, lm.dtype))

@@ -30,7 +30,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from spade_viz.errors import SpadeVizError
+from spade_viz.errors import InputError, lone_surrogate_at
 
 __all__ = [
     "MAX_BYTES",
@@ -50,6 +50,10 @@ __all__ = [
 
 MAX_BYTES = 20 * 1024 * 1024
 MAX_ROWS = 20_000
+DEFAULT_TOKEN_LIMIT = 512  # the token limit of an analysis or a sweep unless the user sets another
+# No tokenizer averages more characters per token (SmolLM2's longest tokens, runs of '=' or spaces,
+# have 64): text longer than max_tokens x this cannot fit and is refused before it is tokenized.
+MAX_CHARS_PER_TOKEN = 128
 
 ASSETS_DIR = resources.files("spade_viz") / "assets" / "datasets"  # package data, also when installed
 
@@ -57,7 +61,7 @@ _JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 _CSV_SUFFIXES = {".csv", ".tsv"}
 
 
-class DatasetError(SpadeVizError, ValueError):
+class DatasetError(InputError, ValueError):
     """A file that cannot be used at all; the message is one human-readable line."""
 
 
@@ -99,6 +103,16 @@ class Dataset:
     def has_choices(self) -> bool:
         return any(ex.choices is not None for ex in self.examples)
 
+    def notes(self, limit: int = 12) -> list[str]:
+        """One line per skipped row (bad rows, duplicate ids) and per warning (answers glued to the
+        prompt, rows too long to tokenize), at most `limit` of them plus a count of the rest: what the
+        CLI prints and the pages show."""
+        lines = [w.message for w in self.warnings if w.row == 0] + [f"skipped {e.message}" for e in self.errors]
+        lines += [w.message for w in self.warnings if w.row != 0]
+        if len(lines) > limit:
+            lines = lines[: limit - 1] + [f"... and {len(lines) - limit + 1} more (skipped rows and warnings)"]
+        return lines
+
     def head(self, n: int) -> "Dataset":
         """The first `n` examples as a dataset of their own, with its own hash (its own sweep cache entry)."""
         if n >= len(self.examples):
@@ -122,6 +136,8 @@ def load_dataset(path_or_bytes: Any, name: str | None = None, fmt: str | None = 
     sniffed from the content. Bad rows are skipped and listed in ``errors``;
     a file with no usable row raises :class:`DatasetError`.
     """
+    if name is not None and not isinstance(name, str) or fmt is not None and not isinstance(fmt, str):
+        raise DatasetError(f"name and fmt must be text or None, not {type(name).__name__} and {type(fmt).__name__}")
     raw, src_name = _read_raw(path_or_bytes)
     if name is None:
         name = Path(src_name).stem if src_name else "uploaded"
@@ -143,6 +159,8 @@ def load_dataset(path_or_bytes: Any, name: str | None = None, fmt: str | None = 
         label = "line"
 
     examples, errors, warnings = _validate(rows, label)
+    if not examples and not errors:
+        raise DatasetError("The file has no data rows" + (" (only a header)." if label == "row" else "."))
     if not examples:
         total = len(errors)
         first = "; ".join(e.message for e in errors[:2])
@@ -167,6 +185,8 @@ def builtin_tasks() -> dict[str, Path]:
 
 def load_builtin(name: str) -> Dataset:
     """A built-in task by name (see `builtin_tasks`), e.g. ``load_builtin("capitals")``."""
+    if not isinstance(name, str):
+        raise DatasetError(f"a built-in task is named by text, not {type(name).__name__} {name!r}")
     tasks = builtin_tasks()
     if name not in tasks:
         available = ", ".join(tasks) or "none found"
@@ -176,9 +196,13 @@ def load_builtin(name: str) -> Dataset:
 
 def load_task_or_file(spec: str) -> Dataset:
     """A dataset file path, or the name of a built-in task (what the CLI's --dataset takes)."""
+    if not isinstance(spec, (str, Path)) or not str(spec).strip():
+        raise DatasetError(f"name a dataset file or a built-in task, not {spec!r}")
     path = Path(spec).expanduser()
     if path.is_file():
         return load_dataset(path)
+    if path.is_dir():
+        raise DatasetError(f"{spec} is a folder, not a dataset file")
     if spec in builtin_tasks():
         return load_builtin(spec)
     raise DatasetError(f"no such dataset file or built-in task: {spec!r} "
@@ -426,6 +450,7 @@ def _validate(
 
     seen: dict[str, int] = {}
     examples: list[Example] = []
+    glued_rows = 0
     for rowno, obj in rows:
         where = f"{label} {rowno}"
         if isinstance(obj, str):
@@ -454,8 +479,26 @@ def _validate(
         examples.append(Example(id=ex_id, prompt=prompt, answer=answer, choices=choices))
         glued = _glued_answer(prompt, answer)
         if glued:
+            glued_rows += 1
             warnings.append(RowError(rowno, f"{where}: {glued}"))
+        long = overlong(prompt, DEFAULT_TOKEN_LIMIT)
+        if long:
+            warnings.append(RowError(rowno, f"{where}: the prompt has {long}: it is skipped unless the token "
+                                            "limit is raised (--max-tokens)"))
+    if glued_rows >= 2 and glued_rows * 2 >= len(examples):
+        warnings.insert(0, RowError(0, f"{glued_rows} of {len(examples)} answers follow their prompt with no "
+                                       "space: a model's next word usually starts with one (' Berlin' after "
+                                       "'Germany:'), so these are scored as glued-on tokens and accuracy will be "
+                                       "near zero; fix: start each answer with a space"))
     return examples, errors, warnings
+
+
+def overlong(text: str, max_tokens: int) -> str | None:
+    """Why `text` cannot fit in `max_tokens` tokens with any tokenizer (more than `MAX_CHARS_PER_TOKEN`
+    characters per token), checked without tokenizing it; None when it may fit."""
+    if len(text) <= max_tokens * MAX_CHARS_PER_TOKEN:
+        return None
+    return f"{len(text):,} characters, more than {max_tokens} tokens can hold"
 
 
 def _glued_answer(prompt: str, answer: str) -> str | None:
@@ -466,11 +509,22 @@ def _glued_answer(prompt: str, answer: str) -> str | None:
         return None
     if not (last.isalnum() or last in ":;?!.=>"):
         return None
-    tail = prompt.rstrip().rsplit(None, 1)[-1][-20:]
+    tail = prompt[-200:].rstrip().rsplit(None, 1)[-1][-20:]
     return (
         f"the answer {answer!r} follows {tail!r} with no space, so it is scored as "
         f"{(tail + answer)[:40]!r}; if a space belongs there, write the answer as {' ' + answer!r}"
     )
+
+
+def _invalid_text(**fields: str) -> str | None:
+    """A problem when a field holds a lone surrogate (what a JSON escape of half a character pair
+    decodes to): no tokenizer can read it."""
+    for name, text in fields.items():
+        at = lone_surrogate_at(text)
+        if at is not None:
+            label = name if name.startswith("choice ") else f"'{name}'"
+            return f"{label} holds an invalid character (a lone surrogate, {text[at]!r}) at position {at}"
+    return None
 
 
 def _check_row(obj: dict[str, Any]) -> tuple[str, str, tuple[str, ...] | None] | str:
@@ -495,9 +549,18 @@ def _check_row(obj: dict[str, Any]) -> tuple[str, str, tuple[str, ...] | None] |
     if not answer.strip():
         return "empty 'answer'"
 
+    bad = _invalid_text(prompt=prompt, answer=answer)
+    if bad:
+        return bad
     choices_val = lower.get("choices")
     if choices_val is None:
         return prompt, answer, None
+    problem = _check_choices(choices_val, answer)
+    return problem if problem else (prompt, answer, tuple(choices_val))
+
+
+def _check_choices(choices_val: Any, answer: str) -> str | None:
+    """What is wrong with a row's `choices` (given its answer), or None."""
     if not isinstance(choices_val, list):
         return f"'choices' must be a list of strings, got {_json_type(choices_val)}"
     if len(choices_val) < 2:
@@ -507,6 +570,9 @@ def _check_row(obj: dict[str, Any]) -> tuple[str, str, tuple[str, ...] | None] |
             return f"choice {i} must be a string, got {_json_type(c)}"
         if not c.strip():
             return f"choice {i} is empty"
+    bad = _invalid_text(**{f"choice {i}": c for i, c in enumerate(choices_val, start=1)})
+    if bad:
+        return bad
     if len(set(choices_val)) != len(choices_val):
         dup = next(c for c in choices_val if choices_val.count(c) > 1)
         return f"'choices' lists {dup!r} twice"
@@ -518,7 +584,7 @@ def _check_row(obj: dict[str, Any]) -> tuple[str, str, tuple[str, ...] | None] |
             else ""
         )
         return f"answer {answer!r} is not one of the choices {choices_val!r}{hint}"
-    return prompt, answer, tuple(choices_val)
+    return None
 
 
 # --------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, check_number
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,10 @@ class CostModel:
             raise InputError("the cost model needs a positive block parameter count")
         if self.head_params < 0 or self.map_params < 0 or self.continuation_tokens < 0:
             raise InputError("cost model parameter counts must not be negative")
+        for name in ("block_params", "head_params", "map_params", "continuation_tokens", "vocab_size"):
+            value = getattr(self, name)
+            if value is not None:
+                check_number(f"the cost model's {name}", value, 0)  # NaN and infinity: refused
 
     @property
     def head_units(self) -> float:

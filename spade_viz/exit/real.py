@@ -22,8 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..data.datasets import overlong
 from ..engine import continue_rows, prepare_examples, skip_is_exact
-from ..errors import InputError
+from ..errors import InputError, check_int, check_number
 from ..lenses.affine import AffineLens
 from ..lenses.spade import spade_position
 from ..lenses.stats import entropy_top1
@@ -55,9 +56,12 @@ def prepare_prompts(lm: LoadedModel, examples, max_tokens: int = 512,
     """`Example`s of a dataset -> model inputs, exactly as the sweep prepares them (split at the gold
     answer's first token; rows with choices answer among their choices' first tokens). Examples the
     sweep would skip are skipped here too (appended to `skipped` as (id, reason))."""
-    prepared, dropped = prepare_examples(lm, examples, max_tokens)
+    limit = min(max_tokens, lm.max_positions or max_tokens)
+    too_long = [(e.id, f"the prompt has {overlong(e.prompt, limit)}") for e in examples if overlong(e.prompt, limit)]
+    fits = [e for e in examples if not overlong(e.prompt, limit)]  # a huge row is skipped before tokenizing
+    prepared, dropped = prepare_examples(lm, fits, max_tokens)
     if skipped is not None:
-        skipped.extend(dropped)
+        skipped.extend(too_long + dropped)
     return [PreparedPrompt(p.id, list(p.token_ids), p.gold_id, list(p.choice_ids) if p.choice_ids else None)
             for p in prepared]
 
@@ -208,6 +212,10 @@ def run_real_exit(
     """Real exits over `prompts`, timed against full passes (interleaved, `repeats` rounds)."""
     if not prompts:
         raise InputError("no examples to run")
+    threshold = check_number("the exit threshold (an entropy in nats)", threshold, 0)
+    repeats = check_int("repeats", repeats, 1)
+    if not isinstance(lens, AffineLens):
+        raise InputError(f"the exit confidence needs a linear SPADE lens (AffineLens), not {type(lens).__name__}")
     if lens.kind != "linear_spade":
         raise InputError(f"the exit confidence needs a linear SPADE lens, not a {lens.kind}")
     lens.check_matches(lm)

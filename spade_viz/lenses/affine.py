@@ -21,14 +21,15 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..errors import SpadeVizError
+from ..data.files import atomic_output
+from ..errors import InputError
 from ..models.loading import LoadedModel, cache_dir
 
 KINDS = ("tuned_lens", "linear_spade")
 
 
-class CalibrationMismatch(SpadeVizError):
-    """A saved lens was fitted on another model (or is not a lens file at all)."""
+class CalibrationMismatch(InputError):
+    """A saved lens was fitted on another model, has the wrong shape for it, or is not a lens file at all."""
 
 
 @dataclass
@@ -71,10 +72,10 @@ class AffineLens:
     def save(self, path: Path) -> Path:
         """Write weights and metadata (float32 safetensors) to `path`, creating its folder; returns it."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         meta = {**{k: str(v) for k, v in self.meta.items()}, "kind": self.kind, "format": "spade-viz-affine-1"}
         tensors = {"weight": self.weight.float().contiguous(), "bias": self.bias.float().contiguous()}
-        save_file(tensors, str(path), metadata=meta)
+        with atomic_output(path) as tmp:  # a crash leaves the old file, never half a new one
+            save_file(tensors, str(tmp), metadata=meta)
         return path
 
     @classmethod
@@ -85,7 +86,8 @@ class AffineLens:
                 meta = dict(handle.metadata() or {})
                 weight, bias = handle.get_tensor("weight"), handle.get_tensor("bias")
         except Exception as err:
-            raise CalibrationMismatch(f"{Path(path).name} is not a readable lens file: {err}") from err
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise CalibrationMismatch(f"{Path(path).name} is not a readable lens file: {first}") from err
         if meta.get("format") != "spade-viz-affine-1" or meta.get("kind") not in KINDS:
             raise CalibrationMismatch(f"{Path(path).name} is not a spade-viz lens file")
         lens = cls(meta.pop("kind"), weight, bias, meta)
@@ -101,6 +103,23 @@ class AffineLens:
                 f"this {self.kind.replace('_', ' ')} was fitted on model '{self.meta.get('model', '?')}' "
                 f"(fingerprint {want}), not on the loaded '{lm.name}' ({have}): fit one for this model"
             )
+        problem = self._shape_problem(lm)
+        if problem:
+            raise CalibrationMismatch(f"this {self.kind.replace('_', ' ')} {problem} for '{lm.name}': the file is "
+                                      "damaged or was not written for this model; fit it again")
+
+    def _shape_problem(self, lm: LoadedModel) -> str | None:
+        """What is wrong with the maps' shapes for `lm` (weight [L, d_out, d_in], bias [L, d_out]), or None."""
+        d_in = getattr(lm.model.config, "hidden_size", None)
+        d_out = d_in if self.kind == "tuned_lens" else lm.adapter.lm_head.weight.shape[1]
+        want_w, want_b = (lm.num_layers, d_out, d_in), (lm.num_layers, d_out)
+        have_w, have_b = tuple(self.weight.shape), tuple(self.bias.shape)
+        fits = len(have_w) == 3 and len(have_b) == 2 and have_w[0] == have_b[0] == lm.num_layers \
+            and have_w[1] == have_b[1] and (d_out is None or have_w[1] == d_out) and (d_in is None or have_w[2] == d_in)
+        if fits and self.weight.is_floating_point() and self.bias.is_floating_point():
+            return None
+        return (f"has maps of shape {list(have_w)} + {list(have_b)} ({self.weight.dtype}), not "
+                f"{list(want_w)} + {list(want_b)}")
 
 
 def lens_meta(lm: LoadedModel, **extra) -> dict[str, str]:

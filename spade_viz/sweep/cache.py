@@ -73,9 +73,10 @@ def save_cached(key: str, result: SweepResult) -> None:
             path.unlink(missing_ok=True)
 
 
-def load_cached(key: str) -> SweepResult | None:
+def load_cached(key: str, lm: LoadedModel | None = None) -> SweepResult | None:
     """The sweep stored under `key`, or None when there is none, it is unreadable or of another
-    format; a hit marks the entry recently used."""
+    format, or its arrays do not have the shapes it (and `lm`, when given) implies; a hit marks the
+    entry recently used."""
     folder = sweep_cache_dir()
     meta_path, npz_path = folder / f"{key}.json", folder / f"{key}.npz"
     if not (meta_path.is_file() and npz_path.is_file()):
@@ -97,7 +98,23 @@ def load_cached(key: str) -> SweepResult | None:
             skipped=[tuple(s) for s in meta["skipped"]], linear_spade_source=meta["linear_spade_source"],
             info=meta["info"], from_cache=True, **fields,
         )
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    meta_path.touch()  # most recently used
+    if not _shapes_fit(result, lm):
+        return None
+    try:
+        meta_path.touch()  # most recently used
+    except OSError:
+        pass
     return result
+
+
+def _shapes_fit(result: SweepResult, lm: LoadedModel | None) -> bool:
+    """Whether every array has the shape the entry's example count and layer count (and `lm`) imply."""
+    n, width = result.num_examples, result.num_layers + 1
+    if lm is not None and (result.num_layers != lm.num_layers or result.fingerprint != lm.fingerprint()):
+        return False
+    vectors = (result.n_tokens, result.gold_ids, result.final_ids, result.n_choices)
+    grids = [grid for field_name in ("top1", "entropy", "entropy_vocab", "top1_vocab")
+             for grid in getattr(result, field_name).values()]
+    return bool(grids) and all(v.shape == (n,) for v in vectors) and all(g.shape == (n, width) for g in grids)

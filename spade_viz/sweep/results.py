@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..data.files import atomic_output, atomic_write_text, check_output
 from ..decoders import SWEEP_COLUMNS as DECODERS  # the order of columns and rows
-from ..errors import InputError
+from ..errors import InputError, check_int, check_number
 from ..lenses.spade import POSITION_MODES
 
 SWEEP_FORMAT = "spade-viz-sweep-2"  # 2: n_choices per example
@@ -37,12 +39,12 @@ class SweepSettings:
             raise InputError(f"spade_positions must be one of {', '.join(POSITION_MODES)}")
         if self.linear_spade not in ("auto", "saved", "crossfit", "off"):
             raise InputError("linear_spade must be one of auto, saved, crossfit, off")
-        if self.batch_size < 1:
-            raise InputError("the batch size must be at least 1")
-        if self.folds < 2:
-            raise InputError("cross-fitting needs at least 2 folds")
-        if not self.ridge > 0:
-            raise InputError("the ridge must be positive")
+        check_int("the batch size", self.batch_size, 1)
+        check_int("the number of cross-fitting folds", self.folds, 2)
+        check_number("the ridge", self.ridge, 0, low_open=True)
+        check_int("max_tokens", self.max_tokens, 2)
+        if not isinstance(self.tuned_lens, bool):
+            raise InputError(f"tuned_lens must be True or False, not {self.tuned_lens!r}")
 
     def key(self) -> dict:
         """The settings that change results (batch size does not)."""
@@ -132,19 +134,24 @@ class SweepResult:
             return pd.DataFrame({column: [] for column in CSV_COLUMNS})
         return pd.concat(frames, ignore_index=True)[list(CSV_COLUMNS)]
 
-    def to_csv(self, path: str | Path) -> tuple[Path, Path]:
+    def to_csv(self, path: str | Path, inputs: Sequence[str | Path | None] = ()) -> tuple[Path, Path]:
         """Write the CSV and its metadata beside it (<name>.meta.json: what `exit-curve` reads for
-        the cost model); returns both paths."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.frame().to_csv(path, index=False)
-        meta_path = path.with_suffix(".meta.json")
+        the cost model); returns both paths.
+
+        Each file is written whole through a temporary file, and neither may be a folder, lie under
+        a file, or be one of `inputs` (the dataset file, a calibration: InputError before writing).
+        """
+        path = check_output(path, inputs, what="the sweep CSV", create_folder=True)
+        meta_path = check_output(path.with_suffix(".meta.json"), inputs, what="the sweep's metadata file",
+                                 create_folder=True)
         meta = {"model": self.model_name, "fingerprint": self.fingerprint, "dataset": self.dataset_name,
                 "dataset_hash": self.dataset_hash, "num_layers": self.num_layers, "examples": self.num_examples,
                 "settings": self.settings, "linear_spade_source": self.linear_spade_source,
                 "skipped": [list(s) for s in self.skipped], "cost": self.info.get("cost"),
                 "timings_s": self.info.get("timings_s"), "from_cache": self.from_cache}
-        meta_path.write_text(json.dumps(meta, indent=1, ensure_ascii=False))
+        with atomic_output(path) as tmp:  # each file is whole or untouched, never half written
+            self.frame().to_csv(tmp, index=False)
+        atomic_write_text(meta_path, json.dumps(meta, indent=1, ensure_ascii=False))
         return path, meta_path
 
     def linear_spade_scores(self) -> list[dict]:

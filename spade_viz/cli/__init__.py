@@ -7,11 +7,15 @@ non-zero exit and a one-line reason on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from ..errors import SpadeVizError
 from ..models.loading import DEFAULT_MODEL, DTYPES
+from .options import Parser, existing, finite_float, load_dataset_noted, model_inputs, skipped_notes, warn, whole
+
+MAX_TOKENS = whole(2, 1_000_000)  # --max-tokens; the model's own context length caps it too
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -30,8 +34,12 @@ def _load(args):
 
 def _cmd_analyze(args) -> None:
     from ..analysis import analyze
+    from ..errors import check_text
 
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    prompt = _read_stdin() if args.prompt == "-" else args.prompt
+    check_text("the prompt", prompt)  # undecodable bytes in the command line: refused before the model loads
+    if args.target is not None:
+        check_text("the target", args.target)
     lm = _load(args)
     res = analyze(lm, prompt, top_k=args.top_k, target=args.target, spade_positions=args.spade_positions,
                   max_tokens=args.max_tokens)
@@ -51,6 +59,21 @@ def _cmd_analyze(args) -> None:
     for name in ("logit_lens", "spade"):
         first = res.first_stable_layer(name)
         print(f"{name}: top-1 equals the final answer from layer {first} on")
+
+
+def _read_stdin() -> str:
+    """Standard input as UTF-8 text, or an InputError naming the first byte that is not."""
+    from ..errors import InputError
+
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:  # a text stream without bytes underneath (tests, some shells)
+        return sys.stdin.read()
+    raw = stream.read()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise InputError(f"standard input is not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); "
+                         "save it as UTF-8") from None
 
 
 def _cmd_fetch(_args) -> None:
@@ -83,25 +106,18 @@ class _Bars:
             self.bar = None
 
 
-def _dataset(spec: str):
-    """`--dataset`: a file or a built-in task; skipped bad rows are reported on stderr."""
-    from ..data import load_task_or_file
-
-    dataset = load_task_or_file(spec)
-    if dataset.errors:
-        print(f"warning: {len(dataset.errors)} row(s) of '{dataset.name}' skipped; first: "
-              f"{dataset.errors[0].message}", file=sys.stderr)
-    return dataset
-
-
 def _cmd_sweep(args) -> None:
     from .. import compare
+    from ..data.files import check_output
     from ..sweep import SweepSettings, run_sweep
 
+    inputs = [*existing(args.dataset, args.calibration), *model_inputs(args.model)]
+    out = check_output(args.out, inputs, what="--out")  # refused before any work, never after the sweep
+    check_output(out.with_suffix(".meta.json"), inputs, what="the metadata file beside --out")
     settings = SweepSettings(batch_size=args.batch_size, spade_positions=args.spade_positions,
                              linear_spade=args.linear_spade, folds=args.folds, ridge=args.ridge,
                              tuned_lens=not args.no_tuned_lens, max_tokens=args.max_tokens)
-    dataset = _dataset(args.dataset)
+    dataset, _notes = load_dataset_noted(args.dataset)
     lm = _load(args)
     bars = _Bars()
     try:
@@ -109,7 +125,8 @@ def _cmd_sweep(args) -> None:
                            progress=bars)
     finally:
         bars.close()
-    out, meta_path = result.to_csv(args.out)
+    out, meta_path = result.to_csv(args.out, inputs)
+    warn(skipped_notes(result.skipped))
     timing = "from the cache" if result.from_cache else f"in {result.info['timings_s']['total']:.1f} s"
     print(f"sweep of '{result.dataset_name}' on {result.model_name}: {result.num_examples} examples x "
           f"{result.num_layers + 1} layers x {len(result.decoders)} decoders {timing}"
@@ -125,9 +142,12 @@ def _cmd_sweep(args) -> None:
 def _cmd_calibrate(args) -> None:
     import json
 
+    from ..data.files import check_output
     from ..errors import InputError
     from ..lenses.affine import default_lens_path
 
+    if args.out is not None:  # never over the dataset, the text or the model; refused before any work
+        check_output(args.out, [*existing(args.dataset, args.text), *model_inputs(args.model)], what="--out")
     if args.lens == "tuned":
         from ..lenses.tuned import train_tuned_lens
 
@@ -170,7 +190,7 @@ def _cmd_calibrate(args) -> None:
         from ..data import builtin_tasks
 
         raise InputError("give --dataset: a built-in task (" + ", ".join(builtin_tasks()) + ") or a JSONL/CSV file")
-    dataset = _dataset(args.dataset)
+    dataset, notes = load_dataset_noted(args.dataset)
     lm = _load(args)
     bars = _Bars()
     try:
@@ -180,6 +200,7 @@ def _cmd_calibrate(args) -> None:
                                              out=args.out, progress=bars)
     finally:
         bars.close()
+    notes += warn(skipped_notes(calibration.skipped))
     if args.json:
         import math
 
@@ -187,7 +208,7 @@ def _cmd_calibrate(args) -> None:
                   for row in calibration.scores]  # a constant entropy has no correlation: null, strict JSON
         print(json.dumps({"path": str(calibration.path), "n_train": calibration.n_train,
                           "n_heldout": calibration.n_heldout, "split": calibration.lens.meta.get("split"),
-                          "heldout": scores}, allow_nan=False))
+                          "heldout": scores, "warnings": notes}, allow_nan=False))
         return
     print(calibration.describe())
     print(f"held-out scores ({calibration.lens.meta['split']}):")
@@ -199,16 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line parser: one subcommand per task, each with its handler in ``args.run``."""
     # `spade-viz` when run as the installed command, `python -m spade_viz` otherwise.
     prog = "spade-viz" if Path(sys.argv[0]).name == "spade-viz" else "python -m spade_viz"
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser = Parser(prog=prog, description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     analyze = commands.add_parser("analyze", help="decode every layer of one prompt")
     analyze.add_argument("prompt", help="the prompt text ('-' reads standard input)")
     _add_model_args(analyze)
-    analyze.add_argument("--top-k", type=int, default=5)
+    analyze.add_argument("--top-k", type=whole(1, 100), default=5, help="top tokens kept per cell (1-100)")
     analyze.add_argument("--target", default=None, help="target token at the answer position (default: final top-1)")
     analyze.add_argument("--spade-positions", default="original", choices=["original", "renumbered"])
-    analyze.add_argument("--max-tokens", type=int, default=512)
+    analyze.add_argument("--max-tokens", type=MAX_TOKENS, default=512)
     analyze.add_argument("--json", action="store_true", help="print one JSON object")
     analyze.set_defaults(run=_cmd_analyze)
 
@@ -220,17 +241,18 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--dataset", required=True, help="built-in task name or a JSONL/CSV file")
     sweep.add_argument("--out", default="results.csv", help="CSV to write (default results.csv; its metadata "
                                                             "goes to the same name with .meta.json)")
-    sweep.add_argument("--batch-size", type=int, default=16, help="examples per forward pass (default 16)")
+    sweep.add_argument("--batch-size", type=whole(1, 4096), default=16, help="examples per forward pass (default 16)")
     sweep.add_argument("--no-cache", action="store_true", help="recompute even when a cached sweep matches")
     sweep.add_argument("--spade-positions", default="original", choices=["original", "renumbered"])
     sweep.add_argument("--linear-spade", default="auto", choices=["auto", "saved", "crossfit", "off"],
                        help="auto: the saved calibration when it matches and was fitted on none of these "
                             "examples, else k-fold cross-fitting on this dataset (default)")
     sweep.add_argument("--calibration", default=None, help="linear-SPADE file (default: the one saved for the model)")
-    sweep.add_argument("--folds", type=int, default=5, help="k of the cross-fitting (default 5)")
-    sweep.add_argument("--ridge", type=float, default=1e-2, help="ridge of the cross-fitted maps (default 0.01)")
+    sweep.add_argument("--folds", type=whole(2, 1000), default=5, help="k of the cross-fitting (default 5)")
+    sweep.add_argument("--ridge", type=finite_float(0, low_open=True), default=1e-2,
+                       help="ridge of the cross-fitted maps (default 0.01)")
     sweep.add_argument("--no-tuned-lens", action="store_true", help="leave out the saved tuned lens")
-    sweep.add_argument("--max-tokens", type=int, default=512)
+    sweep.add_argument("--max-tokens", type=MAX_TOKENS, default=512)
     sweep.set_defaults(run=_cmd_sweep)
 
     calibrate = commands.add_parser("calibrate", help="fit linear SPADE (or train a tuned lens) and save it")
@@ -242,12 +264,15 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "text the model writes itself)")
     calibrate.add_argument("--out", default=None, help="where to save (default: the model's lens folder in the "
                                                        "cache, where the app and sweep find it)")
-    calibrate.add_argument("--heldout", type=float, default=0.25, help="share of examples held out (default 0.25)")
-    calibrate.add_argument("--ridge", type=float, default=1e-2, help="ridge penalty (default 0.01)")
-    calibrate.add_argument("--seed", type=int, default=0, help="seed of the calibration / held-out split")
+    calibrate.add_argument("--heldout", type=finite_float(0, 1, low_open=True, high_open=True), default=0.25,
+                           help="share of examples held out (default 0.25)")
+    calibrate.add_argument("--ridge", type=finite_float(0, low_open=True), default=1e-2,
+                           help="ridge penalty (default 0.01)")
+    calibrate.add_argument("--seed", type=whole(0, 2**32 - 1), default=0,
+                           help="seed of the calibration / held-out split")
     calibrate.add_argument("--spade-positions", default="original", choices=["original", "renumbered"])
-    calibrate.add_argument("--batch-size", type=int, default=16)
-    calibrate.add_argument("--max-tokens", type=int, default=512)
+    calibrate.add_argument("--batch-size", type=whole(1, 4096), default=16)
+    calibrate.add_argument("--max-tokens", type=MAX_TOKENS, default=512)
     calibrate.add_argument("--json", action="store_true", help="print one JSON object")
     calibrate.set_defaults(run=_cmd_calibrate)
 
@@ -263,9 +288,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(args)
     except SpadeVizError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:  # the disk, not the code: a full disk, a file another program removed...
+        print(f"error: {err.strerror or _one_line(err)}" + (f": {err.filename}" if err.filename else ""),
+              file=sys.stderr)
+        return 2
+    except Exception as err:  # a bug: one line, and the traceback only when asked for
+        if os.environ.get("SPADE_VIZ_DEBUG"):
+            raise
+        print(f"error: unexpected {type(err).__name__}: {_one_line(err)} (a bug: please report it; "
+              "SPADE_VIZ_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
     return 0
+
+
+def _one_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__

@@ -10,6 +10,7 @@ import math
 import sys
 
 from ..errors import InputError
+from .options import finite_float, load_dataset_noted, skipped_notes, warn, whole
 
 
 def _checkpoint_args(parser: argparse.ArgumentParser) -> None:
@@ -17,7 +18,7 @@ def _checkpoint_args(parser: argparse.ArgumentParser) -> None:
                         help="where the exit test runs: all (every layer from 1), every:K, from:M, "
                              "every:K,from:M, or layers:A,B,... (default: all); exit-curve also takes 'search': "
                              "the layout with the largest speedup within the tolerance (chosen in-sample)")
-    parser.add_argument("--continuation-tokens", type=float, default=None,
+    parser.add_argument("--continuation-tokens", type=finite_float(0, 1000), default=None,
                         help="rows charged in the one-token SPADE continuation (default 1; the paper charges 2)")
 
 
@@ -71,25 +72,28 @@ def _clean(value):
 def _cmd_real_exit(args) -> None:
     from ..exit.real import format_real_exit
 
-    report = real_exit_from_cli(args, progress=lambda message: print(message, file=sys.stderr))
+    notes: list[str] = []
+    report = real_exit_from_cli(args, progress=lambda message: print(message, file=sys.stderr), warnings=notes)
     if args.json:
-        print(json.dumps(_clean(report.to_dict()), allow_nan=False, default=_json_default))
+        print(json.dumps(_clean({**report.to_dict(), "warnings": notes}), allow_nan=False, default=_json_default))
     else:
         print(format_real_exit(report))
 
 
-def real_exit_from_cli(args, progress=None):
-    """The `real-exit` subcommand: load model, dataset and lens from its arguments, run, report."""
+def real_exit_from_cli(args, progress=None, warnings: list[str] | None = None):
+    """The `real-exit` subcommand: load model, dataset and lens from its arguments, run, report.
+
+    The dataset's warnings and the examples skipped are printed on stderr and added to `warnings`.
+    """
     from pathlib import Path
 
-    from ..data import load_task_or_file
     from ..exit.cost import Checkpoints, CostModel
     from ..exit.real import prepare_prompts, run_real_exit
     from ..lenses.affine import AffineLens, find_lens
     from ..models.loading import load_model
 
     checkpoints = Checkpoints.parse(args.checkpoints)
-    dataset = load_task_or_file(args.dataset)
+    dataset, notes = load_dataset_noted(args.dataset)
     examples = list(dataset.examples)[: args.limit] if args.limit else list(dataset.examples)
     lm = load_model(args.model, device=args.device, dtype=args.dtype, progress=progress or (lambda _m: None))
     lens = AffineLens.load(Path(args.lens), lm) if args.lens else find_lens(lm, "linear_spade")
@@ -98,7 +102,11 @@ def real_exit_from_cli(args, progress=None):
     cost = CostModel.from_lm(lm)
     if args.continuation_tokens is not None:
         cost = cost.with_options(continuation_tokens=args.continuation_tokens)
-    prompts = prepare_prompts(lm, examples)
+    skipped: list = []
+    prompts = prepare_prompts(lm, examples, skipped=skipped)
+    notes += warn(skipped_notes(skipped))
+    if warnings is not None:
+        warnings.extend(notes)
     tick = None
     if progress is not None:
         shown = [-1]
@@ -124,15 +132,16 @@ def add_exit_commands(commands, add_model_args) -> None:
     curve.add_argument("--confidence", default="linear_spade",
                        help="decoder whose entropy is the confidence (default: linear_spade)")
     curve.add_argument("--answer", default="spade", help="decoder that answers at the exit layer (default: spade)")
-    curve.add_argument("--thresholds", type=int, default=200, help="number of entropy quantiles tried (default 200)")
-    curve.add_argument("--threshold", type=float, default=None, help="also report this one threshold")
-    curve.add_argument("--tolerance", type=float, default=0.01,
+    curve.add_argument("--thresholds", type=whole(2, 100_000), default=200,
+                       help="number of entropy quantiles tried (default 200)")
+    curve.add_argument("--threshold", type=finite_float(0), default=None, help="also report this one threshold")
+    curve.add_argument("--tolerance", type=finite_float(0, 1, high_open=True), default=0.01,
                        help="accuracy loss allowed for the speedup operating point (default 0.01 = 1 point)")
     curve.add_argument("--cost", default=None, help="parameter counts BLOCK,HEAD,MAP (default: from the sweep's "
                                                     "metadata or the model's config)")
     curve.add_argument("--model", default=None, help="model whose config gives the parameter counts "
                                                      "(default: the one the sweep names)")
-    curve.add_argument("--length", type=int, default=None,
+    curve.add_argument("--length", type=whole(1, 1_000_000), default=None,
                        help="prompt length in tokens, when the sweep has no n_tokens column")
     curve.add_argument("--json", action="store_true", help="print one JSON object")
     curve.set_defaults(run=_cmd_exit_curve)
@@ -142,10 +151,11 @@ def add_exit_commands(commands, add_model_args) -> None:
     )
     add_model_args(real)
     real.add_argument("--dataset", required=True, help="built-in task name or a JSONL/CSV file")
-    real.add_argument("--threshold", type=float, required=True, help="exit when the confidence entropy is below this")
+    real.add_argument("--threshold", type=finite_float(0), required=True,
+                      help="exit when the confidence entropy is below this")
     _checkpoint_args(real)
     real.add_argument("--lens", default=None, help="linear-SPADE file (default: the one saved for this model)")
-    real.add_argument("--limit", type=int, default=None, help="use the first N examples")
-    real.add_argument("--repeats", type=int, default=3, help="timed rounds over the dataset (default 3)")
+    real.add_argument("--limit", type=whole(1), default=None, help="use the first N examples")
+    real.add_argument("--repeats", type=whole(1, 1000), default=3, help="timed rounds over the dataset (default 3)")
     real.add_argument("--json", action="store_true", help="print one JSON object")
     real.set_defaults(run=_cmd_real_exit)

@@ -1,0 +1,102 @@
+"""What every command shares: strict argument types, one-line parse errors, datasets that report every
+warning, and output paths checked against the inputs before any work.
+
+Numbers: `finite_float(low, high)` and `whole(low, high)` refuse NaN, infinities, fractions where a
+count is meant and anything out of range, as `error: argument --x: <reason>` with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from ..errors import InputError, check_number
+
+NOTES_SHOWN = 12  # warning lines printed per dataset (the rest is counted)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line on stderr (`error: ... (see `prog --help`)`), exit status 2."""
+
+    def error(self, message: str):
+        """Print the reason in one line and exit with status 2 (argparse prints the whole usage)."""
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def finite_float(low: float | None = None, high: float | None = None, *, low_open: bool = False,
+                 high_open: bool = False) -> Callable[[str], float]:
+    """An argparse `type`: a finite number in the range (open ends with `low_open` / `high_open`)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        try:
+            return check_number("it", value, low, high, low_open, high_open)
+        except InputError as err:
+            raise argparse.ArgumentTypeError(str(err).removeprefix("it ")) from None
+
+    parse.__name__ = "number"
+    return parse
+
+
+def whole(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
+    """An argparse `type`: a whole number in [low, high]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if low is not None and high is not None else \
+                f"at least {low}" if low is not None else f"at most {high}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, not {value}")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+def warn(lines: Iterable[str]) -> list[str]:
+    """Print each line as `warning: ...` on stderr; return them (for a --json "warnings" key)."""
+    lines = list(lines)
+    for line in lines:
+        print(f"warning: {line}", file=sys.stderr)
+    return lines
+
+
+def skipped_notes(skipped: Iterable[tuple[str, str]], limit: int = NOTES_SHOWN) -> list[str]:
+    """One line per example a model could not read (too long, no answer token...), at most `limit`."""
+    lines = [f"skipped example {example_id}: {reason}" for example_id, reason in skipped]
+    if len(lines) > limit:
+        lines = lines[: limit - 1] + [f"... and {len(lines) - limit + 1} more skipped examples"]
+    return lines
+
+
+def load_dataset_noted(spec: str):
+    """`--dataset` (a file or a built-in task) with every loader warning printed: (dataset, warnings)."""
+    from ..data import load_task_or_file
+
+    dataset = load_task_or_file(spec)
+    return dataset, warn(dataset.notes(NOTES_SHOWN))
+
+
+def existing(*paths: str | None) -> list[str]:
+    """The arguments that name an existing file or folder (a dataset file, a model folder...)."""
+    found = []
+    for path in paths:
+        if path and Path(path).expanduser().exists():
+            found.append(path)
+    return found
+
+
+def model_inputs(model: str | None) -> list[str]:
+    """The folder a `--model` reads from (its own, or the embedded default's in the cache): outputs
+    may not be written inside it."""
+    from ..models.loading import DEFAULT_MODEL, cache_dir
+
+    if model == DEFAULT_MODEL:
+        return [str(cache_dir() / "models")]
+    return existing(model)

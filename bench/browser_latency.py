@@ -95,6 +95,7 @@ def slider(url: str, upload: Path, examples: int, presses: int) -> tuple[list[fl
         limit.fill(str(examples))
         limit.press("Enter")
         page.get_by_text("Operating points", exact=True).wait_for()  # the stored sweep, no model run
+        page.locator("iframe[title*='live_slider']").scroll_into_view_if_needed()  # frames load when in view
         frame = next(f for f in _frames(page) if f.url.split("?")[0].endswith("index.html"))
         frame.locator("[data-testid='live-metric-value']").first.wait_for()
         frame.evaluate(WATCH_JS)

@@ -221,10 +221,8 @@ def threshold_views() -> None:
     ui.explain(EXPLANATIONS["metrics"])
     grid = session.figure("slider_grid", view, lambda: slider_grid(view, scale))
     tradeoff = session.figure("tradeoff", view, lambda: xf.tradeoff_figure(
-        view.curve, view.at(state["ee_tau"]).point.to_dict(), view.classic, view.fixed, view.full, view.oracle,
-        view.points))
-    released = live_threshold_slider(grid, tradeoff, xf.exit_histogram(view.at(0.0).exit_layer, L),
-                                     state["ee_tau"], key="ee_live")
+        view.curve, None, view.classic, view.fixed, view.full, view.oracle, view.points))
+    released = live_threshold_slider(grid, tradeoff, state["ee_tau"], key="ee_live")
     if released and released.get("id") != state.get("_ee_live_seen"):
         state["_ee_live_seen"] = released["id"]
         state["ee_tau"] = float(released["tau"])

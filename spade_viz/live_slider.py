@@ -23,7 +23,7 @@ from pathlib import Path
 import plotly
 import streamlit.components.v1 as components
 
-from .viz.exit_figures import CURRENT_TRACE
+from . import decoders
 
 
 def _frontend_folder() -> Path:
@@ -54,13 +54,12 @@ def _component():
     return components.declare_component("live_slider", path=str(_frontend_folder()))
 
 
-def live_threshold_slider(grid: dict, tradeoff, histogram, value: float, key: str, large: bool = False):
-    """Draw the in-browser slider with its metrics and figures (`tradeoff` holds the current-threshold
-    marker of `viz.exit_figures.set_current`, which the browser moves); returns the last released threshold as
-    {"tau": float, "id": str} (the id tells a new release from one already seen), or None."""
-    marker = next(i for i, trace in enumerate(tradeoff.data) if trace.name == CURRENT_TRACE)
+def live_threshold_slider(grid: dict, tradeoff, value: float, key: str, large: bool = False):
+    """Draw the in-browser slider, its metrics, the trade-off figure (drawn once; the browser moves the
+    current threshold's point over it) and the exit-layer histogram; returns the last released
+    threshold as {"tau": float, "id": str} (the id tells a new release from one already seen), or None."""
     return _component()(
-        grid=grid, tradeoff=json.loads(tradeoff.to_json()), histogram=json.loads(histogram.to_json()),
-        marker_trace=marker, value=float(value), large=large, key=key, default=None,
+        grid=grid, tradeoff=json.loads(tradeoff.to_json()), value=float(value), large=large, key=key, default=None,
+        colours={"hybrid": decoders.colour("hybrid"), "full": decoders.colour("full")},
         payload_id=hashlib.sha256(json.dumps(grid).encode()).hexdigest()[:16],
     )

@@ -104,10 +104,9 @@ def test_explore_page_in_chromium(cache_without_lenses):
 
 
 LIVE_SLIDER = "iframe[title*='live_slider']"
-MARKER_JS = """() => {
-    const plot = document.getElementById('tradeoff');
-    const marker = plot.data.find(trace => trace.name === 'your threshold');
-    return [marker.x[0], marker.y[0]];
+MARKER_JS = """() => {  // the current threshold's point over the trade-off curve: data values and pixels
+    const marker = document.getElementById('marker');
+    return [+marker.dataset.compute, +marker.dataset.accuracy, marker.style.transform];
 }"""
 
 
@@ -160,4 +159,5 @@ def test_early_exit_slider_in_chromium(cache_without_lenses):
     assert float(nobody[1].rstrip("%")) >= 100.0  # ...and pays for its checkpoints on top
     assert float(everybody[4].split("/")[0]) < 30  # the largest tau: every example exits early
     assert float(everybody[1].rstrip("%")) < 100.0
-    assert marker_nobody[0] >= 1.0 > marker_everybody[0]  # the marker on the trade-off curve moved left
+    assert marker_nobody[0] >= 1.0 > marker_everybody[0]  # the marker on the trade-off curve moved left...
+    assert marker_nobody[2] != marker_everybody[2]  # ...on the screen too

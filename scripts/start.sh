@@ -3,4 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/streamlit run app.py --server.headless true --browser.gatherUsageStats false "$@"
+# Server mode (SPADE_VIZ_SERVE=1, or the path of a settings file: README "Serving a class") also sets
+# Streamlit's own upload limit and XSRF protection to match.
+serve_flags=$(.venv/bin/python -m spade_viz.serve)
+# shellcheck disable=SC2086
+exec .venv/bin/streamlit run app.py --server.headless true --browser.gatherUsageStats false $serve_flags "$@"

@@ -4,7 +4,8 @@ On the default model with a 32-token prompt, time `sv.analyze` against, measured
 process with plain torch:
   forward: one forward pass with hidden states;
   floor:   that pass plus a full-vocabulary log-softmax, entropy and top-5 at every
-           (layer, position) logit-lens cell.
+           (layer, position) logit-lens cell, batched over all layers at once (the fastest way
+           measured; a floor done one layer at a time would flatter the ratio).
 Repetitions are interleaved and each uses a different prompt; medians are reported as ratios,
 because absolute times on shared machines drift.
 
@@ -44,18 +45,15 @@ def forward(lm, ids):
 
 
 def floor(lm, ids):
-    """Forward + log-softmax, entropy and top-5 over every (layer, position) of the logit lens."""
+    """Forward + log-softmax, entropy and top-5 over every (layer, position) of the logit lens, done the
+    fastest honest way measured: all layers' logits in one batched product, one fused pass each after."""
     with torch.no_grad():
         out = forward(lm, ids)
-        hidden = torch.stack(out.hidden_states[:-1])[:, 0]
-        for layer in range(hidden.shape[0]):
-            logits = lm.adapter.logit_lens(hidden[layer]).float()
-            logp = torch.log_softmax(logits, -1)
-            (-(logp.exp() * logp).sum(-1)).sum().item()
-            logits.topk(5, -1)
-        logp = torch.log_softmax(out.logits[0].float(), -1)
+        hidden = torch.stack(out.hidden_states[:-1])[:, 0]  # [L, P, d]
+        logits = torch.cat([lm.adapter.logit_lens(hidden), out.logits]).float()  # [L+1, P, V]
+        logp = torch.log_softmax(logits, -1)
         (-(logp.exp() * logp).sum(-1)).sum().item()
-        out.logits[0].topk(5, -1)
+        logp.topk(5, -1)
 
 
 def main() -> None:

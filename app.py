@@ -28,6 +28,8 @@ probability of an answer grows from layer to layer.
 """
 )
 ui.sidebar_model(show_errors_in_page=False)  # after the text above: it paints while the model loads
+with st.popover("Copy link", icon=":material/link:", help="A link to this page."):
+    ui.share_link("home", {}, where=st)
 st.subheader("Pages")
 for page in ui.app_pages():
     name, _, summary = page["summary"].partition(": ")  # "Early exit: sweep a labelled dataset, ..."

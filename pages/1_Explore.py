@@ -7,7 +7,7 @@ import re
 import streamlit as st
 
 import spade_viz as sv
-from spade_viz import decoders, ui, viz
+from spade_viz import decoders, links, ui, viz
 
 st.set_page_config(page_title="Explore · spade-viz", page_icon=":material/search:", layout="wide")
 PRESETS = ui.presets()
@@ -15,6 +15,8 @@ BY_NAME = {p.name: p for p in PRESETS}
 WINDOW = 14  # prompt positions shown at once in heatmap 1: readable cells on a laptop screen
 
 state = st.session_state
+state.setdefault("max_tokens", ui.DEFAULT_MAX_TOKENS)  # widget defaults here: a shared link may set them
+state.setdefault("show_no_bos", True)
 if "prompt" not in state:  # first visit: the first preset, analysed straight away
     state["prompt"] = PRESETS[0].text
     state["_sv_request"] = PRESETS[0].text
@@ -36,7 +38,29 @@ ui.explain(
     "layer's state directly) and with **SPADE** (keep only the start token `<s>` and the answer token, and "
     "let the remaining layers finish)."
 )
+LINK = links.explore_params([p.name for p in PRESETS], list(viz.METRICS), ui.DEFAULT_MAX_TOKENS)
+if (link := ui.opened_link("explore", LINK)) is not None:  # a shared link: its prompt and view
+    for name in link.given & {"preset", "spade_positions", "max_tokens", "show_no_bos", "metric"}:
+        state[name] = link.state[name]
+    shared = link.state["prompt"] or ("preset" in link.given and BY_NAME[link.state["preset"]].text)
+    if shared:
+        state["prompt"] = state["_sv_request"] = shared
+    state["_sv_link_view"] = {name: link.state[name] for name in link.given & {"target", "window_start"}}
 lm = ui.sidebar_model()  # after the title and explanation: they paint while the model loads
+
+
+def share(view: dict | None = None) -> None:
+    """The page's state into the URL and the "Copy link" box (called before every stop)."""
+    if view is None and (pending := state.get("_sv_link_view")):  # not applied yet: keep it in the link
+        view = {"target": "other" if pending.get("target") else "final", "target_text": pending.get("target", ""),
+                "window_start": pending.get("window_start")}
+    preset = state.get("preset", PRESETS[0].name)
+    widgets = {name: state.get(name) for name in ("spade_positions", "max_tokens", "show_no_bos", "metric")}
+    shared = links.explore_link_state({"model": ui.link_model(lm), "preset": preset, "prompt": state.get("_sv_request")
+                                       or state.get("prompt", ""), **widgets, **(view or {})},
+                                      {p.name: p.text for p in PRESETS})
+    ui.share_link("explore", links.encode(shared, LINK), where=link_box)
+
 
 left, right = st.columns([1, 2.2], gap="medium")
 with left:
@@ -47,6 +71,7 @@ with left:
         st.caption(picked.note)
     st.button("Analyze", key="run", type="primary", on_click=run_prompt, icon=":material/play_arrow:",
               disabled=lm is None)
+    link_box = st.popover("Copy link", icon=":material/link:", help="A link to this page as you see it now.")
 with right:
     lines = str(state.get("prompt", "")).count("\n") + 1
     st.text_area("Prompt (the model predicts the token that comes next)", key="prompt",
@@ -60,16 +85,18 @@ with st.expander("SPADE and input options"):
         help="original: the answer token keeps its position in the prompt (0 and T); renumbered: the two "
              "kept tokens become positions 0 and 1.",
     )
-    opt2.number_input("Token limit", min_value=2, max_value=32768, value=ui.DEFAULT_MAX_TOKENS, step=64,
+    opt2.number_input("Token limit", min_value=2, max_value=32768, step=64,
                       key="max_tokens", persist_state="session",
                       help="Longer prompts are refused (the model's own context length also applies).")
 
 request = state.get("_sv_request")
 if lm is None:
     st.info("Load a model in the sidebar to analyse the prompt.")
+    share()
     st.stop()
 if request is None:
     st.info("Pick a preset or type a prompt, then press **Analyze**.")
+    share()
     st.stop()
 if request != state["prompt"]:
     st.caption("✏️ The prompt box has changed since the last analysis: press **Analyze** to update the views.")
@@ -81,6 +108,7 @@ try:
         base = ui.analysis(lm, request, spade_positions=spade_positions, max_tokens=max_tokens)
 except sv.SpadeVizError as err:
     ui.show_error(err)
+    share()
     st.stop()
 for problem in ui.lens_problems(lm):
     st.warning(f"A saved lens was not used: {problem}")
@@ -94,6 +122,11 @@ analysis_id = (ui.model_key(lm), request, spade_positions, max_tokens)
 if state.get("target") not in target_options or state.get("_sv_target_for") != analysis_id:
     state["target"] = "final"  # a new analysis starts on the model's own answer
     state["_sv_target_for"] = analysis_id
+if (view := state.pop("_sv_link_view", None)) is not None:  # a shared link's target and window
+    if "target" in view:
+        state["target"], state["target_text"] = links.explore_target(view["target"], target_options)
+    if "window_start" in view:
+        state["window_start"], state["_sv_window_for"] = view["window_start"], request
 
 
 shown = {i: viz.visible_token(base.token(i)) for i in candidates}
@@ -122,7 +155,7 @@ if choice == "other":
     target = typed or None
 elif choice != "final":
     target = int(choice[1:])
-show_no_bos = c3.checkbox("Show SPADE without <s>", value=True, key="show_no_bos", persist_state="session",
+show_no_bos = c3.checkbox("Show SPADE without <s>", key="show_no_bos", persist_state="session",
                           help="The ablation: SPADE keeps only the answer token, without the start token.")
 
 res = base
@@ -150,6 +183,8 @@ if n > WINDOW:
     start = c4.slider("First position shown", 0, last_start, key="window_start",
                       help=f"The grid shows {WINDOW} positions at a time; slide to move along the prompt.")
     window = (start, start + WINDOW)
+share({"target": choice, "target_text": state.get("target_text", ""),
+       "window_start": window[0] if n > WINDOW and window[0] != n - WINDOW else None})
 
 drawn = decoders.ordered(d for d in res.decoders if show_no_bos or d != "spade_no_bos")
 zrange = viz.metric_range(res, metric)
@@ -168,7 +203,8 @@ st.markdown(
 )
 
 figs = {
-    "heatmap_positions": viz.layer_position_heatmap(res, metric, window=window, zrange=zrange),
+    "heatmap_positions": viz.layer_position_heatmap(res, metric, window=window, zrange=zrange,
+                                                    compact=spade_grid is not None),
     "heatmap_answer": viz.answer_heatmap(res, metric, decoders=drawn, zrange=zrange),
     "entropy_curves": viz.entropy_curves(res, decoders=drawn),
     "target_curves": viz.target_curves(res, decoders=drawn),
@@ -176,7 +212,7 @@ figs = {
 if spade_grid is not None:  # the whole prompt by SPADE (and a saved tuned lens) beside the logit lens
     grid_names = decoders.ordered(res.grids)
     figs |= {f"heatmap_positions_{name}": viz.layer_position_heatmap(res, metric, window=window, decoder=name,
-                                                                     zrange=zrange)
+                                                                     zrange=zrange, compact=True)
              for name in grid_names if name != "logit_lens"}
     figs["agreement"] = viz.agreement_heatmap(res, "spade", "logit_lens", window=window)
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import streamlit as st
 
 import spade_viz as sv
-from spade_viz import decoders, ui
+from spade_viz import decoders, links, ui
+from spade_viz.data import builtin_tasks
 from spade_viz.exit import CostModel
 from spade_viz.exit.session import (
+    CONFIDENCES,
     ExitSession,
     ExitSettings,
     LayoutChoice,
@@ -34,6 +36,32 @@ ui.explain(
     "dataset once, then slide the threshold: everything below is recomputed from the stored results, "
     "not by the model."
 )
+EXIT_LINK = links.exit_params(list(builtin_tasks()), CONFIDENCES)
+LAYOUT = ("ee_every", "ee_start", "ee_cont", "ee_head", "ee_conf", "ee_tau")  # a link's view of a sweep
+if (link := ui.opened_link("early_exit", EXIT_LINK)) is not None:  # a shared link: task, limit, layout, tau
+    if "ee_task" in link.given:
+        state["ee_source"], state["ee_task"] = "Built-in task", link.state["ee_task"]
+    if "ee_limit" in link.given:
+        state["ee_limit"] = link.state["ee_limit"]
+    state["_ee_link_layout"] = {name: link.state[name] for name in link.given & set(LAYOUT)}  # once a sweep shows
+link_box = st.popover("Copy link", icon=":material/link:", help="A link to this page as you see it now.")
+
+
+def share(where=link_box, in_view: bool = False) -> None:
+    """The page's state into the URL (and the link into `where`): the task and limit, and the layout
+    and threshold of the sweep in view (or those a link asked for, until a sweep shows)."""
+    layout = state.get("_ee_link_layout") or ({name: state.get(name) for name in LAYOUT} if in_view else {})
+    task = state.get("ee_task") if state.get("ee_source", "Built-in task") == "Built-in task" else None
+    query = links.encode({"ee_task": task, "ee_limit": state.get("ee_limit"), **layout}, EXIT_LINK,
+                         keep=tuple(layout))
+    ui.share_link("early_exit", query, where=where)
+
+
+def stop() -> None:
+    share()
+    st.stop()
+
+
 lm = ui.sidebar_model()  # after the title and explanation: they paint while the model loads
 
 # ------------------------------------------------------------------ 1. the data
@@ -42,9 +70,11 @@ st.subheader("1. Pick a dataset")
 dataset = ui.dataset_picker("ee")
 if dataset is None:
     st.info("Pick a built-in task or upload a file to start.")
-    st.stop()
+    stop()
 
 n_total = len(dataset)
+if state.get("ee_limit", 0) > n_total:  # a link's limit (or another task's) beyond this dataset
+    state["ee_limit"] = n_total
 c1, c2 = st.columns([1, 3])
 limit = c1.number_input("Examples", min_value=1, max_value=n_total, value=min(n_total, 200), step=10,
                         key="ee_limit", help="The first N examples of the dataset are used.")
@@ -53,7 +83,7 @@ c2.caption(f"**{dataset.name}**: {n_total} examples" + (" with answer choices" i
 
 if lm is None:
     st.info("Load a model in the sidebar to run the sweep.")
-    st.stop()
+    stop()
 
 # ------------------------------------------------------------------ 2. linear SPADE and the sweep
 
@@ -127,7 +157,7 @@ study = session.get(study_key)
 if study is None:
     st.info("Press **Run the sweep**: it runs the model once over these examples; afterwards the threshold "
             "slider needs no model at all.")
-    st.stop()
+    stop()
 if study.skipped:
     with st.expander(f"{len(study.skipped)} examples were skipped by the sweep"):
         st.code("\n".join(f"{i}: {why}" for i, why in study.skipped), language=None)
@@ -165,6 +195,8 @@ def _search(key) -> None:
 if session.in_view != study_key:  # a sweep new in view opens at its fastest layout
     with st.spinner("Finding the checkpoint layout with the largest speedup within 1 point…"):
         _apply(session.open(study_key, _settings()))
+for name, value in (state.pop("_ee_link_layout", None) or {}).items():  # a shared link's layout and tau, once
+    state[name] = value
 _show(_settings().fitted(arrays))
 
 st.subheader("3. Slide the threshold")
@@ -196,7 +228,7 @@ try:
     view = session.view(study_key, _settings())
 except sv.SpadeVizError as err:
     ui.show_error(err)
-    st.stop()
+    stop()
 
 scale = threshold_scale(view)
 if not scale.contains(state.get("ee_tau")):
@@ -227,6 +259,7 @@ def threshold_views() -> None:
         state["_ee_live_seen"] = released["id"]
         state["ee_tau"] = float(released["tau"])
     tau = float(state["ee_tau"])
+    share(where=None, in_view=True)  # the URL follows the slider's release (the box above: on the next full run)
     outcome = view.at(tau)
     p = outcome.point
     left, right = st.columns([3, 2])
@@ -324,3 +357,5 @@ else:
         st.caption(f"{real['examples']} examples × {real['repeats']} rounds at τ = {real['threshold']:.3f}; "
                    f"mean exit layer {real['mean_exit_layer']:.1f}. Small models on a CPU gain less than the "
                    "block count suggests: per-call overheads do not shrink with the layers skipped.")
+
+share(in_view=True)  # the "Copy link" box: the view as the page ends

@@ -5,7 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 import spade_viz as sv
-from spade_viz import compare, decoders, ui
+from spade_viz import compare, decoders, links, ui
+from spade_viz.data import builtin_tasks
 from spade_viz.viz.compare import comparison_figure, heldout_kl_figure
 
 st.set_page_config(page_title="Compare decoders · spade-viz", page_icon=":material/compare_arrows:", layout="wide")
@@ -18,6 +19,16 @@ ui.explain(
     f"{len(compare.COMPARED)} ways to read an intermediate layer; on a labelled dataset, which one gets the answer "
     "right earliest? " + " ".join(f"**{decoders.label(d)}**: {decoders.decoder(d).summary}" for d in compare.COMPARED)
 )
+COMPARE_LINK = links.compare_params(list(builtin_tasks()))
+if (link := ui.opened_link("compare", COMPARE_LINK)) is not None:  # a shared link: the task and the limit
+    if "cd_task" in link.given:
+        state["cd_source"], state["cd_task"] = "Built-in task", link.state["cd_task"]
+    if "cd_limit" in link.given:
+        state["cd_limit"] = link.state["cd_limit"]
+with st.popover("Copy link", icon=":material/link:", help="A link to this page with its task and limit."):
+    builtin = state.get("cd_source", "Built-in task") == "Built-in task"
+    ui.share_link("compare", links.encode({"cd_task": state.get("cd_task") if builtin else None,
+                                           "cd_limit": state.get("cd_limit")}, COMPARE_LINK), where=st)
 lm = ui.sidebar_model()  # after the title and explanation: they paint while the model loads
 
 # ------------------------------------------------------------------ 1. the tuned lens
@@ -105,6 +116,8 @@ if kl:
 
 st.subheader("2. Pick a dataset")
 dataset = ui.dataset_picker("cd")
+if dataset is not None and state.get("cd_limit", 0) > len(dataset):  # a link's limit beyond this dataset
+    state["cd_limit"] = len(dataset)
 if dataset is None:
     st.info("Pick a built-in task or upload a file.")
     st.stop()

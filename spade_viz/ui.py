@@ -42,6 +42,7 @@ import streamlit as st
 from streamlit.errors import StreamlitPageNotFoundError
 
 import spade_viz as sv
+from spade_viz import links
 from spade_viz.data import DatasetError, builtin_tasks, load_builtin, load_dataset
 
 OTHER = "__other__"
@@ -188,6 +189,7 @@ def sidebar_model(show_errors_in_page: bool = True) -> sv.LoadedModel | None:
             placeholder="Qwen/Qwen2.5-0.5B, /models/llama, model.gguf",
             help="Press Enter to load. Code shipped with a model is never run (trust_remote_code=False).",
         )
+    _linked_model(side)
     left, right = side.columns(2)
     left.selectbox("Device", DEVICES, key="sv_device", persist_state="session",
                    help="auto: CUDA if available, else Apple MPS, else CPU")
@@ -415,6 +417,84 @@ def spade_grid(lm: sv.LoadedModel, prompt: str, spade_positions: str = "original
         while len(kept) > SPADE_GRID_ENTRIES:
             kept.pop(next(iter(kept)))
     return grid
+
+
+# ---------------------------------------------------------------- shareable links
+
+
+def opened_link(page: str, params) -> links.Link | None:
+    """The state the URL's query parameters ask for, once per link (None when they hold nothing
+    this page has not seen or written itself). A bad part of a link is shown as a warning and
+    replaced by its default. A link's model is only offered in the sidebar, never loaded by itself."""
+    query = st.query_params.to_dict()
+    if not query or query == st.session_state.get(f"_sv_link_{page}"):
+        return None
+    st.session_state[f"_sv_link_{page}"] = query
+    link = links.decode(query, params)
+    if link.message():
+        st.warning(link.message(), icon=":material/link_off:")
+    model = str(link.state.get("model") or "").strip()
+    if model:
+        st.session_state["_sv_link_model"] = model
+        if st.session_state.get("sv_model", "") != OTHER:
+            st.session_state["sv_model_path"] = model  # the sidebar's text box, shown once they pick "Other"
+    return link
+
+
+def link_model(lm: sv.LoadedModel | None) -> str:
+    """The model a link should name: '' for the embedded default; a model a link offered and the
+    visitor has not loaded yet stays in it."""
+    pending = st.session_state.get("_sv_link_model")
+    if pending:
+        return pending
+    return "" if lm is None or lm.name == sv.DEFAULT_MODEL else lm.name
+
+
+def _accept_link_model() -> None:
+    st.session_state["sv_model"] = OTHER
+    st.session_state["sv_model_path"] = st.session_state.pop("_sv_link_model", "")
+    st.session_state.pop("_sv_failed", None)
+
+
+def _linked_model(side) -> None:
+    """The model an opened link names, offered with a button (never loaded without one)."""
+    pending = st.session_state.get("_sv_link_model")
+    if not pending:
+        return
+    current = _requested_key()
+    if pending == sv.DEFAULT_MODEL or (current is not None and current[0] == pending):
+        st.session_state.pop("_sv_link_model", None)  # already what the sidebar has
+        return
+    side.info(f"The link you opened uses the model **{pending}**. It is loaded only if you ask; until then "
+              "the page shows the model below.", icon=":material/link:")
+    side.button(f"Load {pending}", key="sv_link_load", on_click=_accept_link_model, icon=":material/download:")
+
+
+def share_link(page: str, query: dict[str, str], where=None) -> str:
+    """Put the page's state into the URL (when it changed) and show the link in `where` (a popover
+    or a container: `st.code` has its own copy button; None: the URL only). Returns the link. The link is the page's
+    address in the visitor's browser (`st.context.url`) with the query; where that is unknown, the
+    query alone (append it to the page's address)."""
+    if st.query_params.to_dict() != query:
+        st.query_params.from_dict(query)
+    st.session_state[f"_sv_link_{page}"] = dict(query)
+    from urllib.parse import urlencode
+
+    text = urlencode(query, quote_via=_quote)
+    base = getattr(st.context, "url", None) or ""
+    link = f"{base}?{text}" if text else (base or "?")
+    if where is None:
+        return link
+    where.code(link, language=None, wrap_lines=True)
+    where.caption("The page as you see it now: prompt, options and view (copy with the icon at the right). "
+                "Opening the link shows the same view; a model other than the default waits for a click.")
+    return link
+
+
+def _quote(text: str, safe: str = "", encoding=None, errors=None) -> str:
+    from urllib.parse import quote
+
+    return quote(text, safe="/:,", encoding=encoding, errors=errors)
 
 
 # ---------------------------------------------------------------- cross-page

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from browser import CHROMIUM, chromium_available, chromium_page, streamlit_server
+from browser import CHROMIUM, chromium_available, chromium_browser, chromium_page, streamlit_server
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -101,6 +101,61 @@ def test_explore_page_in_chromium(cache_without_lenses):
             page.wait_for_timeout(1500)
             page.screenshot(path=str(ARTIFACTS / "explore-full.png"))
     assert (ARTIFACTS / "explore.png").stat().st_size > 10_000
+
+
+SPADE_GRID_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).filter(el =>
+    el.layout && el.layout.title && String(el.layout.title.text).startsWith('SPADE')).length"""
+COLORBAR_JS = """() => { const el = document.querySelector('.js-plotly-plot');
+    return el && el.data && el.data[0].colorbar ? el.data[0].colorbar.title.text : null; }"""
+
+
+def test_shared_link_and_spade_positions_in_chromium(cache_without_lenses):
+    """Share a view (preset, metric), open the link in a fresh session: the same prompt and view come
+    back; then decode SPADE at every position and see its heatmap beside the logit lens's."""
+    import json
+    from urllib.parse import parse_qs, urlsplit
+
+    induction = next(p for p in json.loads((ROOT / "spade_viz" / "assets" / "presets.json").read_text())["presets"]
+                     if p["name"] == "Repetition / induction")
+    with streamlit_server(timeout=120, log_path=ARTIFACTS / "streamlit-links.log") as url:
+        with chromium_browser() as browser:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(WAIT_MS)
+            page.goto(f"{url}/Explore")
+            page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 4")
+            page.locator(".st-key-preset").click()
+            page.get_by_role("option", name="Repetition / induction").click()
+            page.wait_for_function(HEATMAP_SHOWS_JS, arg="moon")
+            page.locator(".st-key-metric").click()
+            page.get_by_role("option", name="top-1 probability").click()
+            page.wait_for_function(f"() => ({COLORBAR_JS})() === 'top-1 probability'")
+            _wait_idle(page)
+            page.get_by_role("button", name="Copy link").first.click()
+            code = page.locator("[data-testid='stPopoverBody'] code").first
+            code.wait_for()
+            link = code.inner_text().strip()
+            assert link.startswith(f"{url}/Explore?") and "metric=top1_prob" in link and "preset=" in link
+            same = [(u.path, parse_qs(u.query)) for u in (urlsplit(page.url), urlsplit(link))]
+            assert same[0] == same[1]  # the address bar holds the same link
+            page.close()
+
+            shared = browser.new_page(viewport={"width": 1280, "height": 900})  # a fresh session
+            shared.set_default_timeout(WAIT_MS)
+            shared.goto(link)
+            shared.wait_for_function(HEATMAP_SHOWS_JS, arg="moon")
+            _wait_idle(shared)
+            assert shared.locator(".st-key-prompt textarea").input_value() == induction["text"]
+            assert shared.evaluate(COLORBAR_JS) == "top-1 probability"  # the metric picked before sharing
+            assert shared.evaluate(SPADE_GRID_JS) == 0
+            shared.get_by_role("button", name="Decode SPADE at every position").first.click()  # a stale copy may linger
+            shared.wait_for_function(f"() => ({SPADE_GRID_JS})() >= 1")
+            _wait_idle(shared)
+            plots = shared.evaluate(PLOTS_JS)
+            positions = [p for p in plots if p["type"] == "heatmap" and p["rows"] == 31 and p["cols"] and p["cols"] > 3]
+            assert len(positions) >= 3  # logit lens and SPADE over the positions, and the disagreement map
+            assert shared.evaluate(SPADE_GRID_JS) == 1
+            assert shared.locator("[data-testid='stException']").count() == 0
+            shared.screenshot(path=str(ARTIFACTS / "explore-spade-positions.png"))
 
 
 LIVE_SLIDER = "iframe[title*='live_slider']"

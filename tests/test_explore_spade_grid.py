@@ -34,7 +34,7 @@ def test_the_button_draws_spade_beside_the_logit_lens(tiny_folders, tiny_lms):
     assert len(specs) == 6  # logit lens | SPADE, the disagreement map, then the three answer views as before
     lens, spade, agreement = specs[:3]
     assert lens["layout"]["title"]["text"].startswith("Logit lens")
-    assert spade["layout"]["title"]["text"].startswith("SPADE: top-1 token per layer and position")
+    assert spade["layout"]["title"]["text"].startswith("SPADE")
     assert spade["data"][0]["zmax"] == lens["data"][0]["zmax"]  # one colour scale
     assert spade["data"][0]["x"] == lens["data"][0]["x"]  # the same window of positions
     assert "disagree" in agreement["layout"]["title"]["text"]

@@ -59,7 +59,9 @@ def test_agreement_heatmap_and_the_spade_grid_figure():
     assert "disagree" in fig.layout.title.text
     spade = viz.layer_position_heatmap(res, "entropy", decoder="spade", zrange=(0, 6))
     lens = viz.layer_position_heatmap(res, "entropy", zrange=(0, 6))
-    assert spade.layout.title.text.startswith("SPADE")
+    assert spade.layout.title.text.startswith("SPADE: top-1")
+    compact = viz.layer_position_heatmap(res, "entropy", decoder="spade", window=(0, 4), compact=True)
+    assert compact.layout.title.text == f"SPADE (positions 0–3 of {len(res.tokens)})"
     assert spade.data[0].zmax == lens.data[0].zmax == 6  # one colour scale for both
     hover0 = spade.data[0].customdata[0][0][0]
     assert "&lt;s&gt; has nothing to drop" in hover0

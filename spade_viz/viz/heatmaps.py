@@ -147,8 +147,12 @@ def layer_position_heatmap(
     window: tuple[int, int] | None = None,
     decoder: str = "logit_lens",
     zrange: tuple[float, float] | None = None,
+    compact: bool = False,
 ) -> go.Figure:
-    """Heatmap 1: one row per layer (0..L), one column per prompt position in `window` [start, stop)."""
+    """Heatmap 1: one row per layer (0..L), one column per prompt position in `window` [start, stop).
+
+    `compact`: for two or three side by side (shorter title and cell text).
+    """
     spec = METRICS[metric]
     stats = res.grids[decoder]
     start, stop = window or (0, len(res.tokens))
@@ -156,7 +160,7 @@ def layer_position_heatmap(
     zrange = zrange or metric_range(res, metric)
     row_px, font_px = _layout_sizes(res.num_layers)
 
-    shown = visible_tokens(res.tokens, max_len=10)
+    shown = visible_tokens(res.tokens, max_len=6 if compact else 10)
     full = visible_tokens(res.tokens, max_len=40)
     ticktext = [html.escape(shown[c], quote=False) for c in cols]
     if res.answer_position in cols:
@@ -169,7 +173,7 @@ def layer_position_heatmap(
                        _hover_top(res, stats, cols)], axis=-1)
     z = spec.values(stats)[:, cols]
     trace = _heatmap_trace(
-        res, z, _cell_text(res, stats.top1[:, cols], 7), custom, spec, zrange, font_px,
+        res, z, _cell_text(res, stats.top1[:, cols], 4 if compact else 7), custom, spec, zrange, font_px,
         f"<b>layer %{{y}}</b> · position %{{customdata[0]}}<br>{html.escape(decoder_label(decoder))} top-1: "
         "<b>%{text}</b>",
         bar_len=0.4,
@@ -181,7 +185,7 @@ def layer_position_heatmap(
         fig.add_shape(type="rect", x0=res.answer_position - 0.5, x1=res.answer_position + 0.5,
                       y0=-0.5, y1=res.num_layers + 0.5, line=dict(color=decoder_colour("answer"), width=2.5))
     name = decoder_label(decoder)
-    title = f"{html.escape(name[:1].upper() + name[1:])}: top-1 token per layer and position"
+    title = f"{html.escape(name[:1].upper() + name[1:])}" + ("" if compact else ": top-1 token per layer and position")
     if stop - start < len(res.tokens):
         title += f" (positions {start}–{stop - 1} of {len(res.tokens)})"
     fig.update_layout(

@@ -13,10 +13,10 @@ Pages stay thin: read widgets, call these helpers and `spade_viz`, draw `spade_v
     except sv.SpadeVizError as err:
         ui.show_error(err)         # a clear one-line message; the rest of the page keeps working
 
-- The model is held by one `st.cache_resource` slot per process, shared by all sessions: ONE
-  model at a time, keyed by (name, device, dtype). Picking another frees the old one first
-  (gc + CUDA cache). A failed load is remembered per session (no retry loop on every rerun)
-  until the user presses "Retry" or picks something else.
+- Models are held by one `st.cache_resource` pool per process, shared by all sessions, keyed by
+  (name, device, dtype): one at a time outside server mode (picking another replaces it), up to
+  `max_models` in server mode (`spade_viz.serve`). A failed load is remembered per session (no
+  retry loop on every rerun) until the user presses "Retry" or picks something else.
 - Analyses are kept by (model, prompt, SPADE positions, token limit, saved lenses) in one store
   per process with a byte budget (`SPADE_VIZ_CACHE_MB`, default 256); changing the target
   re-decodes the answer position from the kept hidden states (`sv.retarget`, sharing them), never
@@ -34,6 +34,8 @@ import json
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -44,6 +46,7 @@ from streamlit.errors import StreamlitPageNotFoundError
 import spade_viz as sv
 from spade_viz import links
 from spade_viz.data import DatasetError, builtin_tasks, load_builtin, load_dataset
+from spade_viz.serve import JobQueue, ServeSettings
 
 OTHER = "__other__"
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -84,26 +87,33 @@ def show_error(err: BaseException | str, where=None) -> None:
 # ---------------------------------------------------------------- the model
 
 
-class _ModelSlot:
-    """The one model this process holds; shared by all sessions through `st.cache_resource`.
+class _ModelPool:
+    """The models this process holds, shared by all sessions through `st.cache_resource`.
 
-    Sessions keep using the resident model while another one loads (one load at a time), and it
-    is replaced only once the new one is ready, so a failed load leaves it in place for everyone.
-    Memory: the resident model plus the one being loaded; a session still computing on a
-    replaced model keeps it until that computation ends (its result stays correct).
+    At most `capacity` are resident (outside server mode one: picking another model replaces it),
+    the least recently used unloaded first, so visitors who pick different allowed models do not
+    take each other's away. Sessions keep using resident models while another loads (one load at
+    a time); a model is unloaded only once the new one is ready, so a failed load leaves everything
+    in place. Memory: `capacity` models plus the one being loaded; a session still computing on an
+    unloaded model keeps it until that computation ends (its result stays correct).
     """
 
-    def __init__(self) -> None:
-        self.lock = threading.Lock()  # guards key and lm
+    def __init__(self, capacity: int = 1) -> None:
+        self.capacity = max(1, int(capacity))
+        self.lock = threading.Lock()  # guards models
         self.loading = threading.Lock()  # one load at a time
-        self.key: tuple[str, str, str] | None = None
-        self.lm: sv.LoadedModel | None = None
+        self.models: OrderedDict[tuple[str, str, str], sv.LoadedModel] = OrderedDict()  # least recent first
 
     def resident(self, key: tuple[str, str, str]) -> sv.LoadedModel | None:
+        """The model under `key` if it is loaded (and now the most recently used), else None."""
         with self.lock:
-            return self.lm if self.key == key else None
+            lm = self.models.get(key)
+            if lm is not None:
+                self.models.move_to_end(key)
+            return lm
 
     def get(self, key: tuple[str, str, str], progress) -> sv.LoadedModel:
+        """The model under `key`, loaded if needed; the least recently used go past the capacity."""
         global MODEL_LOADS
         lm = self.resident(key)
         if lm is not None:
@@ -115,9 +125,10 @@ class _ModelSlot:
             name, device, dtype = key
             lm = sv.load_model(name, device=device, dtype=dtype, progress=progress)
             with self.lock:
-                old, self.key, self.lm = self.lm, key, lm
+                self.models[key] = lm
+                unloaded = [self.models.popitem(last=False)[1] for _ in range(len(self.models) - self.capacity)]
             MODEL_LOADS += 1
-        if old is not None:
+        for old in unloaded:
             _release(old)
         return lm
 
@@ -134,19 +145,24 @@ def _release(lm: sv.LoadedModel) -> None:
 
 
 @st.cache_resource(show_spinner=False)
-def _model_slot() -> _ModelSlot:
-    return _ModelSlot()
+def _model_pool(capacity: int) -> _ModelPool:
+    return _ModelPool(capacity)
+
+
+def serve_settings() -> ServeSettings:
+    """Server mode's settings (`SPADE_VIZ_SERVE`; off: a single user's full powers)."""
+    return ServeSettings.from_env()
 
 
 def _load(key: tuple[str, str, str]) -> sv.LoadedModel:
-    slot = _model_slot()
-    lm = slot.resident(key)
+    pool = _model_pool(serve_settings().max_models)
+    lm = pool.resident(key)
     if lm is not None:
         return lm
     label = DEFAULT_LABEL if key[0] == sv.DEFAULT_MODEL else key[0]
     with st.spinner(f"Loading {label}…"), st.sidebar.status(f"Loading {label}…", expanded=True) as status:
         try:
-            lm = slot.get(key, progress=lambda message: status.write(message))
+            lm = pool.get(key, progress=lambda message: status.write(message))
         except BaseException:
             status.update(label=f"Could not load {label}", state="error", expanded=False)
             raise
@@ -155,7 +171,14 @@ def _load(key: tuple[str, str, str]) -> sv.LoadedModel:
 
 
 def _requested_key() -> tuple[str, str, str] | None:
-    state = st.session_state
+    """(name, device, dtype) the session asks for; None: nothing typed yet. In server mode only the
+    operator's models, on the operator's device, are ever asked for (an InputError otherwise)."""
+    state, serve = st.session_state, serve_settings()
+    if serve.enabled:
+        name = state.get("sv_model") or serve.choices(sv.DEFAULT_MODEL)[0]
+        if not serve.allows(str(name), sv.DEFAULT_MODEL):  # a crafted session or link: say no, name no file
+            raise sv.InputError("this server offers only the models in its list: pick one of them")
+        return str(name), "auto", "fp32"
     name = sv.DEFAULT_MODEL if state.get("sv_model", sv.DEFAULT_MODEL) != OTHER else state.get("sv_model_path", "")
     name = (name or "").strip()
     if not name:
@@ -163,21 +186,12 @@ def _requested_key() -> tuple[str, str, str] | None:
     return name, state.get("sv_device", "auto"), state.get("sv_dtype", "fp32")
 
 
-def _retry() -> None:
-    st.session_state.pop("_sv_failed", None)
+def _model_label(name: str) -> str:
+    return DEFAULT_LABEL if name == sv.DEFAULT_MODEL else name
 
 
-def sidebar_model(show_errors_in_page: bool = True) -> sv.LoadedModel | None:
-    """Draw the model picker in the sidebar and return the loaded model.
-
-    Returns None when no model is usable (nothing typed yet, or loading failed); the reason is
-    shown in the sidebar and, with `show_errors_in_page`, in the page too. Never raises for a
-    bad model: the rest of the page keeps working.
-    """
-    page_style()
-    side = st.sidebar
-    page_links(side)
-    side.header("Model")
+def _model_picker(side) -> None:
+    """The single user's picker: the embedded default, or any Hub id, folder or .gguf file; device, dtype."""
     side.selectbox(
         "Model", [sv.DEFAULT_MODEL, OTHER], key="sv_model", persist_state="session",
         format_func=lambda v: DEFAULT_LABEL if v == sv.DEFAULT_MODEL else "Other: Hub id, folder or .gguf…",
@@ -196,7 +210,34 @@ def sidebar_model(show_errors_in_page: bool = True) -> sv.LoadedModel | None:
     right.selectbox("Precision", list(sv.DTYPES), key="sv_dtype", persist_state="session",
                     help="fp32 is exact; bf16/fp16 halve memory on a GPU")
 
-    key = _requested_key()
+
+def _retry() -> None:
+    st.session_state.pop("_sv_failed", None)
+
+
+def sidebar_model(show_errors_in_page: bool = True) -> sv.LoadedModel | None:
+    """Draw the model picker in the sidebar and return the loaded model.
+
+    Returns None when no model is usable (nothing typed yet, or loading failed); the reason is
+    shown in the sidebar and, with `show_errors_in_page`, in the page too. Never raises for a
+    bad model: the rest of the page keeps working.
+    """
+    page_style()
+    side = st.sidebar
+    page_links(side)
+    side.header("Model")
+    serve = serve_settings()
+    if serve.enabled:  # the operator's list; nothing typed, no device or precision to pick
+        side.selectbox("Model", serve.choices(sv.DEFAULT_MODEL), key="sv_model", persist_state="session",
+                       format_func=_model_label, label_visibility="collapsed",
+                       help="The models this server offers. Your choice changes no one else's model.")
+    else:
+        _model_picker(side)
+    try:
+        key = _requested_key()
+    except sv.InputError as err:
+        show_error(err, where=side)
+        return None
     if key is None:
         side.info("Type a model id, folder or .gguf path and press Enter.")
         return None
@@ -377,6 +418,7 @@ def analysis(lm: sv.LoadedModel, prompt: str, spade_positions: str = "original",
     """
     key, signature = model_key(lm), _lens_signature(lm)
     lenses = _lenses(key, signature, lm)[0]
+    max_tokens = min(int(max_tokens), serve_settings().max_prompt_tokens)  # server mode's limit
     entry = (key, lm.fingerprint(), prompt, spade_positions, int(max_tokens), signature)
     store = _analysis_store()
 
@@ -510,6 +552,26 @@ def send_to_explore(prompt: str) -> None:
     st.switch_page(EXPLORE_PAGE)
 
 
+@st.cache_resource(show_spinner=False)
+def _job_queue(capacity: int) -> JobQueue:
+    return JobQueue(capacity)
+
+
+@contextmanager
+def heavy_job(what: str) -> Iterator[None]:
+    """Run a sweep, a fit or a training when the server has room for it (server mode's
+    `max_heavy_jobs`; no limit outside it), showing the visitor their place in the queue meanwhile."""
+    waiting = st.empty()
+
+    def show_place(position: int) -> None:
+        waiting.info(f"Waiting for another visitor's job to finish before {what}: you are number {position} in "
+                     "the queue. Your inputs are kept.", icon=":material/hourglass_top:")
+
+    with _job_queue(serve_settings().max_heavy_jobs).slot(on_wait=show_place):
+        waiting.empty()
+        yield
+
+
 def bar_progress(bar, label: str):
     """A `progress(done, total, stage)` callback (sweeps, calibration) that moves a `st.progress` bar."""
     return lambda done, total, stage="": bar.progress(min(1.0, done / max(total, 1)),
@@ -553,10 +615,19 @@ def dataset_picker(prefix: str):
     )
     if upload is None:
         return None
+    serve = serve_settings()
+    if upload.size > serve.max_upload_mb * 2**20:
+        show_error(f"{upload.name} is {upload.size / 2**20:.1f} MB; this server accepts files of up to "
+                   f"{serve.max_upload_mb} MB")
+        return None
     try:
         dataset = _uploaded_dataset(upload.getvalue(), upload.name)
     except DatasetError as err:
         show_error(err)
+        return None
+    if len(dataset) + len(dataset.errors) > serve.max_rows:
+        show_error(f"{upload.name} has {len(dataset) + len(dataset.errors)} rows; this server accepts up to "
+                   f"{serve.max_rows}")
         return None
     if dataset.errors:
         bad = len(dataset.errors)

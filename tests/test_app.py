@@ -189,7 +189,7 @@ def test_explore_on_the_default_model():
     assert len(heat_positions["data"][0]["y"]) == 31 == len(heat_answer["data"][0]["y"])
     summary = next(m.value for m in at.markdown if "layers." in m.value)
     assert "Berlin" in summary  # the capitals preset: the model answers ' Berlin'
-    res = ui.analysis(ui._model_slot().lm, ui.presets()[0].text)
+    res = ui.analysis(next(iter(ui._model_pool(1).models.values())), ui.presets()[0].text)
     assert res.first_stable_layer("spade") < res.first_stable_layer("logit_lens")
 
 
@@ -210,24 +210,34 @@ def test_saved_lenses_add_decoder_columns(tiny_folder, tiny_lm, tmp_path, monkey
     assert len({t["legendgroup"] for t in _specs(at)[2]["data"]}) == 5
 
 
-def test_model_slot_holds_one_model_and_frees_the_old(tiny_folders):
+def test_model_pool_holds_one_model_and_frees_the_old(tiny_folders):
     """One resident model; another replaces it only once loaded, so a failed load leaves it in place."""
     import gc
     import weakref
 
-    slot = ui._ModelSlot()
+    pool = ui._ModelPool(capacity=1)
     first_key = (str(tiny_folders["llama"]), "cpu", "fp32")
-    first = slot.get(first_key, progress=lambda message: None)
-    assert slot.get(first_key, progress=lambda message: None) is first  # cached, not reloaded
+    first = pool.get(first_key, progress=lambda message: None)
+    assert pool.get(first_key, progress=lambda message: None) is first  # cached, not reloaded
     gone = weakref.ref(first.model)
     del first
-    second = slot.get((str(tiny_folders["qwen2"]), "cpu", "fp32"), progress=lambda message: None)
+    second_key = (str(tiny_folders["qwen2"]), "cpu", "fp32")
+    second = pool.get(second_key, progress=lambda message: None)
     gc.collect()
     assert gone() is None, "the previous model is still in memory"
-    assert slot.lm is second and slot.key[0].endswith("qwen2")
+    assert list(pool.models.items()) == [(second_key, second)]
     with pytest.raises(sv.ModelLoadError):
-        slot.get(("/no/such/model", "cpu", "fp32"), progress=lambda message: None)
-    assert slot.lm is second and slot.key[0].endswith("qwen2")
+        pool.get(("/no/such/model", "cpu", "fp32"), progress=lambda message: None)
+    assert list(pool.models.items()) == [(second_key, second)]
+
+
+def test_model_pool_keeps_the_most_recently_used_within_its_capacity(tiny_folders):
+    pool = ui._ModelPool(capacity=2)
+    keys = [(str(tiny_folders[family]), "cpu", "fp32") for family in ("llama", "qwen2", "gpt2")]
+    first, second = (pool.get(key, progress=lambda message: None) for key in keys[:2])
+    assert pool.resident(keys[0]) is first  # now the most recently used: the second goes next
+    pool.get(keys[2], progress=lambda message: None)
+    assert list(pool.models) == [keys[0], keys[2]]
 
 
 def test_another_page_can_send_a_prompt_to_explore(tiny_folder):

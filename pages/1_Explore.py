@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import re
+import json
 
 import streamlit as st
 
 import spade_viz as sv
 from spade_viz import decoders, links, ui, viz
+from spade_viz.viz import exports
 
 st.set_page_config(page_title="Explore · spade-viz", page_icon=":material/search:", layout="wide")
 PRESETS = ui.presets()
@@ -202,19 +203,20 @@ st.markdown(
     + ", ".join(f"{decoders.label(d)}: **{settled(d)}**" for d in drawn)
 )
 
+scale = ui.font_scale()
 figs = {
     "heatmap_positions": viz.layer_position_heatmap(res, metric, window=window, zrange=zrange,
-                                                    compact=spade_grid is not None),
-    "heatmap_answer": viz.answer_heatmap(res, metric, decoders=drawn, zrange=zrange),
-    "entropy_curves": viz.entropy_curves(res, decoders=drawn),
-    "target_curves": viz.target_curves(res, decoders=drawn),
+                                                    compact=spade_grid is not None, font_scale=scale),
+    "heatmap_answer": viz.answer_heatmap(res, metric, decoders=drawn, zrange=zrange, font_scale=scale),
+    "entropy_curves": viz.entropy_curves(res, decoders=drawn, font_scale=scale),
+    "target_curves": viz.target_curves(res, decoders=drawn, font_scale=scale),
 }
 if spade_grid is not None:  # the whole prompt by SPADE (and a saved tuned lens) beside the logit lens
     grid_names = decoders.ordered(res.grids)
     figs |= {f"heatmap_positions_{name}": viz.layer_position_heatmap(res, metric, window=window, decoder=name,
-                                                                     zrange=zrange, compact=True)
+                                                                     zrange=zrange, compact=True, font_scale=scale)
              for name in grid_names if name != "logit_lens"}
-    figs["agreement"] = viz.agreement_heatmap(res, "spade", "logit_lens", window=window)
+    figs["agreement"] = viz.agreement_heatmap(res, "spade", "logit_lens", window=window, font_scale=scale)
 
 ui.explain(
     "**Logit lens at every position.** Each row is a layer (0 = the input embeddings, top = the model's "
@@ -273,19 +275,27 @@ with curves:
     st.plotly_chart(figs["target_curves"], key="fig_target", theme=None, config={"displaylogo": False})
 
 # ------------------------------------------------------------------ downloads (built only on click)
-stem = re.sub(r"[^A-Za-z0-9]+", "-", f"spade-viz-{res.model_name.split('/')[-1]}-{request[:24]}").strip("-")
+meta = exports.export_meta({"model": res.model_name, "prompt": request, "spade_positions": spade_positions,
+                            "max_tokens": max_tokens, "target": res.token(res.target_id), "metric": metric,
+                            "positions_shown": f"{window[0]}-{window[1] - 1}",
+                            "spade_every_position": spade_grid is not None})
+stem = exports.file_stem(res.model_name, request[-24:], spade_positions, metric)  # the prompt's end: its question
 FIGURE_NAMES = {"heatmap_positions": "Positions heatmap", "heatmap_answer": "Answer heatmap",
                 "entropy_curves": "Entropy curves", "target_curves": "Target curves",
                 "heatmap_positions_spade": "SPADE positions heatmap",
                 "heatmap_positions_tuned_lens": "Tuned-lens positions heatmap", "agreement": "Disagreement map"}
 with st.expander("Download the analysis and the figures", icon=":material/download:"):
     d = st.columns(3)
-    d[0].download_button("Analysis · CSV", data=lambda: res.to_frame().to_csv(index=False),
-                         file_name=f"{stem}.csv", mime="text/csv", key="dl_csv", on_click="ignore", width="stretch")
-    d[0].download_button("Analysis · JSON", data=lambda: res.to_json(indent=1), file_name=f"{stem}.json",
+    d[0].download_button("Analysis · CSV", file_name=f"{stem}.csv", mime="text/csv", key="dl_csv", on_click="ignore",
+                         data=lambda: exports.csv_with_header(res.to_frame().to_csv(index=False), meta),
+                         width="stretch")
+    d[0].download_button("Analysis · JSON", file_name=f"{stem}.json",
+                         data=lambda: json.dumps(exports.json_with_meta(res.to_dict(), meta), indent=1,
+                                                 ensure_ascii=False),
                          mime="application/json", key="dl_json", on_click="ignore", width="stretch")
     for i, (name, fig) in enumerate(figs.items()):
         d[1 + i % 2].download_button(
-            f"{FIGURE_NAMES[name]} · HTML", data=lambda fig=fig: fig.to_html(include_plotlyjs=True, full_html=True),
+            f"{FIGURE_NAMES[name]} · HTML", data=lambda fig=fig, name=name: exports.html_with_meta(
+                fig.to_html(include_plotlyjs=True, full_html=True), meta, f"{FIGURE_NAMES[name]} · {res.model_name}"),
             file_name=f"{stem}-{name}.html", mime="text/html", key=f"dl_{name}", on_click="ignore", width="stretch",
         )

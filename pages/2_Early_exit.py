@@ -21,6 +21,7 @@ from spade_viz.exit.session import (
 from spade_viz.exit.study import EXPLANATIONS
 from spade_viz.live_slider import live_threshold_slider
 from spade_viz.viz import exit_figures as xf
+from spade_viz.viz import exports
 from spade_viz.viz.tokens import visible_token
 
 st.set_page_config(page_title="Early exit · spade-viz", page_icon=":material/fast_forward:", layout="wide")
@@ -252,8 +253,8 @@ def threshold_views() -> None:
               help="Move the slider to the largest speedup whose accuracy is within 1 point of the full model.")
     ui.explain(EXPLANATIONS["metrics"])
     grid = session.figure("slider_grid", view, lambda: slider_grid(view, scale))
-    tradeoff = session.figure("tradeoff", view, lambda: xf.tradeoff_figure(
-        view.curve, None, view.classic, view.fixed, view.full, view.oracle, view.points))
+    tradeoff = session.figure(f"tradeoff@{ui.font_scale()}", view, lambda: xf.tradeoff_figure(
+        view.curve, None, view.classic, view.fixed, view.full, view.oracle, view.points, font_scale=ui.font_scale()))
     released = live_threshold_slider(grid, tradeoff, state["ee_tau"], key="ee_live")
     if released and released.get("id") != state.get("_ee_live_seen"):
         state["_ee_live_seen"] = released["id"]
@@ -303,13 +304,21 @@ st.dataframe(view.points_table(), hide_index=True, key="ee_points",
                                       "mean_exit_layer")})
 
 d1, d2, _ = st.columns([1, 1, 2])
-stem = f"{dataset.name}-{lm.name.replace('/', '_')}"
-d1.download_button("Sweep (CSV)", lambda: arrays.to_frame().to_csv(index=False).encode(), file_name=f"{stem}-sweep.csv",
+layout = view.key.checkpoints.describe()
+meta = exports.export_meta({"model": lm.name, "task": dataset.name, "examples": len(examples),
+                            "dataset_hash": dataset.source_hash})
+curve_meta = meta | {"checkpoints": layout, "confidence": state["ee_conf"], "continuation_tokens": state["ee_cont"],
+                     "head_in_every_pass": state["ee_head"], "threshold_shown": round(float(state["ee_tau"]), 6)}
+stem = exports.file_stem(lm.name, dataset.name, f"n{len(examples)}")
+curve_stem = exports.file_stem(lm.name, dataset.name, f"n{len(examples)}", layout, state["ee_conf"])
+d1.download_button("Sweep (CSV)", lambda: exports.csv_with_header(arrays.to_frame().to_csv(index=False), meta).encode(),
+                   file_name=f"{stem}-sweep.csv",
                    mime="text/csv", key="ee_dl_sweep", on_click="ignore", icon=":material/download:",
                    help=f"The same numbers headless: python -m spade_viz exit-curve --sweep {stem}-sweep.csv "
                         f"--model {lm.name}")
-d2.download_button("Threshold curve (CSV)", lambda: view.curve.to_csv(index=False).encode(),
-                   file_name=f"{stem}-curve.csv", mime="text/csv", key="ee_dl_curve", on_click="ignore",
+d2.download_button("Threshold curve (CSV)",
+                   lambda: exports.csv_with_header(view.curve.to_csv(index=False), curve_meta).encode(),
+                   file_name=f"{curve_stem}-curve.csv", mime="text/csv", key="ee_dl_curve", on_click="ignore",
                    icon=":material/download:")
 
 st.subheader("How early does each decoder find the answer?")
@@ -318,8 +327,10 @@ first = view.first_layers()
 st.caption("First layer reaching the full model's accuracy: "
            + ", ".join(f"{decoders.label(d)} {'never' if v is None else v}" for d, v in first.items()))
 a1, a2 = st.columns(2)
-a1.plotly_chart(xf.layer_accuracy_figure(view.layer_accuracy, view.full["accuracy"]), key="ee_fig_layers", **PLOT)
-a2.plotly_chart(xf.layer_accuracy_figure(view.layer_accuracy, metric="agreement"), key="ee_fig_agree", **PLOT)
+a1.plotly_chart(xf.layer_accuracy_figure(view.layer_accuracy, view.full["accuracy"], font_scale=ui.font_scale()),
+                key="ee_fig_layers", **PLOT)
+a2.plotly_chart(xf.layer_accuracy_figure(view.layer_accuracy, metric="agreement", font_scale=ui.font_scale()),
+                key="ee_fig_agree", **PLOT)
 
 # ------------------------------------------------------------------ 5. real early exit
 

@@ -7,6 +7,7 @@ import streamlit as st
 import spade_viz as sv
 from spade_viz import compare, decoders, links, ui
 from spade_viz.data import builtin_tasks
+from spade_viz.viz import exports
 from spade_viz.viz.compare import comparison_figure, heldout_kl_figure
 
 st.set_page_config(page_title="Compare decoders · spade-viz", page_icon=":material/compare_arrows:", layout="wide")
@@ -110,7 +111,7 @@ if kl:
         ui.explain("The KL divergence measures how much the layer's prediction differs from the model's final one "
                    "on text not used for training (0 = identical). A working tuned lens is below the logit lens "
                    "at every layer.")
-        st.plotly_chart(heldout_kl_figure(kl["per_layer"]), key="cd_fig_kl", **PLOT)
+        st.plotly_chart(heldout_kl_figure(kl["per_layer"], font_scale=ui.font_scale()), key="cd_fig_kl", **PLOT)
 
 # ------------------------------------------------------------------ 2. the data
 
@@ -171,7 +172,7 @@ ui.explain(
 if missing:
     st.caption("Not in this comparison: " + ", ".join(missing) + (" (train a tuned lens above and run again)."
                                                                   if "tuned lens" in missing else "."))
-st.plotly_chart(comparison_figure(curves), key="cd_fig_compare", **PLOT)
+st.plotly_chart(comparison_figure(curves, font_scale=ui.font_scale()), key="cd_fig_compare", **PLOT)
 ui.explain(
     "How early each decoder gets there: the first layer at which its accuracy reaches 95% of the full model's, "
     "the layer from which it stays there, and the first layer at which it agrees with the final answer on 95% "
@@ -180,5 +181,10 @@ ui.explain(
 st.dataframe(compare.display_table(table, result.num_layers), hide_index=True, key="cd_table")
 if result.linear_spade_source:
     st.caption(f"Linear SPADE: {result.linear_spade_source}.")
-st.download_button("Download the per-layer numbers (CSV)", curves.to_csv(index=False).encode(),
-                   file_name=f"compare_{result.dataset_name}.csv", mime="text/csv", key="cd_download")
+meta = exports.export_meta({"model": lm.name, "task": result.dataset_name, "examples": result.num_examples,
+                            "tuned_lens": None if lens is None else lens.meta.get("created", "saved"),
+                            "linear_spade": result.linear_spade_source or None})
+stem = exports.file_stem(lm.name, result.dataset_name, f"n{result.num_examples}")
+st.download_button("Download the per-layer numbers (CSV)",
+                   exports.csv_with_header(curves.to_csv(index=False), meta).encode(),
+                   file_name=f"{stem}-compare.csv", mime="text/csv", key="cd_download")

@@ -225,6 +225,7 @@ def sidebar_model(show_errors_in_page: bool = True) -> sv.LoadedModel | None:
     page_style()
     side = st.sidebar
     page_links(side)
+    display_options(side)
     side.header("Model")
     serve = serve_settings()
     if serve.enabled:  # the operator's list; nothing typed, no device or precision to pick
@@ -714,6 +715,19 @@ h1 { font-size: 2.0rem !important; padding-top: 0 !important; }
 [data-testid="stSidebarUserContent"] { padding-top: 1rem; }
 </style>
 """
+
+
+def display_options(where) -> None:
+    """The shared presentation switch (`font_scale`): larger figure fonts for a projector."""
+    where.toggle("Larger fonts (projector)", key="sv_big_fonts", persist_state="session",
+                 help="Every figure's text, ticks and legends larger, for the back of a lecture room.")
+
+
+def font_scale() -> float:
+    """The figures' font scale the sidebar's projector switch asks for (1.0: off)."""
+    from spade_viz.viz.style import PROJECTOR_SCALE
+
+    return PROJECTOR_SCALE if st.session_state.get("sv_big_fonts") else 1.0
 
 
 def page_style() -> None:

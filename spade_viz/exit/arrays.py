@@ -217,15 +217,31 @@ class ExitArrays:
 
     @classmethod
     def from_csv(cls, path: str | Path, default_length: int | None = None) -> "ExitArrays":
-        """Read a sweep CSV (and its meta JSON beside it, when there is one)."""
+        """Read a sweep CSV (and its meta JSON beside it, when there is one). Leading `#` lines (the
+        header an app download writes: model, task, settings) are skipped."""
         path = Path(path)
         if not path.is_file():
             raise SweepFormatError(f"no such sweep file: {path}")
         try:
-            frame = pd.read_csv(path, keep_default_na=False, na_values=[], dtype={"top1": str, "example_id": str})
+            frame = pd.read_csv(path, keep_default_na=False, na_values=[], dtype={"top1": str, "example_id": str},
+                                skiprows=_leading_comment_lines(path))
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as err:
             raise SweepFormatError(f"{path.name} is not a readable CSV: {str(err).splitlines()[0]}") from None
         return cls.from_frame(frame, default_length=default_length, meta=read_sweep_meta(path))
+
+
+def _leading_comment_lines(path: Path) -> int:
+    """How many lines at the head of a text file start with '#' (0 for a file that is not text)."""
+    count = 0
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                if not line.startswith("#"):
+                    break
+                count += 1
+    except (OSError, UnicodeDecodeError):
+        return 0
+    return count
 
 
 def sweep_meta_paths(path: Path) -> list[Path]:

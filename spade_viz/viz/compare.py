@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 from ..decoders import colour as decoder_colour
 from ..decoders import label as decoder_label
 from .heatmaps import FONT
+from .style import font_scaled
 
 _LAYOUT = dict(font=FONT, plot_bgcolor="white", margin=dict(l=60, r=20, t=50, b=50), hovermode="x unified")
 
@@ -24,6 +25,7 @@ def _legend_inside(corner: str) -> dict:
                 bordercolor="#dddddd", borderwidth=1)
 
 
+@font_scaled()
 def comparison_figure(curves: pd.DataFrame, fraction: float | None = 0.95, title: str | None = None) -> go.Figure:
     """One plot: per decoder, accuracy vs gold (solid) and agreement with the final answer (dotted)
     at every layer; a grey dashed line at `fraction` x the full model's accuracy.
@@ -62,6 +64,7 @@ def comparison_figure(curves: pd.DataFrame, fraction: float | None = 0.95, title
     return fig
 
 
+@font_scaled()
 def heldout_kl_figure(kl: dict[str, Sequence[float]], title: str | None = None) -> go.Figure:
     """Per-layer mean KL(final || decoder) on held-out text, one line per decoder (log scale)."""
     fig = go.Figure()

@@ -21,6 +21,7 @@ from ..decoders import dash as decoder_dash
 from ..decoders import label as decoder_label
 from ..decoders import ordered as ordered_decoders
 from .heatmaps import FONT
+from .style import font_scaled
 from .tokens import html_token
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ def _base_layout(fig: go.Figure, res: PromptLayers, title: str, height: int) -> 
     fig.update_yaxes(gridcolor="#eeeeee", zeroline=False)
 
 
+@font_scaled()
 def entropy_curves(res: PromptLayers, decoders: Sequence[str] | None = None, height: int = 380) -> go.Figure:
     """Entropy (nats) of each decoder's prediction at the answer position, per layer."""
     fig = go.Figure()
@@ -91,6 +93,7 @@ def entropy_curves(res: PromptLayers, decoders: Sequence[str] | None = None, hei
     return fig
 
 
+@font_scaled()
 def target_curves(res: PromptLayers, decoders: Sequence[str] | None = None, height: int = 380) -> go.Figure:
     """Probability (left) and rank (right, log scale, 1 on top) of the target token, per layer."""
     target = html_token(res.token(res.target_id))

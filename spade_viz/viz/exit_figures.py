@@ -10,6 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .. import decoders
+from .style import font_scaled
 
 _LAYOUT = dict(margin=dict(l=50, r=20, t=40, b=45), legend=dict(orientation="h", y=-0.2))
 
@@ -19,6 +20,7 @@ def _pareto(curve: pd.DataFrame) -> pd.DataFrame:
     return curve.sort_values(["compute_fraction", "accuracy"]).reset_index(drop=True)
 
 
+@font_scaled(height=False)
 def tradeoff_figure(
     hybrid: pd.DataFrame,
     current: dict | None = None,
@@ -82,6 +84,7 @@ def tradeoff_figure(
     return fig
 
 
+@font_scaled()
 def exit_histogram(exit_layers: np.ndarray, num_layers: int) -> go.Figure:
     """How many examples exit at each layer; the last bar is 'never confident' (the full model)."""
     counts = np.bincount(np.asarray(exit_layers, dtype=np.int64), minlength=num_layers + 1)[: num_layers + 1]
@@ -95,6 +98,7 @@ def exit_histogram(exit_layers: np.ndarray, num_layers: int) -> go.Figure:
     return fig
 
 
+@font_scaled()
 def layer_accuracy_figure(layer_accuracy: pd.DataFrame, full_accuracy: float | None = None,
                           metric: str = "accuracy") -> go.Figure:
     """Accuracy (or agreement with the full model) of each decoder at each layer."""

@@ -21,6 +21,7 @@ import plotly.graph_objects as go
 from ..decoders import colour as decoder_colour
 from ..decoders import label as decoder_label
 from ..decoders import ordered as ordered_decoders
+from .style import font_scaled
 from .tokens import html_token, visible_tokens
 
 if TYPE_CHECKING:  # figures take results, they do not compute them
@@ -141,6 +142,7 @@ def _heatmap_trace(res, z, text, custom, spec, zrange, font_px, hover_head, bar_
     )
 
 
+@font_scaled()
 def layer_position_heatmap(
     res: PromptLayers,
     metric: str = "entropy",
@@ -204,6 +206,7 @@ def layer_position_heatmap(
     return fig
 
 
+@font_scaled()
 def answer_heatmap(
     res: PromptLayers,
     metric: str = "entropy",
@@ -299,6 +302,7 @@ def agreement_grid(res: PromptLayers, a: str = "spade", b: str = "logit_lens") -
             "disagree": float((top_a[below] != top_b[below]).mean())}
 
 
+@font_scaled()
 def agreement_heatmap(
     res: PromptLayers,
     a: str = "spade",

@@ -388,13 +388,9 @@ def test_choice_tokens_distinct(bpe_tokenizer):
         choice_token_ids(tok, "Germany:", [" Berlin", " Berlin Mitte"])
 
 
-def test_choice_tokens_real_tokenizer_if_present():
-    path = Path("/tmp/smol/conv")
-    if not (path / "tokenizer.json").is_file():
-        pytest.skip("SmolLM2 tokenizer not available offline")
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(path))
+def test_choice_tokens_on_the_default_models_tokenizer(default_lm):
+    """Every built-in task splits cleanly on the real tokenizer (reached through the project's own loader)."""
+    tok = default_lm.tokenizer
     assert tok.convert_ids_to_tokens(gold_token_id(tok, "Germany:", " Berlin")) == "ĠBerlin"
     assert tok.convert_ids_to_tokens(choice_token_ids(tok, "Answer:", [" A", " B", " C", " D"])) == [
         "ĠA", "ĠB", "ĠC", "ĠD"

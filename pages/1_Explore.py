@@ -43,6 +43,8 @@ LINK = links.explore_params([p.name for p in PRESETS], list(viz.METRICS), ui.DEF
 if (link := ui.opened_link("explore", LINK)) is not None:  # a shared link: its prompt and view
     for name in link.given & {"preset", "spade_positions", "max_tokens", "show_no_bos", "metric"}:
         state[name] = link.state[name]
+    if "max_tokens" in link.given:  # within this server's limit (a widget resets a value past its maximum)
+        state["max_tokens"] = min(state["max_tokens"], ui.serve_settings().max_prompt_tokens)
     shared = link.state["prompt"] or ("preset" in link.given and BY_NAME[link.state["preset"]].text)
     if shared:
         state["prompt"] = state["_sv_request"] = shared

@@ -74,8 +74,8 @@ if dataset is None:
     stop()
 
 n_total = len(dataset)
-if state.get("ee_limit", 0) > n_total:  # a link's limit (or another task's) beyond this dataset
-    state["ee_limit"] = n_total
+if state.get("ee_limit", 0) > min(n_total, ui.serve_settings().max_sweep_examples):  # a link's limit beyond it
+    state["ee_limit"] = min(n_total, ui.serve_settings().max_sweep_examples)
 c1, c2 = st.columns([1, 3])
 limit = c1.number_input("Examples", min_value=1, max_value=n_total, value=min(n_total, 200), step=10,
                         key="ee_limit", help="The first N examples of the dataset are used.")

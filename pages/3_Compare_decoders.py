@@ -117,8 +117,8 @@ if kl:
 
 st.subheader("2. Pick a dataset")
 dataset = ui.dataset_picker("cd")
-if dataset is not None and state.get("cd_limit", 0) > len(dataset):  # a link's limit beyond this dataset
-    state["cd_limit"] = len(dataset)
+if dataset is not None and state.get("cd_limit", 0) > min(len(dataset), ui.serve_settings().max_sweep_examples):
+    state["cd_limit"] = min(len(dataset), ui.serve_settings().max_sweep_examples)  # a link's limit beyond it
 if dataset is None:
     st.info("Pick a built-in task or upload a file.")
     st.stop()

@@ -141,3 +141,19 @@ def test_compare_and_landing_pages_have_a_link(tiny_folders):
     home.session_state["sv_model_path"] = str(tiny_folders["llama"])
     home.run()
     assert not home.exception and any(c.value.startswith("?") or "://" in c.value for c in home.code)
+
+
+def test_a_link_stays_within_a_servers_limits(tiny_folders, tmp_path, monkeypatch):
+    """In server mode a link's token limit or example count past the server's is brought down to it
+    (a widget would otherwise reset it to its minimum or default)."""
+    settings = tmp_path / "serve.toml"
+    settings.write_text(f'models = ["{tiny_folders["llama"]}"]\nmax_prompt_tokens = 64\nmax_sweep_examples = 10\n')
+    monkeypatch.setenv("SPADE_VIZ_SERVE", str(settings))
+    at = AppTest.from_file(EXPLORE, default_timeout=180)
+    at.query_params["tokens"] = "4000"
+    at.run()
+    assert not at.exception and at.number_input(key="max_tokens").value == 64
+    at = AppTest.from_file(str(ROOT / "pages" / "2_Early_exit.py"), default_timeout=180)
+    at.query_params["task"], at.query_params["n"] = "capitals", "100"
+    at.run()
+    assert not at.exception and at.number_input(key="ee_limit").value == 10

@@ -191,3 +191,26 @@ def test_real_exit_with_choices_equals_simulation(tiny_lm):
     report = run_real_exit(tiny_lm, prompts, lens, float(tau), Checkpoints(start=0), repeats=1)
     assert report.exit_layers.tolist() == expected.exit_layer.tolist()
     assert report.simulated_fraction == pytest.approx(expected.point.compute_fraction)  # C of V rows charged
+
+
+def test_the_honest_real_exit_chooses_on_one_part_and_measures_the_other(tiny_folders, isolated_cache, capsys):
+    """`real-exit --calibrate-split`: linear SPADE, layout and threshold come from the first part only;
+    accuracy and speedup are measured on the rest, and the JSON says so."""
+    import json
+
+    from spade_viz.cli import main
+
+    rows = [{"id": f"r{i}", "prompt": e.prompt, "answer": e.answer} for i, e in enumerate(EXAMPLES * 3)]
+    data = isolated_cache.parent / "rows.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    before = data.read_bytes()
+    main(["real-exit", "--model", str(tiny_folders["llama"]), "--dataset", str(data), "--calibrate-split", "0.5",
+          "--repeats", "1", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    for key in ("full_accuracy", "accuracy", "measured_speedup", "simulated_speedup", "checkpoints", "threshold",
+                "confidence", "n_calibration", "n_heldout"):
+        assert key in out, key
+    assert out["n_calibration"] == 9 and out["n_heldout"] == 9 and out["confidence"] == "linear_spade"
+    assert out["real_exit"]["examples"] == 9  # timed on the held-out part only
+    assert data.read_bytes() == before
+    assert not list(isolated_cache.rglob("*.safetensors"))  # nothing saved for later runs to pick up

@@ -72,12 +72,41 @@ def _clean(value):
 def _cmd_real_exit(args) -> None:
     from ..exit.real import format_real_exit
 
+    if args.calibrate_split is not None:
+        _cmd_calibrated_real_exit(args)
+        return
+    if args.threshold is None:
+        raise InputError("real-exit needs --threshold, or --calibrate-split to choose it on part of the data")
     notes: list[str] = []
     report = real_exit_from_cli(args, progress=lambda message: print(message, file=sys.stderr), warnings=notes)
     if args.json:
         print(json.dumps(_clean({**report.to_dict(), "warnings": notes}), allow_nan=False, default=_json_default))
     else:
         print(format_real_exit(report))
+
+
+def _cmd_calibrated_real_exit(args) -> None:
+    """`real-exit --calibrate-split S`: every choice on the first part, the measurement on the rest."""
+    from ..exit.honest import calibrated_real_exit
+    from ..exit.real import format_real_exit
+    from ..models.loading import load_model
+
+    if args.threshold is not None or args.lens is not None:
+        raise InputError("with --calibrate-split the lens and the threshold are chosen on the calibration part: "
+                         "drop --threshold and --lens")
+    dataset, notes = load_dataset_noted(args.dataset)
+    if args.limit:
+        dataset = dataset.head(args.limit)
+    say = lambda message: print(message, file=sys.stderr)  # noqa: E731
+    lm = load_model(args.model, device=args.device, dtype=args.dtype, progress=say)
+    result = calibrated_real_exit(lm, dataset, args.calibrate_split, args.repeats, progress=say)
+    if args.json:
+        print(json.dumps(_clean({**result.to_dict(), "warnings": notes}), allow_nan=False, default=_json_default))
+    else:
+        print(f"chosen on {result.n_calibration} calibration examples: checkpoints {result.checkpoints}, threshold "
+              f"{result.threshold:.3f} ({result.simulated_calibration_speedup:.2f}x simulated there)")
+        print(f"measured on {result.n_heldout} held-out examples:")
+        print(format_real_exit(result.report))
 
 
 def real_exit_from_cli(args, progress=None, warnings: list[str] | None = None):
@@ -151,8 +180,11 @@ def add_exit_commands(commands, add_model_args) -> None:
     )
     add_model_args(real)
     real.add_argument("--dataset", required=True, help="built-in task name or a JSONL/CSV file")
-    real.add_argument("--threshold", type=finite_float(0), required=True,
-                      help="exit when the confidence entropy is below this")
+    real.add_argument("--threshold", type=finite_float(0), default=None,
+                      help="exit when the confidence entropy is below this (not with --calibrate-split)")
+    real.add_argument("--calibrate-split", type=finite_float(0, 1, low_open=True, high_open=True), default=None,
+                      help="the honest run: fit linear SPADE, sweep and choose the checkpoints and threshold on "
+                           "this share of the examples (e.g. 0.5), then time the real exit on the rest")
     _checkpoint_args(real)
     real.add_argument("--lens", default=None, help="linear-SPADE file (default: the one saved for this model)")
     real.add_argument("--limit", type=whole(1), default=None, help="use the first N examples")

@@ -1,0 +1,74 @@
+"""The real early exit with every choice made on data it is not measured on.
+
+The calibration part of a dataset fits linear SPADE, is swept, and picks the checkpoint layout and
+threshold (the largest simulated speedup within 1 point of the full model's accuracy there). The
+held-out part is then run for real, timed against plain full passes, and is where the reported
+accuracy and speedup come from. That is the number a user can expect on new prompts; a layout and
+threshold chosen on the examples they are scored on flatter it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ..errors import InputError
+from ..lenses.linear_spade import calibrate_linear_spade
+from ..models.loading import LoadedModel
+from ..sweep import SweepSettings, run_sweep
+from .arrays import ExitArrays
+from .cost import Checkpoints, CostModel
+from .real import RealExitReport, prepare_prompts, run_real_exit
+from .simulate import search_checkpoints
+
+
+@dataclass
+class HonestExit:
+    """A real-exit run on held-out examples, with what the calibration part chose."""
+
+    report: RealExitReport
+    checkpoints: str
+    threshold: float
+    simulated_calibration_speedup: float  # what the chosen point promised on the calibration part
+    n_calibration: int
+    n_heldout: int
+
+    def to_dict(self) -> dict:
+        """One JSON object: the issue's fields first, then the full real-exit report."""
+        d = self.report.to_dict()
+        return {
+            "full_accuracy": d.get("full_accuracy"), "accuracy": d.get("accuracy"),
+            "measured_speedup": d["measured_speedup"], "simulated_speedup": d["simulated_speedup"],
+            "checkpoints": self.checkpoints, "threshold": self.threshold, "confidence": "linear_spade",
+            "n_calibration": self.n_calibration, "n_heldout": self.n_heldout,
+            "simulated_calibration_speedup": self.simulated_calibration_speedup,
+            "other_work_during_timing": d["other_work_during_timing"], "real_exit": d,
+        }
+
+
+def calibrated_real_exit(lm: LoadedModel, dataset, calibrate_split: float = 0.5, repeats: int = 3,
+                         cost: CostModel | None = None, tolerance: float = 0.01, progress=None) -> HonestExit:
+    """Fit, sweep and choose on the first `calibrate_split` of `dataset`; run and time the rest."""
+    if not 0 < calibrate_split < 1:
+        raise InputError("--calibrate-split is the share of examples used for the choices, between 0 and 1")
+    examples = list(dataset.examples)
+    cut = round(len(examples) * calibrate_split)
+    if cut < 2 or len(examples) - cut < 1:
+        raise InputError(f"{len(examples)} examples cannot be split {calibrate_split:g} / "
+                         f"{1 - calibrate_split:g}: use more examples")
+    say = progress or (lambda message: None)
+    calibration = replace(dataset, name=f"{dataset.name} (calibration part)", examples=tuple(examples[:cut]),
+                          errors=(), source_hash=f"{dataset.source_hash}:calibration:{cut}")
+    say(f"fitting linear SPADE on the calibration part ({cut} examples)")
+    lens = calibrate_linear_spade(lm, calibration, save=False).lens
+    say("sweeping the calibration part")
+    sweep = run_sweep(lm, calibration, SweepSettings(linear_spade="crossfit", tuned_lens=False), use_cache=False)
+    cost = cost or CostModel.from_lm(lm)
+    best = search_checkpoints(ExitArrays.from_sweep(sweep), cost, "linear_spade", tolerance=tolerance).iloc[0]
+    checkpoints = Checkpoints.parse(best["checkpoints"])
+    threshold = float(best["threshold_within_1pt"])
+    say(f"chosen on the calibration part: checkpoints {best['checkpoints']}, threshold {threshold:.3f} "
+        f"({best['speedup_within_1pt']:.2f}x simulated there); timing the held-out part")
+    prompts = prepare_prompts(lm, examples[cut:])
+    report = run_real_exit(lm, prompts, lens, threshold, checkpoints, cost, repeats)
+    return HonestExit(report, best["checkpoints"], threshold, float(best["speedup_within_1pt"]), cut,
+                      len(prompts))

@@ -10,7 +10,15 @@ import pandas as pd
 import pytest
 
 from spade_viz.cli import main as cli_main
-from spade_viz.exit import Checkpoints, CostModel, ExitArrays, ExitSimulator, SweepFormatError, operating_points
+from spade_viz.exit import (
+    Checkpoints,
+    CostModel,
+    ExitArrays,
+    ExitSimulator,
+    SweepFormatError,
+    operating_points,
+    search_checkpoints,
+)
 from spade_viz.exit.synthetic import synthetic_arrays, synthetic_cost
 
 L = 4
@@ -212,7 +220,7 @@ COST_ARGS = ["--cost", "1,0,0"]
 
 
 def test_cli_exit_curve_json(sweep_csv, capsys):
-    assert cli_main(["exit-curve", "--sweep", str(sweep_csv), *COST_ARGS, "--json"]) == 0
+    assert cli_main(["exit-curve", "--sweep", str(sweep_csv), *COST_ARGS, "--checkpoints", "all", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     curve = data["curve"]
     assert set(curve[0]) >= {"threshold", "accuracy", "agreement", "compute_fraction", "speedup", "mean_exit_layer"}
@@ -233,7 +241,7 @@ def test_cli_exit_curve_options_and_table(sweep_csv, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["at_threshold"]["mean_exit_layer"] == pytest.approx((1 + 3 + 4) / 3)
     assert data["at_threshold"]["compute_fraction"] == pytest.approx((16 / 40 + 32 / 40 + 1) / 3)
-    assert cli_main(["exit-curve", "--sweep", str(sweep_csv), *COST_ARGS]) == 0
+    assert cli_main(["exit-curve", "--sweep", str(sweep_csv), *COST_ARGS, "--checkpoints", "all"]) == 0
     out = capsys.readouterr().out
     assert "best accuracy" in out and "within 1 point" in out and "threshold" in out
 
@@ -276,13 +284,32 @@ def test_checkpoint_search_prefers_late_checkpoints_when_early_layers_are_confid
     # make example b confidently wrong at layer 1: early checkpoints now cost accuracy
     arrays.entropy["linear_spade"] = arrays.entropy["linear_spade"].copy()
     arrays.entropy["linear_spade"][1, 1] = 0.05
-    from spade_viz.exit import search_checkpoints
-
     table = search_checkpoints(arrays, unit_cost(map=0.5), steps=(1, 2))
     best = table.iloc[0]
     assert best["start"] >= 2 and best["accuracy_within_1pt"] >= 2 / 3 - 0.01
     assert set(table.columns) >= {"checkpoints", "speedup_within_1pt", "threshold_within_1pt"}
     assert table["speedup_within_1pt"].is_monotonic_decreasing
+
+
+def test_cli_exit_curve_defaults_to_choices_made_on_a_calibration_half(tmp_path, capsys):
+    """The first command a user runs shows the method at its honest best: layout and threshold chosen on
+    every other example, everything reported scored on the others."""
+    arrays = synthetic_arrays(120, 10, seed=2)
+    path = tmp_path / "sweep.csv"
+    arrays.to_frame().to_csv(path, index=False)
+    assert cli_main(["exit-curve", "--sweep", str(path), *COST_ARGS, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    chosen_on, heldout = arrays.calibration_split()
+    calibration = data["calibration"]
+    assert calibration["n_calibration"] == calibration["n_heldout"] == 60 == data["settings"]["examples"]
+    best = search_checkpoints(chosen_on, unit_cost()).iloc[0]
+    assert calibration["checkpoints"] == best["checkpoints"]
+    assert data["settings"]["checkpoints"] == Checkpoints.parse(best["checkpoints"]).describe()
+    assert data["at_threshold"]["threshold"] == pytest.approx(best["threshold_within_1pt"])
+    held = ExitSimulator(heldout, unit_cost(), Checkpoints.parse(best["checkpoints"]))
+    assert data["at_threshold"]["accuracy"] == pytest.approx(held.at(best["threshold_within_1pt"]).point.accuracy)
+    assert cli_main(["exit-curve", "--sweep", str(path), *COST_ARGS]) == 0
+    assert "chosen on 60 calibration examples" in capsys.readouterr().out
 
 
 def test_cli_checkpoint_search(sweep_csv, capsys):

@@ -42,15 +42,20 @@ def test_keeps_the_last_studies_and_forgets_the_oldest(arrays):
 
 
 def test_a_study_opens_at_its_fastest_layout_within_one_point(arrays):
+    """...chosen on the calibration half of the examples, and the note says so (an honest first view)."""
     session = ExitSession()
     session.add("k", arrays, synthetic_cost())
     assert session.in_view is None
     choice = session.open("k", ExitSettings(every=3, start=5, confidence="tuned_lens"))
-    best = search_checkpoints(arrays, synthetic_cost(), "linear_spade").iloc[0]
+    calibration, heldout = arrays.calibration_split()
+    assert len(calibration) + len(heldout) == len(arrays) and not set(calibration.example_ids) & set(
+        heldout.example_ids)
+    best = search_checkpoints(calibration, synthetic_cost(), "linear_spade").iloc[0]
     assert (choice.settings.every, choice.settings.start) == (int(best["every"]), int(best["start"]))
     assert choice.settings.confidence == "linear_spade"  # the sweep has no tuned lens: the method instead
     assert choice.threshold == pytest.approx(float(best["threshold_within_1pt"]), abs=1e-6)
     assert "chosen when the sweep opened" in choice.note and session.note == choice.note
+    assert "calibration half (60 of 120 examples" in choice.note
     assert session.in_view == "k"
     # a search later keeps the cost options and confidence it is given
     searched = session.search("k", ExitSettings(continuation_tokens=2.0, include_head=False, confidence="spade"))

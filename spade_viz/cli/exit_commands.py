@@ -13,11 +13,14 @@ from ..errors import InputError
 from .options import finite_float, load_dataset_noted, skipped_notes, warn, whole
 
 
-def _checkpoint_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoints", default="all",
+def _checkpoint_args(parser: argparse.ArgumentParser, default: str = "all") -> None:
+    parser.add_argument("--checkpoints", default=default,
                         help="where the exit test runs: all (every layer from 1), every:K, from:M, "
-                             "every:K,from:M, or layers:A,B,... (default: all); exit-curve also takes 'search': "
-                             "the layout with the largest speedup within the tolerance (chosen in-sample)")
+                             f"every:K,from:M, or layers:A,B,... (default: {default})" + (
+                                 "; also 'calibrated': the layout (and threshold) with the largest speedup within "
+                                 "the tolerance on every other example, the curve scored on the others; and "
+                                 "'search': the same chosen and scored on all examples (optimistic)"
+                                 if default == "calibrated" else ""))
     parser.add_argument("--continuation-tokens", type=finite_float(0, 1000), default=None,
                         help="rows charged in the one-token SPADE continuation (default 1; the paper charges 2)")
 
@@ -32,21 +35,39 @@ def _cmd_exit_curve(args) -> None:
         raise InputError("--thresholds must be at least 2")
     if not 0 <= args.tolerance < 1:
         raise InputError("--tolerance is a share of examples, between 0 and 1 (0.01 = one point)")
-    search = args.checkpoints.strip().lower() == "search"
-    checkpoints = None if search else Checkpoints.parse(args.checkpoints)
+    layout = args.checkpoints.strip().lower()
     arrays = ExitArrays.from_csv(args.sweep, default_length=args.length)
+    note = None
+    if layout == "calibrated" and len(arrays) < 4:
+        layout = "all"
+        note = f"{len(arrays)} examples are too few to choose on half and score on the other: every layer"
+    checkpoints = None if layout in ("search", "calibrated") else Checkpoints.parse(layout)
     cost = resolve_cost(arrays.meta, cost=args.cost, model=args.model, counts_of=config_parameter_counts,
                         continuation_tokens=args.continuation_tokens)
-    searched = None
-    if search:
+    searched, calibration = None, None
+    threshold = args.threshold
+    if checkpoints is None:
         from ..exit.simulate import search_checkpoints
 
         arrays.require(args.confidence, " to use as the exit confidence")
-        searched = search_checkpoints(arrays, cost, args.confidence, args.answer, tolerance=args.tolerance)
+        if layout == "calibrated":
+            chosen_on, arrays = arrays.calibration_split()
+        else:
+            chosen_on = arrays
+        searched = search_checkpoints(chosen_on, cost, args.confidence, args.answer, tolerance=args.tolerance)
         checkpoints = Checkpoints.parse(searched["checkpoints"].iloc[0])
+        if layout == "calibrated":
+            threshold = float(searched["threshold_within_1pt"].iloc[0]) if threshold is None else threshold
+            calibration = {"split": "every other example", "n_calibration": len(chosen_on), "n_heldout": len(arrays),
+                           "checkpoints": searched["checkpoints"].iloc[0], "threshold": threshold,
+                           "calibration_speedup_within_1pt": float(searched["speedup_within_1pt"].iloc[0])}
     report = exit_curve_report(arrays, cost, checkpoints, args.confidence, args.answer, args.thresholds,
-                               args.tolerance, args.threshold)
-    if searched is not None:
+                               args.tolerance, threshold)
+    if note:
+        report["note"] = note
+    if calibration is not None:
+        report["calibration"] = calibration
+    elif searched is not None:
         report["checkpoint_search"] = searched.head(10).to_dict(orient="records")
     if args.json:
         print(json.dumps(_clean(report), allow_nan=False, default=_json_default))
@@ -157,7 +178,7 @@ def add_exit_commands(commands, add_model_args) -> None:
         "exit-curve", help="hybrid early exit over all thresholds, from a sweep CSV (no model needed)"
     )
     curve.add_argument("--sweep", required=True, help="CSV written by `sweep` (one row per example, layer, decoder)")
-    _checkpoint_args(curve)
+    _checkpoint_args(curve, default="calibrated")
     curve.add_argument("--confidence", default="linear_spade",
                        help="decoder whose entropy is the confidence (default: linear_spade)")
     curve.add_argument("--answer", default="spade", help="decoder that answers at the exit layer (default: spade)")

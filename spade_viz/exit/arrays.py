@@ -82,6 +82,12 @@ class ExitArrays:
                 return self.top1[name][:, self.num_layers]
         raise SweepFormatError("the sweep has no decoder")
 
+    def calibration_split(self) -> tuple["ExitArrays", "ExitArrays"]:
+        """(calibration, held-out): every other example each, so a choice made on the first is scored
+        on examples it never saw (interleaved: a file sorted by topic still lands on both sides)."""
+        rows = np.arange(len(self))
+        return self.subset(rows % 2 == 0), self.subset(rows % 2 == 1)
+
     def subset(self, rows: np.ndarray) -> "ExitArrays":
         """The same arrays for the examples `rows` only (an index or boolean mask over N)."""
         pick = lambda d: {k: v[rows] for k, v in d.items()}  # noqa: E731

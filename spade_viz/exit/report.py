@@ -123,6 +123,14 @@ def format_exit_curve(report: dict, rows: int = 15) -> str:
         lines.append(f"classic exit, 1 pt:  {_fmt_point(report['classic_operating_points']['within_1pt'])}")
     if "at_threshold" in report:
         lines.append(f"at your threshold:   {_fmt_point(report['at_threshold'])}")
+    if report.get("note"):
+        lines.insert(0, "note: " + report["note"])
+    if report.get("calibration"):
+        c = report["calibration"]
+        lines.insert(0, f"checkpoints {c['checkpoints']} and threshold {c['threshold']:.3f} chosen on "
+                        f"{c['n_calibration']} calibration examples ({c['split']}, "
+                        f"{c['calibration_speedup_within_1pt']:.2f}x there); everything below is scored on the "
+                        f"other {c['n_heldout']}")
     if report.get("checkpoint_search"):
         top = report["checkpoint_search"][:3]
         lines.append("checkpoint search (in-sample), best layouts: " + "; ".join(

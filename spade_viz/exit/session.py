@@ -116,16 +116,20 @@ def point_threshold(view: StudyView, which: str) -> float | None:
     return round(float(point["threshold"]), 6) if point else None
 
 
-def search_layout(study: ExitStudy, settings: ExitSettings) -> LayoutChoice:
+def search_layout(study: ExitStudy, settings: ExitSettings, calibrated: bool = False) -> LayoutChoice:
     """The checkpoint layout with the largest speedup within 1 point of the full model's accuracy
-    (same cost options and confidence as `settings`), and the threshold that reaches it."""
+    (same cost options and confidence as `settings`), and the threshold that reaches it. `calibrated`:
+    chosen on the calibration half of the examples only (`ExitArrays.calibration_split`)."""
     cost = study.cost.with_options(continuation_tokens=float(settings.continuation_tokens),
                                    include_head=bool(settings.include_head))
-    best = search_checkpoints(study.arrays, cost, settings.confidence).iloc[0]
+    arrays = study.arrays.calibration_split()[0] if calibrated and len(study.arrays) >= 4 else study.arrays
+    best = search_checkpoints(arrays, cost, settings.confidence).iloc[0]
     chosen = replace(settings, every=int(best["every"]), start=int(best["start"]))
-    note = (f"Best layout: every {chosen.every} layer(s) from layer {chosen.start} ({int(best['n_checkpoints'])} "
-            f"checkpoints): {best['speedup_within_1pt']:.2f}× at accuracy {best['accuracy_within_1pt']:.1%}; "
-            "the slider moved to its threshold.")
+    where = (f"chosen on the calibration half ({len(arrays)} of {len(study.arrays)} examples, every other one)"
+             if arrays is not study.arrays else f"chosen on all {len(arrays)} examples it is shown on (optimistic)")
+    note = (f"Layout: every {chosen.every} layer(s) from layer {chosen.start} ({int(best['n_checkpoints'])} "
+            f"checkpoints), {where}: {best['speedup_within_1pt']:.2f}× at accuracy "
+            f"{best['accuracy_within_1pt']:.1%} there; the slider moved to its threshold.")
     return LayoutChoice(chosen, round(float(best["threshold_within_1pt"]), 6), note)
 
 
@@ -178,7 +182,7 @@ class ExitSession:
         options and confidence of `settings` kept), and its threshold."""
         study = self._studies[key]
         self._in_view = key
-        choice = search_layout(study, settings.fitted(study.arrays))
+        choice = search_layout(study, settings.fitted(study.arrays), calibrated=True)
         self.note = choice.note + " (chosen when the sweep opened; change it below)"
         return replace(choice, note=self.note)
 

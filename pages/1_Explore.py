@@ -16,7 +16,8 @@ BY_NAME = {p.name: p for p in PRESETS}
 WINDOW = 14  # prompt positions shown at once in heatmap 1: readable cells on a laptop screen
 
 state = st.session_state
-state.setdefault("max_tokens", ui.DEFAULT_MAX_TOKENS)  # widget defaults here: a shared link may set them
+# widget defaults here, not in the widgets: a shared link may set them
+state.setdefault("max_tokens", min(ui.DEFAULT_MAX_TOKENS, ui.serve_settings().max_prompt_tokens))
 state.setdefault("show_no_bos", True)
 if "prompt" not in state:  # first visit: the first preset, analysed straight away
     state["prompt"] = PRESETS[0].text
@@ -88,7 +89,7 @@ with st.expander("SPADE and input options"):
         help="original: the answer token keeps its position in the prompt (0 and T); renumbered: the two "
              "kept tokens become positions 0 and 1.",
     )
-    opt2.number_input("Token limit", min_value=2, max_value=32768, step=64,
+    opt2.number_input("Token limit", min_value=2, max_value=ui.serve_settings().max_prompt_tokens, step=64,
                       key="max_tokens", persist_state="session",
                       help="Longer prompts are refused (the model's own context length also applies).")
 
@@ -233,8 +234,8 @@ if spade_grid is None:
         "drop, SPADE there is the model's own output at every layer."
     )
     if st.button("Decode SPADE at every position", key="spade_grid_run", icon=":material/grid_on:",
-                 help=f"Continues {res.num_layers * (n - 1)} rows through the upper layers, about as long as the "
-                      "analysis itself; kept afterwards for this prompt."):
+                 help=f"Continues {res.num_layers * (n - 1)} rows through the upper layers and decodes each: a few "
+                      "times the analysis's own time, more for a long prompt; kept afterwards for this prompt."):
         bar = st.progress(0.0, text="SPADE at every position…")
         try:
             ui.spade_grid(lm, request, spade_positions, max_tokens, progress=ui.bar_progress(bar, "Decoding"))

@@ -77,7 +77,9 @@ n_total = len(dataset)
 if state.get("ee_limit", 0) > min(n_total, ui.serve_settings().max_sweep_examples):  # a link's limit beyond it
     state["ee_limit"] = min(n_total, ui.serve_settings().max_sweep_examples)
 c1, c2 = st.columns([1, 3])
-limit = c1.number_input("Examples", min_value=1, max_value=n_total, value=min(n_total, 200), step=10,
+serve = ui.serve_settings()
+most = min(n_total, serve.max_sweep_examples)  # server mode bounds a visitor's sweep
+limit = c1.number_input("Examples", min_value=1, max_value=most, value=min(most, 200), step=10,
                         key="ee_limit", help="The first N examples of the dataset are used.")
 c2.caption(f"**{dataset.name}**: {n_total} examples" + (" with answer choices" if dataset.has_choices else "")
            + f". Example: `{dataset.examples[0].prompt[-80:]!r}` → `{dataset.examples[0].answer!r}`")
@@ -91,8 +93,9 @@ if lm is None:
 from spade_viz.lenses.affine import find_lens  # noqa: E402  (after the model exists)
 
 st.subheader("2. Run the sweep")
+own_lenses: dict = state.setdefault("_ee_own_lens", {})  # server mode: a visitor's fit stays in their session
 try:
-    saved_lens = find_lens(lm, "linear_spade")
+    saved_lens = own_lenses.get(lm.fingerprint()) or find_lens(lm, "linear_spade")
 except sv.SpadeVizError as err:
     saved_lens = None
     st.warning(f"The saved linear SPADE could not be used: {err}")
@@ -117,7 +120,11 @@ with lens_col:
 
         bar = st.progress(0.0, text="Fitting linear SPADE…")
         try:
-            calibrate_linear_spade(lm, subset, save=True, progress=ui.bar_progress(bar, "Fitting linear SPADE"))
+            with ui.heavy_job("fitting linear SPADE"):
+                fitted = calibrate_linear_spade(lm, subset, save=serve.visitors_save,
+                                                progress=ui.bar_progress(bar, "Fitting linear SPADE"))
+            if not serve.visitors_save:
+                own_lenses[lm.fingerprint()] = fitted.lens
         except sv.SpadeVizError as err:
             ui.show_error(err)
         else:
@@ -134,7 +141,9 @@ if run and study_key not in session:
 
     bar = st.progress(0.0, text="Sweeping…")
     try:
-        result = run_sweep(lm, subset, progress=ui.bar_progress(bar, "Sweeping"))
+        with ui.heavy_job("sweeping"):  # in server mode a visitor's sweep is not stored for everyone
+            result = run_sweep(lm, subset, use_cache=serve.visitors_save, calibration=saved_lens,
+                               progress=ui.bar_progress(bar, "Sweeping"))
         session.add_sweep(study_key, result, CostModel.from_lm(lm))
     except sv.SpadeVizError as err:
         ui.show_error(err)
@@ -152,9 +161,14 @@ if study_key not in session:  # a sweep of exactly these examples is on disk: us
         cached = None
     if cached is not None:
         session.add_sweep(study_key, cached, CostModel.from_lm(lm))
+        if cached.info.get("precomputed"):
+            state.setdefault("_ee_shipped", set()).add(study_key)
         st.rerun()  # redraw with the button disabled
 
 study = session.get(study_key)
+if study is not None and study_key in state.get("_ee_shipped", ()):
+    st.caption("✓ This sweep shipped with spade-viz (precomputed on this model, same settings and examples): the "
+               "slider is ready at once, no model run.")
 if study is None:
     st.info("Press **Run the sweep**: it runs the model once over these examples; afterwards the threshold "
             "slider needs no model at all.")
@@ -349,9 +363,10 @@ else:
         bar = st.progress(0.0, text="Timing…")
         try:
             prompts = prepare_prompts(lm, examples[: int(n_real)])
-            report = run_real_exit(lm, prompts, saved_lens, float(state["ee_tau"]), view.key.checkpoints,
-                                   view.simulator.cost, int(repeats),
-                                   progress=lambda share, text: bar.progress(min(1.0, share), text=text))
+            with ui.heavy_job("timing the real early exit"):
+                report = run_real_exit(lm, prompts, saved_lens, float(state["ee_tau"]), view.key.checkpoints,
+                                       view.simulator.cost, int(repeats),
+                                       progress=lambda share, text: bar.progress(min(1.0, share), text=text))
             session.record_real_exit(study_key, report.to_dict())
         except sv.SpadeVizError as err:
             ui.show_error(err)
@@ -368,5 +383,8 @@ else:
         st.caption(f"{real['examples']} examples × {real['repeats']} rounds at τ = {real['threshold']:.3f}; "
                    f"mean exit layer {real['mean_exit_layer']:.1f}. Small models on a CPU gain less than the "
                    "block count suggests: per-call overheads do not shrink with the layers skipped.")
+        if real.get("other_work_during_timing"):
+            st.warning(f"{real['other_work_during_timing']} other job(s) used the model while this was timed (another "
+                       "visitor?): the wall-clock figures are disturbed. Measure again when the server is quiet.")
 
 share(in_view=True)  # the "Copy link" box: the view as the page ends

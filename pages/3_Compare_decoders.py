@@ -85,16 +85,21 @@ with st.expander("Train a tuned lens" if lens is None else "Train the tuned lens
     steps = c3.number_input("Training steps", 1, 5000, tuned.DEFAULT_STEPS, step=10, key="cd_steps",
                             help=f"Each step trains every layer's map on {tuned.DEFAULT_BATCH} random positions.")
     ready = text_source == "Text the model writes itself" or texts is not None
+    serve = ui.serve_settings()
+    if not serve.visitors_save:  # a tuned lens is saved for every visitor: the operator's job on a server
+        st.caption("On this server the tuned lens is trained by its operator (`python -m spade_viz calibrate --lens "
+                   "tuned`), not from the browser.")
     if st.button("Train tuned lens", key="cd_train", type="primary", icon=":material/model_training:",
-                 disabled=not ready):
+                 disabled=not ready or not serve.visitors_save):
         bar = st.progress(0.0, text="Training the tuned lens…")
         try:
-            new_lens, report = tuned.train_tuned_lens(
-                lm, texts, steps=int(steps), n_prompts=int(state.get("cd_prompts", tuned.DEFAULT_PROMPTS)),
-                tokens_each=int(state.get("cd_tokens", tuned.DEFAULT_NEW_TOKENS)),
-                source=None if texts is None else f"uploaded text {upload.name}",
-                progress=lambda fraction, message: bar.progress(fraction, text=message),
-            )
+            with ui.heavy_job("training the tuned lens"):
+                new_lens, report = tuned.train_tuned_lens(
+                    lm, texts, steps=int(steps), n_prompts=int(state.get("cd_prompts", tuned.DEFAULT_PROMPTS)),
+                    tokens_each=int(state.get("cd_tokens", tuned.DEFAULT_NEW_TOKENS)),
+                    source=None if texts is None else f"uploaded text {upload.name}",
+                    progress=lambda fraction, message: bar.progress(fraction, text=message),
+                )
             new_lens.save(default_lens_path(lm, "tuned_lens"))
         except sv.SpadeVizError as err:
             bar.empty()
@@ -123,7 +128,8 @@ if dataset is None:
     st.info("Pick a built-in task or upload a file.")
     st.stop()
 
-limit = st.number_input("Examples", 1, len(dataset), min(len(dataset), 200), step=10, key="cd_limit",
+most = min(len(dataset), ui.serve_settings().max_sweep_examples)  # server mode bounds a visitor's sweep
+limit = st.number_input("Examples", 1, most, min(most, 200), step=10, key="cd_limit",
                         help="The first N examples of the dataset are used.")
 subset = dataset.head(int(limit))
 
@@ -145,7 +151,9 @@ if st.button("Run the comparison", key="cd_run", type="primary", icon=":material
                                             "dataset and lens; later visits read the stored result)."):
     bar = st.progress(0.0, text="Decoding every example at every layer…")
     try:
-        results[key] = run_sweep(lm, subset, progress=ui.bar_progress(bar, "Decoding"))
+        with ui.heavy_job("decoding"):  # in server mode a visitor's sweep is not stored for everyone
+            results[key] = run_sweep(lm, subset, use_cache=ui.serve_settings().visitors_save,
+                                     progress=ui.bar_progress(bar, "Decoding"))
         while len(results) > MAX_RESULTS:
             results.pop(next(iter(results)))
     except sv.SpadeVizError as err:

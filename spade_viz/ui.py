@@ -33,6 +33,7 @@ import gc
 import json
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -223,6 +224,8 @@ def sidebar_model(show_errors_in_page: bool = True) -> sv.LoadedModel | None:
     bad model: the rest of the page keeps working.
     """
     page_style()
+    if waited := st.session_state.pop("_sv_waited", None):
+        st.caption(waited)
     side = st.sidebar
     page_links(side)
     display_options(side)
@@ -562,14 +565,18 @@ def _job_queue(capacity: int) -> JobQueue:
 def heavy_job(what: str) -> Iterator[None]:
     """Run a sweep, a fit or a training when the server has room for it (server mode's
     `max_heavy_jobs`; no limit outside it), showing the visitor their place in the queue meanwhile."""
-    waiting = st.empty()
+    waiting, places, started = st.empty(), [], time.monotonic()
 
     def show_place(position: int) -> None:
+        places.append(position)
         waiting.info(f"Waiting for another visitor's job to finish before {what}: you are number {position} in "
                      "the queue. Your inputs are kept.", icon=":material/hourglass_top:")
 
     with _job_queue(serve_settings().max_heavy_jobs).slot(on_wait=show_place):
         waiting.empty()
+        if places:  # said again after the job (pages rerun when it ends): the wait explains the time it took
+            st.session_state["_sv_waited"] = (f"Waited {time.monotonic() - started:.0f} s behind other visitors' jobs "
+                                              f"before {what} (number {places[0]} in the queue at first).")
         yield
 
 

@@ -162,3 +162,30 @@ def test_server_mode_in_chromium_offers_only_the_operators_models(cache_without_
         page.keyboard.press("Escape")
         assert page.locator(".st-key-sv_model_path").count() == 0 and page.locator(".st-key-sv_device").count() == 0
         assert page.locator("[data-testid='stException']").count() == 0
+
+
+def test_a_heavy_job_beyond_the_limit_waits_and_says_so_on_the_page(served):
+    """Another visitor's sweep holds the server's one heavy-job slot: this visitor's sweep waits for it,
+    shown its place in the queue, and then runs."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.switch_page("pages/2_Early_exit.py")
+    at.session_state["sv_model"] = served[0]
+    at.run()
+    at.number_input(key="ee_limit").set_value(6).run()
+    held, release = threading.Event(), threading.Event()
+
+    def another_visitors_job():
+        with ui._job_queue(ui.serve_settings().max_heavy_jobs).slot():
+            held.set()
+            release.wait(30)
+
+    other = threading.Thread(target=another_visitors_job)
+    other.start()
+    held.wait(10)
+    threading.Timer(2.0, release.set).start()
+    at.button(key="ee_run").click().run()
+    other.join()
+    assert not at.exception and not _messages(at)
+    waited = [c.value for c in at.caption if c.value.startswith("Waited")]
+    assert waited and "number 1 in the queue" in waited[0]
+    assert at.get("component_instance")  # ...and then the sweep ran: the slider is there

@@ -2,12 +2,16 @@
 
 Never pickle. Keyed by model fingerprint, dtype and device, dataset content, settings and the
 hashes of the lenses used; at most `_MAX_CACHED` entries, least recently used dropped first.
+Behind it, read-only, the sweeps shipped with the package (`PRECOMPUTED`: the built-in tasks on the
+default model, written by scripts/precompute_sweeps.py in the same format, compressed), under the
+same keys: a key that misses the disk cache is looked up there, so they are ready at once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +22,7 @@ from ..models.loading import LoadedModel, cache_dir
 from .results import SWEEP_FORMAT, SweepResult, SweepSettings
 
 _MAX_CACHED = 64
+PRECOMPUTED = resources.files("spade_viz") / "assets" / "sweeps"  # shipped sweeps (package data), read-only
 
 
 def sweep_cache_dir() -> Path:
@@ -44,6 +49,19 @@ def save_cached(key: str, result: SweepResult) -> None:
     """Store a sweep under `key` (written aside, then renamed: never half an entry); drop the least
     recently used beyond `_MAX_CACHED`. A cache that cannot be written is skipped silently."""
     folder = sweep_cache_dir()
+    try:
+        write_entry(folder, key, result)
+    except OSError:
+        return  # a cache that cannot be written only costs time
+    entries = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in entries[_MAX_CACHED:]:
+        for path in (old, old.with_suffix(".npz")):
+            path.unlink(missing_ok=True)
+
+
+def write_entry(folder: Path, key: str, result: SweepResult, compressed: bool = False) -> None:
+    """Write one entry, `<key>.npz` + `<key>.json`, into `folder` (aside, then renamed; OSError
+    when it cannot be written). `compressed`: zip the arrays (the shipped sweeps)."""
     folder.mkdir(parents=True, exist_ok=True)
     arrays = {"n_tokens": result.n_tokens, "gold_ids": result.gold_ids, "final_ids": result.final_ids,
               "n_choices": result.n_choices}
@@ -60,24 +78,33 @@ def save_cached(key: str, result: SweepResult) -> None:
     }
     tmp_npz = folder / f".{key}.tmp.npz"
     tmp_json = folder / f".{key}.tmp.json"
-    try:
-        np.savez(tmp_npz, **arrays)
-        tmp_json.write_text(json.dumps(meta, ensure_ascii=False))
-        tmp_npz.replace(folder / f"{key}.npz")
-        tmp_json.replace(folder / f"{key}.json")  # the json marks a complete entry
-    except OSError:
-        return  # a cache that cannot be written only costs time
-    entries = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in entries[_MAX_CACHED:]:
-        for path in (old, old.with_suffix(".npz")):
-            path.unlink(missing_ok=True)
+    (np.savez_compressed if compressed else np.savez)(tmp_npz, **arrays)
+    tmp_json.write_text(json.dumps(meta, ensure_ascii=False))
+    tmp_npz.replace(folder / f"{key}.npz")
+    tmp_json.replace(folder / f"{key}.json")  # the json marks a complete entry
 
 
 def load_cached(key: str, lm: LoadedModel | None = None) -> SweepResult | None:
     """The sweep stored under `key`, or None when there is none, it is unreadable or of another
     format, or its arrays do not have the shapes it (and `lm`, when given) implies; a hit marks the
-    entry recently used."""
+    entry recently used. A key missing on disk is looked up among the shipped sweeps (`PRECOMPUTED`;
+    `result.info["precomputed"]` is then True)."""
     folder = sweep_cache_dir()
+    result = read_entry(folder, key, lm)
+    if result is not None:
+        try:
+            (folder / f"{key}.json").touch()  # most recently used
+        except OSError:
+            pass
+        return result
+    result = read_entry(Path(str(PRECOMPUTED)), key, lm)
+    if result is not None:
+        result.info = {**(result.info or {}), "precomputed": True}
+    return result
+
+
+def read_entry(folder: Path, key: str, lm: LoadedModel | None = None) -> SweepResult | None:
+    """The entry `key` of `folder` (see `load_cached`), or None."""
     meta_path, npz_path = folder / f"{key}.json", folder / f"{key}.npz"
     if not (meta_path.is_file() and npz_path.is_file()):
         return None
@@ -102,10 +129,6 @@ def load_cached(key: str, lm: LoadedModel | None = None) -> SweepResult | None:
         return None
     if not _shapes_fit(result, lm):
         return None
-    try:
-        meta_path.touch()  # most recently used
-    except OSError:
-        pass
     return result
 
 

@@ -216,3 +216,26 @@ def test_early_exit_slider_in_chromium(cache_without_lenses):
     assert float(everybody[1].rstrip("%")) < 100.0
     assert marker_nobody[0] >= 1.0 > marker_everybody[0]  # the marker on the trade-off curve moved left...
     assert marker_nobody[2] != marker_everybody[2]  # ...on the screen too
+
+
+def test_a_fresh_server_slides_a_built_in_task_without_a_sweep(cache_without_lenses):
+    """A teacher's first minute: a fresh server, the Early-exit page, a built-in task, and the slider is
+    live at once from the sweep shipped with the package (no Run pressed, no model run)."""
+    with streamlit_server(timeout=120, log_path=ARTIFACTS / "streamlit-shipped.log") as url:
+        with chromium_page(1280, 900) as page:
+            page.set_default_timeout(WAIT_MS)
+            page.goto(f"{url}/Early_exit")
+            page.get_by_text("how early can the model stop").wait_for()
+            page.locator(".st-key-ee_task").click()
+            page.get_by_role("option", name="antonyms").click()
+            page.get_by_text("This sweep shipped with spade-viz").wait_for()
+            page.locator(LIVE_SLIDER).scroll_into_view_if_needed()
+            frame, _ = _live(page)
+            slider = frame.locator("#tau")
+            slider.focus()
+            slider.press("Home")
+            nobody = _metrics(frame)
+            slider.press("End")
+            everybody = _metrics(frame)
+            assert page.locator("[data-testid='stException']").count() == 0
+    assert nobody[4] == "30.0 / 30" and float(everybody[4].split("/")[0]) < 30

@@ -165,6 +165,15 @@ MARKER_JS = """() => {  // the current threshold's point over the trade-off curv
 }"""
 
 
+def _early_exit_task(page, url: str, task: str) -> None:
+    """Open the Early-exit page and pick a built-in task."""
+    page.set_default_timeout(WAIT_MS)
+    page.goto(f"{url}/Early_exit")
+    page.get_by_text("how early can the model stop").wait_for()
+    page.locator(".st-key-ee_task").click()
+    page.get_by_role("option", name=task).click()
+
+
 def _live(page):
     """The in-browser threshold slider's frame (a Streamlit component) once it has drawn."""
     frame = page.frame_locator(LIVE_SLIDER)
@@ -181,11 +190,7 @@ def test_early_exit_slider_in_chromium(cache_without_lenses):
     numbers move, from nobody exiting (tau 0) to everybody exiting at the first checkpoint."""
     with streamlit_server(timeout=120, log_path=ARTIFACTS / "streamlit-early-exit.log") as url:
         with chromium_page(1280, 900) as page:
-            page.set_default_timeout(WAIT_MS)
-            page.goto(f"{url}/Early_exit")
-            page.get_by_text("how early can the model stop").wait_for()
-            page.locator(".st-key-ee_task").click()
-            page.get_by_role("option", name="capitals").click()
+            _early_exit_task(page, url, "capitals")
             page.get_by_text("capitals: 153 examples").wait_for()
             _wait_idle(page)
             limit = page.locator(".st-key-ee_limit input")
@@ -223,11 +228,7 @@ def test_a_fresh_server_slides_a_built_in_task_without_a_sweep(cache_without_len
     live at once from the sweep shipped with the package (no Run pressed, no model run)."""
     with streamlit_server(timeout=120, log_path=ARTIFACTS / "streamlit-shipped.log") as url:
         with chromium_page(1280, 900) as page:
-            page.set_default_timeout(WAIT_MS)
-            page.goto(f"{url}/Early_exit")
-            page.get_by_text("how early can the model stop").wait_for()
-            page.locator(".st-key-ee_task").click()
-            page.get_by_role("option", name="antonyms").click()
+            _early_exit_task(page, url, "antonyms")
             page.get_by_text("This sweep shipped with spade-viz").wait_for()
             page.locator(LIVE_SLIDER).scroll_into_view_if_needed()
             frame, _ = _live(page)

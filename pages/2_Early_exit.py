@@ -74,12 +74,13 @@ if dataset is None:
     stop()
 
 n_total = len(dataset)
-if state.get("ee_limit", 0) > min(n_total, ui.serve_settings().max_sweep_examples):  # a link's limit beyond it
-    state["ee_limit"] = min(n_total, ui.serve_settings().max_sweep_examples)
-c1, c2 = st.columns([1, 3])
 serve = ui.serve_settings()
 most = min(n_total, serve.max_sweep_examples)  # server mode bounds a visitor's sweep
-limit = c1.number_input("Examples", min_value=1, max_value=most, value=min(most, 200), step=10,
+state.setdefault("ee_limit", min(most, 200))  # the default here, not in the widget: a link may have set it
+if state["ee_limit"] > most:  # a link's limit, or another task's, beyond this one
+    state["ee_limit"] = most
+c1, c2 = st.columns([1, 3])
+limit = c1.number_input("Examples", min_value=1, max_value=most, step=10,
                         key="ee_limit", help="The first N examples of the dataset are used.")
 c2.caption(f"**{dataset.name}**: {n_total} examples" + (" with answer choices" if dataset.has_choices else "")
            + f". Example: `{dataset.examples[0].prompt[-80:]!r}` → `{dataset.examples[0].answer!r}`")

@@ -122,14 +122,15 @@ if kl:
 
 st.subheader("2. Pick a dataset")
 dataset = ui.dataset_picker("cd")
-if dataset is not None and state.get("cd_limit", 0) > min(len(dataset), ui.serve_settings().max_sweep_examples):
-    state["cd_limit"] = min(len(dataset), ui.serve_settings().max_sweep_examples)  # a link's limit beyond it
 if dataset is None:
     st.info("Pick a built-in task or upload a file.")
     st.stop()
 
 most = min(len(dataset), ui.serve_settings().max_sweep_examples)  # server mode bounds a visitor's sweep
-limit = st.number_input("Examples", 1, most, min(most, 200), step=10, key="cd_limit",
+state.setdefault("cd_limit", min(most, 200))  # the default here, not in the widget: a link may have set it
+if state["cd_limit"] > most:  # a link's limit, or another task's, beyond this one
+    state["cd_limit"] = most
+limit = st.number_input("Examples", 1, most, step=10, key="cd_limit",
                         help="The first N examples of the dataset are used.")
 subset = dataset.head(int(limit))
 

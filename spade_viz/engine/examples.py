@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from ..data import answer_split, choice_token_ids
+from ..data.datasets import overlong
 from ..models.loading import LoadedModel
 
 
@@ -25,10 +26,16 @@ class PreparedExample:
 
 
 def prepare_examples(lm: LoadedModel, examples: Sequence, max_tokens: int = 512):
-    """Token ids, gold and choice tokens of each example; (prepared, skipped [(id, reason)])."""
+    """Token ids, gold and choice tokens of each example; (prepared, skipped [(id, reason)]).
+
+    A prompt that cannot fit the limit whatever the tokenizer (`data.datasets.overlong`) is skipped
+    before it is tokenized, so one huge row costs no time."""
     limit = min(max_tokens, lm.max_positions or max_tokens)
     prepared, skipped = [], []
     for index, example in enumerate(examples):
+        if too_long := overlong(example.prompt, limit):
+            skipped.append((example.id, f"the prompt has {too_long} (the limit); shorten it or raise the limit"))
+            continue
         try:
             split = answer_split(lm.tokenizer, example.prompt, example.answer)
             choices = None

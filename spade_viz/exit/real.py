@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..data.datasets import overlong
 from ..engine import continue_rows, prepare_examples, skip_is_exact
 from ..errors import InputError, check_int, check_number
 from ..lenses.affine import AffineLens
@@ -56,12 +55,9 @@ def prepare_prompts(lm: LoadedModel, examples, max_tokens: int = 512,
     """`Example`s of a dataset -> model inputs, exactly as the sweep prepares them (split at the gold
     answer's first token; rows with choices answer among their choices' first tokens). Examples the
     sweep would skip are skipped here too (appended to `skipped` as (id, reason))."""
-    limit = min(max_tokens, lm.max_positions or max_tokens)
-    too_long = [(e.id, f"the prompt has {overlong(e.prompt, limit)}") for e in examples if overlong(e.prompt, limit)]
-    fits = [e for e in examples if not overlong(e.prompt, limit)]  # a huge row is skipped before tokenizing
-    prepared, dropped = prepare_examples(lm, fits, max_tokens)
+    prepared, dropped = prepare_examples(lm, examples, max_tokens)
     if skipped is not None:
-        skipped.extend(too_long + dropped)
+        skipped.extend(dropped)
     return [PreparedPrompt(p.id, list(p.token_ids), p.gold_id, list(p.choice_ids) if p.choice_ids else None)
             for p in prepared]
 

@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.datasets import overlong
 from ..data.files import check_output
 from ..engine import prepare_examples
 from ..errors import InputError, check_int, check_number
@@ -244,12 +243,7 @@ def calibrate_linear_spade(
     check_number("the ridge", ridge, 0, low_open=True)
     check_int("the batch size", batch_size, 1)
     max_tokens = check_int("max_tokens", max_tokens, 2)
-    limit = min(max_tokens, lm.max_positions or max_tokens)
-    fits = [e for e in dataset.examples if not overlong(e.prompt, limit)]  # too long: skipped untokenized
-    skipped = [(e.id, f"the prompt has {overlong(e.prompt, limit)}") for e in dataset.examples
-               if overlong(e.prompt, limit)]
-    prepared, dropped = prepare_examples(lm, fits, max_tokens)
-    skipped += dropped
+    prepared, skipped = prepare_examples(lm, dataset.examples, max_tokens)
     usable = {p.id for p in prepared}
     examples = [e for e in dataset.examples if e.id in usable]
     if len(examples) < 4:

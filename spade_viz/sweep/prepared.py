@@ -3,17 +3,14 @@
 The Early-exit and Compare pages ask for a sweep's cache key on every rerun, and that needs every
 example's tokens: tokenizing a large upload again on each slider move would cost seconds. A small
 in-process cache keyed by the dataset's content hash and the model's fingerprint and tokenizer
-makes the second ask free. A row whose text cannot fit in the token limit whatever the tokenizer
-(`data.datasets.overlong`) is skipped before it is tokenized, so one huge row costs no time.
+makes the second ask free.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import replace
 
-from ..data.datasets import overlong
 from ..engine import PreparedExample, prepare_examples
 from ..models.loading import LoadedModel
 
@@ -33,6 +30,7 @@ def _key(lm: LoadedModel, dataset, limit: int) -> tuple:
 def prepare_dataset(lm: LoadedModel, dataset, max_tokens: int = 512):
     """`engine.prepare_examples` over the whole `dataset`, cached by its content and the model:
     (prepared examples, skipped [(id, reason)]), as new lists each call."""
+    global TOKENIZATIONS
     limit = min(max_tokens, lm.max_positions or max_tokens)
     key = _key(lm, dataset, limit)
     with _LOCK:
@@ -40,7 +38,8 @@ def prepare_dataset(lm: LoadedModel, dataset, max_tokens: int = 512):
         if hit is not None:
             _CACHE.move_to_end(key)
             return list(hit[0]), list(hit[1])
-    prepared, skipped = _prepare(lm, dataset.examples, max_tokens, limit)
+    TOKENIZATIONS += 1
+    prepared, skipped = prepare_examples(lm, dataset.examples, max_tokens)
     with _LOCK:
         _CACHE[key] = (tuple(prepared), tuple(skipped))
         _CACHE.move_to_end(key)
@@ -48,22 +47,3 @@ def prepare_dataset(lm: LoadedModel, dataset, max_tokens: int = 512):
             _CACHE.popitem(last=False)
     return list(prepared), list(skipped)
 
-
-def _prepare(lm: LoadedModel, examples, max_tokens: int, limit: int):
-    """Skip rows too long to tokenize, prepare the rest, and keep `index` the position in `examples`."""
-    global TOKENIZATIONS
-    TOKENIZATIONS += 1
-    kept, early = [], {}
-    for index, example in enumerate(examples):
-        reason = overlong(example.prompt, limit)
-        if reason:
-            early[index] = (example.id, f"the prompt has {reason} (the limit); shorten it or raise the limit")
-        else:
-            kept.append(index)
-    if not early:
-        return prepare_examples(lm, examples, max_tokens)
-    prepared, skipped = prepare_examples(lm, [examples[i] for i in kept], max_tokens)
-    prepared = [replace(p, index=kept[p.index]) for p in prepared]
-    order = {example.id: i for i, example in enumerate(examples)}
-    skipped = sorted([*early.values(), *skipped], key=lambda item: order.get(item[0], len(order)))
-    return prepared, skipped

@@ -18,7 +18,7 @@ WINDOW = 14  # prompt positions shown at once in heatmap 1: readable cells on a 
 state = st.session_state
 # widget defaults here, not in the widgets: a shared link may set them
 state.setdefault("max_tokens", min(ui.DEFAULT_MAX_TOKENS, ui.serve_settings().max_prompt_tokens))
-state.setdefault("show_no_bos", True)
+state.setdefault("show_no_bos", False)  # the ablation costs a second SPADE pass: on request
 if "prompt" not in state:  # first visit: the first preset, analysed straight away
     state["prompt"] = PRESETS[0].text
     state["_sv_request"] = PRESETS[0].text
@@ -109,7 +109,8 @@ spade_positions = state.get("spade_positions", "original")
 max_tokens = int(state.get("max_tokens", ui.DEFAULT_MAX_TOKENS))
 try:
     with st.spinner("Running the model and decoding every layer…"):
-        base = ui.analysis(lm, request, spade_positions=spade_positions, max_tokens=max_tokens)
+        base = ui.analysis(lm, request, spade_positions=spade_positions, max_tokens=max_tokens,
+                           without_bos=bool(state.get("show_no_bos")))
 except sv.SpadeVizError as err:
     ui.show_error(err)
     share()
@@ -165,7 +166,8 @@ show_no_bos = c3.checkbox("Show SPADE without <s>", key="show_no_bos", persist_s
 res = base
 if target is not None:
     try:
-        res = ui.analysis(lm, request, spade_positions=spade_positions, max_tokens=max_tokens, target=target)
+        res = ui.analysis(lm, request, spade_positions=spade_positions, max_tokens=max_tokens, target=target,
+                          without_bos=bool(state.get("show_no_bos")))
     except sv.SpadeVizError as err:
         ui.show_error(f"Target not used: {err}")
     else:

@@ -38,6 +38,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "retarget": ("spade_viz.analysis", "retarget"),
     "spade_grid": ("spade_viz.analysis", "spade_grid"),
     "with_grid": ("spade_viz.analysis", "with_grid"),
+    "with_spade_no_bos": ("spade_viz.analysis", "with_spade_no_bos"),
     "DECODER_LABELS": ("spade_viz.decoders", "DECODER_LABELS"),
     # a dataset, every layer, every decoder
     "SweepSettings": ("spade_viz.sweep", "SweepSettings"),

@@ -234,7 +234,7 @@ def analyze(
     top_k: int = 5,
     target: str | int | None = None,
     spade_positions: str = "original",
-    without_bos: bool = True,
+    without_bos: bool = False,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     lenses: dict[str, AffineLens] | None = None,
 ) -> Analysis:
@@ -242,6 +242,8 @@ def analyze(
 
     `lenses` adds fitted affine decoders by name: a tuned lens gets a full grid like the logit
     lens; linear SPADE, fitted to imitate SPADE at the answer, gets the answer column.
+    `without_bos` adds the "SPADE without <s>" ablation, which doubles SPADE's block work: a view
+    that shows it can also add it later with `with_spade_no_bos`, from the kept states.
     """
     if not isinstance(spade_positions, str) or spade_positions not in POSITION_MODES:
         raise InputError(f"spade_positions must be one of {', '.join(POSITION_MODES)}, not {spade_positions!r}")
@@ -340,6 +342,30 @@ def retarget(lm: LoadedModel, analysis: Analysis, target: str | int | None) -> A
     vocab = dict(analysis.vocab)
     vocab.setdefault(target_id, lm.token_str(target_id))
     return replace(analysis, target_id=target_id, grids=grids, answer=answer_stats, vocab=vocab)
+
+
+@operation
+def with_spade_no_bos(lm: LoadedModel, analysis: Analysis) -> Analysis:
+    """The analysis with the "SPADE without <s>" ablation at the answer position (as
+    `analyze(..., without_bos=True)` computes it), from its kept states: no new forward pass."""
+    if not isinstance(analysis, Analysis):
+        raise InputError(f"with_spade_no_bos needs an Analysis from analyze, not {type(analysis).__name__}")
+    if analysis.num_layers != lm.num_layers or analysis.residuals.shape[-1] != lm.model.config.hidden_size:
+        raise InputError(f"this analysis is of another model ({analysis.model_name}), not of {lm.name}")
+    if "spade_no_bos" in analysis.answer:
+        return analysis
+    answer = analysis.answer_position
+    with torch.no_grad():
+        final = analysis.final_hidden[answer].to(lm.device, lm.dtype)
+        (states,) = spade_final_states(lm, analysis.residuals[:, answer].to(lm.device, lm.dtype), final,
+                                       analysis.token_ids[-1], answer, analysis.spade_positions, (False,))
+        final_logprobs = torch.log_softmax(lm.adapter.head(final.unsqueeze(0))[0].float(), dim=-1)
+        stats = _answer_stats(lm, states, final_logprobs, analysis.target_id, analysis.top_k)
+    vocab = dict(analysis.vocab)
+    for token_id in set(np.unique(stats.top_ids).tolist()) - set(vocab):
+        vocab[token_id] = lm.token_str(token_id)
+    return replace(analysis, answer={**analysis.answer, "spade_no_bos": stats}, vocab=vocab,
+                   answer_states={**analysis.answer_states, "spade_no_bos": states.cpu()})
 
 
 @operation

@@ -140,7 +140,7 @@ def explore_params(presets: Sequence[str], metrics: Sequence[str], max_tokens: i
         Param("prompt", "prompt", "text", "", "prompt"),
         Param("pos", "spade_positions", "choice", position_modes[0], "SPADE position ids", tuple(position_modes)),
         Param("tokens", "max_tokens", "int", int(max_tokens), "token limit", low=2, high=32768),
-        Param("nobos", "show_no_bos", "bool", True, "'show SPADE without <s>' switch"),
+        Param("nobos", "show_no_bos", "bool", False, "'show SPADE without <s>' switch"),
         Param("metric", "metric", "choice", metrics[0] if metrics else None, "colour metric", tuple(metrics)),
         Param("target", "target", "text", "", "target token", max_len=200),
         Param("start", "window_start", "int", None, "first position shown", low=0, high=100_000),

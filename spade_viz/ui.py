@@ -404,8 +404,8 @@ def _analysis_store() -> _AnalysisStore:
 def _analyze(lm: sv.LoadedModel, prompt: str, spade_positions: str, max_tokens: int, lenses: dict):
     global ANALYSIS_RUNS
     ANALYSIS_RUNS += 1
-    return sv.analyze(lm, prompt, top_k=5, spade_positions=spade_positions, without_bos=True,
-                      max_tokens=max_tokens, lenses=lenses or None)
+    return sv.analyze(lm, prompt, top_k=5, spade_positions=spade_positions, max_tokens=max_tokens,
+                      lenses=lenses or None)
 
 
 def lens_problems(lm: sv.LoadedModel) -> tuple[str, ...]:
@@ -414,11 +414,14 @@ def lens_problems(lm: sv.LoadedModel) -> tuple[str, ...]:
 
 
 def analysis(lm: sv.LoadedModel, prompt: str, spade_positions: str = "original",
-             max_tokens: int = DEFAULT_MAX_TOKENS, target: str | int | None = None) -> sv.Analysis:
+             max_tokens: int = DEFAULT_MAX_TOKENS, target: str | int | None = None,
+             without_bos: bool = False) -> sv.Analysis:
     """`sv.analyze` through the bounded cache (with any saved lenses for this model).
 
     `target` None: the model's final top-1. Otherwise a token id, `#id`, or token text;
-    changing it re-decodes from cached states without a forward pass. Raises `sv.SpadeVizError`.
+    changing it re-decodes from cached states without a forward pass. `without_bos` adds the
+    "SPADE without <s>" ablation to the kept analysis, computed only when a view first asks for it.
+    Raises `sv.SpadeVizError`.
     """
     key, signature = model_key(lm), _lens_signature(lm)
     lenses = _lenses(key, signature, lm)[0]
@@ -428,6 +431,12 @@ def analysis(lm: sv.LoadedModel, prompt: str, spade_positions: str = "original",
 
     def compute() -> sv.Analysis:
         return _analyze(lm, prompt, spade_positions, int(max_tokens), lenses)
+
+    if without_bos:
+        entry, base_entry, compute_base = (*entry, "without_bos"), entry, compute
+
+        def compute() -> sv.Analysis:
+            return sv.with_spade_no_bos(lm, store.get(base_entry, compute_base))
 
     if target is None or target == "":
         return store.get(entry, compute)

@@ -5,10 +5,12 @@ The tiny model is picked the way a user would: "Other…" in the sidebar and its
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -80,12 +82,22 @@ def test_explore_renders_both_heatmaps_and_curves(tiny_folder, tiny_lm):
     assert len(heat_positions["data"][0]["y"]) == layers
     assert len(heat_positions["data"][0]["x"]) == min(len(res.tokens), 14)  # a readable window
     assert len(heat_answer["data"][0]["y"]) == layers
-    assert heat_answer["layout"]["xaxis"]["ticktext"] == ["logit lens", "SPADE", "SPADE without &lt;s&gt;"]
-    assert {t["legendgroup"] for t in entropy["data"]} == {"logit_lens", "spade", "spade_no_bos"}
+    assert heat_answer["layout"]["xaxis"]["ticktext"] == ["logit lens", "SPADE"]
+    assert {t["legendgroup"] for t in entropy["data"]} == {"logit_lens", "spade"}
     assert target["layout"]["yaxis2"]["type"] == "log"
     assert at.slider(key="window_start").value == len(res.tokens) - 14  # window ends at the answer
     labels = [b.proto.label for b in at.get("download_button")]
     assert labels[:2] == ["Analysis · CSV", "Analysis · JSON"] and sum("HTML" in x for x in labels) == 4
+    # the ablation is computed when asked for, and is the one `analyze` computes at once
+    at.checkbox(key="show_no_bos").check().run()
+    assert not at.exception and not _errors(at)
+    heat_answer, entropy = _specs(at)[1:3]
+    assert heat_answer["layout"]["xaxis"]["ticktext"] == ["logit lens", "SPADE", "SPADE without &lt;s&gt;"]
+    ablation = next(t for t in entropy["data"] if t["legendgroup"] == "spade_no_bos")["y"]
+    if isinstance(ablation, dict):  # plotly's packed array: {"dtype": ..., "bdata": base64}
+        ablation = np.frombuffer(base64.b64decode(ablation["bdata"]), dtype=ablation["dtype"])
+    eager = sv.analyze(tiny_lm, ui.presets()[0].text, without_bos=True).answer["spade_no_bos"].entropy[:, 0]
+    np.testing.assert_allclose(ablation, eager, atol=1e-4)
 
 
 @pytest.mark.slow
@@ -205,9 +217,8 @@ def test_saved_lenses_add_decoder_columns(tiny_folder, tiny_lm, tmp_path, monkey
     at = _explore(tiny_folder)
     assert not at.exception and not _errors(at)
     answer = _specs(at)[1]
-    assert answer["layout"]["xaxis"]["ticktext"] == ["logit lens", "tuned lens", "SPADE", "SPADE without &lt;s&gt;",
-                                                     "linear SPADE"]
-    assert len({t["legendgroup"] for t in _specs(at)[2]["data"]}) == 5
+    assert answer["layout"]["xaxis"]["ticktext"] == ["logit lens", "tuned lens", "SPADE", "linear SPADE"]
+    assert len({t["legendgroup"] for t in _specs(at)[2]["data"]}) == 4
 
 
 def test_model_pool_holds_one_model_and_frees_the_old(tiny_folders):

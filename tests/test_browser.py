@@ -75,7 +75,7 @@ def test_explore_page_in_chromium(cache_without_lenses):
             assert positions["type"] == answer["type"] == "heatmap"
             assert positions["rows"] == positions["ylabels"] == 31  # layers 0..30 of the default model
             assert answer["rows"] == answer["ylabels"] == 31
-            assert answer["cols"] == 3  # logit lens, SPADE, SPADE without <s>
+            assert answer["cols"] == 2  # logit lens, SPADE (the ablation is off until asked for)
             assert 2 <= positions["cols"] <= 14
             assert any("␣moon" in t for t in positions["ticks"])  # leading-space marker on the axis
             assert page.locator("text=Final answer").count() >= 1

@@ -72,7 +72,7 @@ def single_token_prompt(lm) -> str:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_last_layer_equals_model_logits(tiny_lms, family):
     lm = tiny_lms[family]
-    res = sv.analyze(lm, PROMPT)
+    res = sv.analyze(lm, PROMPT, without_bos=True)
     out = plain_forward(lm, res.token_ids)
     logits = out.logits[0]
     # the adapter's head reproduces the model's own logits from hidden_states[L] ...
@@ -113,7 +113,7 @@ def test_spade_on_bos_plus_one_token_equals_model_at_every_layer(tiny_lms, famil
 @pytest.mark.parametrize("mode", ["original", "renumbered"])
 def test_fast_spade_equals_plain_definition(tiny_lms, family, mode):
     lm = tiny_lms[family]
-    res = sv.analyze(lm, PROMPT, spade_positions=mode)
+    res = sv.analyze(lm, PROMPT, spade_positions=mode, without_bos=True)
     out = plain_forward(lm, res.token_ids)
     for name, with_bos in (("spade", True), ("spade_no_bos", False)):
         fast = res.answer_states[name]
@@ -122,6 +122,25 @@ def test_fast_spade_equals_plain_definition(tiny_lms, family, mode):
             torch.testing.assert_close(fast[layer], ref, atol=2e-4, rtol=2e-4)
     # and the two differ from each other and from the logit lens: the test has teeth
     assert not torch.allclose(res.answer_states["spade"][0], res.answer_states["spade_no_bos"][0], atol=1e-3)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_spade_without_bos_added_later_equals_computed_at_once(tiny_lms, family):
+    """The ablation costs a second SPADE pass, so `analyze` leaves it out unless asked; added
+    afterwards from the kept states it is the same, and retargets like the rest."""
+    lm = tiny_lms[family]
+    eager = sv.analyze(lm, PROMPT, without_bos=True)
+    plain = sv.analyze(lm, PROMPT)
+    assert plain.decoders == ["logit_lens", "spade"]
+    later = sv.with_spade_no_bos(lm, plain)
+    assert sv.with_spade_no_bos(lm, later) is later
+    torch.testing.assert_close(later.answer_states["spade_no_bos"], eager.answer_states["spade_no_bos"])
+    for field in ("top_ids", "entropy", "kl_to_final", "target_rank"):
+        np.testing.assert_allclose(getattr(later.answer["spade_no_bos"], field),
+                                   getattr(eager.answer["spade_no_bos"], field), atol=1e-5)
+    other = int(later.answer["spade"].top_ids[-1, 0, 1])
+    np.testing.assert_allclose(sv.retarget(lm, later, f"#{other}").answer["spade_no_bos"].target_prob,
+                               sv.retarget(lm, eager, f"#{other}").answer["spade_no_bos"].target_prob, atol=1e-5)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -149,13 +168,13 @@ def random_lenses(lm) -> dict[str, AffineLens]:
 
 def test_target_statistics_and_retarget(tiny_lm):
     lenses = random_lenses(tiny_lm)
-    res = sv.analyze(tiny_lm, PROMPT, lenses=lenses)
+    res = sv.analyze(tiny_lm, PROMPT, lenses=lenses, without_bos=True)
     assert res.decoders == ["logit_lens", "tuned_lens", "spade", "spade_no_bos", "linear_spade"]
     assert list(res.grids) == ["logit_lens", "tuned_lens"]
     spade = res.answer["spade"]
     assert (spade.target_rank[-1] == 1).all()  # default target = final top-1
     other = int(spade.top_ids[-1, 0, 1])
-    direct = sv.analyze(tiny_lm, PROMPT, target=f"#{other}", lenses=lenses)
+    direct = sv.analyze(tiny_lm, PROMPT, target=f"#{other}", lenses=lenses, without_bos=True)
     moved = sv.retarget(tiny_lm, res, f"#{other}")
     assert direct.target_id == moved.target_id == other
     assert moved.decoders == direct.decoders
@@ -199,7 +218,7 @@ def test_json_contract(tiny_lm):
     assert len(data["grid"]) == layers + 1 and len(data["grid"][0]) == len(res.tokens)
     assert set(data["grid"][0][0]) == {"top1", "prob", "entropy"}
     frame = res.to_frame()
-    assert set(frame.decoder) == {"logit_lens", "spade", "spade_no_bos"}
+    assert set(frame.decoder) == {"logit_lens", "spade"}
     assert len(frame[frame.decoder == "logit_lens"]) == (layers + 1) * len(res.tokens)
 
 

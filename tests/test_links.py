@@ -16,17 +16,17 @@ def test_defaults_make_an_empty_link_and_back():
     assert links.encode({}, EXPLORE) == {}
     link = links.decode({}, EXPLORE)
     assert link.state["metric"] == "entropy" and link.state["preset"] == PRESETS[0]
-    assert link.state["max_tokens"] == 512 and link.state["show_no_bos"] is True
+    assert link.state["max_tokens"] == 512 and link.state["show_no_bos"] is False
     assert link.given == set() and link.message() == ""
 
 
 def test_a_view_round_trips():
     state = {"model": "Qwen/Qwen2.5-0.5B", "preset": "Translation", "prompt": "Äpfel & Birnen?\nx = 1 + 2;",
-             "spade_positions": "renumbered", "max_tokens": 64, "show_no_bos": False, "metric": "kl_to_final",
+             "spade_positions": "renumbered", "max_tokens": 64, "show_no_bos": True, "metric": "kl_to_final",
              "target": "#1234", "window_start": 3}
     query = links.encode(state, EXPLORE)
     assert all(isinstance(v, str) for v in query.values())
-    assert query["nobos"] == "0" and query["tokens"] == "64" and query["pos"] == "renumbered"
+    assert query["nobos"] == "1" and query["tokens"] == "64" and query["pos"] == "renumbered"
     link = links.decode(query, EXPLORE)
     assert link.state == state and not link.problems
     assert link.given == set(state)

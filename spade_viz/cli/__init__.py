@@ -42,17 +42,19 @@ def _cmd_analyze(args) -> None:
         check_text("the target", args.target)
     lm = _load(args)
     res = analyze(lm, prompt, top_k=args.top_k, target=args.target, spade_positions=args.spade_positions,
-                  max_tokens=args.max_tokens)
+                  without_bos=args.without_bos, max_tokens=args.max_tokens)
     if args.json:
         print(res.to_json())
         return
     print(f"model {res.model_name}: {res.num_layers} layers; {len(res.tokens)} tokens "
           f"(answer position {res.answer_position}); final answer {res.token(res.final_answer_id)!r}, "
           f"target {res.token(res.target_id)!r}")
-    print(f"{'layer':>5}  {'logit lens':<16} {'H':>5}  {'SPADE':<16} {'H':>5}  {'no <s>':<16} {'H':>5}")
+    shown = {"logit_lens": "logit lens", "spade": "SPADE", "spade_no_bos": "no <s>"}
+    shown = {name: label for name, label in shown.items() if name in res.answer}
+    print(f"{'layer':>5}  " + "  ".join(f"{label:<16} {'H':>5}" for label in shown.values()))
     for layer in range(res.num_layers + 1):
         cells = []
-        for name in ("logit_lens", "spade", "spade_no_bos"):
+        for name in shown:
             stats = res.answer[name]
             cells.append(f"{res.token(stats.top1[layer, 0])!r:<16.16} {stats.entropy[layer, 0]:5.2f}")
         print(f"{layer:>5}  " + "  ".join(cells))
@@ -229,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--top-k", type=whole(1, 100), default=5, help="top tokens kept per cell (1-100)")
     analyze.add_argument("--target", default=None, help="target token at the answer position (default: final top-1)")
     analyze.add_argument("--spade-positions", default="original", choices=["original", "renumbered"])
+    analyze.add_argument("--without-bos", action="store_true",
+                         help="add the ablation 'SPADE without <s>' (a second SPADE pass)")
     analyze.add_argument("--max-tokens", type=MAX_TOKENS, default=512)
     analyze.add_argument("--json", action="store_true", help="print one JSON object")
     analyze.set_defaults(run=_cmd_analyze)

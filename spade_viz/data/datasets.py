@@ -195,9 +195,12 @@ def load_builtin(name: str) -> Dataset:
 
 
 def load_task_or_file(spec: str) -> Dataset:
-    """A dataset file path, or the name of a built-in task (what the CLI's --dataset takes)."""
+    """A dataset file path, the name of a built-in task, or an ``hf:`` Hugging Face dataset (what the
+    CLI's --dataset takes)."""
     if not isinstance(spec, (str, Path)) or not str(spec).strip():
         raise DatasetError(f"name a dataset file or a built-in task, not {spec!r}")
+    if isinstance(spec, str) and spec.startswith("hf:"):
+        return load_hf_dataset(spec)
     path = Path(spec).expanduser()
     if path.is_file():
         return load_dataset(path)
@@ -207,6 +210,25 @@ def load_task_or_file(spec: str) -> Dataset:
         return load_builtin(spec)
     raise DatasetError(f"no such dataset file or built-in task: {spec!r} "
                        f"(built-in: {', '.join(builtin_tasks()) or 'none'})")
+
+
+def load_hf_dataset(spec: str) -> Dataset:
+    """A benchmark from the Hugging Face ecosystem, ``hf:SOURCE[:CONFIG][:SPLIT][:key=value]...``
+    (grammar and templates in `spade_viz.data.hf`): its template's rows, validated like a file's rows."""
+    from spade_viz.data.hf import read_hf_rows
+
+    try:
+        read = read_hf_rows(spec, max_rows=MAX_ROWS)
+    except InputError as err:
+        raise DatasetError(str(err)) from None
+    examples, errors, warnings = _validate(read.rows, "row")
+    if not examples:
+        first = "; ".join(e.message for e in errors[:2])
+        more = f" (and {len(errors) - 2} more)" if len(errors) > 2 else ""
+        raise DatasetError(f"{spec}: no usable row with the {read.template} template: {first or 'the split is empty'}"
+                           f"{more}.")
+    return Dataset(name=read.name, examples=tuple(examples), errors=tuple(errors), source_hash=read.source_hash,
+                   warnings=tuple(warnings))
 
 
 def _read_raw(src: Any) -> tuple[bytes, str | None]:

@@ -112,6 +112,7 @@ def _cmd_sweep(args) -> None:
     from .. import compare
     from ..data.files import check_output
     from ..sweep import SweepSettings, run_sweep
+    from ..sweep.distributed import launched_processes
 
     inputs = [*existing(args.dataset, args.calibration), *model_inputs(args.model)]
     out = check_output(args.out, inputs, what="--out")  # refused before any work, never after the sweep
@@ -120,13 +121,18 @@ def _cmd_sweep(args) -> None:
                              linear_spade=args.linear_spade, folds=args.folds, ridge=args.ridge,
                              tuned_lens=not args.no_tuned_lens, max_tokens=args.max_tokens)
     dataset, _notes = load_dataset_noted(args.dataset)
-    lm = _load(args)
-    bars = _Bars()
-    try:
-        result = run_sweep(lm, dataset, settings, use_cache=not args.no_cache, calibration=args.calibration,
-                           progress=bars)
-    finally:
-        bars.close()
+    with launched_processes(args.device) as processes:  # alone, or one of those torchrun / accelerate launch started
+        args.device = processes.device  # under a launcher: this process's own GPU
+        with processes.machine_first():
+            lm = _load(args)
+        bars = _Bars()
+        try:
+            result = run_sweep(lm, dataset, settings, use_cache=not args.no_cache, calibration=args.calibration,
+                               progress=bars, processes=processes)
+        finally:
+            bars.close()
+    if result is None:  # not rank 0, which writes the sweep of all the processes
+        return
     out, meta_path = result.to_csv(args.out, inputs)
     warn(skipped_notes(result.skipped))
     timing = "from the cache" if result.from_cache else f"in {result.info['timings_s']['total']:.1f} s"

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -37,6 +38,9 @@ from ..models.loading import LoadedModel, operation
 from .cache import cache_key, load_cached, save_cached
 from .prepared import prepare_dataset
 from .results import SweepResult, SweepSettings
+
+if TYPE_CHECKING:
+    from .distributed import Processes
 
 _STATS_CHUNK = 128  # rows decoded against the vocabulary at once (128 x V floats: < 32 MB, so the
 # allocator reuses the memory instead of mapping fresh pages each time)
@@ -144,24 +148,64 @@ def _grid_stats(lm: LoadedModel, states: torch.Tensor, readout: str, final_stats
 
 
 class _CrossfitInputs:
-    """What cross-fitting needs of every example, gathered batch by batch: the residual and SPADE
-    states at the answer position [n, L, d] (float32, on the CPU) and the model's own answer stats."""
+    """What cross-fitting needs of every example: its residual and SPADE states at the answer
+    position [L, d] (float32, on the CPU), kept batch by batch and stacked in example order at the end."""
 
-    def __init__(self, n: int, layers: int):
-        self.n, self.layers = n, layers
-        self.residuals = torch.empty(0)
-        self.spade = torch.empty(0)
-        self.final_by_row: dict[int, dict] = {}
+    def __init__(self):
+        self.pieces: list[tuple[list[int], torch.Tensor, torch.Tensor]] = []
 
-    def add(self, batch: list[int], rows: torch.Tensor, residuals: torch.Tensor, spade: torch.Tensor,
-            final_stats: dict) -> None:
-        """Keep one batch's rows (`batch`: their example indices; `rows`: the same as a tensor)."""
-        if not self.residuals.numel():
-            self.residuals = torch.zeros(self.n, self.layers, residuals.shape[-1], dtype=torch.float32)
-            self.spade = torch.zeros(self.n, self.layers, spade.shape[-1], dtype=torch.float32)
-        self.residuals[rows] = residuals.float().cpu()
-        self.spade[rows] = spade.float().cpu()
-        self.final_by_row.update({i: {k: v[j] for k, v in final_stats.items()} for j, i in enumerate(batch)})
+    def add(self, batch: list[int], residuals: torch.Tensor, spade: torch.Tensor) -> None:
+        self.pieces.append((batch, residuals.float().cpu(), spade.float().cpu()))
+
+    def stacked(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Residuals and SPADE states [n, L, d] in example order; each piece is let go once copied."""
+        residuals = spade = None
+        while self.pieces:
+            batch, res, states = self.pieces.pop()
+            if residuals is None:
+                residuals = res.new_zeros((n, *res.shape[1:]))
+                spade = states.new_zeros((n, *states.shape[1:]))
+            residuals[batch] = res
+            spade[batch] = states
+        return residuals, spade
+
+
+class _Swept:
+    """The batches' numbers per example: every decoder's stats [n, L+1], the model's answer and the
+    states cross-fitting needs; the rows of the batches this process swept (`rows`)."""
+
+    def __init__(self, n: int, layers: int, names: list[str], crossfit: bool):
+        self.out = {f: {name: np.zeros((n, layers + 1), dtype=np.int64 if "top1" in f else np.float32)
+                        for name in names} for f in _FIELDS}
+        self.final_ids = np.zeros(n, dtype=np.int64)
+        self.kept = _CrossfitInputs() if crossfit else None
+        self.rows: list[int] = []
+        self.timings = {"model": 0.0, "decode": 0.0}
+
+    def add(self, batch: list[int], final_stats: dict, grid_stats: dict) -> None:
+        self.final_ids[batch] = final_stats["top1"]
+        for name, stats in grid_stats.items():
+            for f in _FIELDS:
+                self.out[f][name][batch] = stats[f]
+        self.rows += batch
+
+    def share(self) -> tuple:
+        """This process's rows (not the whole arrays), its kept states and timings: what rank 0 merges."""
+        rows = np.asarray(self.rows, dtype=np.int64)
+        return (rows, {f: {name: grid[rows] for name, grid in grids.items()} for f, grids in self.out.items()},
+                self.final_ids[rows], self.kept, self.timings)
+
+    def merge(self, shared: tuple) -> None:
+        """Another process's `share()` written into these arrays; its timings added to these."""
+        rows, out, final_ids, kept, timings = shared
+        for f, grids in out.items():
+            for name, grid in grids.items():
+                self.out[f][name][rows] = grid
+        self.final_ids[rows] = final_ids
+        if self.kept is not None:
+            self.kept.pieces += kept.pieces
+        for stage, seconds in timings.items():
+            self.timings[stage] += seconds
 
 
 def _decode_batch(lm: LoadedModel, plan: LinearPlan, tuned: AffineLens | None, residuals: torch.Tensor,
@@ -182,12 +226,22 @@ def _decode_batch(lm: LoadedModel, plan: LinearPlan, tuned: AffineLens | None, r
 
 
 def _crossfit_linear_spade(lm: LoadedModel, prepared, plan: LinearPlan, settings: SweepSettings,
-                           kept: _CrossfitInputs, choices: torch.Tensor) -> dict:
-    """Linear-SPADE stats [n, L+1] of every example, each decoded from maps fitted on the other folds."""
+                           swept: _Swept, choices: torch.Tensor, progress) -> None:
+    """Linear-SPADE stats [n, L+1] of every example into `swept`, each decoded from maps fitted on
+    the other folds."""
+    if progress:
+        progress(0, 1, "cross-fitting linear SPADE")
+    tick = time.perf_counter()
     folds = fold_ids([p.id for p in prepared], plan.folds)
-    predicted = crossfit_states(kept.residuals, kept.spade, folds, settings.ridge)
-    final_stats = {k: np.stack([kept.final_by_row[i][k] for i in range(kept.n)]) for k in _FIELDS}
-    return _grid_stats(lm, predicted.to(lm.device, lm.dtype), "head", final_stats, choices)
+    residuals, spade = swept.kept.stacked(len(prepared))
+    predicted = crossfit_states(residuals, spade, folds, settings.ridge)
+    final_stats = {f: swept.out[f]["logit_lens"][:, -1] for f in _FIELDS}  # layer L: the model's own output
+    stats = _grid_stats(lm, predicted.to(lm.device, lm.dtype), "head", final_stats, choices)
+    for f in _FIELDS:
+        swept.out[f]["linear_spade"][:] = stats[f]
+    swept.timings["linear_spade_crossfit"] = time.perf_counter() - tick
+    if progress:
+        progress(1, 1, "cross-fitting linear SPADE")
 
 
 @operation
@@ -199,11 +253,16 @@ def run_sweep(
     use_cache: bool = True,
     calibration: AffineLens | str | Path | None = None,
     progress: Callable[[int, int, str], None] | None = None,
-) -> SweepResult:
+    processes: Processes | None = None,
+) -> SweepResult | None:
     """Every usable example of `dataset` x layers 0..L x decoders; cached on disk (see module doc).
 
     `calibration`: a linear-SPADE map (or its file) to use instead of the saved default.
     `progress(done, total, stage)` is called as batches finish.
+    `processes`: the processes sharing this sweep (`sweep.distributed.Processes`). Each sweeps every
+    size-th batch of the one-process run (the same batches, so the same numbers) and rank 0 gathers
+    them, cross-fits linear SPADE, writes the cache and returns the result (its model and decode
+    timings summed over the processes); the others return None.
     """
     settings = _checked(lm, dataset, settings)
     prepared, skipped = prepare_dataset(lm, dataset, settings.max_tokens)
@@ -211,53 +270,45 @@ def run_sweep(
         reason = f" (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise InputError(f"no usable example in '{dataset.name}'{reason}")
     plan, tuned, key = _lenses_and_key(lm, dataset, prepared, settings, calibration)
-    if use_cache:
-        cached = _load_for(key, dataset, plan, lm)
-        if cached is not None:
-            return cached
+    rank, size = (processes.rank, processes.size) if processes is not None else (0, 1)
+    cached = _load_for(key, dataset, plan, lm) if use_cache and rank == 0 else None
+    if size > 1 and _agreed_hit(processes, key, cached is not None) and rank > 0:
+        return None  # rank 0 returns its cached sweep
+    if cached is not None:
+        return cached
 
     started = time.perf_counter()
     n, layers = len(prepared), lm.num_layers
     choices_all = _choice_matrix([p.choice_ids for p in prepared])
     names = ["logit_lens", "spade"] + (["linear_spade"] if plan.mode != "off" else []) \
         + (["tuned_lens"] if tuned is not None else [])
-    out = {f: {name: np.zeros((n, layers + 1), dtype=np.int64 if "top1" in f else np.float32) for name in names}
-           for f in _FIELDS}
-    final_ids = np.zeros(n, dtype=np.int64)
-    kept = _CrossfitInputs(n, layers) if plan.mode == "crossfit" else None
-    timings = {"model": 0.0, "decode": 0.0}
-    done = 0
+    swept = _Swept(n, layers, names, crossfit=plan.mode == "crossfit")
+    mine = list(batches(prepared, settings.batch_size))[rank::size]
+    total = sum(len(batch) for batch in mine)
     if progress:
-        progress(0, n, "sweep")
-    for batch in batches(prepared, settings.batch_size):
-        rows = torch.tensor(batch)
+        progress(0, total, "sweep")
+    for batch in mine:
         tick = time.perf_counter()
         residuals, final, spade = batch_answer_rows(lm, [prepared[i] for i in batch], settings.spade_positions)
-        timings["model"] += time.perf_counter() - tick
+        swept.timings["model"] += time.perf_counter() - tick
         tick = time.perf_counter()
-        final_stats, grid_stats = _decode_batch(lm, plan, tuned, residuals, final, spade, choices_all[rows])
-        final_ids[batch] = final_stats["top1"]
-        for name, stats in grid_stats.items():
-            for f in _FIELDS:
-                out[f][name][batch] = stats[f]
-        if kept is not None:
-            kept.add(batch, rows, residuals, spade, final_stats)
-        timings["decode"] += time.perf_counter() - tick
-        done += len(batch)
+        swept.add(batch, *_decode_batch(lm, plan, tuned, residuals, final, spade, choices_all[torch.tensor(batch)]))
+        if swept.kept is not None:
+            swept.kept.add(batch, residuals, spade)
+        swept.timings["decode"] += time.perf_counter() - tick
         if progress:
-            progress(done, n, "sweep")
+            progress(len(swept.rows), total, "sweep")
+    if size > 1:
+        shared = processes.gather(swept.share())
+        if shared is None:
+            return None
+        for part in shared[1:]:
+            swept.merge(part)
 
-    if kept is not None:
-        if progress:
-            progress(0, 1, "cross-fitting linear SPADE")
-        tick = time.perf_counter()
-        stats = _crossfit_linear_spade(lm, prepared, plan, settings, kept, choices_all)
-        for f in _FIELDS:
-            out[f]["linear_spade"][:] = stats[f]
-        timings["linear_spade_crossfit"] = time.perf_counter() - tick
-        if progress:
-            progress(1, 1, "cross-fitting linear SPADE")
+    if swept.kept is not None:
+        _crossfit_linear_spade(lm, prepared, plan, settings, swept, choices_all, progress)
 
+    out, timings = swept.out, swept.timings
     ids = np.unique(np.concatenate([out["top1"][name].ravel() for name in names]
                                    + [out["top1_vocab"][name].ravel() for name in names]
                                    + [np.asarray([p.gold_id for p in prepared])]))
@@ -272,7 +323,7 @@ def run_sweep(
         example_ids=[p.id for p in prepared],
         n_tokens=np.asarray([len(p.token_ids) for p in prepared], dtype=np.int64),
         gold_ids=np.asarray([p.gold_id for p in prepared], dtype=np.int64),
-        final_ids=final_ids,
+        final_ids=swept.final_ids,
         n_choices=np.asarray([len(p.choice_ids) if p.choice_ids else 0 for p in prepared], dtype=np.int64),
         top1=out["top1"],
         entropy=out["entropy"],
@@ -287,6 +338,17 @@ def run_sweep(
     if use_cache:
         save_cached(key, result)
     return result
+
+
+def _agreed_hit(processes: Processes, key: str, hit: bool) -> bool:
+    """Whether rank 0 found the sweep in its cache, once every process is known to sweep the same
+    thing (same cache key: model, dataset, settings, lenses); else InputError in every process."""
+    keys = processes.all_gather((key, hit))
+    if len({k for k, _ in keys}) > 1:
+        differ = [rank for rank, (k, _) in enumerate(keys) if k != keys[0][0]]
+        raise InputError(f"the processes disagree on the sweep (process {differ[0]} has another model, dataset, "
+                         "settings or saved lens than process 0): give every machine the same files")
+    return keys[0][1]
 
 
 def cached_sweep(lm: LoadedModel, dataset, settings: SweepSettings | None = None,

@@ -21,14 +21,19 @@ MAX_TOKENS = whole(2, 1_000_000)  # --max-tokens; the model's own context length
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"HF id, local folder, .gguf file, or '{DEFAULT_MODEL}' (default)")
-    parser.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, mps")
+    parser.add_argument("--device", default="auto",
+                        help="auto (every GPU, a model too large for them spilling to CPU memory and disk; else "
+                             "mps, else cpu), cpu, cuda, cuda:N, mps")
     parser.add_argument("--dtype", default="fp32", choices=list(DTYPES))
+    parser.add_argument("--max-memory", default=None, metavar="DEV=SIZE,...",
+                        help="spread the model over these devices within these sizes, the rest on disk: "
+                             "e.g. 0=20GiB,1=20GiB,cpu=60GiB (GPU index or cpu)")
 
 
 def _load(args):
     from ..models.loading import load_model
 
-    return load_model(args.model, device=args.device, dtype=args.dtype,
+    return load_model(args.model, device=args.device, dtype=args.dtype, max_memory=args.max_memory,
                       progress=lambda message: print(message, file=sys.stderr))
 
 

@@ -119,7 +119,8 @@ def _cmd_calibrated_real_exit(args) -> None:
     if args.limit:
         dataset = dataset.head(args.limit)
     say = lambda message: print(message, file=sys.stderr)  # noqa: E731
-    lm = load_model(args.model, device=args.device, dtype=args.dtype, progress=say)
+    lm = load_model(args.model, device=args.device, dtype=args.dtype, max_memory=args.max_memory,
+                    progress=say)
     result = calibrated_real_exit(lm, dataset, args.calibrate_split, args.repeats, progress=say)
     if args.json:
         print(json.dumps(_clean({**result.to_dict(), "warnings": notes}), allow_nan=False, default=_json_default))
@@ -145,7 +146,8 @@ def real_exit_from_cli(args, progress=None, warnings: list[str] | None = None):
     checkpoints = Checkpoints.parse(args.checkpoints)
     dataset, notes = load_dataset_noted(args.dataset)
     examples = list(dataset.examples)[: args.limit] if args.limit else list(dataset.examples)
-    lm = load_model(args.model, device=args.device, dtype=args.dtype, progress=progress or (lambda _m: None))
+    lm = load_model(args.model, device=args.device, dtype=args.dtype, max_memory=args.max_memory,
+                    progress=progress or (lambda _m: None))
     lens = AffineLens.load(Path(args.lens), lm) if args.lens else find_lens(lm, "linear_spade")
     if lens is None:
         raise InputError("no linear SPADE is saved for this model: fit one first (`python -m spade_viz calibrate`)")

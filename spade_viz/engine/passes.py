@@ -6,7 +6,9 @@
 - `continue_rows_in_bands`: the same for thousands of rows, with the blocks below each band of
   start layers doing no work.
 
-Every change to the model while it runs goes through `spade_viz.models.surgery`.
+Every change to the model while it runs goes through `spade_viz.models.surgery`. Inputs go to
+the device of the model's input embedding (`lm.input_device`), results come back on `lm.device`
+(the unembedding's): on a model spread over devices, surgery and the adapter move the rest.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def read_rows(lm: LoadedModel, sequences: Sequence[Sequence[int]], picks: Sequen
     Returns (residuals [n, L, d]: raw h_0..h_{L-1}; final [n, d']: the final-normed h_L), rows
     in the order of the picks. Right padding with a mask leaves every real token's states as in
     an unpadded run (causal attention never looks right). Only the picked rows of each layer are
-    kept, not every position of every layer (`output_hidden_states`).
+    kept, not every position of every layer (`output_hidden_states`). Both are on `lm.device`.
     """
     width = max(len(seq) for seq in sequences)
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.bos_id
@@ -38,7 +40,8 @@ def read_rows(lm: LoadedModel, sequences: Sequence[Sequence[int]], picks: Sequen
     rows = torch.tensor([b for b, chosen in enumerate(picks) for _ in chosen], device=lm.device)
     cols = torch.tensor([p for chosen in picks for p in chosen], device=lm.device)
     with torch.no_grad(), surgery.capturing(lm.adapter.blocks, rows, cols) as taken:
-        lm.model.base_model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False)
+        lm.model.base_model(input_ids=ids.to(lm.input_device), attention_mask=mask.to(lm.input_device),
+                            use_cache=False)
         residuals = torch.stack(taken[:-1], dim=1)
         final = lm.adapter.finalize(taken[-1])
     return residuals, final
@@ -60,13 +63,13 @@ def continue_rows(
     with_bos: True/False, or [R] booleans: rows without `<s>` (the ablation) mask its key out,
     which is exactly the one-row pass, so both kinds share one call. `skip_below`: blocks below
     it do no work (every row must start at or above it; exact where `skip_is_exact`).
-    Returns [R, d'] = what the unembedding reads (apply `lm.adapter.head`).
+    Returns [R, d'] on `lm.device` = what the unembedding reads (apply `lm.adapter.head`).
 
     Exactness: under causal attention `<s>` never sees later tokens, so its keys and values at
     every block are those of a one-token pass on `<s>` alone (`lm.start_cache`).
     """
     rows = states.shape[0]
-    device = lm.device
+    device = lm.input_device
     keep_bos = torch.as_tensor(with_bos, device=device).expand(rows)
     kwargs = {}
     if keep_bos.any():
@@ -74,7 +77,7 @@ def continue_rows(
         cache.batch_repeat_interleave(rows)
         kwargs["past_key_values"] = cache
         kwargs["attention_mask"] = torch.stack([keep_bos.long(), torch.ones_like(keep_bos, dtype=torch.long)], 1)
-    with torch.no_grad(), surgery.injecting(lm.adapter.blocks, states.to(device), start_layers, skip_below):
+    with torch.no_grad(), surgery.injecting(lm.adapter.blocks, states, start_layers, skip_below):
         # the decoder without its head: its last hidden state is final-normed, and no logits are
         # computed that the caller would throw away
         out = lm.model.base_model(
@@ -83,7 +86,7 @@ def continue_rows(
             use_cache=bool(kwargs),
             **kwargs,
         )
-    return out.last_hidden_state[:, -1]
+    return out.last_hidden_state[:, -1].to(lm.device)
 
 
 def skip_is_exact(lm: LoadedModel) -> bool:

@@ -70,7 +70,7 @@ def _checks(lm: LoadedModel, lens: AffineLens, mask: np.ndarray, threshold: floa
         layer_id = torch.tensor([layer])
 
         def check(hidden):
-            state = hidden[0, -1]
+            state = hidden[0, -1].to(lm.device)  # where the lens and the unembedding read (blocks may be elsewhere)
             if candidates is None:
                 logits = lens.logits(lm, state.unsqueeze(0), layer_id)[0]
             else:  # the task's answer candidates only: C rows of the unembedding, not all V

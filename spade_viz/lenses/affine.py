@@ -40,6 +40,7 @@ class AffineLens:
     weight: torch.Tensor
     bias: torch.Tensor
     meta: dict[str, str] = field(default_factory=dict)
+    _placed: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def num_layers(self) -> int:
@@ -53,14 +54,24 @@ class AffineLens:
 
     def apply(self, residuals: torch.Tensor, layers: torch.Tensor | slice = slice(None)) -> torch.Tensor:
         """Map residuals [n, d_in] of layers `layers` ([n] ids), or [L, ..., d_in] for all layers."""
-        weight, bias = self.weight[layers], self.bias[layers]
-        weight, bias = weight.to(residuals.device, residuals.dtype), bias.to(residuals.device, residuals.dtype)
+        weight, bias = (maps[layers] for maps in self._maps_on(residuals.device, residuals.dtype))
         if residuals.dim() == 2 and weight.dim() == 3 and weight.shape[0] == residuals.shape[0]:
             return torch.einsum("noi,ni->no", weight, residuals) + bias
         shape = residuals.shape
         flat = residuals.reshape(shape[0], -1, shape[-1])
         out = torch.einsum("loi,lpi->lpo", weight, flat) + bias[:, None]
         return out.reshape(*shape[:-1], out.shape[-1])
+
+    def _maps_on(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """All layers' weight and bias on `device` in `dtype`, copied there once (a real exit's
+        checkpoint on a GPU would otherwise copy a d x d map from the CPU at every check); a map
+        changed in place is copied again."""
+        key = (device, dtype, id(self.weight), self.weight._version, id(self.bias), self.bias._version)
+        placed = self._placed.get(key)
+        if placed is None:
+            placed = (self.weight.to(device, dtype), self.bias.to(device, dtype))
+            self._placed = {key: placed}  # one placement kept: the device the model's results are on
+        return placed
 
     def logits(self, lm: LoadedModel, residuals: torch.Tensor, layers=slice(None)) -> torch.Tensor:
         """Decoded logits of raw residuals (see `apply` for shapes)."""

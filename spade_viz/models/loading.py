@@ -1,6 +1,15 @@
 """Load a causal LM by name: the embedded default, a local folder, a .gguf file, or a Hub id.
 
 Nothing here runs code shipped with a model (`trust_remote_code=False` always).
+
+Where the model goes (`load_model`'s `device`, `max_memory`, `device_map`): one device, whole; or,
+for a model larger than one device, accelerate's big-model placement: blocks spread over the
+GPUs, what does not fit kept in CPU memory, then on disk (in a temporary folder under the cache,
+removed with the model), each offloaded part brought in when it computes. `device="auto"` on a
+machine with CUDA takes the second path over every visible GPU (a model that fits on the first
+stays whole there); `max_memory` bounds it per device, and also gives CPU + disk offload on a
+machine without a GPU. The registry (`Adapter.input_device`, `output_device`) and
+`models.surgery` move tensors between the parts, so every decoder reads the same numbers.
 """
 
 from __future__ import annotations
@@ -15,13 +24,15 @@ import subprocess
 import sys
 import tempfile
 import threading
+import weakref
 import zipfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from accelerate.utils import convert_file_size_to_int
 from transformers import (
     MODEL_FOR_CAUSAL_LM_MAPPING,
     AutoConfig,
@@ -104,6 +115,9 @@ class LoadedModel:
     One instance is shared by every session of the app, each in its own thread: nothing changes
     it after loading except `skip_exact`, set once under `lock`. Changes to the model while it
     computes are the business of `spade_viz.models.surgery` alone.
+
+    `device` is where results are read (the unembedding's device), `input_device` where token ids
+    go in (the input embedding's); they differ only on a model spread over devices.
     """
 
     name: str
@@ -117,9 +131,12 @@ class LoadedModel:
     skip_exact: bool | None = field(default=None, init=False)  # see `engine.passes.skip_is_exact`
     lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     activity: Activity = field(default_factory=Activity, init=False, repr=False)
+    offloaded: bool = field(init=False)  # some weights live on the CPU or disk and are brought in per call
+    exclusive: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
     _fingerprint: str = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self.offloaded = any(p.device.type == "meta" for p in self.model.parameters())
         self._fingerprint = self._weights_fingerprint()
         ids = torch.tensor([[self.bos_id]], device=self.device)
         with torch.no_grad():
@@ -129,6 +146,10 @@ class LoadedModel:
     @property
     def num_layers(self) -> int:
         return self.adapter.num_layers
+
+    @property
+    def input_device(self) -> torch.device:
+        return self.adapter.input_device
 
     @property
     def max_positions(self) -> int | None:
@@ -160,6 +181,8 @@ class LoadedModel:
             config.pop(where_and_who, None)
         digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
         for name, tensor in sorted(self.model.state_dict().items()):
+            if tensor.device.type == "meta":
+                tensor = _offloaded_value(self.model, name)
             sample = tensor.detach().flatten()[:4096].float().cpu().numpy()
             digest.update(name.encode())
             digest.update(str(tuple(tensor.shape)).encode())
@@ -167,14 +190,30 @@ class LoadedModel:
         return digest.hexdigest()[:16]
 
 
+def _offloaded_value(model: PreTrainedModel, name: str) -> torch.Tensor:
+    """A state-dict entry accelerate keeps offloaded (`meta` in the module), read from its store."""
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, -1, -1):
+        store = getattr(getattr(model.get_submodule(".".join(parts[:cut])), "_hf_hook", None), "weights_map", None)
+        if store is not None:
+            try:
+                return store[".".join(parts[cut:])]
+            except KeyError:
+                continue
+    raise ModelLoadError(f"cannot read the offloaded weight {name}")
+
+
 def operation(func):
-    """Count a public operation on its model (the first argument) in `activity` while it runs."""
+    """Count a public operation on its model (the first argument) in `activity` while it runs.
+
+    On a model with offloaded weights, operations run one at a time: accelerate swaps those weights
+    into the modules and out again on every call, which two threads must not do at once."""
     @functools.wraps(func)
     def counted(lm: LoadedModel, *args, **kwargs):
         if not isinstance(lm, LoadedModel):
             raise InputError(f"{func.__name__} needs a model from load_model as its first argument, not "
                              f"{type(lm).__name__}")
-        with lm.activity.operation():
+        with lm.exclusive if lm.offloaded else nullcontext(), lm.activity.operation():
             return func(lm, *args, **kwargs)
 
     return counted
@@ -321,11 +360,12 @@ def _convert_default(target: Path, progress: Progress) -> Path:
     return target
 
 
-def _load_gguf(path: Path, dtype: torch.dtype):
-    """Dequantize a GGUF file into a plain (serialisable) transformers model."""
+def _load_gguf(path: Path, dtype: torch.dtype, placement: dict | None = None):
+    """Dequantize a GGUF file into a plain (serialisable) transformers model; `placement`: see `_placement`."""
     try:
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype,
+                                                     **(placement or {}))
     except Exception as err:  # gguf raises many kinds for a bad file
         raise ModelLoadError(f"could not read GGUF file {path.name}: {_first_line(err)}") from err
     model.hf_quantizer = None  # the weights are dequantized already: save and use them as plain tensors
@@ -339,8 +379,9 @@ def _first_line(err: BaseException) -> str:
     return text[0] if text else type(err).__name__
 
 
-def _load_pretrained(source: str, dtype: torch.dtype, local: bool):
-    """Config first (cheap, gives clear errors), then the causal-LM weights and tokenizer."""
+def _load_pretrained(source: str, dtype: torch.dtype, local: bool, placement: dict):
+    """Config first (cheap, gives clear errors), then the causal-LM weights (placed by `placement`,
+    see `_placement`) and tokenizer."""
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=False, local_files_only=local)
     except Exception as err:
@@ -359,7 +400,7 @@ def _load_pretrained(source: str, dtype: torch.dtype, local: bool):
         raise ModelLoadError(f"'{source}' is a '{config.model_type}' model, which is not a causal language model")
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype, trust_remote_code=False, local_files_only=local
+            source, dtype=dtype, trust_remote_code=False, local_files_only=local, **placement
         )
     except Exception as err:
         raise ModelLoadError(f"could not load '{source}': {_first_line(err)}") from err
@@ -400,10 +441,10 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _load_hub(name: str, dtype: torch.dtype, progress: Progress):
+def _load_hub(name: str, dtype: torch.dtype, progress: Progress, placement: dict):
     """A Hub id: from the local Hugging Face cache if it is there, else fetched (fails fast offline)."""
     try:
-        return _load_pretrained(name, dtype, local=True)
+        return _load_pretrained(name, dtype, True, placement)
     except ModelLoadError:
         pass
     if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
@@ -412,7 +453,7 @@ def _load_hub(name: str, dtype: torch.dtype, progress: Progress):
             "local cache; use the embedded default, a local folder or a .gguf file"
         )
     progress(f"Fetching {name} from the Hugging Face Hub...")
-    return _load_pretrained(name, dtype, local=False)
+    return _load_pretrained(name, dtype, False, placement)
 
 
 def _start_token(model: PreTrainedModel, tokenizer) -> int:
@@ -431,8 +472,18 @@ def load_model(
     device: str = "auto",
     dtype: str = "fp32",
     progress: Progress = _quiet,
+    *,
+    max_memory: dict | str | None = None,
+    device_map: dict | str | None = None,
 ) -> LoadedModel:
-    """Load `name`: 'smollm2-135m' (embedded default), a folder, a .gguf path, or a Hub id."""
+    """Load `name`: 'smollm2-135m' (embedded default), a folder, a .gguf path, or a Hub id.
+
+    `device`: auto, cpu, cuda, cuda:N or mps; with CUDA, auto spreads a model too large for one GPU
+    over all of them, then CPU memory, then disk. `max_memory`: a budget per device that spreads
+    the model that way over the devices it names ({0: "20GiB", "cpu": "60GiB"} or
+    "0=20GiB,cpu=60GiB"; `device` auto, cpu, cuda:N or mps limits which). `device_map`: accelerate's
+    map itself ("auto", or module name -> GPU index, "cpu" or "disk"), instead of both.
+    """
     if name is not None and not isinstance(name, (str, os.PathLike)):
         raise InputError(f"the model is named by text or a path, not {type(name).__name__} {name!r}")
     name = str(name or "").strip()
@@ -445,27 +496,24 @@ def load_model(
     if not isinstance(dtype, str) or dtype not in DTYPES:
         raise ModelLoadError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     torch_dtype = DTYPES[dtype]
-    target_device = _device(device)
-
-    path = Path(name).expanduser()
-    if name == DEFAULT_MODEL:
-        model, tokenizer = _load_pretrained(str(ensure_default_model(progress)), torch_dtype, local=True)
-    elif path.suffix == ".gguf":
-        if not path.is_file():
-            raise ModelLoadError(f"no such GGUF file: {name}")
-        progress(f"Dequantizing {path.name}...")
-        model, tokenizer = _load_gguf(path, torch_dtype)
-    elif path.is_dir():
-        model, tokenizer = _load_pretrained(str(path), torch_dtype, local=True)
-    elif path.exists():
-        raise ModelLoadError(f"'{name}' is a file, not a model folder or a .gguf file")
-    elif name.startswith((".", "/", "~")) or os.sep in name and path.parent.exists() and not path.exists():
-        raise ModelLoadError(f"no such folder or file: {name}")
+    target_device, placement = _placement(device, max_memory, device_map)
+    offload = None
+    if placement:  # what goes to disk is written here, and removed with the model
+        (cache_dir() / "offload").mkdir(parents=True, exist_ok=True)
+        offload = Path(tempfile.mkdtemp(prefix="offload-", dir=cache_dir() / "offload"))
+        placement["offload_folder"] = str(offload)
+    try:
+        model, tokenizer = _read_model(name, torch_dtype, placement, progress)
+    except BaseException:
+        if offload is not None:
+            shutil.rmtree(offload, ignore_errors=True)
+        raise
+    if offload is not None:
+        weakref.finalize(model, shutil.rmtree, str(offload), True)
+        progress(f"Placed {name}: {_describe_map(model.hf_device_map)}")
     else:
-        model, tokenizer = _load_hub(name, torch_dtype, progress)
-
-    model = model.to(target_device).eval()
-    model.requires_grad_(False)
+        model = model.to(target_device)
+    model.eval().requires_grad_(False)
     adapter = adapter_for(model)
     return LoadedModel(
         name=name,
@@ -473,9 +521,88 @@ def load_model(
         tokenizer=tokenizer,
         adapter=adapter,
         bos_id=_start_token(model, tokenizer),
-        device=target_device,
+        device=adapter.output_device,
         dtype=torch_dtype,
     )
+
+
+def _read_model(name: str, dtype: torch.dtype, placement: dict, progress: Progress):
+    """(model, tokenizer) of `name`, placed by `placement` (see `_placement`)."""
+    path = Path(name).expanduser()
+    if name == DEFAULT_MODEL:
+        return _load_pretrained(str(ensure_default_model(progress)), dtype, True, placement)
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"no such GGUF file: {name}")
+        progress(f"Dequantizing {path.name}...")
+        return _load_gguf(path, dtype, placement)
+    if path.is_dir():
+        return _load_pretrained(str(path), dtype, True, placement)
+    if path.exists():
+        raise ModelLoadError(f"'{name}' is a file, not a model folder or a .gguf file")
+    if name.startswith((".", "/", "~")) or os.sep in name and path.parent.exists() and not path.exists():
+        raise ModelLoadError(f"no such folder or file: {name}")
+    return _load_hub(name, dtype, progress, placement)
+
+
+def _placement(device: object, max_memory: object, device_map: object) -> tuple[torch.device | None, dict]:
+    """(the one device the whole model goes to, {}) or (None, accelerate's `device_map` and
+    `max_memory` for `from_pretrained`), from `load_model`'s arguments, checked."""
+    if device_map is not None:
+        if device != "auto" or max_memory is not None:
+            raise InputError("a device_map places the model by itself: give it without device and max_memory")
+        if device_map != "auto" and not isinstance(device_map, dict):
+            raise InputError(f"the device_map is 'auto' or a dict of module name -> device, not {device_map!r}")
+        return None, {"device_map": device_map}
+    target = _device(device)
+    if max_memory is not None:
+        return None, {"device_map": "auto", "max_memory": _max_memory(max_memory, str(device).strip().lower(), target)}
+    if device.strip().lower() == "auto" and target.type == "cuda":
+        return None, {"device_map": "auto"}
+    return target, {}
+
+
+def _max_memory(value: object, device: str, target: torch.device) -> dict:
+    """The `max_memory` of accelerate (GPU index or "cpu"/"mps" -> bytes) from {0: "20GiB", "cpu": "60GiB"}
+    or "0=20GiB,cpu=60GiB", naming only devices that `device` allows and that exist."""
+    if isinstance(value, str):
+        pairs = [part.partition("=")[::2] for part in value.split(",") if part.strip()]
+        if not pairs or any(not key.strip() or not size.strip() for key, size in pairs):
+            raise InputError(f"max memory is DEVICE=SIZE pairs such as 0=20GiB,cpu=60GiB, not {value!r}")
+    elif isinstance(value, dict) and value:
+        pairs = list(value.items())
+    else:
+        raise InputError(f"max memory is a dict such as {{0: '20GiB', 'cpu': '60GiB'}} or '0=20GiB,cpu=60GiB', "
+                         f"not {value!r}")
+    gpus = torch.cuda.device_count()
+    if device == "auto":
+        allowed = {*range(gpus), "cpu"} | ({"mps"} if target.type == "mps" else set())
+    else:
+        allowed = {target.index or 0, "cpu"} if target.type == "cuda" else {target.type, "cpu"}
+    budget = {}
+    for key, size in pairs:
+        where = key.strip().lower().removeprefix("cuda:") if isinstance(key, str) else key
+        where = int(where) if isinstance(where, str) and where.isdigit() else where
+        if where not in allowed or isinstance(where, bool):
+            have = ", ".join(str(a) for a in sorted(allowed, key=str))
+            raise ModelLoadError(f"max memory names device {key!r}, which is not available with --device "
+                                 f"{device}: name {have}")
+        try:
+            budget[where] = convert_file_size_to_int(size) if isinstance(size, str) else int(size)
+        except (TypeError, ValueError):
+            budget[where] = -1
+        if isinstance(size, bool) or budget[where] <= 0:
+            raise InputError(f"max memory for {key!r} is a size such as 20GiB or 512MB, not {size!r}")
+    return budget
+
+
+def _describe_map(device_map: dict) -> str:
+    """Where a spread model's modules went, in one line: '30 modules on cuda:0, 4 on cpu, 2 on disk'."""
+    counts: dict[str, int] = {}
+    for where in device_map.values():
+        label = f"cuda:{where}" if isinstance(where, int) else str(where)
+        counts[label] = counts.get(label, 0) + 1
+    return ", ".join(f"{n} module(s) on {label}" for label, n in counts.items())
 
 
 _DEVICES = ("auto", "cpu", "cuda", "mps")

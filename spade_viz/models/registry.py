@@ -5,6 +5,11 @@ Every lens needs the same three things from a causal LM: its list of decoder blo
 into what the unembedding expects, and the unembedding itself with any logit quirk
 (Gemma-2/3 final soft-capping). An `ArchSpec` names where these live, per
 `config.model_type`; `Adapter` binds a spec to a loaded model and validates it.
+
+A model spread by accelerate (`device_map`) computes each module on its own device. The adapter
+knows where the input embedding and the unembedding compute (`input_device`, `output_device`)
+and moves what it is given to the module it runs: final-normed states always come back on
+`output_device`, whatever block they came from (`models.surgery` moves states between blocks).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from accelerate.utils import align_module_device
 from torch import nn
 
 from ..errors import UnsupportedArchitectureError
@@ -64,6 +70,23 @@ def find_module(module: nn.Module, path: str | None) -> nn.Module | None:
     return module
 
 
+def execution_device(model: nn.Module, module: nn.Module) -> torch.device:
+    """Where `module` computes: its entry in accelerate's device map (weights offloaded to the CPU or
+    disk compute on the main device, as `accelerate.dispatch_model` arranges), else where its weights are."""
+    mapping = getattr(model, "hf_device_map", None)
+    if not mapping:
+        param = next(module.parameters(), None)
+        return param.device if param is not None else next(model.parameters()).device
+    name = next(n for n, m in model.named_modules() if m is module)
+    where = mapping[max((k for k in mapping if k == "" or name == k or name.startswith(k + ".")), key=len)]
+    main = getattr(getattr(model, "_hf_hook", None), "execution_device", None)
+    main = torch.device("cuda", main) if isinstance(main, int) else torch.device(main or "cpu")
+    offloaded = ("disk",) if main.type in ("cpu", "mps") else ("cpu", "disk")
+    if where in offloaded:
+        return main
+    return torch.device("cuda", where) if isinstance(where, int) else torch.device(where)
+
+
 def spec_for(model: nn.Module) -> ArchSpec | None:
     """The registered spec of the model's `model_type`, else one guessed from common layouts (not
     yet validated: `adapter_for` does that), else None."""
@@ -97,6 +120,9 @@ class Adapter:
             raise UnsupportedArchitectureError(
                 f"unsupported architecture '{model.config.model_type}': no decoder blocks or output embedding found"
             )
+        self.input_device = execution_device(model, model.get_input_embeddings())
+        self.output_device = execution_device(model, self.lm_head)
+        self._final = [(m, execution_device(model, m)) for m in (self.final_norm, self.project_out) if m is not None]
         surgery.install(self.blocks)
 
     @property
@@ -107,24 +133,25 @@ class Adapter:
         """Unembed a state that has already been through the final norm (hidden_states[L]).
 
         `rows`: only these vocabulary rows (an answer's choices), reading C rows of the unembedding
-        instead of all V."""
+        instead of all V (an offloaded unembedding is brought in for the call). Logits are on
+        `output_device`."""
+        final_hidden = final_hidden.to(self.output_device)
         if rows is None:
             logits = self.lm_head(final_hidden)
         else:
-            bias = getattr(self.lm_head, "bias", None)
-            logits = torch.nn.functional.linear(final_hidden, self.lm_head.weight[rows],
-                                                None if bias is None else bias[rows])
+            with align_module_device(self.lm_head):
+                weight, bias = self.lm_head.weight, getattr(self.lm_head, "bias", None)
+                rows = rows.to(weight.device)
+                logits = torch.nn.functional.linear(final_hidden, weight[rows], None if bias is None else bias[rows])
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
 
     def finalize(self, residual: torch.Tensor) -> torch.Tensor:
-        """What the model does between its last block and the unembedding."""
-        if self.final_norm is not None:
-            residual = self.final_norm(residual)
-        if self.project_out is not None:
-            residual = self.project_out(residual)
-        return residual
+        """What the model does between its last block and the unembedding; on `output_device`."""
+        for module, device in self._final:
+            residual = module(residual.to(device))
+        return residual.to(self.output_device)
 
     def logit_lens(self, residual: torch.Tensor) -> torch.Tensor:
         """Logits of a raw residual read as if it were the last block's output: finalize, then head."""
@@ -134,12 +161,12 @@ class Adapter:
 def _validate(adapter: Adapter) -> None:
     """Check on a 2-token probe that head(hs[L]) is the model's logits and finalize(last block) is hs[L]."""
     model = adapter.model
-    param = next(model.parameters())
-    ids = torch.tensor([[1, 2]], device=param.device) % model.config.vocab_size
-    with torch.no_grad(), surgery.capturing(adapter.blocks, torch.tensor([0])) as captured:
+    device = adapter.output_device  # a spread model's own forward returns its outputs where input_ids were
+    ids = torch.tensor([[1, 2]], device=device) % model.config.vocab_size
+    with torch.no_grad(), surgery.capturing(adapter.blocks, torch.tensor([0], device=device)) as captured:
         out = model(input_ids=ids, output_hidden_states=True, use_cache=False)
     final = out.hidden_states[-1]
-    tol = 1e-3 if param.dtype == torch.float32 else 5e-2
+    tol = 1e-3 if model.dtype == torch.float32 else 5e-2
     with torch.no_grad():
         same_logits = torch.allclose(adapter.head(final).float(), out.logits.float(), atol=tol, rtol=tol)
         same_final = torch.allclose(adapter.finalize(captured[-1]).float(), final.float(), atol=tol, rtol=tol)

@@ -14,6 +14,15 @@ What a plan can do at block `i` (the residual before block i is h_i, after it h_
 - `injecting`: replace rows of block i's output by given states (SPADE's continuation), and let
   the blocks below `skip_below` hand their input on unchanged (no work for rows that start above);
 - `checkpoints`: look at h_l before block l and stop the whole forward by raising (early exit).
+
+Blocks may live on different devices, or have their weights offloaded (accelerate's
+`device_map`). accelerate wraps each block's `forward` with a hook that moves the block's inputs
+(and offloaded weights) to where it computes; the dispatcher is installed after loading, so it
+wraps that hook and sees every block call with the block's input as the previous block left it.
+So the plan moves what it touches itself: injected states go to the device of the block's own
+output, captured rows to the device of the `rows` asked for (one device, ready to stack), and
+indices to the device of the tensor they index. Skipped blocks never reach accelerate's hook,
+so their offloaded weights are not even loaded.
 """
 
 from __future__ import annotations
@@ -41,11 +50,20 @@ class _Plan:
     capture: tuple[torch.Tensor, torch.Tensor | slice] | None = None  # (rows, cols) to read
     captured: list[torch.Tensor] = field(default_factory=list)
     checks: dict[int, Callable[[torch.Tensor], None]] = field(default_factory=dict)
+    _indices: dict[torch.device, tuple] = field(default_factory=dict)  # capture indices per device
+
+    def _take(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden[rows, cols], indexed where `hidden` is and moved to where `rows` is."""
+        rows = self.capture[0]
+        if hidden.device not in self._indices:
+            self._indices[hidden.device] = tuple(i.to(hidden.device) if isinstance(i, torch.Tensor) else i
+                                                 for i in self.capture)
+        return hidden[self._indices[hidden.device]].to(rows.device)
 
     def run(self, index: int, block_forward, output_format: list, args, kwargs):
         hidden = args[0] if args else kwargs["hidden_states"]
         if index == 0 and self.capture is not None:
-            self.captured.append(hidden[self.capture])
+            self.captured.append(self._take(hidden))
         if index in self.checks:
             self.checks[index](hidden)
         if index < self.skip_below:
@@ -55,13 +73,14 @@ class _Plan:
         if index in self.inject:
             rows, states = self.inject[index]
             new = _hidden_of(out).clone()
+            rows, states = rows.to(new.device), states.to(new.device, new.dtype)
             if states.dim() == 2:  # [rows, d]: the last token of each row
-                new[rows, -1] = states.to(new.dtype)
+                new[rows, -1] = states
             else:  # [rows, tokens, d]: every token of each row
-                new[rows] = states.to(new.dtype)
+                new[rows] = states
             out = _as_block_output(new, output_format, like=out)
         if self.capture is not None:
-            self.captured.append(_hidden_of(out)[self.capture])
+            self.captured.append(self._take(_hidden_of(out)))
         return out
 
 
@@ -120,7 +139,7 @@ def _plan(plan: _Plan) -> Iterator[_Plan]:
 def capturing(blocks: nn.ModuleList, rows: torch.Tensor, cols: torch.Tensor | slice = slice(None)
               ) -> Iterator[list[torch.Tensor]]:
     """Within, a forward appends h_0[rows, cols] and then each block's output [rows, cols] to the
-    yielded list: L+1 entries, the last before the final norm."""
+    yielded list: L+1 entries, the last before the final norm, all on the device of `rows`."""
     with _plan(_Plan(blocks, capture=(rows, cols))) as plan:
         yield plan.captured
 
@@ -131,7 +150,8 @@ def injecting(blocks: nn.ModuleList, states: torch.Tensor, start_layers: torch.T
     """Within, batch row r leaves block start_layers[r]-1 holding states[r] ([R, d]: as its last
     token; [R, T, d]: as all its tokens), and blocks 0..skip_below-1 hand their input on unchanged
     (exact for rows that start at or above `skip_below`: their state is replaced after those
-    blocks anyway). Start layer 0 rows are left to the model's own embedding."""
+    blocks anyway). Start layer 0 rows are left to the model's own embedding. `states` may be on
+    any device: each row moves to its block's when it is injected."""
     inject = {}
     start_layers = start_layers.cpu()
     for layer in sorted(set(start_layers.tolist()) - {0}):

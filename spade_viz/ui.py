@@ -46,7 +46,7 @@ from streamlit.errors import StreamlitPageNotFoundError
 
 import spade_viz as sv
 from spade_viz import links
-from spade_viz.data import DatasetError, builtin_tasks, load_builtin, load_dataset
+from spade_viz.data import DatasetError, builtin_tasks, load_builtin, load_dataset, load_hf_dataset
 from spade_viz.serve import JobQueue, ServeSettings
 
 OTHER = "__other__"
@@ -609,15 +609,25 @@ def _uploaded_dataset(raw: bytes, name: str):
     return load_dataset(raw, name=stem if dot else name, fmt=ext if dot else None)
 
 
+@st.cache_data(max_entries=8, show_spinner="Loading the Hugging Face dataset…")
+def _hf_dataset(spec: str):
+    """Once per spec: a Hub download or a large Parquet file is not read again on every rerun."""
+    return load_hf_dataset(spec)
+
+
 def dataset_picker(prefix: str):
-    """A built-in task or an uploaded file (widget keys `{prefix}_...`); None until one is usable.
+    """A built-in task, an uploaded file or a Hugging Face dataset (widget keys `{prefix}_...`); None
+    until one is usable.
 
     A file with bad rows is shown with its row-numbered errors and used only once the user agrees
-    to drop those rows.
+    to drop those rows. Hugging Face datasets are not offered in server mode: their specs name
+    paths on the server and downloads to its disk.
     """
     tasks = builtin_tasks()
-    source = st.radio("Data", ["Built-in task", "Upload a file"], horizontal=True, key=f"{prefix}_source",
-                      label_visibility="collapsed")
+    sources = ["Built-in task", "Upload a file"] + ([] if serve_settings().enabled else ["Hugging Face dataset"])
+    source = st.radio("Data", sources, horizontal=True, key=f"{prefix}_source", label_visibility="collapsed")
+    if source == "Hugging Face dataset":
+        return _hf_picker(prefix)
     if source == "Built-in task":
         if not tasks:
             st.error("No built-in tasks were found in assets/datasets.")
@@ -658,6 +668,30 @@ def dataset_picker(prefix: str):
         st.warning(f"{len(shown)} warning{'s' if len(shown) > 1 else ''} about {upload.name}: "
                    + " · ".join(shown[:5]) + (f" · … and {len(shown) - 5} more" if len(shown) > 5 else ""),
                    icon=":material/warning:")
+    return dataset
+
+
+def _hf_picker(prefix: str):
+    """The "Hugging Face dataset" source of `dataset_picker`: a spec typed in, loaded once per spec."""
+    spec = st.text_input(
+        "Hugging Face dataset", key=f"{prefix}_hf_spec", placeholder="hf:allenai/ai2_arc:ARC-Easy:test",
+        help="hf:ID[:CONFIG][:SPLIT] -- a Hub id (from the Hub or the local cache), a folder written by "
+             "save_to_disk, or a .parquet/.arrow file; options last, e.g. :shots=5:limit=200. The split defaults "
+             "to test, else validation, else train.")
+    st.caption("ARC, MMLU, HellaSwag, HeadQA and BoolQ are recognised from their columns and become lettered "
+               "questions answered by ' A', ' B'… (BoolQ: ' yes'/' no'); a dataset with `prompt` and `answer` "
+               "columns is used as it is.")
+    spec = spec.strip()
+    if not spec:
+        return None
+    try:
+        dataset = _hf_dataset(spec if spec.startswith("hf:") else "hf:" + spec)
+    except DatasetError as err:
+        show_error(err)
+        return None
+    notes = dataset.notes(6)
+    if notes:
+        st.warning(f"{len(dataset)} examples from {dataset.name}; " + " · ".join(notes), icon=":material/warning:")
     return dataset
 
 

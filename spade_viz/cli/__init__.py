@@ -253,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = commands.add_parser("sweep", help="every example x layer x decoder of a dataset, to a CSV")
     _add_model_args(sweep)
-    sweep.add_argument("--dataset", required=True, help="built-in task name or a JSONL/CSV file")
+    sweep.add_argument("--dataset", required=True,
+                       help="built-in task name, a JSONL/CSV file, or hf:<id>[:config][:split] (a Hugging Face "
+                            "dataset: Hub id, save_to_disk folder, .parquet/.arrow; options :shots=K :limit=N)")
     sweep.add_argument("--out", default="results.csv", help="CSV to write (default results.csv; its metadata "
                                                             "goes to the same name with .meta.json)")
     sweep.add_argument("--batch-size", type=whole(1, 4096), default=16, help="examples per forward pass (default 16)")
@@ -274,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(calibrate)
     calibrate.add_argument("--lens", default="linear_spade", choices=["linear_spade", "tuned"],
                            help="what to fit (default linear_spade)")
-    calibrate.add_argument("--dataset", default=None, help="linear SPADE: built-in task name or a JSONL/CSV file")
+    calibrate.add_argument("--dataset", default=None,
+                           help="linear SPADE: built-in task name, a JSONL/CSV file, or hf:<id>[:config][:split]")
     calibrate.add_argument("--text", default=None, help="tuned lens: calibration text file (paragraphs; default: "
                                                         "text the model writes itself)")
     calibrate.add_argument("--out", default=None, help="where to save (default: the model's lens folder in the "

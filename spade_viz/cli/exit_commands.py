@@ -202,7 +202,8 @@ def add_exit_commands(commands, add_model_args) -> None:
         "real-exit", help="run the hybrid exit for real (the forward pass stops) and time it against full passes"
     )
     add_model_args(real)
-    real.add_argument("--dataset", required=True, help="built-in task name or a JSONL/CSV file")
+    real.add_argument("--dataset", required=True,
+                      help="built-in task name, a JSONL/CSV file, or hf:<id>[:config][:split] (Hugging Face)")
     real.add_argument("--threshold", type=finite_float(0), default=None,
                       help="exit when the confidence entropy is below this (not with --calibrate-split)")
     real.add_argument("--calibrate-split", type=finite_float(0, 1, low_open=True, high_open=True), default=None,

@@ -10,8 +10,17 @@ import torch
 import spade_viz as sv
 from spade_viz.data import Example
 from spade_viz.exit import Checkpoints, CostModel, ExitArrays, ExitSimulator
-from spade_viz.exit.real import exit_answer, prepare_prompts, run_real_exit, spade_continue
+from spade_viz.exit.real import (
+    exit_answer,
+    exit_answers,
+    format_real_exit,
+    full_answers,
+    prepare_prompts,
+    run_real_exit,
+    spade_continue,
+)
 from spade_viz.lenses.affine import AffineLens, lens_meta
+from tiny_models import FAMILIES
 
 EXAMPLES = [
     Example("e1", "France: Paris\nJapan:", " Tokyo"),
@@ -25,7 +34,7 @@ EXAMPLES = [
 
 def random_lens(lm, seed=0, scale=0.3) -> AffineLens:
     L = lm.num_layers
-    d_in = lm.model.get_input_embeddings().weight.shape[1]
+    d_in = lm.model.config.hidden_size  # the residual stream (OPT may embed narrower and project in)
     d_out = lm.adapter.lm_head.weight.shape[1]
     gen = torch.Generator().manual_seed(seed)
     weight = torch.randn(L, d_out, d_in, generator=gen) * scale
@@ -214,3 +223,65 @@ def test_the_honest_real_exit_chooses_on_one_part_and_measures_the_other(tiny_fo
     assert out["real_exit"]["examples"] == 9  # timed on the held-out part only
     assert data.read_bytes() == before
     assert not list(isolated_cache.rglob("*.safetensors"))  # nothing saved for later runs to pick up
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_batch_exits_as_each_prompt_alone(tiny_lms, family):
+    """Prompts that leave a batch at a checkpoint take the rows they leave with out of every block
+    above (masks, positions, rotary tables cut to the rows that stay): each prompt's exit layer and
+    answer are the ones it gets alone, and the prompts that stay answer as the full model does."""
+    lm = tiny_lms[family]
+    lens = random_lens(lm, seed=1)
+    prompts = prepare_prompts(lm, EXAMPLES)
+    mask = Checkpoints(start=0).mask(lm.num_layers)
+    alone = {p.example_id: [] for p in prompts}
+    entropies = []
+    for tau in (0.0, 1e9):
+        for p in prompts:
+            alone[p.example_id].append(exit_answer(lm, p.ids, lens, mask, tau))
+    # a threshold between the prompts' entropies at the first checkpoint, so some leave and some stay
+    with torch.no_grad():
+        for p in prompts:
+            res = sv.analyze(lm, lm.tokenizer.decode(p.ids[1:]), lenses={"linear_spade": lens})
+            entropies.append(float(res.answer["linear_spade"].entropy[0, 0]))
+    middle = float(np.median(entropies)) + 1e-3
+    for p in prompts:
+        alone[p.example_id].append(exit_answer(lm, p.ids, lens, mask, middle))
+    full = full_answers(lm, prompts)
+    for i, tau in enumerate((0.0, 1e9, middle)):
+        together = exit_answers(lm, prompts, lens, mask, tau)
+        assert [d.layer for d in together] == [alone[p.example_id][i].layer for p in prompts], tau
+        assert [d.answer_id for d in together] == [alone[p.example_id][i].answer_id for p in prompts], tau
+    assert [d.answer_id for d in exit_answers(lm, prompts, lens, mask, 0.0)] == full
+    assert 0 in {d.layer for d in together} and len({d.layer for d in together}) > 1  # some left, some stayed
+
+
+def test_batched_run_equals_simulation_and_reports_its_batch(setup):
+    lm, lens, arrays, _ = setup
+    checkpoints = Checkpoints(every=2, start=1)
+    sim = ExitSimulator(arrays, CostModel.from_lm(lm), checkpoints)
+    prompts = prepare_prompts(lm, EXAMPLES)
+    for tau in _thresholds(arrays, checkpoints.mask(lm.num_layers)):
+        report = run_real_exit(lm, prompts, lens, tau, checkpoints, repeats=1, batch_size=4)
+        assert report.exit_layers.tolist() == sim.at(tau).exit_layer.tolist(), tau
+        assert report.to_dict()["batch_size"] == 4
+        assert "batches of 4" in format_real_exit(report)
+    with pytest.raises(sv.InputError, match="batch_size"):
+        run_real_exit(lm, prompts, lens, 1.0, checkpoints, repeats=1, batch_size=0)
+
+
+def test_batched_choices_read_only_their_rows(tiny_lm):
+    """A batch where every prompt has choices reads only the choices' rows of the unembedding for
+    its confidence, and decides as when each prompt runs alone; a batch mixing rows with and
+    without choices too."""
+    yes_no = [Example(f"c{i}", p, " Yes", (" Yes", " No")) for i, p in enumerate(
+        ["Is the sky blue?\nAnswer:", "Is fire cold?\nAnswer:", "Is a cat big?\nAnswer:"])]
+    free = [Example("f1", "France: Paris\nJapan:", " Tokyo"), Example("f2", "1 2 3 4", " 5")]
+    lens = random_lens(tiny_lm, seed=3, scale=0.05)
+    mask = Checkpoints(start=0).mask(tiny_lm.num_layers)
+    for examples in (yes_no, yes_no + free):
+        prompts = prepare_prompts(tiny_lm, examples)
+        for tau in (0.3, 0.6, 0.69, 5.0):
+            together = exit_answers(tiny_lm, prompts, lens, mask, tau)
+            alone = [exit_answer(tiny_lm, p.ids, lens, mask, tau, candidates=p.candidates) for p in prompts]
+            assert together == alone, tau

@@ -1,6 +1,7 @@
 """Model passes the lenses build on, each exact while other threads use the same model.
 
-- `read_rows`: one right-padded forward; the residual rows at chosen positions of every layer.
+- `read_rows`: one right-padded forward (`pad_right`); the residual rows at chosen positions of
+  every layer.
 - `continue_rows`: rows injected after some block continue, as one token each, through the
   blocks above it, attending to the cached `<s>` (SPADE's continuation, and the real exit's).
 - `continue_rows_in_bands`: the same for thousands of rows, with the blocks below each band of
@@ -30,13 +31,7 @@ def read_rows(lm: LoadedModel, sequences: Sequence[Sequence[int]], picks: Sequen
     an unpadded run (causal attention never looks right). Only the picked rows of each layer are
     kept, not every position of every layer (`output_hidden_states`). Both are on `lm.device`.
     """
-    width = max(len(seq) for seq in sequences)
-    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.bos_id
-    ids = torch.full((len(sequences), width), int(pad), dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.as_tensor(seq)
-        mask[row, : len(seq)] = 1
+    ids, mask = pad_right(lm, sequences)
     rows = torch.tensor([b for b, chosen in enumerate(picks) for _ in chosen], device=lm.device)
     cols = torch.tensor([p for chosen in picks for p in chosen], device=lm.device)
     with torch.no_grad(), surgery.capturing(lm.adapter.blocks, rows, cols) as taken:
@@ -45,6 +40,18 @@ def read_rows(lm: LoadedModel, sequences: Sequence[Sequence[int]], picks: Sequen
         residuals = torch.stack(taken[:-1], dim=1)
         final = lm.adapter.finalize(taken[-1])
     return residuals, final
+
+
+def pad_right(lm: LoadedModel, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask) [n, longest] on the CPU: each sequence from the left, then padding."""
+    width = max(len(seq) for seq in sequences)
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.bos_id
+    ids = torch.full((len(sequences), width), int(pad), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = torch.as_tensor(seq)
+        mask[row, : len(seq)] = 1
+    return ids, mask
 
 
 def continue_rows(

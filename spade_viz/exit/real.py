@@ -1,17 +1,23 @@
 """Real hybrid early exit: the forward pass actually stops at the exit layer, then SPADE answers.
 
-For each prompt the model runs its own forward (any architecture) with a checkpoint before the
-block after each checkpoint layer l (`models.surgery.checkpoints`, scoped to this call only):
-it reads h_l at the answer row, maps it with linear SPADE, and if the entropy of that
-distribution is below the threshold it raises `StopForward` carrying h_l[T]; the remaining
-blocks never run on the full sequence. SPADE then continues that one row through blocks
-l+1..L (attending to the cached `<s>`), with blocks 1..l doing no work, so no block runs twice
-and none runs for nothing. Never confident: the forward finishes and the model's own logits
-answer.
+A batch of prompts runs through the model's own forward (any architecture), right-padded, with a
+checkpoint before the block after each checkpoint layer l (`models.surgery.checkpoints`, scoped to
+this call only). It reads h_l at each prompt's answer row, maps it with linear SPADE, and the
+prompts whose entropy there is below the threshold leave the batch with h_l[T]: the blocks above
+run on the prompts that stay, and when none stays the forward stops. SPADE then continues each
+exited row through blocks l+1..L alone (attending to the cached `<s>`), with blocks 1..l doing no
+work, so no block runs twice and none runs for nothing. A prompt never confident finishes the
+forward and the model's own logits answer.
 
-`run_real_exit` times this against plain full forward passes on the same prompts, in the same
-process, interleaved (alternating which goes first), and reports the measured wall-clock
-speedup beside the simulated compute fraction of the exits it actually took.
+One prompt at a time is the latency a chat user feels. On a CPU it cannot beat the full pass on
+short prompts: a block over twenty tokens costs about what it costs over one (reading its weights
+dominates), so continuing one row through the blocks above costs nearly what finishing would. A
+batch is the throughput a server feels: there a block's cost grows with the rows it computes, and
+the rows that left save what the simulation counts.
+
+`run_real_exit` times this against plain full forward passes over the same batches, in the same
+process, interleaved (alternating which goes first), and reports the measured wall-clock speedup
+beside the simulated compute fraction of the exits it actually took.
 """
 
 from __future__ import annotations
@@ -22,22 +28,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..engine import continue_rows, prepare_examples, skip_is_exact
+from ..engine import continue_rows, pad_right, prepare_examples, skip_is_exact
 from ..errors import InputError, check_int, check_number
 from ..lenses.affine import AffineLens
 from ..lenses.spade import spade_position
-from ..lenses.stats import entropy_top1
+from ..lenses.stats import choice_entropy_top1, entropy_top1
 from ..models import surgery
 from ..models.loading import LoadedModel, operation
 from .cost import Checkpoints, CostModel, full_cost, hybrid_costs
-
-
-class StopForward(Exception):
-    """Raised inside the forward pass by a confident checkpoint: carries the layer and h_l[T]."""
-
-    def __init__(self, layer: int, state: torch.Tensor, entropy: float):
-        super().__init__(f"exit at layer {layer}")
-        self.layer, self.state, self.entropy = layer, state, entropy
 
 
 @dataclass
@@ -62,28 +60,6 @@ def prepare_prompts(lm: LoadedModel, examples, max_tokens: int = 512,
             for p in prepared]
 
 
-def _checks(lm: LoadedModel, lens: AffineLens, mask: np.ndarray, threshold: float,
-            candidates: torch.Tensor | None = None) -> dict:
-    """Per checkpoint layer l, a check of h_l (the input of block l) that raises StopForward when
-    linear SPADE's entropy there is below the threshold."""
-    def make(layer):
-        layer_id = torch.tensor([layer])
-
-        def check(hidden):
-            state = hidden[0, -1].to(lm.device)  # where the lens and the unembedding read (blocks may be elsewhere)
-            if candidates is None:
-                logits = lens.logits(lm, state.unsqueeze(0), layer_id)[0]
-            else:  # the task's answer candidates only: C rows of the unembedding, not all V
-                logits = lm.adapter.head(lens.apply(state.unsqueeze(0), layer_id)[0], rows=candidates)
-            entropy = float(entropy_top1(logits)[0])
-            if entropy < threshold:
-                raise StopForward(layer, state.detach().clone(), entropy)
-
-        return check
-
-    return {layer: make(layer) for layer in np.nonzero(mask)[0].tolist()}
-
-
 @dataclass
 class ExitDecision:
     """Where one prompt's real exit stopped, and the token it answered."""
@@ -92,27 +68,102 @@ class ExitDecision:
     answer_id: int
 
 
-def exit_answer(lm: LoadedModel, ids: list[int], lens: AffineLens, mask: np.ndarray, threshold: float,
-                positions: str = "original", candidates: list[int] | None = None) -> ExitDecision:
-    """One prompt through the real hybrid exit: stop at the first confident checkpoint, SPADE from there."""
-    device = lm.device
-    cand = torch.tensor(candidates, device=device) if candidates else None
-    input_ids = torch.tensor([ids], device=device)
+class _Batch:
+    """A batch of prompts as the model reads it: right-padded ids, each answer row, each one's choices."""
+
+    def __init__(self, lm: LoadedModel, prompts: list[PreparedPrompt]):
+        self.prompts = prompts
+        self.ids, self.mask = pad_right(lm, [p.ids for p in prompts])
+        self.last = torch.tensor([len(p.ids) - 1 for p in prompts])
+        width = max((len(p.candidates) for p in prompts if p.candidates), default=0)
+        self.choices = None  # [B, C] token ids, -1 padding (a row without choices: all -1)
+        if width:
+            self.choices = torch.full((len(prompts), width), -1, dtype=torch.long)
+            for row, p in enumerate(prompts):
+                if p.candidates:
+                    self.choices[row, : len(p.candidates)] = torch.tensor(p.candidates)
+
+    def answers(self, logits: torch.Tensor, rows: torch.Tensor) -> list[int]:
+        """Each row's answer: its top token, among its choices where it has them."""
+        if self.choices is None:
+            return logits.argmax(-1).tolist()
+        return choice_entropy_top1(logits, self.choices[rows])[1].tolist()
+
+    def confidence(self, lm: LoadedModel, lens: AffineLens, states: torch.Tensor, layer: int,
+                   rows: torch.Tensor) -> torch.Tensor:
+        """Linear SPADE's entropy of each row at `layer`, as the sweep records it: over the
+        vocabulary, or over the row's choices, which then are the only rows of the unembedding read."""
+        mapped = lens.apply(states, torch.full((len(rows),), layer))
+        choices = self.choices[rows] if self.choices is not None else None
+        if choices is None:
+            return entropy_top1(lm.adapter.head(mapped))[0]
+        if bool((choices >= 0).any(-1).all()):  # every row has choices: read only those rows of the head
+            wanted, columns = torch.unique(choices.clamp_min(0), return_inverse=True)
+            return choice_entropy_top1(lm.adapter.head(mapped, rows=wanted), choices, columns)[0]
+        return choice_entropy_top1(lm.adapter.head(mapped), choices)[0]
+
+
+def exit_answers(lm: LoadedModel, prompts: list[PreparedPrompt], lens: AffineLens, mask: np.ndarray,
+                 threshold: float, positions: str = "original") -> list[ExitDecision]:
+    """A batch of prompts through the real hybrid exit: each leaves at its first confident checkpoint
+    and SPADE answers from there; the rest finish the forward."""
+    batch = _Batch(lm, prompts)
+    left: dict[int, tuple[int, torch.Tensor]] = {}  # row -> (exit layer, h_layer at its answer)
+
+    def checkpoint(layer):
+        def check(hidden, rows):
+            # read where the lens and the unembedding are (the block may be on another device)
+            states = hidden[torch.arange(len(rows), device=hidden.device), batch.last[rows].to(hidden.device)]
+            states = states.to(lm.device)
+            leave = (batch.confidence(lm, lens, states, layer, rows) < threshold).cpu()
+            for row, state in zip(rows[leave].tolist(), states[leave.to(lm.device)]):
+                left[row] = (layer, state)
+            return ~leave
+
+        return check
+
+    decisions: list[ExitDecision | None] = [None] * len(prompts)
     with torch.no_grad():
         try:
-            with surgery.checkpoints(lm.adapter.blocks, _checks(lm, lens, mask, threshold, cand)):
-                out = lm.model(input_ids=input_ids, use_cache=False, logits_to_keep=1)
-        except StopForward as stop:
-            logits = spade_continue(lm, stop.state, stop.layer, ids[-1], spade_position(len(ids) - 1, positions))
-            layer = stop.layer
+            checks = {layer: checkpoint(layer) for layer in np.nonzero(mask)[0].tolist()}
+            with surgery.checkpoints(lm.adapter.blocks, checks) as plan:
+                out = lm.model.base_model(input_ids=batch.ids.to(lm.input_device),
+                                          attention_mask=batch.mask.to(lm.input_device), use_cache=False)
+        except surgery.Stopped:
+            pass
         else:
-            logits = out.logits[0, -1]
-            layer = lm.num_layers
-    if cand is not None:
-        answer = int(cand[logits[cand].argmax()])
-    else:
-        answer = int(logits.argmax())
-    return ExitDecision(layer, answer)
+            stayed = plan.live if plan.live is not None else torch.arange(len(prompts))
+            hidden = out.last_hidden_state
+            final = hidden[torch.arange(len(stayed), device=hidden.device), batch.last[stayed].to(hidden.device)]
+            for row, answer in zip(stayed.tolist(), batch.answers(lm.adapter.head(final), stayed)):
+                decisions[row] = ExitDecision(lm.num_layers, answer)
+        for layer in sorted({layer for layer, _ in left.values()}):
+            rows = torch.tensor([row for row, (at, _) in left.items() if at == layer])
+            states = torch.stack([left[row][1] for row in rows.tolist()])
+            tokens = torch.tensor([prompts[row].ids[-1] for row in rows.tolist()])
+            where = torch.tensor([spade_position(int(batch.last[row]), positions) for row in rows.tolist()])
+            final = continue_rows(lm, states, torch.full((len(rows),), layer), tokens, where,
+                                  skip_below=layer if skip_is_exact(lm) else 0)
+            for row, answer in zip(rows.tolist(), batch.answers(lm.adapter.head(final), rows)):
+                decisions[row] = ExitDecision(layer, answer)
+    return decisions
+
+
+def exit_answer(lm: LoadedModel, ids: list[int], lens: AffineLens, mask: np.ndarray, threshold: float,
+                positions: str = "original", candidates: list[int] | None = None) -> ExitDecision:
+    """One prompt through the real hybrid exit (a batch of one)."""
+    return exit_answers(lm, [PreparedPrompt("", list(ids), None, candidates)], lens, mask, threshold, positions)[0]
+
+
+def full_answers(lm: LoadedModel, prompts: list[PreparedPrompt]) -> list[int]:
+    """Each prompt's answer from the plain full forward pass over the same padded batch: the
+    baseline the exit is timed against (the head reads only each answer row)."""
+    batch = _Batch(lm, prompts)
+    with torch.no_grad():
+        hidden = lm.model.base_model(input_ids=batch.ids.to(lm.input_device),
+                                     attention_mask=batch.mask.to(lm.input_device), use_cache=False).last_hidden_state
+        final = hidden[torch.arange(len(prompts), device=hidden.device), batch.last.to(hidden.device)]
+        return batch.answers(lm.adapter.head(final), torch.arange(len(prompts)))
 
 
 def spade_continue(lm: LoadedModel, state: torch.Tensor, layer: int, token_id: int, position: int) -> torch.Tensor:
@@ -124,9 +175,9 @@ def spade_continue(lm: LoadedModel, state: torch.Tensor, layer: int, token_id: i
 
 
 def full_answer(lm: LoadedModel, ids: list[int]) -> torch.Tensor:
-    """Logits [V] of the plain full forward pass at the last token: the baseline the exit is timed against."""
+    """Logits [V] of the plain full forward pass at the last token."""
     with torch.no_grad():
-        out = lm.model(input_ids=torch.tensor([ids], device=lm.device), use_cache=False, logits_to_keep=1)
+        out = lm.model(input_ids=torch.tensor([ids], device=lm.input_device), use_cache=False, logits_to_keep=1)
         return out.logits[0, -1]
 
 
@@ -154,6 +205,7 @@ class RealExitReport:
     repeats: int
     cost: dict
     other_work: int = 0  # other operations that ran on the same model during the timing (0: a quiet run)
+    batch_size: int = 1  # prompts per forward pass (1: one prompt's latency; more: a batch's throughput)
 
     @property
     def measured_speedup(self) -> float:
@@ -172,6 +224,7 @@ class RealExitReport:
             "examples": n,
             "num_layers": self.num_layers,
             "repeats": self.repeats,
+            "batch_size": self.batch_size,
             "mean_exit_layer": float(self.exit_layers.mean()),
             "exit_rate": float((self.exit_layers < self.num_layers).mean()),
             "agreement": float((self.answers == self.full_answers).mean()),
@@ -204,57 +257,60 @@ def run_real_exit(
     repeats: int = 3,
     positions: str = "original",
     progress=None,
+    batch_size: int = 1,
 ) -> RealExitReport:
-    """Real exits over `prompts`, timed against full passes (interleaved, `repeats` rounds)."""
+    """Real exits over `prompts`, timed against full passes over the same batches (interleaved,
+    `repeats` rounds). `batch_size` 1 measures the latency of one prompt; more, the throughput of
+    batches of prompts of like lengths, from which exited prompts leave (see the module doc)."""
     if not prompts:
         raise InputError("no examples to run")
     threshold = check_number("the exit threshold (an entropy in nats)", threshold, 0)
     repeats = check_int("repeats", repeats, 1)
+    batch_size = check_int("batch_size", batch_size, 1, 4096)
     if not isinstance(lens, AffineLens):
         raise InputError(f"the exit confidence needs a linear SPADE lens (AffineLens), not {type(lens).__name__}")
     if lens.kind != "linear_spade":
         raise InputError(f"the exit confidence needs a linear SPADE lens, not a {lens.kind}")
     lens.check_matches(lm)
-    if repeats < 1:
-        raise InputError("repeats must be at least 1")
     L = lm.num_layers
     mask = checkpoints.mask(L)
     if not mask.any():
         raise InputError(f"no checkpoint layer below {L} with {checkpoints.describe()}")
     cost = cost or CostModel.from_lm(lm)
     sync = torch.cuda.synchronize if lm.device.type == "cuda" else (lambda: None)
+    n = len(prompts)
+    by_length = sorted(range(n), key=lambda i: len(prompts[i].ids))  # batches of like lengths: little padding
+    groups = [by_length[i : i + batch_size] for i in range(0, n, batch_size)]
 
     # warm up both paths (kernels, caches, the <s> cache), untimed
-    exit_answer(lm, prompts[0].ids, lens, mask, threshold, positions, prompts[0].candidates)
-    full_answer(lm, prompts[0].ids)
+    exit_answers(lm, [prompts[i] for i in groups[0]], lens, mask, threshold, positions)
+    full_answers(lm, [prompts[i] for i in groups[0]])
 
     started_before, running_before = lm.activity.snapshot()
-    n = len(prompts)
     layers = np.zeros(n, dtype=np.int64)
     answers = np.zeros(n, dtype=np.int64)
     finals = np.zeros(n, dtype=np.int64)
     full_s = exit_s = 0.0
     for round_ in range(repeats):
-        for i, prompt in enumerate(prompts):
-            order = ("full", "exit") if (i + round_) % 2 == 0 else ("exit", "full")
-            for which in order:
+        for g, rows in enumerate(groups):
+            batch = [prompts[i] for i in rows]
+            for which in ("full", "exit") if (g + round_) % 2 == 0 else ("exit", "full"):
                 sync()
                 start = time.perf_counter()
                 if which == "full":
-                    logits = full_answer(lm, prompt.ids)
+                    full = full_answers(lm, batch)
                     sync()
                     full_s += time.perf_counter() - start
-                    if prompt.candidates:
-                        finals[i] = prompt.candidates[int(logits[prompt.candidates].argmax())]
-                    else:
-                        finals[i] = int(logits.argmax())
+                    finals[rows] = full
                 else:
-                    decision = exit_answer(lm, prompt.ids, lens, mask, threshold, positions, prompt.candidates)
+                    decisions = exit_answers(lm, batch, lens, mask, threshold, positions)
                     sync()
                     exit_s += time.perf_counter() - start
-                    layers[i], answers[i] = decision.layer, decision.answer_id
+                    layers[rows] = [d.layer for d in decisions]
+                    answers[rows] = [d.answer_id for d in decisions]
             if progress is not None:
-                progress((round_ * n + i + 1) / (repeats * n), f"round {round_ + 1}/{repeats}, example {i + 1}/{n}")
+                done = round_ * n + sum(len(r) for r in groups[: g + 1])
+                progress(done / (repeats * n), f"round {round_ + 1}/{repeats}, example {done - round_ * n}/{n}")
 
     started_after, running_after = lm.activity.snapshot()
     other_work = (started_after - started_before) + max(running_before, running_after) - 1
@@ -267,7 +323,7 @@ def run_real_exit(
         threshold=float(threshold), checkpoints=checkpoints.describe(), example_ids=[p.example_id for p in prompts],
         n_tokens=n_tokens, exit_layers=layers, answers=answers, full_answers=finals, gold=gold,
         full_seconds=full_s, exit_seconds=exit_s, simulated_fraction=fraction, num_layers=L, repeats=repeats,
-        cost=cost.to_dict(), other_work=other_work,
+        cost=cost.to_dict(), other_work=other_work, batch_size=batch_size,
     )
 
 
@@ -275,8 +331,9 @@ def format_real_exit(report: RealExitReport) -> str:
     """The report as a few lines of text for the CLI."""
     d = report.to_dict()
     lines = [
-        f"{d['examples']} examples x {d['repeats']} rounds, threshold {d['threshold']:g}, "
-        f"checkpoints {d['checkpoints']}",
+        f"{d['examples']} examples x {d['repeats']} rounds in "
+        + (f"batches of {d['batch_size']}" if d["batch_size"] > 1 else "one prompt at a time")
+        + f", threshold {d['threshold']:g}, checkpoints {d['checkpoints']}",
         f"mean exit layer {d['mean_exit_layer']:.1f} of {d['num_layers']} ({d['exit_rate']:.0%} exit early); "
         f"agreement with the full model {d['agreement']:.3f}",
     ]

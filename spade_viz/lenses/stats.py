@@ -133,11 +133,34 @@ def logit_stats(logits: torch.Tensor, choices: torch.Tensor) -> dict[str, torch.
     if restricted.any():
         valid = valid.to(z.device)
         ids = choices.clamp_min(0).to(z.device)
-        picked = z.gather(1, ids).masked_fill(~valid, float("-inf"))
-        c_lse = torch.logsumexp(picked, -1, keepdim=True)
-        c_probs = torch.exp(picked - c_lse)
-        c_entropy = c_lse[:, 0] - torch.where(valid, c_probs * picked, torch.zeros_like(picked)).sum(-1)
-        c_top1 = ids.gather(1, picked.argmax(-1, keepdim=True))[:, 0]
+        c_entropy, c_top1 = _over_choices(z.gather(1, ids), valid, ids)
         top1 = torch.where(restricted, c_top1, top1)
         entropy = torch.where(restricted, c_entropy, entropy)
     return {"top1": top1, "entropy": entropy, "top1_vocab": top1_vocab, "entropy_vocab": entropy_vocab}
+
+
+def _over_choices(picked: torch.Tensor, valid: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(entropy, top-1 token id) of the softmax over each row's valid choices; picked [n, C] are their
+    float32 logits, ids [n, C] their token ids."""
+    picked = picked.masked_fill(~valid, float("-inf"))
+    c_lse = torch.logsumexp(picked, -1, keepdim=True)
+    c_probs = torch.exp(picked - c_lse)
+    c_entropy = c_lse[:, 0] - torch.where(valid, c_probs * picked, torch.zeros_like(picked)).sum(-1)
+    return c_entropy, ids.gather(1, picked.argmax(-1, keepdim=True))[:, 0]
+
+
+def choice_entropy_top1(logits: torch.Tensor, choices: torch.Tensor, columns: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(entropy, top-1 token id) per row as `logit_stats` records them: over the row's choices
+    (choices [n, C] token ids, -1 padding), over the vocabulary where a row has none.
+
+    logits [n, V]; or, with `columns` [n, C], logits [n, U] of only the vocabulary rows the choices
+    use (column j of row r is the logit of choices[r, j]): every row must then have choices."""
+    z = logits.float()
+    valid = (choices >= 0).to(z.device)
+    ids = choices.clamp_min(0).to(z.device)
+    entropy, top1 = _over_choices(z.gather(1, ids if columns is None else columns.to(z.device)), valid, ids)
+    plain = ~valid.any(-1)
+    if bool(plain.any()):
+        entropy[plain], top1[plain] = entropy_top1(z[plain])
+    return entropy, top1

@@ -13,7 +13,8 @@ What a plan can do at block `i` (the residual before block i is h_i, after it h_
 - `capturing`: read rows of h_0 (block 0's input) and of every block's output;
 - `injecting`: replace rows of block i's output by given states (SPADE's continuation), and let
   the blocks below `skip_below` hand their input on unchanged (no work for rows that start above);
-- `checkpoints`: look at h_l before block l and stop the whole forward by raising (early exit).
+- `checkpoints`: look at h_l before block l; rows the check lets go leave the batch there (the
+  blocks above run on the rows that stay), and the forward stops when none stays (early exit).
 
 Blocks may live on different devices, or have their weights offloaded (accelerate's
 `device_map`). accelerate wraps each block's `forward` with a hook that moves the block's inputs
@@ -49,7 +50,9 @@ class _Plan:
     inject: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # i -> (rows, states)
     capture: tuple[torch.Tensor, torch.Tensor | slice] | None = None  # (rows, cols) to read
     captured: list[torch.Tensor] = field(default_factory=list)
-    checks: dict[int, Callable[[torch.Tensor], None]] = field(default_factory=dict)
+    checks: dict[int, Callable[[torch.Tensor, torch.Tensor], torch.Tensor | None]] = field(default_factory=dict)
+    batch: int = 0  # batch rows the forward started with
+    live: torch.Tensor | None = None  # after a check let rows go: the starting rows still running
     _indices: dict[torch.device, tuple] = field(default_factory=dict)  # capture indices per device
 
     def _take(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -64,8 +67,18 @@ class _Plan:
         hidden = args[0] if args else kwargs["hidden_states"]
         if index == 0 and self.capture is not None:
             self.captured.append(self._take(hidden))
+        if not self.batch:
+            self.batch = hidden.shape[0]
         if index in self.checks:
-            self.checks[index](hidden)
+            running = self.live if self.live is not None else torch.arange(self.batch)
+            stay = self.checks[index](hidden, running)
+            if stay is not None and not bool(stay.all()):
+                if not bool(stay.any()):
+                    raise Stopped(index)
+                stay = stay.to(hidden.device)
+                self.live, hidden = running[stay.cpu()], hidden[stay]
+        if self.live is not None:
+            args, kwargs = self._narrowed(hidden, args, kwargs)
         if index < self.skip_below:
             out = _as_block_output(hidden, output_format)
         else:
@@ -82,6 +95,31 @@ class _Plan:
         if self.capture is not None:
             self.captured.append(self._take(_hidden_of(out)))
         return out
+
+
+    def _narrowed(self, hidden: torch.Tensor, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        """The block's arguments for the rows still running: `hidden` as its input, and every
+        per-row tensor the model built for the whole batch (masks, positions, rotary tables: at
+        least 2-D and `batch` long) cut to the live rows. Broadcast ones (first dimension 1) and
+        1-D ones (cache positions) are shared by all rows and stay as they are."""
+        def cut(value):
+            if isinstance(value, torch.Tensor) and value.dim() >= 2 and value.shape[0] == self.batch:
+                return value.index_select(0, self.live.to(value.device))
+            if isinstance(value, tuple | list):
+                return type(value)(cut(v) for v in value)
+            return value
+
+        if args:
+            return (hidden, *(cut(a) for a in args[1:])), {k: cut(v) for k, v in kwargs.items()}
+        return (), {k: (hidden if k == "hidden_states" else cut(v)) for k, v in kwargs.items()}
+
+
+class Stopped(Exception):
+    """Raised inside a forward when a checkpoint lets every row go: no block above it runs."""
+
+    def __init__(self, layer: int):
+        super().__init__(f"every row left at layer {layer}")
+        self.layer = layer
 
 
 def _hidden_of(output):
@@ -162,7 +200,13 @@ def injecting(blocks: nn.ModuleList, states: torch.Tensor, start_layers: torch.T
 
 
 @contextmanager
-def checkpoints(blocks: nn.ModuleList, checks: dict[int, Callable[[torch.Tensor], None]]) -> Iterator[None]:
-    """Within, `checks[l](h_l)` runs before block l; raising from it stops the forward there."""
-    with _plan(_Plan(blocks, checks=dict(checks))):
-        yield
+def checkpoints(blocks: nn.ModuleList, checks: dict[int, Callable[[torch.Tensor, torch.Tensor], torch.Tensor | None]]
+                ) -> Iterator[_Plan]:
+    """Within, `checks[l](h_l, rows)` runs before block l on the rows still running (`rows`: their
+    indices in the starting batch, on the CPU) and returns which of them stay (booleans), or None for
+    all. The rows let go leave the batch: the blocks above, and the model's output, see only the
+    rows that stay, which the yielded plan's `live` lists afterwards (None: every row stayed). When
+    no row stays the forward stops there with `Stopped`. A batch of one prompt is the one-prompt
+    exit: it finishes, or stops at its first confident checkpoint."""
+    with _plan(_Plan(blocks, checks=dict(checks))) as plan:
+        yield plan

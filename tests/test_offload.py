@@ -8,6 +8,7 @@ same comparison with blocks on the GPU and in CPU memory where a GPU is present.
 from __future__ import annotations
 
 import threading
+import types
 
 import numpy as np
 import pytest
@@ -24,8 +25,9 @@ from spade_viz.lenses.affine import AffineLens, lens_meta
 from spade_viz.lenses.spade import answer_rows
 from spade_viz.lenses.stats import logit_stats
 from spade_viz.lenses.tuned import train_tuned_lens
-from spade_viz.models.registry import find_module, spec_for
+from spade_viz.models.registry import execution_device, find_module, spec_for
 from spade_viz.sweep import SweepSettings, run_sweep
+from tiny_models import TINY_CONFIGS
 
 FAMILIES = ("llama", "gpt2", "opt", "qwen2")  # plain, GPT-2 layout, OPT's project_out, tied unembedding
 EXAMPLES = [
@@ -203,6 +205,34 @@ def test_max_memory_offloads_what_does_not_fit(tiny_folders, offload_cache):
     assert all(hasattr(block, "_hf_hook") for block in spread.adapter.blocks)
     for name, stats in sv.analyze(whole, PROMPT).answer.items():
         assert_stats_equal(stats, sv.analyze(spread, PROMPT).answer[name])
+
+
+def test_a_budget_the_model_fits_in_keeps_it_whole(tiny_folders, offload_cache):
+    """accelerate spreads only what does not fit: within the budget the model stays on one device."""
+    messages = []
+    lm = sv.load_model(str(tiny_folders["llama"]), device="cpu", max_memory="cpu=1GiB", progress=messages.append)
+    assert not hasattr(lm.model, "hf_device_map") and not lm.offloaded
+    assert not any(hasattr(block, "_hf_hook") for block in lm.adapter.blocks)
+    assert messages[-1].endswith("whole on cpu")
+
+
+def test_execution_devices_follow_the_device_map():
+    """Where each part computes on a model spread over GPUs (checked without GPUs, on `meta`): a
+    module's own entry, offloaded ones on the main device, as accelerate's dispatch arranges."""
+    config = AutoConfig.for_model("llama", **TINY_CONFIGS["llama"])
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    model.hf_device_map = {"model.embed_tokens": 0, "model.layers.0": 0, "model.layers.1": 1, "model.layers.2": "cpu",
+                           "model.norm": 1, "model.rotary_emb": 0, "lm_head": "disk"}
+    model._hf_hook = types.SimpleNamespace(execution_device=0)
+    cuda = lambda index: torch.device("cuda", index)  # noqa: E731
+    assert execution_device(model, model.get_input_embeddings()) == cuda(0)
+    assert execution_device(model, model.model.layers[1].mlp) == cuda(1)
+    assert execution_device(model, model.model.layers[2]) == cuda(0)  # CPU-offloaded: runs on the main GPU
+    assert execution_device(model, model.model.norm) == cuda(1)
+    assert execution_device(model, model.lm_head) == cuda(0)  # disk-offloaded
+    model._hf_hook = types.SimpleNamespace(execution_device="cpu")
+    assert execution_device(model, model.model.layers[2]) == torch.device("cpu")
 
 
 def test_offloaded_model_serves_threads_one_operation_at_a_time(pairs):

@@ -510,7 +510,8 @@ def load_model(
         raise
     if offload is not None:
         weakref.finalize(model, shutil.rmtree, str(offload), True)
-        progress(f"Placed {name}: {_describe_map(model.hf_device_map)}")
+        spread = getattr(model, "hf_device_map", None)  # set by accelerate only when it spreads the model
+        progress(f"Placed {name}: " + (_describe_map(spread) if spread else f"whole on {model.device}"))
     else:
         model = model.to(target_device)
     model.eval().requires_grad_(False)

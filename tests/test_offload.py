@@ -22,6 +22,7 @@ from spade_viz.engine import prepare_examples
 from spade_viz.errors import InputError, ModelLoadError
 from spade_viz.exit.real import exit_answer, prepare_prompts, run_real_exit
 from spade_viz.lenses.affine import AffineLens, lens_meta
+from spade_viz.lenses.linear_spade import calibrate_linear_spade
 from spade_viz.lenses.spade import answer_rows
 from spade_viz.lenses.stats import logit_stats
 from spade_viz.lenses.tuned import train_tuned_lens
@@ -283,28 +284,42 @@ def test_cli_max_memory(tiny_folders, offload_cache, capsys):
     assert "not available" in capsys.readouterr().err
 
 
-def test_bf16_statistics_are_float32_and_close_to_fp32(tiny_folders):
-    """Half-precision weights, float32 statistics: the CPU side of the GPU path."""
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_half_precision_statistics_are_float32_and_close_to_fp32(tiny_folders, isolated_cache, dtype):
+    """Half-precision weights, float32 statistics on every path (analysis, sweep, real exit): the
+    CPU side of the GPU path."""
     folder = str(tiny_folders["llama"])
-    full, half = sv.load_model(folder, device="cpu"), sv.load_model(folder, device="cpu", dtype="bf16")
-    assert half.model.dtype == torch.bfloat16
+    full, half = sv.load_model(folder, device="cpu"), sv.load_model(folder, device="cpu", dtype=dtype)
+    assert half.model.dtype == sv.DTYPES[dtype]
     a, b = sv.analyze(full, PROMPT), sv.analyze(half, PROMPT)
     for name in a.answer:
         stats = b.answer[name]
         assert stats.entropy.dtype == stats.top_probs.dtype == stats.kl_to_final.dtype == np.float32
         assert np.isfinite(stats.entropy).all() and np.isfinite(stats.kl_to_final).all()
-        np.testing.assert_allclose(stats.entropy, a.answer[name].entropy, atol=0.15)
+        np.testing.assert_allclose(stats.entropy, a.answer[name].entropy, atol=0.1)
     with torch.no_grad():
         logits = half.adapter.logit_lens(b.residuals[:, -1].to(half.device, half.dtype))
-    assert logits.dtype == torch.bfloat16
+    assert logits.dtype == sv.DTYPES[dtype]
     stats = logit_stats(logits, torch.full((len(logits), 1), -1))
     assert stats["entropy"].dtype == torch.float32 and torch.isfinite(stats["entropy"]).all()
+    dataset = Dataset("toy", tuple(EXAMPLES), (), "toy-half")
+    settings = SweepSettings(batch_size=4, linear_spade="crossfit", folds=2)
+    swept, reference = run_sweep(half, dataset, settings, use_cache=False), run_sweep(full, dataset, settings,
+                                                                                     use_cache=False)
+    for name in swept.decoders:
+        assert swept.entropy[name].dtype == np.float32 and np.isfinite(swept.entropy[name]).all()
+        np.testing.assert_allclose(swept.entropy[name], reference.entropy[name], atol=0.1)
+    lens = lenses_for(full)["linear_spade"]
+    mask = np.ones(half.num_layers + 1, dtype=bool)
+    assert all(0 <= exit_answer(half, p.ids, lens, mask, 4.0).layer <= half.num_layers
+               for p in prepare_prompts(half, EXAMPLES))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the CPU-side checks above always run)")
-def test_cuda_spread_and_bf16(tiny_folders, offload_cache):
+def test_cuda_spread_and_half_precision(tiny_folders, offload_cache, isolated_cache):
     """On a GPU: blocks alternating between the GPU and CPU memory read what the whole model on the
-    GPU reads; bf16 there gives float32 statistics close to fp32."""
+    GPU reads (analysis, sweep, real exit); in bf16 every path runs (calibration, tuned-lens
+    training included) with float32 statistics close to fp32."""
     folder = str(tiny_folders["llama"])
     whole = sv.load_model(folder, device="cuda")
     device_map = {k: 0 if v == "cpu" else "cpu" for k, v in split_map(folder).items()}
@@ -314,13 +329,25 @@ def test_cuda_spread_and_bf16(tiny_folders, offload_cache):
     a, b = sv.analyze(whole, PROMPT, lenses=lenses), sv.analyze(spread, PROMPT, lenses=lenses)
     for name in a.answer:
         assert_stats_equal(a.answer[name], b.answer[name])
+    dataset = Dataset("toy", tuple(EXAMPLES), (), "toy-cuda")
+    settings = SweepSettings(batch_size=3, linear_spade="crossfit", folds=2)
+    swept = run_sweep(whole, dataset, settings, use_cache=False)
+    for name, entropy in run_sweep(spread, dataset, settings, use_cache=False).entropy.items():
+        np.testing.assert_allclose(entropy, swept.entropy[name], rtol=0, atol=1e-5)
     lens = lenses["linear_spade"]
-    prompts = prepare_prompts(whole, EXAMPLES)
     mask = np.ones(whole.num_layers + 1, dtype=bool)
-    for prompt in prompts:
-        assert exit_answer(whole, prompt.ids, lens, mask, 4.0) == exit_answer(spread, prompt.ids, lens, mask, 4.0)
+    for prompt in prepare_prompts(whole, EXAMPLES):
+        assert exit_answer(whole, prompt.ids, lens, mask, 4.0, candidates=prompt.candidates) \
+            == exit_answer(spread, prompt.ids, lens, mask, 4.0, candidates=prompt.candidates)
     half = sv.load_model(folder, device="cuda", dtype="bf16")
     c = sv.analyze(half, PROMPT)
     for name in c.answer:
         assert c.answer[name].entropy.dtype == np.float32 and np.isfinite(c.answer[name].entropy).all()
         np.testing.assert_allclose(c.answer[name].entropy, a.answer[name].entropy, atol=0.15)
+    for entropy in run_sweep(half, dataset, settings, use_cache=False).entropy.values():
+        assert entropy.dtype == np.float32 and np.isfinite(entropy).all()
+    calibration = calibrate_linear_spade(half, dataset, save=False)
+    assert all(np.isfinite(row["entropy_mae"]) for row in calibration.scores)
+    run_real_exit(half, prepare_prompts(half, EXAMPLES), calibration.lens, 4.0, repeats=1)
+    tuned, report = train_tuned_lens(half, [e.prompt + e.answer for e in EXAMPLES], steps=2, batch=8)
+    assert np.isfinite(report.loss).all() and torch.isfinite(tuned.weight).all()

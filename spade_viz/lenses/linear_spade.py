@@ -88,7 +88,8 @@ def _centred(inputs: torch.Tensor, targets: torch.Tensor, ridge: float):
 
 def _dual(xc: torch.Tensor, yc: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
     """(XX' + cI)^-1 Y per layer, [L, n, d']: the ridge solution is X' times it."""
-    return torch.linalg.solve(xc @ xc.transpose(1, 2) + penalty * torch.eye(xc.shape[1], dtype=xc.dtype), yc)
+    eye = torch.eye(xc.shape[1], dtype=xc.dtype, device=xc.device)
+    return torch.linalg.solve(xc @ xc.transpose(1, 2) + penalty * eye, yc)
 
 
 def fit_maps(inputs: torch.Tensor, targets: torch.Tensor, ridge: float = DEFAULT_RIDGE):
@@ -103,7 +104,7 @@ def fit_maps(inputs: torch.Tensor, targets: torch.Tensor, ridge: float = DEFAULT
     if rows <= dim:
         weight = torch.einsum("lni,lno->loi", xc, _dual(xc, yc, penalty))
     else:
-        eye = torch.eye(dim, dtype=xc.dtype)
+        eye = torch.eye(dim, dtype=xc.dtype, device=xc.device)
         weight = torch.linalg.solve(xc.transpose(1, 2) @ xc + penalty * eye, xc.transpose(1, 2) @ yc)
         weight = weight.transpose(1, 2)  # [L, d', d]
     bias = y_mean[:, 0] - torch.einsum("loi,li->lo", weight, x_mean[:, 0])

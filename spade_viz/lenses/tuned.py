@@ -462,10 +462,10 @@ def train_tuned_lens(
     losses = []
     batch = max(1, min(batch, count))
     for step in range(steps):
-        idx = torch.randperm(count, generator=generator)[:batch].to(lm.device)
+        idx = torch.randperm(count, generator=generator)[:batch]  # indexes the kept states on the CPU
         with torch.no_grad():
             final_logprobs = torch.log_softmax(lm.adapter.head(acts.final[idx].to(lm.device, lm.dtype)).float(), -1)
-        h = residuals[:, idx]  # [L, B, d]
+        h = residuals[:, idx.to(lm.device)]  # [L, B, d]
         mapped = h + torch.einsum("loi,lbi->lbo", delta, h) + (scales * shift)[:, None]
         with _autocast(lm, precise=False):
             logits = lm.adapter.logit_lens(mapped.to(lm.dtype))

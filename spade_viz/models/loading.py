@@ -6,10 +6,11 @@ Where the model goes (`load_model`'s `device`, `max_memory`, `device_map`): one 
 for a model larger than one device, accelerate's big-model placement: blocks spread over the
 GPUs, what does not fit kept in CPU memory, then on disk (in a temporary folder under the cache,
 removed with the model), each offloaded part brought in when it computes. `device="auto"` on a
-machine with CUDA takes the second path over every visible GPU (a model that fits on the first
-stays whole there); `max_memory` bounds it per device, and also gives CPU + disk offload on a
-machine without a GPU. The registry (`Adapter.input_device`, `output_device`) and
-`models.surgery` move tensors between the parts, so every decoder reads the same numbers.
+machine with CUDA takes the second path, balanced over every visible GPU (with one GPU, a model
+that fits in 90% of it stays whole there); `max_memory` bounds it per device, and also gives
+CPU + disk offload on a machine without a GPU. The registry (`Adapter.input_device`,
+`output_device`) and `models.surgery` move tensors between the parts, so every decoder reads the
+same numbers.
 """
 
 from __future__ import annotations
@@ -478,11 +479,12 @@ def load_model(
 ) -> LoadedModel:
     """Load `name`: 'smollm2-135m' (embedded default), a folder, a .gguf path, or a Hub id.
 
-    `device`: auto, cpu, cuda, cuda:N or mps; with CUDA, auto spreads a model too large for one GPU
-    over all of them, then CPU memory, then disk. `max_memory`: a budget per device that spreads
-    the model that way over the devices it names ({0: "20GiB", "cpu": "60GiB"} or
-    "0=20GiB,cpu=60GiB"; `device` auto, cpu, cuda:N or mps limits which). `device_map`: accelerate's
-    map itself ("auto", or module name -> GPU index, "cpu" or "disk"), instead of both.
+    `device`: auto, cpu, cuda, cuda:N or mps; with CUDA, auto spreads the model evenly over every
+    GPU (one GPU: whole when it fits), then CPU memory, then disk; cuda keeps it whole on one GPU.
+    `max_memory`: a budget per device that spreads the model that way over the devices it names
+    ({0: "20GiB", "cpu": "60GiB"} or "0=20GiB,cpu=60GiB"; `device` auto, cpu, cuda:N or mps limits
+    which). `device_map`: accelerate's map itself ("auto", or module name -> GPU index, "cpu" or
+    "disk"), instead of both.
     """
     if name is not None and not isinstance(name, (str, os.PathLike)):
         raise InputError(f"the model is named by text or a path, not {type(name).__name__} {name!r}")

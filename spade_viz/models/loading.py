@@ -501,8 +501,7 @@ def load_model(
     target_device, placement = _placement(device, max_memory, device_map)
     offload = None
     if placement:  # what goes to disk is written here, and removed with the model
-        (cache_dir() / "offload").mkdir(parents=True, exist_ok=True)
-        offload = Path(tempfile.mkdtemp(prefix="offload-", dir=cache_dir() / "offload"))
+        offload = _offload_folder()
         placement["offload_folder"] = str(offload)
     try:
         model, tokenizer = _read_model(name, torch_dtype, placement, progress)
@@ -527,6 +526,16 @@ def load_model(
         device=adapter.output_device,
         dtype=torch_dtype,
     )
+
+
+def _offload_folder() -> Path:
+    """A fresh folder for weights offloaded to disk: under the cache, or the system's temporary
+    folder where the cache cannot be written (most models never use it: safetensors are read in place)."""
+    try:
+        (cache_dir() / "offload").mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix="offload-", dir=cache_dir() / "offload"))
+    except (OSError, InputError):  # InputError: SPADE_VIZ_CACHE names a file
+        return Path(tempfile.mkdtemp(prefix="spade-viz-offload-"))
 
 
 def _read_model(name: str, dtype: torch.dtype, placement: dict, progress: Progress):

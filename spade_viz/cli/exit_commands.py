@@ -121,7 +121,8 @@ def _cmd_calibrated_real_exit(args) -> None:
     say = lambda message: print(message, file=sys.stderr)  # noqa: E731
     lm = load_model(args.model, device=args.device, dtype=args.dtype, max_memory=args.max_memory,
                     progress=say)
-    result = calibrated_real_exit(lm, dataset, args.calibrate_split, args.repeats, progress=say)
+    result = calibrated_real_exit(lm, dataset, args.calibrate_split, args.repeats, batch_size=args.batch_size,
+                                  progress=say)
     if args.json:
         print(json.dumps(_clean({**result.to_dict(), "warnings": notes}), allow_nan=False, default=_json_default))
     else:
@@ -171,7 +172,8 @@ def real_exit_from_cli(args, progress=None, warnings: list[str] | None = None):
 
     if args.limit is not None and args.limit < 1:
         raise InputError("--limit must be at least 1")
-    return run_real_exit(lm, prompts, lens, args.threshold, checkpoints, cost, args.repeats, progress=tick)
+    return run_real_exit(lm, prompts, lens, args.threshold, checkpoints, cost, args.repeats, progress=tick,
+                         batch_size=args.batch_size)
 
 
 def add_exit_commands(commands, add_model_args) -> None:
@@ -213,5 +215,8 @@ def add_exit_commands(commands, add_model_args) -> None:
     real.add_argument("--lens", default=None, help="linear-SPADE file (default: the one saved for this model)")
     real.add_argument("--limit", type=whole(1), default=None, help="use the first N examples")
     real.add_argument("--repeats", type=whole(1, 1000), default=3, help="timed rounds over the dataset (default 3)")
+    real.add_argument("--batch-size", type=whole(1, 4096), default=16,
+                      help="prompts per forward pass, confident ones leaving the batch at their exit: the "
+                           "throughput a server sees (default 16); 1 times one prompt's latency")
     real.add_argument("--json", action="store_true", help="print one JSON object")
     real.set_defaults(run=_cmd_real_exit)

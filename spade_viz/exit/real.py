@@ -93,7 +93,7 @@ class _Batch:
                    rows: torch.Tensor) -> torch.Tensor:
         """Linear SPADE's entropy of each row at `layer`, as the sweep records it: over the
         vocabulary, or over the row's choices, which then are the only rows of the unembedding read."""
-        mapped = lens.apply(states, torch.full((len(rows),), layer))
+        mapped = lens.apply(states.unsqueeze(0), slice(layer, layer + 1))[0]  # one map for all rows
         choices = self.choices[rows] if self.choices is not None else None
         if choices is None:
             return entropy_top1(lm.adapter.head(mapped))[0]

@@ -219,7 +219,8 @@ def test_the_honest_real_exit_chooses_on_one_part_and_measures_the_other(tiny_fo
     for key in ("full_accuracy", "accuracy", "measured_speedup", "simulated_speedup", "checkpoints", "threshold",
                 "confidence", "n_calibration", "n_heldout"):
         assert key in out, key
-    assert out["n_calibration"] == 9 and out["n_heldout"] == 9 and out["confidence"] == "linear_spade"
+    assert out["n_calibration"] == 9 and out["n_heldout"] == 9
+    assert out["confidence"].startswith("linear_spade over a shortlist of")
     assert out["real_exit"]["examples"] == 9  # timed on the held-out part only
     assert data.read_bytes() == before
     assert not list(isolated_cache.rglob("*.safetensors"))  # nothing saved for later runs to pick up
@@ -285,3 +286,41 @@ def test_batched_choices_read_only_their_rows(tiny_lm):
             together = exit_answers(tiny_lm, prompts, lens, mask, tau)
             alone = [exit_answer(tiny_lm, p.ids, lens, mask, tau, candidates=p.candidates) for p in prompts]
             assert together == alone, tau
+
+
+def test_shortlist_confidence_real_exit_equals_its_simulation(tiny_lm):
+    """With a shortlist, the sweep records linear SPADE's entropy over those tokens only (top-1 still
+    over the vocabulary), and the real exit, reading only those rows of the unembedding, decides
+    exactly as the simulation of that sweep; each checkpoint is charged S rows, not V."""
+    from spade_viz.data import Dataset
+    from spade_viz.exit.honest import answer_shortlist
+    from spade_viz.sweep import SweepSettings, run_sweep
+
+    lens = random_lens(tiny_lm, seed=5, scale=0.1)
+    data = Dataset("free", tuple(EXAMPLES), (), "test-shortlist")
+    prompts = prepare_prompts(tiny_lm, EXAMPLES)
+    shortlist = answer_shortlist(tiny_lm, prompts, top=4)
+    assert {p.gold_id for p in prompts} <= set(shortlist) and len(shortlist) < tiny_lm.adapter.lm_head.weight.shape[0]
+    whole = run_sweep(tiny_lm, data, SweepSettings(linear_spade="saved"), use_cache=False, calibration=lens)
+    short = run_sweep(tiny_lm, data, SweepSettings(linear_spade="saved", confidence_shortlist=tuple(shortlist)),
+                      use_cache=False, calibration=lens)
+    np.testing.assert_array_equal(short.top1["linear_spade"], whole.top1["linear_spade"])
+    np.testing.assert_array_equal(short.entropy_vocab["linear_spade"], whole.entropy_vocab["linear_spade"])
+    restricted = short.entropy["linear_spade"][:, :-1]
+    assert (restricted <= np.log(len(shortlist)) + 1e-5).all()  # over S tokens, not the vocabulary
+    assert not np.allclose(restricted, whole.entropy["linear_spade"][:, :-1])
+    assert SweepSettings().key() == SweepSettings(confidence_shortlist=()).key()  # old cache keys unchanged
+    assert "confidence_shortlist" in SweepSettings(confidence_shortlist=(3, 1)).key()
+
+    arrays = ExitArrays.from_sweep(short)
+    arrays.n_choices = np.full(len(arrays), len(shortlist))
+    sim = ExitSimulator(arrays, CostModel.from_lm(tiny_lm), Checkpoints(start=0))
+    for tau in sim.thresholds(6):
+        expected = sim.at(float(tau))
+        report = run_real_exit(tiny_lm, prompts, lens, float(tau), Checkpoints(start=0), repeats=1, batch_size=4,
+                               shortlist=shortlist)
+        assert report.exit_layers.tolist() == expected.exit_layer.tolist(), tau
+        assert report.simulated_fraction == pytest.approx(expected.point.compute_fraction)
+        assert report.to_dict()["confidence_tokens"] == len(shortlist)
+    with pytest.raises(sv.InputError, match="shortlist"):
+        run_real_exit(tiny_lm, prompts, lens, 1.0, repeats=1, shortlist=[10**9])

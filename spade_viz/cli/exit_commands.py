@@ -122,7 +122,7 @@ def _cmd_calibrated_real_exit(args) -> None:
     lm = load_model(args.model, device=args.device, dtype=args.dtype, max_memory=args.max_memory,
                     progress=say)
     result = calibrated_real_exit(lm, dataset, args.calibrate_split, args.repeats, batch_size=args.batch_size,
-                                  progress=say)
+                                  shortlist_top=args.shortlist_top, progress=say)
     if args.json:
         print(json.dumps(_clean({**result.to_dict(), "warnings": notes}), allow_nan=False, default=_json_default))
     else:
@@ -218,5 +218,9 @@ def add_exit_commands(commands, add_model_args) -> None:
     real.add_argument("--batch-size", type=whole(1, 4096), default=16,
                       help="prompts per forward pass, confident ones leaving the batch at their exit: the "
                            "throughput a server sees (default 16); 1 times one prompt's latency")
+    real.add_argument("--shortlist-top", type=whole(0, 1000), default=10,
+                      help="with --calibrate-split: the confidence is linear SPADE's entropy over the tokens the "
+                           "full model ranks in its top K on the calibration prompts, so a checkpoint reads those "
+                           "rows of the unembedding, not all of them (default 10; 0: the whole vocabulary)")
     real.add_argument("--json", action="store_true", help="print one JSON object")
     real.set_defaults(run=_cmd_real_exit)

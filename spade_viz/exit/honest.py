@@ -14,7 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+import torch
 
+from ..engine import read_rows
 from ..errors import InputError
 from ..lenses.linear_spade import calibrate_linear_spade
 from ..models.loading import LoadedModel
@@ -42,18 +44,35 @@ class HonestExit:
         return {
             "full_accuracy": d.get("full_accuracy"), "accuracy": d.get("accuracy"),
             "measured_speedup": d["measured_speedup"], "simulated_speedup": d["simulated_speedup"],
-            "checkpoints": self.checkpoints, "threshold": self.threshold, "confidence": "linear_spade",
+            "checkpoints": self.checkpoints, "threshold": self.threshold,
+            "confidence": "linear_spade" + (f" over a shortlist of {self.report.shortlist_size} tokens"
+                                            if self.report.shortlist_size else " over the vocabulary"),
             "n_calibration": self.n_calibration, "n_heldout": self.n_heldout,
             "simulated_calibration_speedup": self.simulated_calibration_speedup,
             "other_work_during_timing": d["other_work_during_timing"], "real_exit": d,
         }
 
 
+def answer_shortlist(lm: LoadedModel, prompts, top: int = 10) -> list[int]:
+    """Every token the full model ranks in its top `top` at the answer of one of `prompts`, and
+    their gold tokens: what a task's answers are made of, for a confidence that reads only those
+    rows of the unembedding (taken from calibration prompts only)."""
+    tokens = {p.gold_id for p in prompts if p.gold_id is not None}
+    for start in range(0, len(prompts), 16):
+        chunk = prompts[start : start + 16]
+        _, final = read_rows(lm, [p.ids for p in chunk], [[len(p.ids) - 1] for p in chunk])
+        with torch.no_grad():
+            tokens |= set(lm.adapter.head(final).topk(top, dim=-1).indices.flatten().tolist())
+    return sorted(tokens)
+
+
 def calibrated_real_exit(lm: LoadedModel, dataset, calibrate_split: float = 0.5, repeats: int = 3,
                          cost: CostModel | None = None, tolerance: float = 0.01, batch_size: int = 16,
-                         progress=None) -> HonestExit:
+                         shortlist_top: int = 10, progress=None) -> HonestExit:
     """Fit, sweep and choose on a `calibrate_split` share of `dataset`; run and time the rest in
-    batches of `batch_size` (1: one prompt's latency)."""
+    batches of `batch_size` (1: one prompt's latency). The confidence is linear SPADE's entropy
+    over `answer_shortlist(calibration prompts, shortlist_top)`, both in the calibration sweep
+    and in the real exit; `shortlist_top` 0: over the whole vocabulary (the paper's)."""
     if not 0 < calibrate_split < 1:
         raise InputError("--calibrate-split is the share of examples used for the choices, between 0 and 1")
     examples = list(dataset.examples)
@@ -70,15 +89,20 @@ def calibrated_real_exit(lm: LoadedModel, dataset, calibrate_split: float = 0.5,
                           errors=(), source_hash=f"{dataset.source_hash}:calibration:{calibrate_split:g}")
     say(f"fitting linear SPADE on the calibration part ({cut} examples)")
     lens = calibrate_linear_spade(lm, calibration, save=False).lens
-    say("sweeping the calibration part")
-    sweep = run_sweep(lm, calibration, SweepSettings(linear_spade="crossfit", tuned_lens=False), use_cache=False)
+    shortlist = answer_shortlist(lm, prepare_prompts(lm, part), shortlist_top) if shortlist_top else None
+    say("sweeping the calibration part" + (f" (confidence over {len(shortlist)} tokens)" if shortlist else ""))
+    settings = SweepSettings(linear_spade="crossfit", tuned_lens=False, confidence_shortlist=tuple(shortlist or ()))
+    arrays = ExitArrays.from_sweep(run_sweep(lm, calibration, settings, use_cache=False))
+    if shortlist:  # each checkpoint reads the shortlist's rows of the unembedding where there are no choices
+        arrays = replace(arrays, n_choices=np.where(arrays.n_choices > 0, arrays.n_choices, len(shortlist)))
     cost = cost or CostModel.from_lm(lm)
-    best = search_checkpoints(ExitArrays.from_sweep(sweep), cost, "linear_spade", tolerance=tolerance).iloc[0]
+    best = search_checkpoints(arrays, cost, "linear_spade", tolerance=tolerance).iloc[0]
     checkpoints = Checkpoints.parse(best["checkpoints"])
     threshold = float(best["threshold_within_1pt"])
     say(f"chosen on the calibration part: checkpoints {best['checkpoints']}, threshold {threshold:.3f} "
         f"({best['speedup_within_1pt']:.2f}x simulated there); timing the held-out part")
     prompts = prepare_prompts(lm, heldout)
-    report = run_real_exit(lm, prompts, lens, threshold, checkpoints, cost, repeats, batch_size=batch_size)
+    report = run_real_exit(lm, prompts, lens, threshold, checkpoints, cost, repeats, batch_size=batch_size,
+                           shortlist=shortlist)
     return HonestExit(report, best["checkpoints"], threshold, float(best["speedup_within_1pt"]), cut,
                       len(prompts))

@@ -32,7 +32,7 @@ from ..engine import continue_rows, pad_right, prepare_examples, skip_is_exact
 from ..errors import InputError, check_int, check_number
 from ..lenses.affine import AffineLens
 from ..lenses.spade import spade_position
-from ..lenses.stats import choice_entropy_top1, entropy_top1
+from ..lenses.stats import choice_entropy_top1, shortlist_entropy
 from ..models import surgery
 from ..models.loading import LoadedModel, operation
 from .cost import Checkpoints, CostModel, full_cost, hybrid_costs
@@ -71,8 +71,8 @@ class ExitDecision:
 class _Batch:
     """A batch of prompts as the model reads it: right-padded ids, each answer row, each one's choices."""
 
-    def __init__(self, lm: LoadedModel, prompts: list[PreparedPrompt]):
-        self.prompts = prompts
+    def __init__(self, lm: LoadedModel, prompts: list[PreparedPrompt], shortlist: torch.Tensor | None = None):
+        self.prompts, self.shortlist = prompts, shortlist
         self.ids, self.mask = pad_right(lm, [p.ids for p in prompts])
         self.last = torch.tensor([len(p.ids) - 1 for p in prompts])
         width = max((len(p.candidates) for p in prompts if p.candidates), default=0)
@@ -91,23 +91,35 @@ class _Batch:
 
     def confidence(self, lm: LoadedModel, lens: AffineLens, states: torch.Tensor, layer: int,
                    rows: torch.Tensor) -> torch.Tensor:
-        """Linear SPADE's entropy of each row at `layer`, as the sweep records it: over the
-        vocabulary, or over the row's choices, which then are the only rows of the unembedding read."""
+        """Linear SPADE's entropy of each row at `layer`, as the sweep records it: over the row's
+        choices, else over the shortlist, else over the whole vocabulary (the paper's confidence).
+        Without the whole vocabulary, only the rows of the unembedding those tokens use are read."""
         mapped = lens.apply(states.unsqueeze(0), slice(layer, layer + 1))[0]  # one map for all rows
-        choices = self.choices[rows] if self.choices is not None else None
-        if choices is None:
-            return entropy_top1(lm.adapter.head(mapped))[0]
-        if bool((choices >= 0).any(-1).all()):  # every row has choices: read only those rows of the head
-            wanted, columns = torch.unique(choices.clamp_min(0), return_inverse=True)
-            return choice_entropy_top1(lm.adapter.head(mapped, rows=wanted), choices, columns)[0]
-        return choice_entropy_top1(lm.adapter.head(mapped), choices)[0]
+        choices = self.choices[rows] if self.choices is not None else torch.full((len(rows), 1), -1)
+        has = (choices >= 0).any(-1)
+        if self.shortlist is None and not bool(has.all()):
+            return choice_entropy_top1(lm.adapter.head(mapped), choices)[0]
+        wanted = torch.unique(torch.cat([choices[choices >= 0]] + ([self.shortlist] if self.shortlist is not None
+                                                                     else [])))
+        logits = lm.adapter.head(mapped, rows=wanted)
+        entropy = torch.empty(len(rows), device=logits.device)
+        if bool(has.any()):
+            columns = torch.searchsorted(wanted, choices[has].clamp_min(0))
+            entropy[has.to(logits.device)] = choice_entropy_top1(logits[has.to(logits.device)], choices[has],
+                                                                 columns)[0]
+        if not bool(has.all()):
+            picked = logits[(~has).to(logits.device)][:, torch.searchsorted(wanted, self.shortlist).to(logits.device)]
+            entropy[(~has).to(logits.device)] = shortlist_entropy(picked)
+        return entropy
 
 
 def exit_answers(lm: LoadedModel, prompts: list[PreparedPrompt], lens: AffineLens, mask: np.ndarray,
-                 threshold: float, positions: str = "original") -> list[ExitDecision]:
+                 threshold: float, positions: str = "original", shortlist: torch.Tensor | None = None
+                 ) -> list[ExitDecision]:
     """A batch of prompts through the real hybrid exit: each leaves at its first confident checkpoint
-    and SPADE answers from there; the rest finish the forward."""
-    batch = _Batch(lm, prompts)
+    and SPADE answers from there; the rest finish the forward. `shortlist` [S] sorted token ids: the
+    confidence of prompts without choices is over these only (`SweepSettings.confidence_shortlist`)."""
+    batch = _Batch(lm, prompts, shortlist)
     left: dict[int, tuple[int, torch.Tensor]] = {}  # row -> (exit layer, h_layer at its answer)
 
     def checkpoint(layer):
@@ -206,6 +218,7 @@ class RealExitReport:
     cost: dict
     other_work: int = 0  # other operations that ran on the same model during the timing (0: a quiet run)
     batch_size: int = 1  # prompts per forward pass (1: one prompt's latency; more: a batch's throughput)
+    shortlist_size: int = 0  # tokens the confidence is over where a prompt has no choices (0: the vocabulary)
 
     @property
     def measured_speedup(self) -> float:
@@ -225,6 +238,7 @@ class RealExitReport:
             "num_layers": self.num_layers,
             "repeats": self.repeats,
             "batch_size": self.batch_size,
+            "confidence_tokens": self.shortlist_size or "vocabulary",
             "mean_exit_layer": float(self.exit_layers.mean()),
             "exit_rate": float((self.exit_layers < self.num_layers).mean()),
             "agreement": float((self.answers == self.full_answers).mean()),
@@ -258,10 +272,13 @@ def run_real_exit(
     positions: str = "original",
     progress=None,
     batch_size: int = 1,
+    shortlist: list[int] | None = None,
 ) -> RealExitReport:
     """Real exits over `prompts`, timed against full passes over the same batches (interleaved,
     `repeats` rounds). `batch_size` 1 measures the latency of one prompt; more, the throughput of
-    batches of prompts of like lengths, from which exited prompts leave (see the module doc)."""
+    batches of prompts of like lengths, from which exited prompts leave (see the module doc).
+    `shortlist`: token ids the confidence of prompts without choices is taken over (each checkpoint
+    reads S rows of the unembedding, and is charged S)."""
     if not prompts:
         raise InputError("no examples to run")
     threshold = check_number("the exit threshold (an entropy in nats)", threshold, 0)
@@ -283,7 +300,12 @@ def run_real_exit(
     groups = [by_length[i : i + batch_size] for i in range(0, n, batch_size)]
 
     # warm up both paths (kernels, caches, the <s> cache), untimed
-    exit_answers(lm, [prompts[i] for i in groups[0]], lens, mask, threshold, positions)
+    vocab = lm.adapter.lm_head.weight.shape[0]
+    if shortlist is not None:
+        if not shortlist or not all(isinstance(t, int) and 0 <= t < vocab for t in shortlist):
+            raise InputError(f"the shortlist must be token ids below the vocabulary size {vocab}")
+        shortlist = torch.tensor(sorted(set(shortlist)))
+    exit_answers(lm, [prompts[i] for i in groups[0]], lens, mask, threshold, positions, shortlist)
     full_answers(lm, [prompts[i] for i in groups[0]])
 
     started_before, running_before = lm.activity.snapshot()
@@ -303,7 +325,7 @@ def run_real_exit(
                     full_s += time.perf_counter() - start
                     finals[rows] = full
                 else:
-                    decisions = exit_answers(lm, batch, lens, mask, threshold, positions)
+                    decisions = exit_answers(lm, batch, lens, mask, threshold, positions, shortlist)
                     sync()
                     exit_s += time.perf_counter() - start
                     layers[rows] = [d.layer for d in decisions]
@@ -316,6 +338,8 @@ def run_real_exit(
     other_work = (started_after - started_before) + max(running_before, running_after) - 1
     n_tokens = np.array([len(p.ids) for p in prompts])
     n_choices = np.array([len(p.candidates) if p.candidates else 0 for p in prompts])
+    if shortlist is not None:  # a checkpoint reads the shortlist's rows of the unembedding, not all V
+        n_choices = np.where(n_choices > 0, n_choices, len(shortlist))
     table = hybrid_costs(n_tokens, L, cost, mask, n_choices) / full_cost(n_tokens, L, cost)[:, None]
     fraction = float(table[np.arange(n), layers].mean())
     gold = np.array([p.gold_id for p in prompts]) if all(p.gold_id is not None for p in prompts) else None
@@ -324,6 +348,7 @@ def run_real_exit(
         n_tokens=n_tokens, exit_layers=layers, answers=answers, full_answers=finals, gold=gold,
         full_seconds=full_s, exit_seconds=exit_s, simulated_fraction=fraction, num_layers=L, repeats=repeats,
         cost=cost.to_dict(), other_work=other_work, batch_size=batch_size,
+        shortlist_size=0 if shortlist is None else len(shortlist),
     )
 
 
@@ -333,7 +358,8 @@ def format_real_exit(report: RealExitReport) -> str:
     lines = [
         f"{d['examples']} examples x {d['repeats']} rounds in "
         + (f"batches of {d['batch_size']}" if d["batch_size"] > 1 else "one prompt at a time")
-        + f", threshold {d['threshold']:g}, checkpoints {d['checkpoints']}",
+        + f", threshold {d['threshold']:g}, checkpoints {d['checkpoints']}"
+        + (f", confidence over a shortlist of {report.shortlist_size} tokens" if report.shortlist_size else ""),
         f"mean exit layer {d['mean_exit_layer']:.1f} of {d['num_layers']} ({d['exit_rate']:.0%} exit early); "
         f"agreement with the full model {d['agreement']:.3f}",
     ]

@@ -116,13 +116,16 @@ def entropy_top1(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return _shifted_entropy_(z), top1
 
 
-def logit_stats(logits: torch.Tensor, choices: torch.Tensor) -> dict[str, torch.Tensor]:
+def logit_stats(logits: torch.Tensor, choices: torch.Tensor, shortlist: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
     """top1/entropy over the vocabulary and, for rows with choices (ids >= 0), over the choices.
 
     logits [n, V] (float32 logits are shifted in place: pass a temporary); choices [n, C] with -1
     padding. Returns top1, entropy (restricted where a row has choices), top1_vocab,
     entropy_vocab, each [n]. Few full-width passes and no extra [n, V] allocation but one:
     on CPUs these element-wise passes cost more than the unembedding product itself.
+    `shortlist` [S] token ids: a row without choices takes its `entropy` over these tokens only
+    (a cheap early-exit confidence, see `shortlist_entropy`); its top-1 stays the vocabulary's.
     """
     z = logits.float()
     top1_vocab = z.argmax(-1)
@@ -130,6 +133,8 @@ def logit_stats(logits: torch.Tensor, choices: torch.Tensor) -> dict[str, torch.
     valid = choices >= 0
     restricted = valid.any(-1).to(z.device)
     top1, entropy = top1_vocab.clone(), entropy_vocab.clone()
+    if shortlist is not None and not bool(restricted.all()):
+        entropy = torch.where(restricted, entropy, shortlist_entropy(z.index_select(1, shortlist.to(z.device))))
     if restricted.any():
         valid = valid.to(z.device)
         ids = choices.clamp_min(0).to(z.device)
@@ -147,6 +152,15 @@ def _over_choices(picked: torch.Tensor, valid: torch.Tensor, ids: torch.Tensor) 
     c_probs = torch.exp(picked - c_lse)
     c_entropy = c_lse[:, 0] - torch.where(valid, c_probs * picked, torch.zeros_like(picked)).sum(-1)
     return c_entropy, ids.gather(1, picked.argmax(-1, keepdim=True))[:, 0]
+
+
+def shortlist_entropy(picked: torch.Tensor) -> torch.Tensor:
+    """Entropy [n] of the softmax over a shortlist of the vocabulary, from its logits [n, S]: how
+    sure a decoded row is among the tokens a task's answers are made of. Reading S rows of the
+    unembedding instead of all V makes an early-exit checkpoint cost what it should."""
+    z = picked.float()
+    entropy, _ = _over_choices(z, torch.ones_like(z, dtype=torch.bool), torch.zeros_like(z, dtype=torch.long))
+    return entropy
 
 
 def choice_entropy_top1(logits: torch.Tensor, choices: torch.Tensor, columns: torch.Tensor | None = None

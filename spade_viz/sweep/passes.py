@@ -57,12 +57,13 @@ def _choice_matrix(choices: Sequence[tuple[int, ...] | None]) -> torch.Tensor:
     return matrix
 
 
-def _decode_rows(logits_of: Callable[[slice], torch.Tensor], n: int, choices: torch.Tensor):
+def _decode_rows(logits_of: Callable[[slice], torch.Tensor], n: int, choices: torch.Tensor,
+                 shortlist: torch.Tensor | None = None):
     """Stats of n rows whose logits `logits_of(rows)` gives chunk by chunk; numpy arrays [n]."""
     parts = []
     for start in range(0, n, _STATS_CHUNK):
         rows = slice(start, min(start + _STATS_CHUNK, n))
-        parts.append(logit_stats(logits_of(rows), choices[rows]))
+        parts.append(logit_stats(logits_of(rows), choices[rows], shortlist))
     return {key: torch.cat([p[key] for p in parts]).cpu().numpy() for key in parts[0]}
 
 
@@ -131,18 +132,23 @@ def plan_linear_spade(lm: LoadedModel, examples: Sequence, dataset_name: str, se
 # --------------------------------------------------------------------------------------------
 
 
+def _shortlist(settings: SweepSettings) -> torch.Tensor | None:
+    return torch.tensor(settings.confidence_shortlist) if settings.confidence_shortlist else None
+
+
 def _readout(lm: LoadedModel, kind: str):
     return lm.adapter.logit_lens if kind == "lens" else lm.adapter.head
 
 
-def _grid_stats(lm: LoadedModel, states: torch.Tensor, readout: str, final_stats: dict, choices: torch.Tensor):
+def _grid_stats(lm: LoadedModel, states: torch.Tensor, readout: str, final_stats: dict, choices: torch.Tensor,
+                shortlist: torch.Tensor | None = None):
     """Stats of states [B, L, d] read by `readout`, with the model's own output as layer L: [B, L+1] each."""
     n, layers = states.shape[:2]
     flat = states.reshape(n * layers, -1)
     rows = choices.repeat_interleave(layers, 0)
     read = _readout(lm, readout)
     with torch.no_grad():
-        stats = _decode_rows(lambda part: read(flat[part]), n * layers, rows)
+        stats = _decode_rows(lambda part: read(flat[part]), n * layers, rows, shortlist)
     return {key: np.concatenate([value.reshape(n, layers), final_stats[key][:, None]], 1)
             for key, value in stats.items()}
 
@@ -209,7 +215,8 @@ class _Swept:
 
 
 def _decode_batch(lm: LoadedModel, plan: LinearPlan, tuned: AffineLens | None, residuals: torch.Tensor,
-                  final: torch.Tensor, spade: torch.Tensor, choices: torch.Tensor) -> tuple[dict, dict]:
+                  final: torch.Tensor, spade: torch.Tensor, choices: torch.Tensor,
+                  shortlist: torch.Tensor | None) -> tuple[dict, dict]:
     """One batch's (stats of the model's own answer [B], decoder name -> its stats [B, L+1]); linear
     SPADE only with a saved map (cross-fitting decodes it after the last batch)."""
     with torch.no_grad():
@@ -221,7 +228,8 @@ def _decode_batch(lm: LoadedModel, plan: LinearPlan, tuned: AffineLens | None, r
     if tuned is not None:
         with torch.no_grad():
             grids["tuned_lens"] = (tuned.apply(residuals.transpose(0, 1)).transpose(0, 1), "lens")
-    return final_stats, {name: _grid_stats(lm, states, readout, final_stats, choices)
+    return final_stats, {name: _grid_stats(lm, states, readout, final_stats, choices,
+                                           shortlist if name == "linear_spade" else None)
                          for name, (states, readout) in grids.items()}
 
 
@@ -236,7 +244,8 @@ def _crossfit_linear_spade(lm: LoadedModel, prepared, plan: LinearPlan, settings
     residuals, spade = swept.kept.stacked(len(prepared))
     predicted = crossfit_states(residuals, spade, folds, settings.ridge)
     final_stats = {f: swept.out[f]["logit_lens"][:, -1] for f in _FIELDS}  # layer L: the model's own output
-    stats = _grid_stats(lm, predicted.to(lm.device, lm.dtype), "head", final_stats, choices)
+    stats = _grid_stats(lm, predicted.to(lm.device, lm.dtype), "head", final_stats, choices,
+                        _shortlist(settings))
     for f in _FIELDS:
         swept.out[f]["linear_spade"][:] = stats[f]
     swept.timings["linear_spade_crossfit"] = time.perf_counter() - tick
@@ -292,7 +301,8 @@ def run_sweep(
         residuals, final, spade = batch_answer_rows(lm, [prepared[i] for i in batch], settings.spade_positions)
         swept.timings["model"] += time.perf_counter() - tick
         tick = time.perf_counter()
-        swept.add(batch, *_decode_batch(lm, plan, tuned, residuals, final, spade, choices_all[torch.tensor(batch)]))
+        swept.add(batch, *_decode_batch(lm, plan, tuned, residuals, final, spade, choices_all[torch.tensor(batch)],
+                                        _shortlist(settings)))
         if swept.kept is not None:
             swept.kept.add(batch, residuals, spade)
         swept.timings["decode"] += time.perf_counter() - tick
@@ -386,7 +396,11 @@ def _checked(lm, dataset, settings) -> SweepSettings:
         raise InputError(f"a sweep needs a Dataset (load_builtin, load_dataset), not {type(dataset).__name__}")
     if settings is not None and not isinstance(settings, SweepSettings):
         raise InputError(f"settings must be a SweepSettings, not {type(settings).__name__}")
-    return settings or SweepSettings()
+    settings = settings or SweepSettings()
+    vocab = lm.adapter.lm_head.weight.shape[0]
+    if any(token >= vocab for token in settings.confidence_shortlist):
+        raise InputError(f"the confidence shortlist names tokens beyond this model's vocabulary of {vocab}")
+    return settings
 
 
 def _load_for(key: str, dataset, plan: LinearPlan, lm: LoadedModel) -> SweepResult | None:

@@ -33,6 +33,9 @@ class SweepSettings:
     ridge: float = 1e-2  # ridge of the cross-fitted maps (a saved map keeps its own)
     tuned_lens: bool = True  # add the tuned lens when one is saved for this model
     max_tokens: int = 512
+    # linear SPADE's entropy over only these tokens where an example has no choices (the real
+    # exit's cheap confidence, `exit.honest`); () = over the whole vocabulary
+    confidence_shortlist: tuple[int, ...] = ()
 
     def __post_init__(self):
         if self.spade_positions not in POSITION_MODES:
@@ -43,6 +46,10 @@ class SweepSettings:
         check_int("the number of cross-fitting folds", self.folds, 2)
         check_number("the ridge", self.ridge, 0, low_open=True)
         check_int("max_tokens", self.max_tokens, 2)
+        shortlist = self.confidence_shortlist
+        if not isinstance(shortlist, tuple | list) or not all(isinstance(t, int) and t >= 0 for t in shortlist):
+            raise InputError("confidence_shortlist must be token ids (non-negative integers)")
+        object.__setattr__(self, "confidence_shortlist", tuple(sorted(set(shortlist))))
         if not isinstance(self.tuned_lens, bool):
             raise InputError(f"tuned_lens must be True or False, not {self.tuned_lens!r}")
 
@@ -50,6 +57,8 @@ class SweepSettings:
         """The settings that change results (batch size does not)."""
         data = asdict(self)
         data.pop("batch_size")
+        if not self.confidence_shortlist:  # the key of every sweep made before the shortlist existed
+            data.pop("confidence_shortlist")
         return data
 
 

@@ -4,9 +4,9 @@ A batch of prompts runs through the model's own forward (any architecture), righ
 checkpoint before the block after each checkpoint layer l (`models.surgery.checkpoints`, scoped to
 this call only). It reads h_l at each prompt's answer row, maps it with linear SPADE, and the
 prompts whose entropy there is below the threshold leave the batch with h_l[T]: the blocks above
-run on the prompts that stay, and when none stays the forward stops. SPADE then continues each
-exited row through blocks l+1..L alone (attending to the cached `<s>`), with blocks 1..l doing no
-work, so no block runs twice and none runs for nothing. A prompt never confident finishes the
+run on the prompts that stay, and when none stays the forward stops. SPADE then continues the
+exited rows, each from its own layer, through the blocks above (attending to the cached `<s>`) in
+one pass, with the blocks below the lowest exit doing no work. A prompt never confident finishes the
 forward and the model's own logits answer.
 
 One prompt at a time is the latency a chat user feels. On a CPU it cannot beat the full pass on
@@ -149,14 +149,16 @@ def exit_answers(lm: LoadedModel, prompts: list[PreparedPrompt], lens: AffineLen
             final = hidden[torch.arange(len(stayed), device=hidden.device), batch.last[stayed].to(hidden.device)]
             for row, answer in zip(stayed.tolist(), batch.answers(lm.adapter.head(final), stayed)):
                 decisions[row] = ExitDecision(lm.num_layers, answer)
-        for layer in sorted({layer for layer, _ in left.values()}):
-            rows = torch.tensor([row for row, (at, _) in left.items() if at == layer])
-            states = torch.stack([left[row][1] for row in rows.tolist()])
-            tokens = torch.tensor([prompts[row].ids[-1] for row in rows.tolist()])
-            where = torch.tensor([spade_position(int(batch.last[row]), positions) for row in rows.tolist()])
-            final = continue_rows(lm, states, torch.full((len(rows),), layer), tokens, where,
-                                  skip_below=layer if skip_is_exact(lm) else 0)
-            for row, answer in zip(rows.tolist(), batch.answers(lm.adapter.head(final), rows)):
+        if left:  # one continuation for every row that left, whatever its layer: the blocks are read once
+            rows = sorted(left)
+            layers = torch.tensor([left[row][0] for row in rows])
+            states = torch.stack([left[row][1] for row in rows])
+            tokens = torch.tensor([prompts[row].ids[-1] for row in rows])
+            where = torch.tensor([spade_position(int(batch.last[row]), positions) for row in rows])
+            final = continue_rows(lm, states, layers, tokens, where,
+                                  skip_below=int(layers.min()) if skip_is_exact(lm) else 0)
+            for row, layer, answer in zip(rows, layers.tolist(), batch.answers(lm.adapter.head(final),
+                                                                                torch.tensor(rows))):
                 decisions[row] = ExitDecision(layer, answer)
     return decisions
 

@@ -39,7 +39,11 @@ EXPLANATIONS = {
             "unembedding (only the choices' rows when the example has answer choices). Never confident: the full "
             "pass plus all checkpoint costs.",
     "real": "Runs the exit for real: the forward pass stops at the exit layer and SPADE continues the answer row "
-            "from there; its wall clock is measured against plain full passes on the same prompts, interleaved.",
+            "from there; its wall clock is measured against plain full passes on the same prompts, interleaved. "
+            "In batches, confident prompts leave the batch at their exit (the throughput a server sees); a batch "
+            "of 1 is one prompt's latency, which on a CPU barely drops: a block costs about as much for one row as "
+            "for twenty. The honest run chooses the layout and threshold on half of the examples and measures "
+            "the other half, so its numbers are what new prompts can expect.",
 }
 
 

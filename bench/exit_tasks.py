@@ -46,7 +46,7 @@ def fmt(point: dict | None) -> str:
     return f"acc {point['accuracy']:.3f} @ {point['speedup']:.2f}x (tau {point['threshold']:.2f})"
 
 
-def task_numbers(lm, task: str, out: Path, repeats: int, heldout: float) -> dict:
+def task_numbers(lm, task: str, out: Path, repeats: int, heldout: float, batch_size: int = 16) -> dict:
     dataset = load_builtin(task)
     cost = CostModel.from_lm(lm)
     log(f"{task}: sweep of {len(dataset)} examples (cross-fitted linear SPADE)")
@@ -77,7 +77,7 @@ def task_numbers(lm, task: str, out: Path, repeats: int, heldout: float) -> dict
     log(f"{task}: real exit on {len(held)} prompts x {repeats} rounds at {real_layout.describe()}, tau {tau:.3f}")
     prompts = prepare_prompts(lm, held)
     assert [p.example_id for p in prompts] == list(held_arrays.example_ids)
-    real = run_real_exit(lm, prompts, calibration.lens, tau, real_layout, cost, repeats)
+    real = run_real_exit(lm, prompts, calibration.lens, tau, real_layout, cost, repeats, batch_size=batch_size)
     same = int((real.exit_layers == expected.exit_layer).sum())
     return {
         "task": task,
@@ -105,6 +105,7 @@ def task_numbers(lm, task: str, out: Path, repeats: int, heldout: float) -> dict
             "exit_layers_equal_simulated": f"{same}/{len(held)}",
             "full_ms": 1000 * real.full_seconds / (len(held) * repeats),
             "exit_ms": 1000 * real.exit_seconds / (len(held) * repeats),
+            "batch_size": batch_size,
         },
     }
 
@@ -116,6 +117,7 @@ def main() -> None:
     parser.add_argument("--out", default="test-artifacts/exit_tasks")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--heldout", type=float, default=0.5)
+    parser.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass of the real exit")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
     args = parser.parse_args()
     if args.threads:
@@ -125,7 +127,7 @@ def main() -> None:
     lm = sv.load_model(args.model, device="cpu")
     rows = []
     for task in [t for t in args.tasks.split(",") if t]:
-        row = task_numbers(lm, task, out, args.repeats, args.heldout)
+        row = task_numbers(lm, task, out, args.repeats, args.heldout, args.batch_size)
         (out / f"{task}.json").write_text(json.dumps(row, indent=1))
         rows.append(row)
         r = row["real"]

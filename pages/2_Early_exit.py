@@ -357,7 +357,7 @@ else:
     r1, r2, r3, r4 = st.columns(4)
     n_real = r1.number_input("Examples to time", 1, len(examples), min(len(examples), 30), key="ee_real_n")
     repeats = r2.number_input("Rounds", 1, 10, 2, key="ee_real_repeats")
-    batch = r3.number_input("Batch", 1, 64, 16, key="ee_real_batch",
+    batch = r3.number_input("Batch", 1, 256, 64, key="ee_real_batch",
                             help="Prompts per forward pass; 1 measures one prompt's latency.")
     r4.caption(f"At the slider's threshold τ = {state['ee_tau']:.3f}, checkpoints: {view.key.checkpoints.describe()}.")
     b1, b2 = st.columns(2)

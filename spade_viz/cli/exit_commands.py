@@ -215,9 +215,9 @@ def add_exit_commands(commands, add_model_args) -> None:
     real.add_argument("--lens", default=None, help="linear-SPADE file (default: the one saved for this model)")
     real.add_argument("--limit", type=whole(1), default=None, help="use the first N examples")
     real.add_argument("--repeats", type=whole(1, 1000), default=3, help="timed rounds over the dataset (default 3)")
-    real.add_argument("--batch-size", type=whole(1, 4096), default=16,
+    real.add_argument("--batch-size", type=whole(1, 4096), default=64,
                       help="prompts per forward pass, confident ones leaving the batch at their exit: the "
-                           "throughput a server sees (default 16); 1 times one prompt's latency")
+                           "throughput a server sees (default 64); 1 times one prompt's latency")
     real.add_argument("--shortlist-top", type=whole(0, 1000), default=10,
                       help="with --calibrate-split: the confidence is linear SPADE's entropy over the tokens the "
                            "full model ranks in its top K on the calibration prompts, so a checkpoint reads those "

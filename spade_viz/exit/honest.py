@@ -67,7 +67,7 @@ def answer_shortlist(lm: LoadedModel, prompts, top: int = 10) -> list[int]:
 
 
 def calibrated_real_exit(lm: LoadedModel, dataset, calibrate_split: float = 0.5, repeats: int = 3,
-                         cost: CostModel | None = None, tolerance: float = 0.01, batch_size: int = 16,
+                         cost: CostModel | None = None, tolerance: float = 0.01, batch_size: int = 64,
                          shortlist_top: int = 10, progress=None) -> HonestExit:
     """Fit, sweep and choose on a `calibrate_split` share of `dataset`; run and time the rest in
     batches of `batch_size` (1: one prompt's latency). The confidence is linear SPADE's entropy

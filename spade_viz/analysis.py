@@ -153,7 +153,7 @@ class Analysis:
 
 
 def _logit_lens_grid(
-    lm: LoadedModel, residuals, final_hidden, final_logprobs, target_ids, k, lens: AffineLens | None = None
+    lm: LoadedModel, residuals, final_logprobs, target_ids, k, lens: AffineLens | None = None
 ) -> DecodeStats:
     """Logit lens (or a tuned lens) at every (layer, position): raw residuals [L, P, d], then the
     model's own final states at layer L."""
@@ -168,7 +168,7 @@ def _logit_lens_grid(
             logits = lens.logits(lm, chunk, slice(start, start + per_chunk))
         stats = distribution_stats(logits, final_logprobs, target_ids, k)
         rows.append({key: value.flatten(0, 1) for key, value in stats.items()})
-    rows.append(distribution_stats(lm.adapter.head(final_hidden), final_logprobs, target_ids, k))
+    rows.append(distribution_stats(final_logprobs, final_logprobs, target_ids, k))  # layer L: the model's own
     return DecodeStats.stack(rows, (layers + 1, positions))
 
 
@@ -268,7 +268,7 @@ def analyze(
         target_id = resolve_target(lm, target, int(default_targets[answer]))
         grid_targets = default_targets.clone()
         grid_targets[answer] = target_id
-        grid = _logit_lens_grid(lm, residuals, final_hidden, final_logprobs, grid_targets, top_k)
+        grid = _logit_lens_grid(lm, residuals, final_logprobs, grid_targets, top_k)
 
         variants = {"spade": True, "spade_no_bos": False} if without_bos else {"spade": True}
         states = spade_final_states(lm, residuals[:, answer], final_hidden[answer], ids[-1], answer,
@@ -282,7 +282,7 @@ def analyze(
             lens.check_matches(lm)
             mapped = lens.apply(residuals[:, answer])
             if lens.kind == "tuned_lens":
-                grids[name] = _logit_lens_grid(lm, residuals, final_hidden, final_logprobs, grid_targets, top_k,
+                grids[name] = _logit_lens_grid(lm, residuals, final_logprobs, grid_targets, top_k,
                                                lens=lens)
                 answer_stats[name] = grids[name].column(answer)
                 kept[name] = lm.adapter.finalize(mapped)

@@ -301,12 +301,13 @@ def run_real_exit(
     by_length = sorted(range(n), key=lambda i: len(prompts[i].ids))  # batches of like lengths: little padding
     groups = [by_length[i : i + batch_size] for i in range(0, n, batch_size)]
 
-    # warm up both paths (kernels, caches, the <s> cache), untimed
     vocab = lm.adapter.lm_head.weight.shape[0]
     if shortlist is not None:
         if not shortlist or not all(isinstance(t, int) and 0 <= t < vocab for t in shortlist):
             raise InputError(f"the shortlist must be token ids below the vocabulary size {vocab}")
         shortlist = torch.tensor(sorted(set(shortlist)))
+
+    # warm up both paths (kernels, caches, the <s> cache), untimed
     exit_answers(lm, [prompts[i] for i in groups[0]], lens, mask, threshold, positions, shortlist)
     full_answers(lm, [prompts[i] for i in groups[0]])
 

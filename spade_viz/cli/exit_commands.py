@@ -108,6 +108,7 @@ def _cmd_real_exit(args) -> None:
 
 def _cmd_calibrated_real_exit(args) -> None:
     """`real-exit --calibrate-split S`: every choice on the first part, the measurement on the rest."""
+    from ..exit.cost import CostModel
     from ..exit.honest import calibrated_real_exit
     from ..exit.real import format_real_exit
     from ..models.loading import load_model
@@ -121,8 +122,11 @@ def _cmd_calibrated_real_exit(args) -> None:
     say = lambda message: print(message, file=sys.stderr)  # noqa: E731
     lm = load_model(args.model, device=args.device, dtype=args.dtype, max_memory=args.max_memory,
                     progress=say)
-    result = calibrated_real_exit(lm, dataset, args.calibrate_split, args.repeats, batch_size=args.batch_size,
-                                  shortlist_top=args.shortlist_top, progress=say)
+    cost = CostModel.from_lm(lm)
+    if args.continuation_tokens is not None:
+        cost = cost.with_options(continuation_tokens=args.continuation_tokens)
+    result = calibrated_real_exit(lm, dataset, args.calibrate_split, args.repeats, cost=cost,
+                                  batch_size=args.batch_size, shortlist_top=args.shortlist_top, progress=say)
     if args.json:
         print(json.dumps(_clean({**result.to_dict(), "warnings": notes}), allow_nan=False, default=_json_default))
     else:

@@ -351,72 +351,76 @@ a2.plotly_chart(xf.layer_accuracy_figure(view.layer_accuracy, metric="agreement"
 
 st.subheader("Real early exit")
 ui.explain(EXPLANATIONS["real"])
+r1, r2, r3, r4 = st.columns(4)
+n_real = r1.number_input("Examples to time", 1, len(examples), min(len(examples), 30), key="ee_real_n")
+repeats = r2.number_input("Rounds", 1, 10, 2, key="ee_real_repeats")
+batch = r3.number_input("Batch", 1, 256, 64, key="ee_real_batch",
+                        help="Prompts per forward pass; 1 measures one prompt's latency.")
+r4.caption(f"At the slider's threshold τ = {state['ee_tau']:.3f}, checkpoints: {view.key.checkpoints.describe()}.")
+b1, b2 = st.columns(2)
+if b2.button(f"Honest run on all {n_total} examples", key="ee_real_honest",
+             icon=":material/balance:",
+             help="Chooses on half, measures the other half: fits linear SPADE, sweeps and picks layout and "
+                  "threshold (largest speedup within 1 point) on every other example of the whole dataset, then "
+                  "times the real exit on the rest. Takes a few minutes."):
+    from spade_viz.exit.honest import calibrated_real_exit
+
+    status = st.status("Choosing on the calibration half…")
+    try:
+        with ui.heavy_job("the honest real early exit"):
+            honest = calibrated_real_exit(lm, dataset, 0.5, int(repeats), batch_size=int(batch),
+                                          progress=status.write)
+        session.record_real_exit((study_key, "honest"), honest.to_dict())
+    except sv.SpadeVizError as err:
+        ui.show_error(err)
+    status.update(state="complete")
 if saved_lens is None:
-    st.info("Fit linear SPADE above to run the real early exit.")
-else:
-    r1, r2, r3, r4 = st.columns(4)
-    n_real = r1.number_input("Examples to time", 1, len(examples), min(len(examples), 30), key="ee_real_n")
-    repeats = r2.number_input("Rounds", 1, 10, 2, key="ee_real_repeats")
-    batch = r3.number_input("Batch", 1, 256, 64, key="ee_real_batch",
-                            help="Prompts per forward pass; 1 measures one prompt's latency.")
-    r4.caption(f"At the slider's threshold τ = {state['ee_tau']:.3f}, checkpoints: {view.key.checkpoints.describe()}.")
-    b1, b2 = st.columns(2)
-    if b2.button("Honest run: choose on half, measure the other half", key="ee_real_honest", icon=":material/balance:",
-                 help="Fits linear SPADE, sweeps and picks layout and threshold (largest speedup within 1 point) on "
-                      "every other example, then times the real exit on the rest. Takes a few minutes."):
-        from spade_viz.exit.honest import calibrated_real_exit
+    b1.info("Fit linear SPADE above to time the exit at the slider's threshold.")
+elif b1.button("Measure the real early exit", key="ee_real_run", icon=":material/timer:"):
+    from spade_viz.exit.real import prepare_prompts, run_real_exit
 
-        status = st.status("Choosing on the calibration half…")
-        try:
-            with ui.heavy_job("the honest real early exit"):
-                honest = calibrated_real_exit(lm, subset, 0.5, int(repeats), batch_size=int(batch),
-                                              progress=status.write)
-            session.record_real_exit((study_key, "honest"), honest.to_dict())
-        except sv.SpadeVizError as err:
-            ui.show_error(err)
-        status.update(state="complete")
-    if b1.button("Measure the real early exit", key="ee_real_run", icon=":material/timer:"):
-        from spade_viz.exit.real import prepare_prompts, run_real_exit
+    bar = st.progress(0.0, text="Timing…")
+    try:
+        prompts = prepare_prompts(lm, examples[: int(n_real)])
+        with ui.heavy_job("timing the real early exit"):
+            report = run_real_exit(lm, prompts, saved_lens, float(state["ee_tau"]), view.key.checkpoints,
+                                   view.simulator.cost, int(repeats), batch_size=int(batch),
+                                   progress=lambda share, text: bar.progress(min(1.0, share), text=text))
+        session.record_real_exit(study_key, report.to_dict())
+    except sv.SpadeVizError as err:
+        ui.show_error(err)
+    bar.empty()
+real = session.real_exit(study_key)
+if real:
+    q = st.columns(4)
+    q[0].metric("Measured speedup", f"{real['measured_speedup']:.2f}×")
+    q[1].metric("Simulated speedup", f"{real['simulated_speedup']:.2f}×",
+                help="From the compute accounting of the exits this run actually took.")
+    q[2].metric("Wall clock per example", f"{real['exit_ms_per_example']:.1f} ms",
+                f"full pass {real['full_ms_per_example']:.1f} ms", delta_color="off")
+    q[3].metric("Agreement with full model", f"{real['agreement']:.1%}")
+    st.caption(f"{real['examples']} examples × {real['repeats']} rounds at τ = {real['threshold']:.3f}"
+               f" in batches of {real.get('batch_size', 1)}; mean exit layer {real['mean_exit_layer']:.1f}. "
+               "Small models on a CPU gain less than the block count suggests: a block reads all its weights "
+               "however few rows it computes, and the exited rows' continuation is such a pass.")
+    if real.get("other_work_during_timing"):
+        st.warning(f"{real['other_work_during_timing']} other job(s) used the model while this was timed (another "
+                   "visitor?): the wall-clock figures are disturbed. Measure again when the server is quiet.")
 
-        bar = st.progress(0.0, text="Timing…")
-        try:
-            prompts = prepare_prompts(lm, examples[: int(n_real)])
-            with ui.heavy_job("timing the real early exit"):
-                report = run_real_exit(lm, prompts, saved_lens, float(state["ee_tau"]), view.key.checkpoints,
-                                       view.simulator.cost, int(repeats), batch_size=int(batch),
-                                       progress=lambda share, text: bar.progress(min(1.0, share), text=text))
-            session.record_real_exit(study_key, report.to_dict())
-        except sv.SpadeVizError as err:
-            ui.show_error(err)
-        bar.empty()
-    real = session.real_exit(study_key)
-    if real:
-        q = st.columns(4)
-        q[0].metric("Measured speedup", f"{real['measured_speedup']:.2f}×")
-        q[1].metric("Simulated speedup", f"{real['simulated_speedup']:.2f}×",
-                    help="From the compute accounting of the exits this run actually took.")
-        q[2].metric("Wall clock per example", f"{real['exit_ms_per_example']:.1f} ms",
-                    f"full pass {real['full_ms_per_example']:.1f} ms", delta_color="off")
-        q[3].metric("Agreement with full model", f"{real['agreement']:.1%}")
-        st.caption(f"{real['examples']} examples × {real['repeats']} rounds at τ = {real['threshold']:.3f}"
-                   f" in batches of {real.get('batch_size', 1)}; mean exit layer {real['mean_exit_layer']:.1f}. "
-                   "Small models on a CPU gain less than the block count suggests: a block reads all its weights "
-                   "however few rows it computes, and the exited rows' continuation is such a pass.")
-        if real.get("other_work_during_timing"):
-            st.warning(f"{real['other_work_during_timing']} other job(s) used the model while this was timed (another "
-                       "visitor?): the wall-clock figures are disturbed. Measure again when the server is quiet.")
-
-    honest = session.real_exit((study_key, "honest"))
-    if honest:
-        st.markdown("**Honest run** (chosen on one half, measured on the other)")
-        h = st.columns(4)
-        h[0].metric("Held-out accuracy", f"{honest['accuracy']:.1%}" if honest["accuracy"] is not None else "—",
-                    f"full model {honest['full_accuracy']:.1%}" if honest["full_accuracy"] is not None else None,
-                    delta_color="off")
-        h[1].metric("Measured speedup", f"{honest['measured_speedup']:.2f}×")
-        h[2].metric("Simulated speedup", f"{honest['simulated_speedup']:.2f}×")
-        h[3].metric("Chosen threshold", f"{honest['threshold']:.3f}")
-        st.caption(f"Checkpoints {honest['checkpoints']}, confidence {honest['confidence']}; chosen on "
-                   f"{honest['n_calibration']} calibration examples, measured on {honest['n_heldout']} held-out ones.")
+honest = session.real_exit((study_key, "honest"))
+if honest:
+    st.markdown("**Honest run** (chosen on one half, measured on the other)")
+    h = st.columns(4)
+    known = honest["accuracy"] is not None and honest["full_accuracy"] is not None
+    h[0].metric("Held-out accuracy", f"{honest['accuracy']:.1%}" if known else "—",
+                f"{100 * (honest['accuracy'] - honest['full_accuracy']):+.1f} pt vs full {honest['full_accuracy']:.1%}"
+                if known else None)
+    h[1].metric("Measured speedup", f"{honest['measured_speedup']:.2f}×")
+    h[2].metric("Simulated speedup", f"{honest['simulated_speedup']:.2f}×")
+    h[3].metric("Chosen threshold", f"{honest['threshold']:.3f}")
+    st.caption(f"Checkpoints {honest['checkpoints']}, confidence {honest['confidence']}; chosen on "
+               f"{honest['n_calibration']} calibration examples, measured on {honest['n_heldout']} held-out ones.")
+    for warning in honest["warnings"]:
+        st.warning(warning, icon=":material/warning:")
 
 share(in_view=True)  # the "Copy link" box: the view as the page ends

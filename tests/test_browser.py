@@ -215,12 +215,24 @@ def test_early_exit_slider_in_chromium(cache_without_lenses):
             _wait_idle(page)
             page.screenshot(path=str(ARTIFACTS / "early-exit.png"))
 
+            # the honest run: chosen on every other example of the whole task, measured on the rest
+            page.get_by_role("button", name="Honest run on all 153 examples").click()
+            page.get_by_text("Held-out accuracy").wait_for()
+            _wait_idle(page)
+            honest = page.get_by_text("measured on 77 held-out").first.inner_text()
+            assert page.locator("[data-testid='stException']").count() == 0
+            assert page.locator("[data-testid='stAlertContentError']").count() == 0
+            page.mouse.move(0, 0)  # no tooltip over the results
+            _scroll_main(page, 100_000)
+            page.screenshot(path=str(ARTIFACTS / "early-exit-honest.png"))
+
     assert nobody[4] == "30.0 / 30"  # tau 0: no checkpoint is confident, the full model answers
     assert float(nobody[1].rstrip("%")) >= 100.0  # ...and pays for its checkpoints on top
     assert float(everybody[4].split("/")[0]) < 30  # the largest tau: every example exits early
     assert float(everybody[1].rstrip("%")) < 100.0
     assert marker_nobody[0] >= 1.0 > marker_everybody[0]  # the marker on the trade-off curve moved left...
     assert marker_nobody[2] != marker_everybody[2]  # ...on the screen too
+    assert "chosen on 76 calibration examples" in honest and "shortlist" in honest
 
 
 def test_a_fresh_server_slides_a_built_in_task_without_a_sweep(cache_without_lenses):

@@ -222,6 +222,7 @@ def test_the_honest_real_exit_chooses_on_one_part_and_measures_the_other(tiny_fo
     assert out["n_calibration"] == 9 and out["n_heldout"] == 9
     assert out["confidence"].startswith("linear_spade over a shortlist of")
     assert out["real_exit"]["examples"] == 9  # timed on the held-out part only
+    assert any("only 9 calibration examples" in w for w in out["warnings"])  # too few to trust: said so
     assert data.read_bytes() == before
     assert not list(isolated_cache.rglob("*.safetensors"))  # nothing saved for later runs to pick up
 

@@ -37,6 +37,7 @@ class HonestExit:
     simulated_calibration_speedup: float  # what the chosen point promised on the calibration part
     n_calibration: int
     n_heldout: int
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         """One JSON object: the issue's fields first, then the full real-exit report."""
@@ -49,8 +50,12 @@ class HonestExit:
                                             if self.report.shortlist_size else " over the vocabulary"),
             "n_calibration": self.n_calibration, "n_heldout": self.n_heldout,
             "simulated_calibration_speedup": self.simulated_calibration_speedup,
-            "other_work_during_timing": d["other_work_during_timing"], "real_exit": d,
+            "other_work_during_timing": d["other_work_during_timing"], "warnings": list(self.warnings),
+            "real_exit": d,
         }
+
+
+FEW_CALIBRATION_EXAMPLES = 50
 
 
 def answer_shortlist(lm: LoadedModel, prompts, top: int = 10) -> list[int]:
@@ -104,5 +109,9 @@ def calibrated_real_exit(lm: LoadedModel, dataset, calibrate_split: float = 0.5,
     prompts = prepare_prompts(lm, heldout)
     report = run_real_exit(lm, prompts, lens, threshold, checkpoints, cost, repeats, batch_size=batch_size,
                            shortlist=shortlist)
+    warnings = () if cut >= FEW_CALIBRATION_EXAMPLES else (
+        f"only {cut} calibration examples: within 1 point of accuracy then allows exits on examples the "
+        "full model gets wrong anyway, so the layout and threshold chosen rarely hold on other prompts "
+        f"(use at least {2 * FEW_CALIBRATION_EXAMPLES} examples)",)
     return HonestExit(report, best["checkpoints"], threshold, float(best["speedup_within_1pt"]), cut,
-                      len(prompts))
+                      len(prompts), warnings)

@@ -344,14 +344,27 @@ def retarget(lm: LoadedModel, analysis: Analysis, target: str | int | None) -> A
     return replace(analysis, target_id=target_id, grids=grids, answer=answer_stats, vocab=vocab)
 
 
+def _check_states_fit(lm: LoadedModel, analysis, what: str) -> None:
+    """InputError unless `analysis` is an Analysis whose kept states this model can continue."""
+    if not isinstance(analysis, Analysis):
+        raise InputError(f"{what} needs an Analysis from analyze, not {type(analysis).__name__}")
+    if analysis.num_layers != lm.num_layers or analysis.residuals.shape[-1] != lm.model.config.hidden_size:
+        raise InputError(f"this analysis is of another model ({analysis.model_name}), not of {lm.name}")
+
+
+def _vocab_with(lm: LoadedModel, analysis: Analysis, stats: DecodeStats) -> dict[int, str]:
+    """The analysis's token strings and those of the new statistics' top tokens."""
+    vocab = dict(analysis.vocab)
+    for token_id in set(np.unique(stats.top_ids).tolist()) - set(vocab):
+        vocab[token_id] = lm.token_str(token_id)
+    return vocab
+
+
 @operation
 def with_spade_no_bos(lm: LoadedModel, analysis: Analysis) -> Analysis:
     """The analysis with the "SPADE without <s>" ablation at the answer position (as
     `analyze(..., without_bos=True)` computes it), from its kept states: no new forward pass."""
-    if not isinstance(analysis, Analysis):
-        raise InputError(f"with_spade_no_bos needs an Analysis from analyze, not {type(analysis).__name__}")
-    if analysis.num_layers != lm.num_layers or analysis.residuals.shape[-1] != lm.model.config.hidden_size:
-        raise InputError(f"this analysis is of another model ({analysis.model_name}), not of {lm.name}")
+    _check_states_fit(lm, analysis, "with_spade_no_bos")
     if "spade_no_bos" in analysis.answer:
         return analysis
     answer = analysis.answer_position
@@ -361,10 +374,7 @@ def with_spade_no_bos(lm: LoadedModel, analysis: Analysis) -> Analysis:
                                        analysis.token_ids[-1], answer, analysis.spade_positions, (False,))
         final_logprobs = torch.log_softmax(lm.adapter.head(final.unsqueeze(0))[0].float(), dim=-1)
         stats = _answer_stats(lm, states, final_logprobs, analysis.target_id, analysis.top_k)
-    vocab = dict(analysis.vocab)
-    for token_id in set(np.unique(stats.top_ids).tolist()) - set(vocab):
-        vocab[token_id] = lm.token_str(token_id)
-    return replace(analysis, answer={**analysis.answer, "spade_no_bos": stats}, vocab=vocab,
+    return replace(analysis, answer={**analysis.answer, "spade_no_bos": stats}, vocab=_vocab_with(lm, analysis, stats),
                    answer_states={**analysis.answer_states, "spade_no_bos": states.cpu()})
 
 
@@ -378,10 +388,7 @@ def spade_grid(lm: LoadedModel, analysis: Analysis, progress=None) -> DecodeStat
     drop: SPADE there is the model's own output at every layer. `progress(done, total, stage)` is
     called as the rows are continued. `with_grid(analysis, "spade", grid)` puts it beside the others.
     """
-    if not isinstance(analysis, Analysis):
-        raise InputError(f"spade_grid needs an Analysis from analyze, not {type(analysis).__name__}")
-    if analysis.num_layers != lm.num_layers or analysis.residuals.shape[-1] != lm.model.config.hidden_size:
-        raise InputError(f"this analysis is of another model ({analysis.model_name}), not of {lm.name}")
+    _check_states_fit(lm, analysis, "spade_grid")
     with torch.no_grad():
         final_hidden = analysis.final_hidden.to(lm.device, lm.dtype)
         targets = torch.log_softmax(lm.adapter.head(final_hidden).float(), dim=-1).argmax(-1)
@@ -406,7 +413,4 @@ def with_grid(lm: LoadedModel, analysis: Analysis, name: str, grid: DecodeStats)
         grid = replace(grid, target_prob=grid.target_prob.copy(), target_rank=grid.target_rank.copy())
         grid.target_prob[:, answer] = analysis.answer[name].target_prob[:, 0]
         grid.target_rank[:, answer] = analysis.answer[name].target_rank[:, 0]
-    vocab = dict(analysis.vocab)
-    for token_id in set(np.unique(grid.top_ids).tolist()) - set(vocab):
-        vocab[token_id] = lm.token_str(token_id)
-    return replace(analysis, grids={**analysis.grids, name: grid}, vocab=vocab)
+    return replace(analysis, grids={**analysis.grids, name: grid}, vocab=_vocab_with(lm, analysis, grid))

@@ -103,13 +103,13 @@ class _Batch:
                                                                      else [])))
         logits = lm.adapter.head(mapped, rows=wanted)
         entropy = torch.empty(len(rows), device=logits.device)
+        with_choices, without = has.to(logits.device), (~has).to(logits.device)
         if bool(has.any()):
             columns = torch.searchsorted(wanted, choices[has].clamp_min(0))
-            entropy[has.to(logits.device)] = choice_entropy_top1(logits[has.to(logits.device)], choices[has],
-                                                                 columns)[0]
+            entropy[with_choices] = choice_entropy_top1(logits[with_choices], choices[has], columns)[0]
         if not bool(has.all()):
-            picked = logits[(~has).to(logits.device)][:, torch.searchsorted(wanted, self.shortlist).to(logits.device)]
-            entropy[(~has).to(logits.device)] = shortlist_entropy(picked)
+            entropy[without] = shortlist_entropy(logits[without][:, torch.searchsorted(wanted, self.shortlist)
+                                                                 .to(logits.device)])
         return entropy
 
 

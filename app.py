@@ -1,85 +1,16 @@
-"""spade-viz landing page. Start the app with `streamlit run app.py`; the pages live in pages/.
-
-Every page (this one included) draws the shared sidebar, with the page links and the model
-picker, through `ui.sidebar_model()`.
-"""
+"""spade-viz, the Streamlit app: `streamlit run app.py`. Declares the pages and draws what every page
+shares (the look, the projector switch, the model picker); each page then draws itself."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from spade_viz import ui
+from spade_viz.app import chrome, jobs, models, pages
 
 st.set_page_config(page_title="spade-viz", page_icon=":material/layers:", layout="wide")
-state = st.session_state
-
-TOUR = [  # (title, text, the page that shows it): a first visit's one-minute tour
-    ("What the logit lens shows",
-     "Every layer of the model holds a half-finished guess for the next token. The **logit lens** reads that "
-     "guess straight away, as if the layer were the last one. On **Explore**, the first heatmap shows it: one "
-     "row per layer (0 = the input, top = the model's answer), one column per token of your prompt.",
-     "Explore"),
-    ("What SPADE adds",
-     "A half-finished state read as if it were finished looks confused, so the logit lens finds the answer late. "
-     "**SPADE** keeps only the start token `<s>` and the answer token at that layer and lets the remaining "
-     "layers finish: it often finds the final answer many layers earlier. On Explore, the answer heatmap puts "
-     "them side by side; *Decode SPADE at every position* does it for the whole prompt.",
-     "Explore"),
-    ("What the threshold trades",
-     "If a layer already knows the answer, the model could stop there. On **Early exit**, a cheap confidence "
-     "check runs at each checkpoint and the model stops once it is below the **threshold** (an entropy). A low "
-     "threshold waits for certainty: accurate, little saved. A high one stops early: fast, sometimes wrong. Slide "
-     "it and watch accuracy against compute.",
-     "Early exit"),
-]
-
-
-def tour_step(step: int | str) -> None:
-    state["_sv_tour"] = step
-
-
-st.title("spade-viz: what is the model about to say?")
-step = state.setdefault("_sv_tour", 0)  # once per browser session; "done" after Finish or Skip
-if step != "done":
-    title, text, shown_on = TOUR[step]
-    with st.container(border=True, key="tour"):
-        st.markdown(f"**A one-minute tour · {step + 1} of {len(TOUR)} · {title}**")
-        st.markdown(text)
-        b = st.columns([1, 1, 1.4, 3], vertical_alignment="center")  # the pages are linked just below
-        b[0].button("Back", key="tour_back", on_click=tour_step, args=(step - 1,), disabled=step == 0,
-                    icon=":material/arrow_back:")
-        last = step == len(TOUR) - 1
-        b[1].button("Finish" if last else "Next", key="tour_next", type="primary",
-                    on_click=tour_step, args=("done" if last else step + 1,),
-                    icon=":material/check:" if last else ":material/arrow_forward:")
-        b[2].button("Skip the tour", key="tour_skip", on_click=tour_step, args=("done",))
-        b[3].caption(f"See it on **{shown_on}** (linked below).")
-st.markdown(
-    """
-A language model computes its next token through many layers. **spade-viz** decodes every layer and
-shows which token the model would answer if it stopped there:
-
-- **Logit lens**: apply the model's final norm and output matrix straight to a layer's hidden state.
-- **SPADE** (space-alignment decoding): keep only two rows of that layer, the start token `<s>` and
-  the answer token, and run them through the remaining layers. It usually finds the final answer
-  many layers before the logit lens; dropping `<s>` makes it worse.
-
-For every layer you see the top token, how undecided the prediction is (its entropy), and how the
-probability of an answer grows from layer to layer.
-"""
-)
-ui.sidebar_model(show_errors_in_page=False)  # after the text above: it paints while the model loads
-with st.popover("Copy link", icon=":material/link:", help="A link to this page."):
-    ui.share_link("home", {}, where=st)
-st.subheader("Pages")
-for page in ui.app_pages():
-    name, _, summary = page["summary"].partition(": ")  # "Early exit: sweep a labelled dataset, ..."
-    st.page_link(page["path"], label=f"**{name}**: {summary}" if summary else f"**{page['title']}**",
-                 icon=page["icon"])
-if step == "done":
-    st.button("Show the tour again", key="tour_again", on_click=tour_step, args=(0,), icon=":material/replay:")
-st.caption(
-    "The model picker in the sidebar is shared by every page. The embedded default "
-    "(SmolLM2-135M-Instruct, 30 layers) runs on a laptop CPU; any Hugging Face model id, local "
-    "model folder or `.gguf` file can be typed in instead."
-)
+page = pages.navigation()
+chrome.page_style()
+chrome.display_options(st.sidebar)
+models.sidebar()
+jobs.say_wait()
+page.run()

@@ -1,6 +1,6 @@
 """Server-side cost of the Early-exit page's threshold slider.
 
-The slider itself runs in the browser (`spade_viz.live_slider`, measured by
+The slider itself runs in the browser (`spade_viz.app.live_slider`, measured by
 bench/browser_latency.py): the server computes every slider position's numbers once per view
 (`exit.session.slider_grid`) and, on release, the examples table at one threshold. This prints,
 for 1000 examples x 30 layers (31 with layer 0), the cost of one `simulator.at(threshold)`, of the
@@ -42,11 +42,11 @@ def main() -> None:
     slider_ms = median_ms(lambda: sim.at(next(taus)), 2000)
     curve_ms = median_ms(lambda: sim.curve(count=200), 10)
 
-    from spade_viz.exit.session import slider_grid, threshold_scale
+    from spade_viz.exit.session import ThresholdGrid, slider_grid
     from spade_viz.exit.study import ExitStudy
 
     view = ExitStudy(arrays, cost).view()
-    scale = threshold_scale(view)
+    scale = ThresholdGrid(view)
     grid_ms = median_ms(lambda: slider_grid(view, scale), 5)
     release_ms = median_ms(lambda: view.examples_table(view.at(float(np.random.uniform(0.1, 4.0)))), 50)
     print(f"examples x layers: {len(arrays)} x {arrays.num_layers + 1}")

@@ -15,10 +15,12 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import spade_viz as sv
-from spade_viz import ui, viz
+from apptest import open_page
+from spade_viz import viz
+from spade_viz.app import analyses, datasets, models
 
 ROOT = Path(__file__).resolve().parent.parent
-EXPLORE = str(ROOT / "pages" / "1_Explore.py")
+EXPLORE = str(ROOT / "pages" / "explore.py")
 TIMEOUT = 180
 
 
@@ -31,9 +33,9 @@ def _specs(at: AppTest) -> list[dict]:
 
 
 def _explore(folder: Path | None) -> AppTest:
-    at = AppTest.from_file(EXPLORE, default_timeout=TIMEOUT)
+    at = open_page("pages/explore.py", TIMEOUT)
     if folder is not None:
-        at.session_state["sv_model"] = ui.OTHER
+        at.session_state["sv_model"] = models.OTHER
         at.session_state["sv_model_path"] = str(folder)
     return at.run()
 
@@ -44,8 +46,8 @@ def tiny_folder(tiny_folders) -> Path:
 
 
 def test_landing_page_explains_and_links(tiny_folder):
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.session_state["sv_model"] = ui.OTHER
+    at = open_page(None, TIMEOUT)
+    at.session_state["sv_model"] = models.OTHER
     at.session_state["sv_model_path"] = str(tiny_folder)
     at.run()
     assert not at.exception
@@ -53,20 +55,32 @@ def test_landing_page_explains_and_links(tiny_folder):
     intro = next(m.value for m in at.markdown if "SPADE" in m.value)
     assert "logit lens" in intro.lower() and "<s>" in intro
     labels = [link.proto.label for link in at.main.get("page_link")]
-    assert len(labels) == 3 and labels[0].startswith("**Explore one prompt**: what every layer")
-    assert [link.proto.label for link in at.sidebar.get("page_link")] == [
-        "Home", "Explore", "Early exit", "Compare decoders"]
-    assert at.sidebar.selectbox(key="sv_model").value == ui.OTHER
+    assert labels[0] == "See it on Explore"  # the tour's first step links the page that shows it
+    assert len(labels) == 4 and labels[1].startswith("**Explore**: one prompt, every layer")
+    assert at.sidebar.selectbox(key="sv_model").value == models.OTHER
     assert any("layers" in c.value for c in at.sidebar.caption)  # the loaded model's summary
 
 
+def test_the_pages_are_declared_once_and_keep_their_addresses():
+    """`app.py` hands `pages.PAGES` to `st.navigation`; the addresses are those of the old links."""
+    from spade_viz.app import pages
+
+    assert [p.url_path for p in pages.PAGES] == ["", "Explore", "Early_exit", "Compare_decoders"]
+    assert [p.title for p in pages.PAGES] == ["Home", "Explore", "Early exit", "Compare decoders"]
+    assert all((ROOT / p.path).is_file() for p in pages.PAGES)
+    assert sorted(p.name for p in (ROOT / "pages").glob("*.py")) == sorted(Path(p.path).name for p in pages.PAGES)
+    app = (ROOT / "app.py").read_text()
+    assert "pages.navigation()" in app and ".run()" in app
+    assert not (ROOT / ".streamlit" / "config.toml").exists()  # Streamlit's own page list is on
+
+
 def test_model_picked_in_the_sidebar_text_box(tiny_folder):
-    at = AppTest.from_file(EXPLORE, default_timeout=TIMEOUT)
-    at.session_state["sv_model"] = ui.OTHER
+    at = open_page("pages/explore.py", TIMEOUT)
+    at.session_state["sv_model"] = models.OTHER
     at.run()
     assert not at.exception and not _errors(at)
     assert not at.get("plotly_chart")  # nothing typed yet: no model, no analysis, no error
-    assert at.text_area(key="prompt").value == ui.presets()[0].text  # the box is filled anyway
+    assert at.text_area(key="prompt").value == datasets.presets()[0].text  # the box is filled anyway
     at.sidebar.text_input(key="sv_model_path").input(str(tiny_folder)).run()
     assert not at.exception and not _errors(at)
     assert len(at.get("plotly_chart")) == 4
@@ -77,7 +91,7 @@ def test_explore_renders_both_heatmaps_and_curves(tiny_folder, tiny_lm):
     assert not at.exception and not _errors(at)
     heat_positions, heat_answer, entropy, target = _specs(at)
     layers = tiny_lm.num_layers + 1
-    res = sv.analyze(tiny_lm, ui.presets()[0].text)
+    res = sv.analyze(tiny_lm, datasets.presets()[0].text)
     assert heat_positions["data"][0]["type"] == "heatmap"
     assert len(heat_positions["data"][0]["y"]) == layers
     assert len(heat_positions["data"][0]["x"]) == min(len(res.tokens), 14)  # a readable window
@@ -96,37 +110,36 @@ def test_explore_renders_both_heatmaps_and_curves(tiny_folder, tiny_lm):
     ablation = next(t for t in entropy["data"] if t["legendgroup"] == "spade_no_bos")["y"]
     if isinstance(ablation, dict):  # plotly's packed array: {"dtype": ..., "bdata": base64}
         ablation = np.frombuffer(base64.b64decode(ablation["bdata"]), dtype=ablation["dtype"])
-    eager = sv.analyze(tiny_lm, ui.presets()[0].text, without_bos=True).answer["spade_no_bos"].entropy[:, 0]
+    eager = sv.analyze(tiny_lm, datasets.presets()[0].text, without_bos=True).answer["spade_no_bos"].entropy[:, 0]
     np.testing.assert_allclose(ablation, eager, atol=1e-4)
 
 
 @pytest.mark.slow
 def test_presets_fill_the_box_and_analyse(tiny_folder):
     at = _explore(tiny_folder)
-    for preset in ui.presets()[1:]:
+    for preset in datasets.presets()[1:]:
         at.selectbox(key="preset").select(preset.name).run()
         assert not at.exception and not _errors(at), preset.name
         assert at.text_area(key="prompt").value == preset.text
         assert len(at.get("plotly_chart")) == 4
-    # the user can then edit the text and analyse it
+    # the user can then edit the text: committing it (Ctrl+Enter, or leaving the box) analyses it
     at.text_area(key="prompt").input("Apples are red.\nBananas are").run()
-    assert any("has changed" in c.value for c in at.caption)
-    at.button(key="run").click().run()
-    assert not _errors(at)
-    assert not any("has changed" in c.value for c in at.caption)
-    assert at.text_area(key="prompt").value == "Apples are red.\nBananas are"
+    assert not _errors(at) and at.session_state["_sv_explore"].request == "Apples are red.\nBananas are"
+    assert _specs(at)[0]["layout"]["xaxis"]["ticktext"][-1] == "<b>e</b>"  # the new prompt's last token, bold
+    at.button(key="run").click().run()  # the button analyses the same text: nothing changes
+    assert not _errors(at) and at.text_area(key="prompt").value == "Apples are red.\nBananas are"
 
 
 @pytest.mark.slow
 def test_view_changes_do_not_rerun_the_model(tiny_folder, tiny_lm):
     at = _explore(tiny_folder)
-    runs, loads = ui.ANALYSIS_RUNS, ui.MODEL_LOADS
+    runs, loads = analyses.ANALYSIS_RUNS, models.MODEL_LOADS
     for metric in ["top1_prob", "kl_to_final", "target_prob", "entropy"]:
         at.selectbox(key="metric").select(metric).run()
         assert not at.exception
         assert _specs(at)[0]["data"][0]["colorbar"]["title"]["text"] == viz.METRICS[metric].label
     options = at.selectbox(key="target").options
-    res = sv.analyze(tiny_lm, ui.presets()[0].text)
+    res = sv.analyze(tiny_lm, datasets.presets()[0].text)
     second = int(res.answer["logit_lens"].top_ids[-1, 0, 1])
     at.selectbox(key="target").set_value(f"#{second}").run()
     assert not at.exception and not _errors(at)
@@ -137,14 +150,14 @@ def test_view_changes_do_not_rerun_the_model(tiny_folder, tiny_lm):
     assert _specs(at)[1]["layout"]["xaxis"]["ticktext"] == ["logit lens", "SPADE"]
     at.slider(key="window_start").set_value(0).run()
     assert _specs(at)[0]["data"][0]["x"][0] == 0
-    assert ui.ANALYSIS_RUNS == runs, "a view change re-ran the model"
-    assert ui.MODEL_LOADS == loads, "the cached model was loaded again"
+    assert analyses.ANALYSIS_RUNS == runs, "a view change re-ran the model"
+    assert models.MODEL_LOADS == loads, "the cached model was loaded again"
     assert len(options) >= 3
     # a model option does re-run it, once; going back is served from the cache
     at.radio(key="spade_positions").set_value("renumbered").run()
-    assert ui.ANALYSIS_RUNS == runs + 1
+    assert analyses.ANALYSIS_RUNS == runs + 1
     at.radio(key="spade_positions").set_value("original").run()
-    assert ui.ANALYSIS_RUNS == runs + 1
+    assert analyses.ANALYSIS_RUNS == runs + 1
 
 
 def test_other_target_token_by_text(tiny_folder, tiny_lm):
@@ -184,8 +197,8 @@ def test_error_paths_keep_the_prompt_and_the_page(tiny_folder):
     assert any("could not be loaded" in e and "no such folder" in e for e in _errors(at))
     assert at.text_area(key="prompt").value == long_prompt
     assert at.button(key="run").disabled
-    at.selectbox(key="preset").select(ui.presets()[2].name).run()  # still usable
-    assert at.text_area(key="prompt").value == ui.presets()[2].text
+    at.selectbox(key="preset").select(datasets.presets()[2].name).run()  # still usable
+    assert at.text_area(key="prompt").value == datasets.presets()[2].text
     # back to a good model: everything renders again
     at.number_input(key="max_tokens").set_value(512)
     at.sidebar.text_input(key="sv_model_path").input(str(tiny_folder)).run()
@@ -201,7 +214,7 @@ def test_explore_on_the_default_model():
     assert len(heat_positions["data"][0]["y"]) == 31 == len(heat_answer["data"][0]["y"])
     summary = next(m.value for m in at.markdown if "layers." in m.value)
     assert "Berlin" in summary  # the capitals preset: the model answers ' Berlin'
-    res = ui.analysis(next(iter(ui._model_pool(1).models.values())), ui.presets()[0].text)
+    res = analyses.analysis(next(iter(models.model_pool(1).models.values())), datasets.presets()[0].text)
     assert res.first_stable_layer("spade") < res.first_stable_layer("logit_lens")
 
 
@@ -226,7 +239,7 @@ def test_model_pool_holds_one_model_and_frees_the_old(tiny_folders):
     import gc
     import weakref
 
-    pool = ui._ModelPool(capacity=1)
+    pool = models.ModelPool(capacity=1)
     first_key = (str(tiny_folders["llama"]), "cpu", "fp32")
     first = pool.get(first_key, progress=lambda message: None)
     assert pool.get(first_key, progress=lambda message: None) is first  # cached, not reloaded
@@ -243,7 +256,7 @@ def test_model_pool_holds_one_model_and_frees_the_old(tiny_folders):
 
 
 def test_model_pool_keeps_the_most_recently_used_within_its_capacity(tiny_folders):
-    pool = ui._ModelPool(capacity=2)
+    pool = models.ModelPool(capacity=2)
     keys = [(str(tiny_folders[family]), "cpu", "fp32") for family in ("llama", "qwen2", "gpt2")]
     first, second = (pool.get(key, progress=lambda message: None) for key in keys[:2])
     assert pool.resident(keys[0]) is first  # now the most recently used: the second goes next
@@ -252,11 +265,13 @@ def test_model_pool_keeps_the_most_recently_used_within_its_capacity(tiny_folder
 
 
 def test_another_page_can_send_a_prompt_to_explore(tiny_folder):
-    """The contract behind `ui.send_to_explore`: these two keys, set before Explore runs."""
-    at = AppTest.from_file(EXPLORE, default_timeout=TIMEOUT)
-    at.session_state["sv_model"] = ui.OTHER
+    """The contract behind `pages.send_to_explore`: this key, set before Explore runs."""
+    from spade_viz.app.pages import SENT_PROMPT
+
+    at = open_page("pages/explore.py", TIMEOUT)
+    at.session_state["sv_model"] = models.OTHER
     at.session_state["sv_model_path"] = str(tiny_folder)
-    at.session_state["prompt"] = at.session_state["_sv_request"] = "Italy: Rome\nSpain:"
+    at.session_state[SENT_PROMPT] = "Italy: Rome\nSpain:"
     at.run()
     assert not at.exception and not _errors(at)
     assert at.text_area(key="prompt").value == "Italy: Rome\nSpain:"

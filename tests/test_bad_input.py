@@ -401,9 +401,9 @@ def test_retarget_shares_the_hidden_states(tiny_lm):
 
 
 def test_the_app_analysis_store_keeps_to_its_byte_budget(tiny_lm):
-    from spade_viz import ui
+    from spade_viz.app import analyses
 
-    store = ui._AnalysisStore(budget_bytes=1)  # smaller than any analysis: only the newest is kept
+    store = analyses.AnalysisStore(budget_bytes=1)  # smaller than any analysis: only the newest is kept
     prompts = ["France: Paris\nJapan:", "Italy: Rome\nEgypt:", "1 2 3 4"]
     for prompt in prompts:
         store.get(prompt, lambda prompt=prompt: sv.analyze(tiny_lm, prompt))
@@ -413,8 +413,8 @@ def test_the_app_analysis_store_keeps_to_its_byte_budget(tiny_lm):
         other = store.get_target(prompts[-1], target, lambda: None, lambda b, t=target: sv.retarget(tiny_lm, b, t))
         assert other.residuals is base.residuals
     sizes = [size for _res, size in store.entries[prompts[-1]]["targets"].values()]
-    assert sizes and max(sizes) < ui.analysis_nbytes(base) / 4  # a retarget costs its own few arrays only
-    roomy = ui._AnalysisStore(budget_bytes=10 * 2**20)
+    assert sizes and max(sizes) < analyses.analysis_nbytes(base) / 4  # a retarget costs its own few arrays only
+    roomy = analyses.AnalysisStore(budget_bytes=10 * 2**20)
     for prompt in prompts:
         roomy.get(prompt, lambda prompt=prompt: sv.analyze(tiny_lm, prompt))
     assert len(roomy.entries) == 3 and roomy.nbytes <= 10 * 2**20
@@ -437,13 +437,11 @@ def test_the_dataset_is_tokenized_once_per_file_and_model(tiny_lm, inputs, isola
 
 
 def _early_exit_page(folder: Path):
-    from streamlit.testing.v1 import AppTest
+    from apptest import open_page
+    from spade_viz.app import models
 
-    from spade_viz import ui
-
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240)
-    at.switch_page("pages/2_Early_exit.py")
-    at.session_state["sv_model"] = ui.OTHER
+    at = open_page("pages/early_exit.py", 240)
+    at.session_state["sv_model"] = models.OTHER
     at.session_state["sv_model_path"] = str(folder)
     at.run()
     at.radio(key="ee_source").set_value("Upload a file").run()
@@ -478,12 +476,12 @@ def test_early_exit_page_shows_what_is_wrong_with_an_upload(name, data, kind, ex
 
 
 def test_explore_page_refuses_a_file_as_model_and_a_huge_prompt(tiny_folders):
-    from streamlit.testing.v1 import AppTest
+    from apptest import open_page
 
-    from spade_viz import ui
+    from spade_viz.app import models
 
-    at = AppTest.from_file(str(ROOT / "pages" / "1_Explore.py"), default_timeout=240)
-    at.session_state["sv_model"] = ui.OTHER
+    at = open_page("pages/explore.py", 240)
+    at.session_state["sv_model"] = models.OTHER
     at.session_state["sv_model_path"] = "/etc/passwd"
     at.run()
     assert not at.exception, at.exception

@@ -7,17 +7,17 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from spade_viz import ui
+from apptest import open_page
+from spade_viz.app import models
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 300
-PAGE = "pages/3_Compare_decoders.py"
+PAGE = "pages/compare_decoders.py"
 
 
 def _page(folder: Path) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.switch_page(PAGE)
-    at.session_state["sv_model"] = ui.OTHER
+    at = open_page(PAGE, TIMEOUT)
+    at.session_state["sv_model"] = models.OTHER
     at.session_state["sv_model_path"] = str(folder)
     return at
 
@@ -54,9 +54,8 @@ def test_train_tuned_lens_and_compare_four_decoders(tiny_folders, isolated_cache
 
 
 def test_page_without_model_or_lens_explains(tiny_folders, isolated_cache):
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.switch_page(PAGE)
-    at.session_state["sv_model"] = ui.OTHER
+    at = open_page(PAGE, TIMEOUT)
+    at.session_state["sv_model"] = models.OTHER
     at.session_state["sv_model_path"] = "/no/such/folder"
     at.run()
     assert not at.exception, at.exception

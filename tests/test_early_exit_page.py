@@ -10,7 +10,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import spade_viz.sweep as sweep_module
-from spade_viz import ui
+from apptest import open_page
+from spade_viz.app import models
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 240
@@ -47,9 +48,8 @@ def counting_sweep(monkeypatch):
 
 
 def _page(folder: Path) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)  # the app, so pages can switch
-    at.switch_page("pages/2_Early_exit.py")
-    at.session_state["sv_model"] = ui.OTHER
+    at = open_page("pages/early_exit.py", TIMEOUT)
+    at.session_state["sv_model"] = models.OTHER
     at.session_state["sv_model_path"] = str(folder)
     return at
 
@@ -142,6 +142,7 @@ def test_builtin_task_and_open_in_explore(tiny_folders, counting_sweep, isolated
     assert not at.exception, at.exception
     at.button(key="ee_open").click().run()
     assert not at.exception, at.exception
-    assert at.session_state["prompt"].endswith(":")
-    assert at.session_state["_sv_request"] == at.session_state["prompt"]
+    explore = at.session_state["_sv_explore"]
+    assert explore.prompt.endswith(":") and explore.request == explore.prompt
+    assert at.text_area(key="prompt").value == explore.prompt
     assert at.title[0].value.startswith("Explore")  # we are on the Explore page now, analysing it

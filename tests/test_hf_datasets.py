@@ -14,8 +14,8 @@ from pathlib import Path
 import datasets
 import pytest
 from datasets import ClassLabel, Features, Image, List, Value
-from streamlit.testing.v1 import AppTest
 
+from apptest import open_page
 from spade_viz.data import DatasetError, Example, load_task_or_file, parse_hf_spec
 from spade_viz.data import datasets as data_module
 from tiny_models import save_tiny
@@ -350,11 +350,10 @@ def test_cli_sweep_on_a_saved_folder(arc_folder, tiny_llama, tmp_path):
 
 
 def test_the_app_reads_a_hugging_face_spec(arc_folder, tiny_llama, isolated_cache):
-    from spade_viz import ui
+    from spade_viz.app import models
 
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240)
-    at.switch_page("pages/2_Early_exit.py")
-    at.session_state["sv_model"] = ui.OTHER
+    at = open_page("pages/early_exit.py", 240)
+    at.session_state["sv_model"] = models.OTHER
     at.session_state["sv_model_path"] = str(tiny_llama)
     at.run()
     at.radio(key="ee_source").set_value("Hugging Face dataset").run()

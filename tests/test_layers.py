@@ -33,6 +33,10 @@ def test_the_exit_simulation_imports_without_torch():
                            "spade_viz.exit.session")
 
 
+def test_page_states_and_links_are_pure():
+    _imports_nothing_heavy("spade_viz.app.state", "spade_viz.app.links")
+
+
 @pytest.mark.slow
 def test_public_names_load_lazily_and_all_resolve():
     code = (
@@ -70,14 +74,15 @@ def test_the_workflow_is_public(name):
 
 PACKAGE = ROOT / "spade_viz"
 LAYERS = [  # lowest first; a module may import its own layer and the ones below, never above
-    ("spade_viz.errors", "spade_viz.decoders", "spade_viz.links"),
+    ("spade_viz.errors", "spade_viz.decoders"),
     ("spade_viz.data",),
     ("spade_viz.models",),
     ("spade_viz.engine",),
     ("spade_viz.lenses",),
     ("spade_viz.analysis", "spade_viz.compare", "spade_viz.sweep"),
     ("spade_viz.exit",),
-    ("spade_viz.cli", "spade_viz.ui", "spade_viz.live_slider", "spade_viz.serve", "spade_viz.__main__"),
+    ("spade_viz.cli", "spade_viz.serve", "spade_viz.__main__"),
+    ("spade_viz.app",),  # the Streamlit app: nothing below imports it
 ]
 FIGURES_MAY_IMPORT = ("spade_viz.viz", "spade_viz.decoders", "spade_viz.errors")
 

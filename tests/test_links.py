@@ -1,10 +1,10 @@
-"""Shareable links (spade_viz/links.py): page state <-> query parameters, with validation."""
+"""Shareable links (spade_viz/app/links.py): page state <-> query parameters, with validation."""
 
 from __future__ import annotations
 
 import pytest
 
-from spade_viz import links
+from spade_viz.app import links
 
 PRESETS = ["Factual recall: capitals", "Translation", "Repetition / induction"]
 METRICS = ["entropy", "top1_prob", "kl_to_final", "target_prob"]
@@ -23,7 +23,7 @@ def test_defaults_make_an_empty_link_and_back():
 def test_a_view_round_trips():
     state = {"model": "Qwen/Qwen2.5-0.5B", "preset": "Translation", "prompt": "Äpfel & Birnen?\nx = 1 + 2;",
              "spade_positions": "renumbered", "max_tokens": 64, "show_no_bos": True, "metric": "kl_to_final",
-             "target": "#1234", "window_start": 3}
+             "target": "#1234", "window_start": 3, "spade_grid": True}
     query = links.encode(state, EXPLORE)
     assert all(isinstance(v, str) for v in query.values())
     assert query["nobos"] == "1" and query["tokens"] == "64" and query["pos"] == "renumbered"
@@ -31,9 +31,9 @@ def test_a_view_round_trips():
     assert link.state == state and not link.problems
     assert link.given == set(state)
     # the threshold keeps every digit; the layout is written even where it is the default
-    ee = {"ee_task": "capitals", "ee_limit": 24, "ee_tau": 0.1 + 0.2, "ee_every": 1, "ee_start": 7, "ee_cont": 2,
-          "ee_head": False, "ee_conf": "spade"}
-    query = links.encode(ee, EXIT, keep=("ee_every", "ee_start"))
+    ee = {"task": "capitals", "limit": 24, "tau": 0.1 + 0.2, "every": 1, "start": 7, "continuation_tokens": 2,
+          "include_head": False, "confidence": "spade"}
+    query = links.encode(ee, EXIT, keep=("every", "start"))
     assert query["every"] == "1" and query["tau"] == repr(0.1 + 0.2)
     assert links.decode(query, EXIT).state == ee
 
@@ -59,11 +59,11 @@ def test_a_malformed_link_gives_a_clear_message_and_the_default(key, value, why)
 
 def test_threshold_must_be_finite_and_unknown_parameters_are_named():
     link = links.decode({"tau": "nan", "every": "2", "zoom": "3", "embed": "true"}, EXIT)
-    assert link.state["ee_tau"] is None and link.state["ee_every"] == 2
+    assert link.state["tau"] is None and link.state["every"] == 2
     assert "not a finite number" in link.message() and "unknown parameter 'zoom'" in link.message()
     assert "embed" not in link.message()  # Streamlit's own
-    assert links.decode({"task": ["antonyms", "capitals"]}, EXIT).state["ee_task"] == "capitals"  # the last wins
-    assert links.decode({"cont": "2"}, EXIT).state["ee_cont"] == 2  # an int choice reads back as the int
+    assert links.decode({"task": ["antonyms", "capitals"]}, EXIT).state["task"] == "capitals"  # the last wins
+    assert links.decode({"cont": "2"}, EXIT).state["continuation_tokens"] == 2  # an int choice reads back as the int
 
 
 def test_explore_link_state_and_target():

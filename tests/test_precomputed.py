@@ -77,23 +77,24 @@ def test_the_script_is_what_the_pages_read():
     """The pages' default sweep of a built-in task (its first 200 examples, default settings)."""
     source = (Path(__file__).resolve().parent.parent / "scripts" / "precompute_sweeps.py").read_text()
     assert f"PAGE_LIMIT = {PAGE_LIMIT}" in source and "SweepSettings()" in source
-    for page in ("2_Early_exit.py", "3_Compare_decoders.py"):
+    from spade_viz.app.state import DEFAULT_LIMIT, DataChoice
+
+    assert DEFAULT_LIMIT == PAGE_LIMIT and DataChoice().examples(1000, 1000) == PAGE_LIMIT
+    for page in ("early_exit.py", "compare_decoders.py"):
         text = (Path(__file__).resolve().parent.parent / "pages" / page).read_text()
-        assert "200)" in text and "cached_sweep(lm, subset)" in text
+        assert "cached_sweep(lm, subset)" in text
 
 
 def test_the_early_exit_page_opens_a_shipped_sweep_at_once(default_lm, cache_without_lenses, monkeypatch):
     """On the default model a built-in task's sweep is there before anyone presses Run: no model run."""
-    from streamlit.testing.v1 import AppTest
-
     import spade_viz.sweep as sweep_module
+    from apptest import open_page
 
     def no_sweep(*args, **kwargs):
         raise AssertionError("the page ran a sweep")
 
     monkeypatch.setattr(sweep_module, "run_sweep", no_sweep)
-    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "pages" / "2_Early_exit.py"),
-                           default_timeout=300)
+    at = open_page("pages/early_exit.py", 300)
     at.query_params["task"] = "capitals"
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]

@@ -10,7 +10,8 @@ import pytest
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
-from spade_viz import ui
+from apptest import open_page
+from spade_viz.app import datasets, models
 from spade_viz.viz import exports
 from spade_viz.viz.style import PROJECTOR_SCALE
 
@@ -18,8 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _at(path: str, folder: Path) -> AppTest:
-    at = AppTest.from_file(str(ROOT / path), default_timeout=180)
-    at.session_state["sv_model"] = ui.OTHER
+    at = open_page(path, 180)
+    at.session_state["sv_model"] = models.OTHER
     at.session_state["sv_model_path"] = str(folder)
     return at
 
@@ -51,7 +52,7 @@ def test_the_tour_has_three_steps_and_is_shown_once(tiny_folders):
 
 
 def test_the_projector_switch_enlarges_every_figure(tiny_folders):
-    at = _at("pages/1_Explore.py", tiny_folders["llama"]).run()
+    at = _at("pages/explore.py", tiny_folders["llama"]).run()
     plain = [json.loads(c.proto.spec)["layout"] for c in at.get("plotly_chart")]
     at.sidebar.toggle(key="sv_big_fonts").set_value(True).run()
     assert not at.exception
@@ -71,11 +72,11 @@ def test_exports_name_the_model_prompt_and_settings(tiny_folders, monkeypatch):
         return original(self, data_callable, mimetype, coordinates, file_name=file_name, **kwargs)
 
     monkeypatch.setattr(MediaFileManager, "add_deferred", capture)
-    at = _at("pages/1_Explore.py", tiny_folders["llama"])
+    at = _at("pages/explore.py", tiny_folders["llama"])
     at.run()
     at.selectbox(key="metric").select("top1_prob").run()
     assert not at.exception
-    prompt = ui.presets()[0].text
+    prompt = datasets.presets()[0].text
     stem = exports.file_stem("llama", prompt[-24:], "original", "top1_prob")
     assert f"{stem}.csv" in made and f"{stem}.json" in made and f"{stem}-heatmap_positions.html" in made
     csv = made[f"{stem}.csv"]()

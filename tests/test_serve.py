@@ -12,11 +12,12 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import spade_viz as sv
-from spade_viz import ui
+from apptest import open_page
+from spade_viz.app import jobs, models
 from spade_viz.serve import JobQueue, ServeSettings
 
 ROOT = Path(__file__).resolve().parent.parent
-EXPLORE = str(ROOT / "pages" / "1_Explore.py")
+EXPLORE = str(ROOT / "pages" / "explore.py")
 TIMEOUT = 180
 
 
@@ -51,8 +52,8 @@ def test_settings_off_by_default_and_from_a_file(tmp_path):
 
 @pytest.mark.parametrize("typed", ["/etc", "/etc/passwd", "Qwen/Qwen2.5-0.5B", "~/.cache/spade-viz"])
 def test_a_typed_path_or_hub_id_is_refused_naming_no_file(served, typed):
-    at = AppTest.from_file(EXPLORE, default_timeout=TIMEOUT)
-    at.session_state["sv_model"] = ui.OTHER  # as a crafted session would: the picker offers no such thing
+    at = open_page("pages/explore.py", TIMEOUT)
+    at.session_state["sv_model"] = models.OTHER  # as a crafted session would: the picker offers no such thing
     at.session_state["sv_model_path"] = typed
     at.session_state["sv_model"] = typed
     at.run()
@@ -65,29 +66,28 @@ def test_a_typed_path_or_hub_id_is_refused_naming_no_file(served, typed):
 
 
 def test_an_allowed_model_loads_and_a_second_session_leaves_the_first_alone(served):
-    first = AppTest.from_file(EXPLORE, default_timeout=TIMEOUT)
+    first = open_page("pages/explore.py", TIMEOUT)
     first.session_state["sv_model"] = served[0]
     first.run()
     assert not first.exception and not _messages(first)
     assert first.sidebar.selectbox(key="sv_model").options == served
     shown = [json.loads(chart.proto.spec)["data"][0]["z"] for chart in first.get("plotly_chart")[:1]]
-    loads = ui.MODEL_LOADS
+    loads = models.MODEL_LOADS
 
-    second = AppTest.from_file(EXPLORE, default_timeout=TIMEOUT)
+    second = open_page("pages/explore.py", TIMEOUT)
     second.session_state["sv_model"] = served[1]
     second.run()
     assert not second.exception and not _messages(second)
-    assert ui.MODEL_LOADS == loads + 1
+    assert models.MODEL_LOADS == loads + 1
 
     first.run()  # the first visitor's next rerun: same model, same numbers, nothing reloaded
     assert first.sidebar.selectbox(key="sv_model").value == served[0]
     assert [json.loads(chart.proto.spec)["data"][0]["z"] for chart in first.get("plotly_chart")[:1]] == shown
-    assert ui.MODEL_LOADS == loads + 1
+    assert models.MODEL_LOADS == loads + 1
 
 
 def test_an_oversized_upload_is_refused(served):
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.switch_page("pages/2_Early_exit.py")
+    at = open_page("pages/early_exit.py", TIMEOUT)
     at.session_state["sv_model"] = served[0]
     at.run()
     at.radio(key="ee_source").set_value("Upload a file").run()
@@ -167,15 +167,14 @@ def test_server_mode_in_chromium_offers_only_the_operators_models(cache_without_
 def test_a_heavy_job_beyond_the_limit_waits_and_says_so_on_the_page(served):
     """Another visitor's sweep holds the server's one heavy-job slot: this visitor's sweep waits for it,
     shown its place in the queue, and then runs."""
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.switch_page("pages/2_Early_exit.py")
+    at = open_page("pages/early_exit.py", TIMEOUT)
     at.session_state["sv_model"] = served[0]
     at.run()
     at.number_input(key="ee_limit").set_value(6).run()
     held, release = threading.Event(), threading.Event()
 
     def another_visitors_job():
-        with ui._job_queue(ui.serve_settings().max_heavy_jobs).slot():
+        with jobs._job_queue(models.serve_settings().max_heavy_jobs).slot():
             held.set()
             release.wait(30)
 

@@ -1,8 +1,8 @@
-"""What the Early-exit page keeps between reruns, as a plain object: a few sweeps' studies, the
-checkpoint layout a new sweep opens at, the figure of the current view, the last real-exit run.
+"""The Early-exit page's sweeps, as a plain object: a few sweeps' studies, the layout a sweep opens
+at, the threshold grid and figures of each view, the last real-exit runs.
 
-The page reads its widgets into `ExitSettings`, asks `ExitSession` for a view, and draws; this
-module decides everything else and knows nothing of Streamlit (tests drive it directly).
+The page's own state (which task, layout and threshold the user sees) is `app.state.ExitPage`;
+it asks `ExitSession` for views. This module knows nothing of Streamlit (tests drive it directly).
 """
 
 from __future__ import annotations
@@ -44,12 +44,13 @@ class ExitSettings:
         return Checkpoints(every=self.every, start=self.start)
 
     def fitted(self, arrays: ExitArrays) -> ExitSettings:
-        """The same settings made valid for `arrays`: checkpoints inside 0..L-1, a confidence it has."""
+        """The same settings made valid for `arrays`: checkpoints inside 0..L-1 (a spacing beyond the
+        last layer means one checkpoint, kept as it is), a confidence it has."""
         last = arrays.num_layers - 1
         usable = confidences(arrays)
         return replace(
             self,
-            every=min(max(1, int(self.every)), max(1, last)),
+            every=min(max(1, int(self.every)), max(1, arrays.num_layers)),
             start=min(max(0, int(self.start)), max(0, last)),
             confidence=self.confidence if self.confidence in usable else (usable or [self.confidence])[0],
         )
@@ -64,17 +65,28 @@ class LayoutChoice:
     note: str
 
 
-@dataclass(frozen=True)
-class ThresholdScale:
-    """The threshold slider of a view: its range, its step and where it starts."""
+class ThresholdGrid:
+    """The thresholds the slider can show, and the only ones the page evaluates: 0 to just above the
+    largest useful threshold in about 400 even steps, plus the view's operating points (so a jump
+    lands exactly on its point). The slider, the metrics, the examples table and the link all use a
+    value of this grid (`snap`), so they can never disagree."""
 
-    maximum: float
-    step: float
-    default: float
+    def __init__(self, view: StudyView, positions: int = 400):
+        top = max(view.max_threshold, 1e-3)
+        self.maximum = math.ceil(top * 100) / 100
+        self.step = float(f"{top / positions:.2g}")
+        steps = int(round(self.maximum / self.step))
+        points = [point_threshold(view, name) for name in ("best_accuracy", "within_1pt")]
+        even = np.round(np.linspace(0.0, steps * self.step, steps + 1), 6)
+        self.taus = np.unique(np.concatenate([even, [t for t in points if t is not None]]))
+        opening = points[1] if points[1] is not None else points[0]
+        self.default = self.snap(top / 2 if opening is None else opening)
 
-    def contains(self, threshold: float | None) -> bool:
-        """Whether the slider can show `threshold` (a kept value from another view may not fit)."""
-        return threshold is not None and 0.0 <= threshold <= self.maximum
+    def snap(self, threshold: float | None) -> float:
+        """The grid's value nearest `threshold` (None: the default)."""
+        if threshold is None or not math.isfinite(threshold):
+            return self.default
+        return float(self.taus[int(np.abs(self.taus - threshold).argmin())])
 
 
 def confidences(arrays: ExitArrays) -> list[str]:
@@ -82,38 +94,43 @@ def confidences(arrays: ExitArrays) -> list[str]:
     return [name for name in CONFIDENCES if name in arrays.decoders]
 
 
-def threshold_scale(view: StudyView) -> ThresholdScale:
-    """Slider range from 0 to just above the largest useful threshold, about 400 steps, starting at the
-    fastest threshold within 1 point (else the most accurate, else the middle)."""
-    top = max(view.max_threshold, 1e-3)
-    point = view.points.get("within_1pt") or view.points.get("best_accuracy") or {}
-    return ThresholdScale(maximum=math.ceil(top * 100) / 100, step=float(f"{top / 400:.2g}"),
-                          default=round(float(point.get("threshold", top / 2)), 6))
-
-
-def slider_grid(view: StudyView, scale: ThresholdScale) -> dict:
-    """Every slider position's numbers, for a slider that moves in the browser: thresholds 0..max in
-    the scale's steps, and at each the hybrid exit's metrics and exit-layer histogram (JSON-ready).
+def slider_grid(view: StudyView, grid: ThresholdGrid) -> dict:
+    """Every slider position's numbers, for a slider that moves in the browser: at each threshold of
+    `grid` the hybrid exit's metrics and exit-layer histogram (JSON-ready).
 
     About 400 positions x (6 numbers + L+1 counts): small whatever the number of examples."""
-    steps = int(round(scale.maximum / scale.step))
-    taus = np.round(np.linspace(0.0, steps * scale.step, steps + 1), 6)
     L = view.arrays.num_layers
-    grid = {key: [] for key in ("accuracy", "compute_fraction", "speedup", "agreement", "mean_exit_layer",
-                                "exit_rate", "histogram")}
-    for tau in taus:
+    out = {key: [] for key in ("accuracy", "compute_fraction", "speedup", "agreement", "mean_exit_layer",
+                               "exit_rate", "histogram")}
+    for tau in grid.taus:
         outcome = view.simulator.at(float(tau), with_answers=False)
         point = outcome.point
         for key in ("accuracy", "compute_fraction", "speedup", "agreement", "mean_exit_layer", "exit_rate"):
-            grid[key].append(round(float(getattr(point, key)), 6))
-        grid["histogram"].append(np.bincount(outcome.exit_layer, minlength=L + 1)[: L + 1].tolist())
-    return {"tau": taus.tolist(), **grid, "num_layers": L, "full_accuracy": float(view.full["accuracy"])}
+            out[key].append(round(float(getattr(point, key)), 6))
+        out["histogram"].append(np.bincount(outcome.exit_layer, minlength=L + 1)[: L + 1].tolist())
+    return {"tau": grid.taus.tolist(), **out, "num_layers": L, "full_accuracy": float(view.full["accuracy"])}
 
 
 def point_threshold(view: StudyView, which: str) -> float | None:
     """The threshold of an operating point ("best_accuracy", "within_1pt") of the view, if it has one."""
     point = view.points.get(which)
     return round(float(point["threshold"]), 6) if point else None
+
+
+FEW_EXAMPLES = 100  # below this, a layout and threshold chosen on half of them rarely hold on others
+
+
+def view_notes(view: StudyView) -> list[str]:
+    """What a reader must know beside the headline numbers of a view: a sweep too small for its choices
+    to mean much, or a full model no better than guessing."""
+    notes = []
+    n = len(view.arrays)
+    if n < FEW_EXAMPLES:
+        notes.append(f"Only {n} examples: the layout and threshold were chosen on {(n + 1) // 2} of them, too few "
+                     f"for a reliable choice (use at least {FEW_EXAMPLES}); read these numbers as a rough sketch.")
+    if warning := view.arrays.chance_level_warning(view.full["accuracy"]):
+        notes.append(warning)
+    return notes
 
 
 def search_layout(study: ExitStudy, settings: ExitSettings, calibrated: bool = False) -> LayoutChoice:
@@ -141,9 +158,8 @@ class ExitSession:
         self.max_studies = max_studies
         self._studies: OrderedDict[Hashable, ExitStudy] = OrderedDict()
         self._real_exits: dict[Hashable, dict] = {}
-        self._in_view: Hashable | None = None
+        self._shipped: set[Hashable] = set()
         self._figures: dict[str, tuple[StudyView, Any]] = {}
-        self.note = ""  # why the controls hold the layout they hold (the last search's note)
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._studies
@@ -164,34 +180,32 @@ class ExitSession:
         while len(self._studies) > self.max_studies:
             old, _ = self._studies.popitem(last=False)
             self._real_exits.pop(old, None)
-            if self._in_view == old:
-                self._in_view = None
+            self._shipped.discard(old)
         return study
 
-    def add_sweep(self, key: Hashable, result: SweepResult, cost: CostModel) -> ExitStudy:
-        """`add` for a sweep straight from `run_sweep` or `cached_sweep` (its skipped examples kept)."""
-        return self.add(key, ExitArrays.from_sweep(result), cost, list(result.skipped))
+    def add_sweep(self, key: Hashable, result: SweepResult, cost: CostModel, shipped: bool = False) -> ExitStudy:
+        """`add` for a sweep straight from `run_sweep` or `cached_sweep` (its skipped examples kept);
+        `shipped`: it came with the package (precomputed), not from this machine's model."""
+        study = self.add(key, ExitArrays.from_sweep(result), cost, list(result.skipped))
+        if shipped:
+            self._shipped.add(key)
+        return study
 
-    @property
-    def in_view(self) -> Hashable | None:
-        """The key of the study last opened: a study coming into view opens at its own best layout."""
-        return self._in_view
+    def shipped(self, key: Hashable) -> bool:
+        """Whether the study under `key` is a sweep that shipped with the package."""
+        return key in self._shipped
 
-    def open(self, key: Hashable, settings: ExitSettings) -> LayoutChoice:
-        """Bring the study under `key` into view at its fastest layout within 1 point (the cost
-        options and confidence of `settings` kept), and its threshold."""
+    def opening(self, key: Hashable, settings: ExitSettings) -> LayoutChoice:
+        """Where the study under `key` opens: its fastest layout within 1 point, chosen on the
+        calibration half (the cost options and confidence of `settings` kept), and its threshold."""
         study = self._studies[key]
-        self._in_view = key
         choice = search_layout(study, settings.fitted(study.arrays), calibrated=True)
-        self.note = choice.note + " (chosen when the sweep opened; change it below)"
-        return replace(choice, note=self.note)
+        return replace(choice, note=choice.note + " (chosen when the sweep opened; change it below)")
 
     def search(self, key: Hashable, settings: ExitSettings) -> LayoutChoice:
         """The fastest layout within 1 point for the current cost options and confidence."""
         study = self._studies[key]
-        choice = search_layout(study, settings.fitted(study.arrays))
-        self.note = choice.note
-        return choice
+        return search_layout(study, settings.fitted(study.arrays))
 
     def view(self, key: Hashable, settings: ExitSettings) -> StudyView:
         """Curves, baselines and operating points of the study at `settings` (cached per setting)."""
@@ -206,6 +220,14 @@ class ExitSession:
             held = (view, build())
             self._figures[name] = held
         return held[1]
+
+    def grid(self, view: StudyView) -> ThresholdGrid:
+        """The threshold grid of `view` (built once per view)."""
+        return self.figure("threshold_grid", view, lambda: ThresholdGrid(view))
+
+    def slider(self, view: StudyView) -> dict:
+        """Every slider position's numbers for `view` (built once per view)."""
+        return self.figure("slider_grid", view, lambda: slider_grid(view, self.grid(view)))
 
     def record_real_exit(self, key: Hashable, report: dict) -> None:
         """Keep a real-exit report (`RealExitReport.to_dict()`) beside the study it was measured on."""

@@ -129,7 +129,7 @@ def decode(query: Mapping[str, str | Sequence[str]], params: Sequence[Param]) ->
 
 def explore_params(presets: Sequence[str], metrics: Sequence[str], max_tokens: int,
                    position_modes: Sequence[str] = ("original", "renumbered")) -> tuple[Param, ...]:
-    """The Explore page's view: model, prompt, preset, SPADE options, target, metric, window.
+    """The Explore page's view: model, prompt, preset, SPADE options, target, metric, window, SPADE grid.
 
     `target` is '' (the final answer), '#<id>' or a token's text; `model` is '' for the embedded
     default (a link never loads another model by itself: the page asks first).
@@ -144,6 +144,7 @@ def explore_params(presets: Sequence[str], metrics: Sequence[str], max_tokens: i
         Param("metric", "metric", "choice", metrics[0] if metrics else None, "colour metric", tuple(metrics)),
         Param("target", "target", "text", "", "target token", max_len=200),
         Param("start", "window_start", "int", None, "first position shown", low=0, high=100_000),
+        Param("grid", "spade_grid", "bool", False, "'SPADE at every position' switch"),
     )
 
 
@@ -151,14 +152,14 @@ def exit_params(tasks: Sequence[str], confidences: Sequence[str], limit: int = 2
     """The Early-exit page's view: the built-in task, the example limit, the threshold and the
     checkpoint layout (every k-th layer from a first one, continuation tokens, head charge, confidence)."""
     return (
-        Param("task", "ee_task", "choice", tasks[0] if tasks else None, "task", tuple(tasks)),
-        Param("n", "ee_limit", "int", int(limit), "number of examples", low=1, high=1_000_000),
-        Param("tau", "ee_tau", "float", None, "threshold", low=0.0, high=1_000.0),
-        Param("every", "ee_every", "int", 1, "checkpoint spacing", low=1, high=10_000),
-        Param("first", "ee_start", "int", 1, "first checkpoint layer", low=0, high=10_000),
-        Param("cont", "ee_cont", "choice", 1, "continuation tokens", (1, 2)),
-        Param("head", "ee_head", "bool", True, "head charge switch"),
-        Param("conf", "ee_conf", "choice", confidences[0] if confidences else None, "confidence",
+        Param("task", "task", "choice", tasks[0] if tasks else None, "task", tuple(tasks)),
+        Param("n", "limit", "int", int(limit), "number of examples", low=1, high=1_000_000),
+        Param("tau", "tau", "float", None, "threshold", low=0.0, high=1_000.0),
+        Param("every", "every", "int", 1, "checkpoint spacing", low=1, high=10_000),
+        Param("first", "start", "int", 1, "first checkpoint layer", low=0, high=10_000),
+        Param("cont", "continuation_tokens", "choice", 1, "continuation tokens", (1, 2)),
+        Param("head", "include_head", "bool", True, "head charge switch"),
+        Param("conf", "confidence", "choice", confidences[0] if confidences else None, "confidence",
               tuple(confidences)),
     )
 
@@ -166,8 +167,8 @@ def exit_params(tasks: Sequence[str], confidences: Sequence[str], limit: int = 2
 def compare_params(tasks: Sequence[str], limit: int = 200) -> tuple[Param, ...]:
     """The Compare page's view: the built-in task and the example limit."""
     return (
-        Param("task", "cd_task", "choice", tasks[0] if tasks else None, "task", tuple(tasks)),
-        Param("n", "cd_limit", "int", int(limit), "number of examples", low=1, high=1_000_000),
+        Param("task", "task", "choice", tasks[0] if tasks else None, "task", tuple(tasks)),
+        Param("n", "limit", "int", int(limit), "number of examples", low=1, high=1_000_000),
     )
 
 

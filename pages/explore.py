@@ -1,4 +1,8 @@
-"""Explore one prompt: what every layer would answer, decoded by the logit lens and by SPADE."""
+"""Explore one prompt: what every layer would answer, decoded by the logit lens and by SPADE.
+
+Everything shown derives from one `ExplorePage` state (the prompt, the options, the target, the
+window, the SPADE grid switch); widgets and the link are drawn from it on every run.
+"""
 
 from __future__ import annotations
 
@@ -7,115 +11,101 @@ import json
 import streamlit as st
 
 import spade_viz as sv
-from spade_viz import decoders, links, ui, viz
+from spade_viz import decoders, viz
+from spade_viz.app import chrome, jobs, links, models, sharing
+from spade_viz.app.datasets import presets
+from spade_viz.app.pages import SENT_PROMPT
+from spade_viz.app.state import ExplorePage
+from spade_viz.app.widgets import bind, page_state
 from spade_viz.viz import exports
 
-st.set_page_config(page_title="Explore · spade-viz", page_icon=":material/search:", layout="wide")
-PRESETS = ui.presets()
+PRESETS = presets()
 BY_NAME = {p.name: p for p in PRESETS}
+TEXTS = {p.name: p.text for p in PRESETS}
 WINDOW = 14  # prompt positions shown at once in heatmap 1: readable cells on a laptop screen
-
-state = st.session_state
-# widget defaults here, not in the widgets: a shared link may set them
-state.setdefault("max_tokens", min(ui.DEFAULT_MAX_TOKENS, ui.serve_settings().max_prompt_tokens))
-state.setdefault("show_no_bos", False)  # the ablation costs a second SPADE pass: on request
-if "prompt" not in state:  # first visit: the first preset, analysed straight away
-    state["prompt"] = PRESETS[0].text
-    state["_sv_request"] = PRESETS[0].text
-
-
-def use_preset() -> None:
-    state["prompt"] = BY_NAME[state["preset"]].text
-    state["_sv_request"] = state["prompt"]
-
-
-def run_prompt() -> None:
-    state["_sv_request"] = state["prompt"]
-
+PLOT = dict(theme=None, config={"displaylogo": False})
 
 st.title("Explore a prompt, layer by layer")
-ui.explain(
+chrome.explain(
     "A language model builds its answer gradually, one layer after another. Here you can see what it "
     "would answer if we stopped at each layer and decoded right there: with the **logit lens** (read the "
     "layer's state directly) and with **SPADE** (keep only the start token `<s>` and the answer token, and "
     "let the remaining layers finish)."
 )
-LINK = links.explore_params([p.name for p in PRESETS], list(viz.METRICS), ui.DEFAULT_MAX_TOKENS)
-if (link := ui.opened_link("explore", LINK)) is not None:  # a shared link: its prompt and view
-    for name in link.given & {"preset", "spade_positions", "max_tokens", "show_no_bos", "metric"}:
-        state[name] = link.state[name]
-    if "max_tokens" in link.given:  # within this server's limit (a widget resets a value past its maximum)
-        state["max_tokens"] = min(state["max_tokens"], ui.serve_settings().max_prompt_tokens)
-    shared = link.state["prompt"] or ("preset" in link.given and BY_NAME[link.state["preset"]].text)
-    if shared:
-        state["prompt"] = state["_sv_request"] = shared
-    state["_sv_link_view"] = {name: link.state[name] for name in link.given & {"target", "window_start"}}
-lm = ui.sidebar_model()  # after the title and explanation: they paint while the model loads
+from spade_viz.app import analyses  # noqa: E402  (deferred: the title paints before torch loads)
+
+most_tokens = models.serve_settings().max_prompt_tokens
+page: ExplorePage = page_state("_sv_explore", lambda: ExplorePage(
+    preset=PRESETS[0].name, prompt=PRESETS[0].text, request=PRESETS[0].text, metric=next(iter(viz.METRICS)),
+    max_tokens=min(analyses.DEFAULT_MAX_TOKENS, most_tokens)))  # a first visit analyses the first preset
+LINK = links.explore_params([p.name for p in PRESETS], list(viz.METRICS), analyses.DEFAULT_MAX_TOKENS)
+if (link := sharing.opened("explore", LINK)) is not None:  # a shared link: its prompt and view
+    page.take_link(link, TEXTS)
+if (sent := st.session_state.pop(SENT_PROMPT, None)) is not None:  # "Open in Explore" on another page
+    page.analyse(sent)
+page.max_tokens = max(2, min(int(page.max_tokens), most_tokens))  # within this server's limit
+lm = models.current()  # after the title and explanation: they paint while the model loads
 
 
-def share(view: dict | None = None) -> None:
-    """The page's state into the URL and the "Copy link" box (called before every stop)."""
-    if view is None and (pending := state.get("_sv_link_view")):  # not applied yet: keep it in the link
-        view = {"target": "other" if pending.get("target") else "final", "target_text": pending.get("target", ""),
-                "window_start": pending.get("window_start")}
-    preset = state.get("preset", PRESETS[0].name)
-    widgets = {name: state.get(name) for name in ("spade_positions", "max_tokens", "show_no_bos", "metric")}
-    shared = links.explore_link_state({"model": ui.link_model(lm), "preset": preset, "prompt": state.get("_sv_request")
-                                       or state.get("prompt", ""), **widgets, **(view or {})},
-                                      {p.name: p.text for p in PRESETS})
-    ui.share_link("explore", links.encode(shared, LINK), where=link_box)
+def use_preset() -> None:
+    page.analyse(BY_NAME[page.preset].text)
+
+
+def analyse_box() -> None:
+    """Analyse the box's text (the button, or Ctrl+Enter in the box): read from the box itself, whichever
+    of the two callbacks runs first."""
+    page.analyse(st.session_state.get("prompt", page.prompt))
 
 
 left, right = st.columns([1, 2.2], gap="medium")
 with left:
-    st.selectbox("Preset", list(BY_NAME), key="preset", on_change=use_preset, persist_state="session",
-                 help="Picking a preset fills the prompt box and analyses it; you can then edit the text.")
-    picked = BY_NAME[state.get("preset", PRESETS[0].name)]
-    if picked.note and state.get("prompt") == picked.text:  # not once the user has edited the text
+    st.selectbox("Preset", list(BY_NAME), help="Picking a preset fills the prompt box and analyses it; you can "
+                 "then edit the text.", **bind(page, "preset", "preset", then=use_preset))
+    picked = BY_NAME[page.preset]
+    if picked.note and page.prompt == picked.text:  # not once the user has edited the text
         st.caption(picked.note)
-    st.button("Analyze", key="run", type="primary", on_click=run_prompt, icon=":material/play_arrow:",
-              disabled=lm is None)
+    st.button("Analyze", key="run", type="primary", icon=":material/play_arrow:", on_click=analyse_box,
+              disabled=lm is None, help="Ctrl+Enter in the prompt box does the same.")
     link_box = st.popover("Copy link", icon=":material/link:", help="A link to this page as you see it now.")
 with right:
-    lines = str(state.get("prompt", "")).count("\n") + 1
-    st.text_area("Prompt (the model predicts the token that comes next)", key="prompt",
-                 height=min(280, max(110, 22 * lines + 42)), persist_state="session")
+    lines = page.prompt.count("\n") + 1
+    st.text_area("Prompt (the model predicts the token that comes next)", height=min(280, max(110, 22 * lines + 42)),
+                 **bind(page, "prompt", "prompt", then=analyse_box))
 
 with st.expander("SPADE and input options"):
     opt1, opt2 = st.columns(2)
     opt1.radio(
-        "SPADE position ids", ["original", "renumbered"], key="spade_positions", horizontal=True,
-        persist_state="session",
+        "SPADE position ids", ["original", "renumbered"], horizontal=True,
         help="original: the answer token keeps its position in the prompt (0 and T); renumbered: the two "
-             "kept tokens become positions 0 and 1.",
-    )
-    opt2.number_input("Token limit", min_value=2, max_value=ui.serve_settings().max_prompt_tokens, step=64,
-                      key="max_tokens", persist_state="session",
-                      help="Longer prompts are refused (the model's own context length also applies).")
+             "kept tokens become positions 0 and 1.", **bind(page, "spade_positions", "spade_positions"))
+    opt2.number_input("Token limit", min_value=2, max_value=most_tokens, step=64,
+                      help="Longer prompts are refused (the model's own context length also applies).",
+                      **bind(page, "max_tokens", "max_tokens"))
 
-request = state.get("_sv_request")
+
+def share() -> None:
+    """The page's state into the URL and the "Copy link" box (called before every stop)."""
+    sharing.share("explore", links.encode(page.query(sharing.link_model(lm), TEXTS), LINK), where=link_box)
+
+
 if lm is None:
     st.info("Load a model in the sidebar to analyse the prompt.")
     share()
     st.stop()
-if request is None:
+if page.request is None:
     st.info("Pick a preset or type a prompt, then press **Analyze**.")
     share()
     st.stop()
-if request != state["prompt"]:
-    st.caption("✏️ The prompt box has changed since the last analysis: press **Analyze** to update the views.")
-
-spade_positions = state.get("spade_positions", "original")
-max_tokens = int(state.get("max_tokens", ui.DEFAULT_MAX_TOKENS))
+request = page.request
 try:
     with st.spinner("Running the model and decoding every layer…"):
-        base = ui.analysis(lm, request, spade_positions=spade_positions, max_tokens=max_tokens,
-                           without_bos=bool(state.get("show_no_bos")))
+        base = analyses.analysis(lm, request, spade_positions=page.spade_positions, max_tokens=page.max_tokens,
+                                 without_bos=page.show_no_bos)
 except sv.SpadeVizError as err:
-    ui.show_error(err)
+    chrome.show_error(f"{err} (the token limit is under *SPADE and input options*)" if "token" in str(err) else err)
     share()
     st.stop()
-for problem in ui.lens_problems(lm):
+for problem in analyses.lens_problems(lm):
     st.warning(f"A saved lens was not used: {problem}")
 
 # ------------------------------------------------------------------ view controls (no recompute)
@@ -123,17 +113,7 @@ final = base.answer["logit_lens"]
 candidates = [int(i) for i in final.top_ids[-1, 0]]
 cand_probs = {int(i): float(p) for i, p in zip(final.top_ids[-1, 0], final.top_probs[-1, 0])}
 target_options = ["final", *[f"#{i}" for i in candidates[1:]], "other"]
-analysis_id = (ui.model_key(lm), request, spade_positions, max_tokens)
-if state.get("target") not in target_options or state.get("_sv_target_for") != analysis_id:
-    state["target"] = "final"  # a new analysis starts on the model's own answer
-    state["_sv_target_for"] = analysis_id
-if (view := state.pop("_sv_link_view", None)) is not None:  # a shared link's target and window
-    if "target" in view:
-        state["target"], state["target_text"] = links.explore_target(view["target"], target_options)
-    if "window_start" in view:
-        state["window_start"], state["_sv_window_for"] = view["window_start"], request
-
-
+page.fit_target(target_options)
 shown = {i: viz.visible_token(base.token(i)) for i in candidates}
 clash = {i for i in candidates if list(shown.values()).count(shown[i]) > 1}  # e.g. two partial-byte tokens
 
@@ -148,52 +128,55 @@ def target_label(option: str) -> str:
 
 
 c1, c2, c3, c4 = st.columns([1, 1.3, 1.25, 1], vertical_alignment="bottom")
-metric = c1.selectbox("Colour cells by", list(viz.METRICS), key="metric", persist_state="session",
-                      format_func=lambda m: viz.METRICS[m].label,
-                      help=" ".join(f"{m.label}: {m.help}" for m in viz.METRICS.values()))
-choice = c2.selectbox("Target token", target_options, key="target", format_func=target_label,
-                      help="The token whose probability and rank are followed through the layers.")
+c1.selectbox("Colour cells by", list(viz.METRICS), format_func=lambda m: viz.METRICS[m].label,
+             help=" ".join(f"{m.label}: {m.help}" for m in viz.METRICS.values()), **bind(page, "metric", "metric"))
+c2.selectbox("Target token", target_options, format_func=target_label,
+             help="The token whose probability and rank are followed through the layers.",
+             **bind(page, "target", "target"))
 target = None
-if choice == "other":
-    typed = c2.text_input("Target token text", key="target_text",
-                          placeholder="' Yes' (with its leading space) or #1234")
-    target = typed or None
-elif choice != "final":
-    target = int(choice[1:])
-show_no_bos = c3.checkbox("Show SPADE without <s>", key="show_no_bos", persist_state="session",
-                          help="The ablation: SPADE keeps only the answer token, without the start token.")
+if page.target == "other":
+    c2.text_input("Target token text", placeholder="' Yes' (with its leading space) or #1234",
+                  **bind(page, "target_text", "target_text"))
+    target = page.target_text or None
+elif page.target != "final":
+    target = int(page.target[1:])
+c3.checkbox("Show SPADE without <s>", help="The ablation: SPADE keeps only the answer token, without the start token.",
+            **bind(page, "show_no_bos", "show_no_bos"))
 
 res = base
 if target is not None:
     try:
-        res = ui.analysis(lm, request, spade_positions=spade_positions, max_tokens=max_tokens, target=target,
-                          without_bos=bool(state.get("show_no_bos")))
+        res = analyses.analysis(lm, request, spade_positions=page.spade_positions, max_tokens=page.max_tokens,
+                                target=target, without_bos=page.show_no_bos)
     except sv.SpadeVizError as err:
-        ui.show_error(f"Target not used: {err}")
+        chrome.show_error(f"Target not used: {err}")
     else:
-        if choice == "other":
+        if page.target == "other":
             c2.caption(f"Following token `{viz.visible_token(res.token(res.target_id))}` (id {res.target_id}), "
                        "the first token of your text.")
 
-spade_grid = ui.spade_grid(lm, request, spade_positions, max_tokens, compute=False)  # pressed before?
-if spade_grid is not None:
-    res = sv.with_grid(lm, res, "spade", spade_grid)
+spade_grid = None
+if page.spade_grid:  # kept for this prompt, or asked for by a link: computed on the button's press
+    spade_grid = analyses.spade_grid(lm, request, page.spade_positions, page.max_tokens, compute=False)
+    if spade_grid is not None:
+        res = sv.with_grid(lm, res, "spade", spade_grid)
 
 n = len(res.tokens)
 window = (0, n)
 if n > WINDOW:
     last_start = n - WINDOW
-    if state.get("_sv_window_for") != request or state.get("window_start", 0) > last_start:
-        state["window_start"] = last_start  # a new prompt: show the positions that end at the answer
-        state["_sv_window_for"] = request
-    start = c4.slider("First position shown", 0, last_start, key="window_start",
-                      help=f"The grid shows {WINDOW} positions at a time; slide to move along the prompt.")
+    if page.window_start is not None and page.window_start >= last_start:
+        page.window_start = None  # the window ending at the answer
+    start = c4.slider("First position shown", 0, last_start,
+                      help=f"The grid shows {WINDOW} positions at a time; slide to move along the prompt.",
+                      **bind(page, "window_start", "window_start",
+                             show=lambda v: last_start if v is None else v,
+                             take=lambda v: None if v >= last_start else int(v)))
     window = (start, start + WINDOW)
-share({"target": choice, "target_text": state.get("target_text", ""),
-       "window_start": window[0] if n > WINDOW and window[0] != n - WINDOW else None})
+share()
 
-drawn = decoders.ordered(d for d in res.decoders if show_no_bos or d != "spade_no_bos")
-zrange = viz.metric_range(res, metric)
+drawn = decoders.ordered(d for d in res.decoders if page.show_no_bos or d != "spade_no_bos")
+zrange = viz.metric_range(res, page.metric)
 first = {d: res.first_stable_layer(d) for d in drawn}
 
 
@@ -208,7 +191,8 @@ st.markdown(
     + ", ".join(f"{decoders.label(d)}: **{settled(d)}**" for d in drawn)
 )
 
-scale = ui.font_scale()
+scale = chrome.font_scale()
+metric = page.metric
 figs = {
     "heatmap_positions": viz.layer_position_heatmap(res, metric, window=window, zrange=zrange,
                                                     compact=spade_grid is not None, font_scale=scale),
@@ -223,14 +207,14 @@ if spade_grid is not None:  # the whole prompt by SPADE (and a saved tuned lens)
              for name in grid_names if name != "logit_lens"}
     figs["agreement"] = viz.agreement_heatmap(res, "spade", "logit_lens", window=window, font_scale=scale)
 
-ui.explain(
+chrome.explain(
     "**Logit lens at every position.** Each row is a layer (0 = the input embeddings, top = the model's "
     "output); each column is a token of your prompt. A cell shows the token the model would predict next at that "
     "position if it stopped at that layer; hover for the top 5. The answer position is outlined in red."
 )
 if spade_grid is None:
-    st.plotly_chart(figs["heatmap_positions"], key="fig_positions", theme=None, config={"displaylogo": False})
-    ui.explain(
+    st.plotly_chart(figs["heatmap_positions"], key="fig_positions", **PLOT)
+    chrome.explain(
         "**SPADE at every position.** Decode each token of the prompt as if it were the answer: keep `<s>` and "
         "that token at each layer and let the remaining layers finish. Position 0 is `<s>` itself: with nothing to "
         "drop, SPADE there is the model's own output at every layer."
@@ -240,14 +224,16 @@ if spade_grid is None:
                       "times the analysis's own time, more for a long prompt; kept afterwards for this prompt."):
         bar = st.progress(0.0, text="SPADE at every position…")
         try:
-            ui.spade_grid(lm, request, spade_positions, max_tokens, progress=ui.bar_progress(bar, "Decoding"))
+            analyses.spade_grid(lm, request, page.spade_positions, page.max_tokens,
+                                progress=jobs.bar_progress(bar, "Decoding"))
         except sv.SpadeVizError as err:
-            ui.show_error(err)
+            chrome.show_error(err)
         else:
+            page.spade_grid = True
             st.rerun()  # redraw with the grid beside the logit lens
         bar.empty()
 else:
-    ui.explain(
+    chrome.explain(
         "**SPADE at every position, beside the logit lens** (one colour scale). In SPADE's grid each column is "
         "decoded as if that token were the answer: keep `<s>` and it, let the remaining layers finish. Position 0 "
         "is `<s>` itself: with nothing to drop, SPADE there is the model's own output at every layer."
@@ -255,36 +241,38 @@ else:
     for column, name in zip(st.columns(len(grid_names), gap="small"), grid_names):
         key = "heatmap_positions" if name == "logit_lens" else f"heatmap_positions_{name}"
         column.plotly_chart(figs[key], key="fig_positions" if name == "logit_lens" else f"fig_positions_{name}",
-                            theme=None, config={"displaylogo": False})
-    ui.explain(
+                            **PLOT)
+    chrome.explain(
         "**Where the two disagree.** Green: both already give the model's final answer at that position; orange: "
         "only SPADE does; blue: only the logit lens. Triangles and circles mark the layer from which each settles "
         "on the final answer; the number on top is how many layers earlier SPADE settles."
     )
-    st.plotly_chart(figs["agreement"], key="fig_agreement", theme=None, config={"displaylogo": False})
+    st.plotly_chart(figs["agreement"], key="fig_agreement", **PLOT)
+    st.button("Hide SPADE at every position", key="spade_grid_hide", icon=":material/grid_off:",
+              on_click=setattr, args=(page, "spade_grid", False))
 
 h2, curves = st.columns([1, 1.9], gap="medium")
 with h2:
-    ui.explain(
+    chrome.explain(
         "**The answer position, decoded several ways.** SPADE often finds the final answer many layers before "
         "the logit lens. Red outline: from this layer up, the decoder's top-1 is the final answer."
     )
-    st.plotly_chart(figs["heatmap_answer"], key="fig_answer", theme=None, config={"displaylogo": False})
+    st.plotly_chart(figs["heatmap_answer"], key="fig_answer", **PLOT)
 with curves:
-    ui.explain(
+    chrome.explain(
         "**Curves at the answer position.** Entropy measures how undecided a prediction is (0 = certain). Below, "
         "the probability and the rank of the target token (rank 1 = the top prediction). A star and a dotted "
         "line mark the first layer from which each decoder's top-1 is the final answer and stays so."
     )
-    st.plotly_chart(figs["entropy_curves"], key="fig_entropy", theme=None, config={"displaylogo": False})
-    st.plotly_chart(figs["target_curves"], key="fig_target", theme=None, config={"displaylogo": False})
+    st.plotly_chart(figs["entropy_curves"], key="fig_entropy", **PLOT)
+    st.plotly_chart(figs["target_curves"], key="fig_target", **PLOT)
 
 # ------------------------------------------------------------------ downloads (built only on click)
-meta = exports.export_meta({"model": res.model_name, "prompt": request, "spade_positions": spade_positions,
-                            "max_tokens": max_tokens, "target": res.token(res.target_id), "metric": metric,
+meta = exports.export_meta({"model": res.model_name, "prompt": request, "spade_positions": page.spade_positions,
+                            "max_tokens": page.max_tokens, "target": res.token(res.target_id), "metric": metric,
                             "positions_shown": f"{window[0]}-{window[1] - 1}",
                             "spade_every_position": spade_grid is not None})
-stem = exports.file_stem(res.model_name, request[-24:], spade_positions, metric)  # the prompt's end: its question
+stem = exports.file_stem(res.model_name, request[-24:], page.spade_positions, metric)  # the prompt's end: its question
 FIGURE_NAMES = {"heatmap_positions": "Positions heatmap", "heatmap_answer": "Answer heatmap",
                 "entropy_curves": "Entropy curves", "target_curves": "Target curves",
                 "heatmap_positions_spade": "SPADE positions heatmap",

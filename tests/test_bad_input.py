@@ -477,7 +477,6 @@ def test_early_exit_page_shows_what_is_wrong_with_an_upload(name, data, kind, ex
 
 def test_explore_page_refuses_a_file_as_model_and_a_huge_prompt(tiny_folders):
     from apptest import open_page
-
     from spade_viz.app import models
 
     at = open_page("pages/explore.py", 240)

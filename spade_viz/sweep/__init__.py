@@ -5,11 +5,10 @@
 
 from .cache import load_cached, save_cached, sweep_cache_dir
 from .passes import LinearPlan, cached_sweep, plan_linear_spade, run_sweep, sweep_cache_key
-from .results import CSV_COLUMNS, DECODERS, SWEEP_FORMAT, SweepResult, SweepSettings
+from .results import CSV_COLUMNS, SWEEP_FORMAT, SweepResult, SweepSettings
 
 __all__ = [
     "CSV_COLUMNS",
-    "DECODERS",
     "SWEEP_FORMAT",
     "LinearPlan",
     "SweepResult",

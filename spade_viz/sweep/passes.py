@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..data.datasets import Dataset
+from ..decoders import SWEEP_COLUMNS
 from ..engine import batches
 from ..errors import InputError
 from ..lenses.affine import AffineLens, find_lens
@@ -289,8 +290,8 @@ def run_sweep(
     started = time.perf_counter()
     n, layers = len(prepared), lm.num_layers
     choices_all = _choice_matrix([p.choice_ids for p in prepared])
-    names = ["logit_lens", "spade"] + (["linear_spade"] if plan.mode != "off" else []) \
-        + (["tuned_lens"] if tuned is not None else [])
+    left_out = {"linear_spade": plan.mode == "off", "tuned_lens": tuned is None}
+    names = [name for name in SWEEP_COLUMNS if not left_out.get(name)]
     swept = _Swept(n, layers, names, crossfit=plan.mode == "crossfit")
     mine = list(batches(prepared, settings.batch_size))[rank::size]
     total = sum(len(batch) for batch in mine)

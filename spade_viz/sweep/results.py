@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.files import atomic_output, atomic_write_text, check_output
-from ..decoders import SWEEP_COLUMNS as DECODERS  # the order of columns and rows
+from ..decoders import SWEEP_COLUMNS  # the order of columns and rows
 from ..errors import InputError, check_int, check_number
 from ..lenses.spade import POSITION_MODES
 
@@ -89,7 +89,7 @@ class SweepResult:
 
     @property
     def decoders(self) -> list[str]:
-        return [name for name in DECODERS if name in self.top1]
+        return [name for name in SWEEP_COLUMNS if name in self.top1]
 
     @property
     def num_examples(self) -> int:

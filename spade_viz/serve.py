@@ -8,7 +8,7 @@ Streamlit's own limits). `SPADE_VIZ_SERVE=1` switches it on with safe defaults;
     max_models = 2            # resident at once; past it the least recently used is unloaded
     max_upload_mb = 5
     max_rows = 2000           # rows of an uploaded file
-    max_prompt_tokens = 512
+    max_prompt_tokens = 512   # default: the default token limit (spade_viz.limits)
     max_sweep_examples = 300
     max_heavy_jobs = 1        # sweeps, fitting and training at once across the server; others queue
     visitors_save = false     # may visitors save lenses and sweeps that every visitor then uses
@@ -29,6 +29,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .errors import InputError
+from .limits import DEFAULT_TOKEN_LIMIT
 
 ENV = "SPADE_VIZ_SERVE"
 
@@ -53,8 +54,8 @@ class ServeSettings:
         value = (os.environ if environ is None else environ).get(ENV, "").strip()
         if value in ("", "0", "false", "no"):
             return cls()
-        served = cls(enabled=True, max_upload_mb=5, max_rows=2000, max_prompt_tokens=512, max_sweep_examples=300,
-                     max_heavy_jobs=1, visitors_save=False)
+        served = cls(enabled=True, max_upload_mb=5, max_rows=2000, max_prompt_tokens=DEFAULT_TOKEN_LIMIT,
+                     max_sweep_examples=300, max_heavy_jobs=1, visitors_save=False)
         if value in ("1", "true", "yes"):
             return served
         return served.with_file(Path(value))

@@ -70,7 +70,7 @@ def test_the_workflow_is_public(name):
 
 PACKAGE = ROOT / "spade_viz"
 LAYERS = [  # lowest first; a module may import its own layer and the ones below, never above
-    ("spade_viz.errors", "spade_viz.decoders", "spade_viz.links"),
+    ("spade_viz.errors", "spade_viz.decoders", "spade_viz.limits", "spade_viz.links"),
     ("spade_viz.data",),
     ("spade_viz.models",),
     ("spade_viz.engine",),
@@ -177,3 +177,26 @@ def test_no_code_or_doc_cites_a_file_outside_the_repo():
     citing = [str(p.relative_to(ROOT)) for p in texts
               if p.name != "test_layers.py" and "DESIGN.md" in p.read_text(encoding="utf-8")]
     assert not citing, citing
+
+
+# ------------------------------------------------------------------ one home per concept
+
+def test_every_token_limit_default_is_the_one_constant():
+    import inspect
+
+    from spade_viz import cli, serve
+    from spade_viz.engine import prepare_examples
+    from spade_viz.exit.real import prepare_prompts
+    from spade_viz.lenses.linear_spade import calibrate_linear_spade
+    from spade_viz.limits import DEFAULT_TOKEN_LIMIT
+    from spade_viz.sweep import SweepSettings
+    from spade_viz.sweep.prepared import prepare_dataset
+
+    for function in (prepare_examples, prepare_prompts, calibrate_linear_spade, prepare_dataset):
+        assert inspect.signature(function).parameters["max_tokens"].default == DEFAULT_TOKEN_LIMIT, function
+    assert SweepSettings().max_tokens == DEFAULT_TOKEN_LIMIT
+    assert serve.ServeSettings.from_env({"SPADE_VIZ_SERVE": "1"}).max_prompt_tokens == DEFAULT_TOKEN_LIMIT
+    parser = cli.build_parser()
+    for command in ("analyze", "sweep", "calibrate"):
+        assert parser.parse_args([command, "x"] if command == "analyze" else
+                                 [command, "--dataset", "capitals"]).max_tokens == DEFAULT_TOKEN_LIMIT

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from ..errors import SpadeVizError
+from ..limits import DEFAULT_TOKEN_LIMIT
 from ..models.loading import DEFAULT_MODEL, DTYPES
 from .options import Parser, existing, finite_float, load_dataset_noted, model_inputs, skipped_notes, warn, whole
 
@@ -244,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--spade-positions", default="original", choices=["original", "renumbered"])
     analyze.add_argument("--without-bos", action="store_true",
                          help="add the ablation 'SPADE without <s>' (a second SPADE pass)")
-    analyze.add_argument("--max-tokens", type=MAX_TOKENS, default=512)
+    analyze.add_argument("--max-tokens", type=MAX_TOKENS, default=DEFAULT_TOKEN_LIMIT)
     analyze.add_argument("--json", action="store_true", help="print one JSON object")
     analyze.set_defaults(run=_cmd_analyze)
 
@@ -269,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--ridge", type=finite_float(0, low_open=True), default=1e-2,
                        help="ridge of the cross-fitted maps (default 0.01)")
     sweep.add_argument("--no-tuned-lens", action="store_true", help="leave out the saved tuned lens")
-    sweep.add_argument("--max-tokens", type=MAX_TOKENS, default=512)
+    sweep.add_argument("--max-tokens", type=MAX_TOKENS, default=DEFAULT_TOKEN_LIMIT)
     sweep.set_defaults(run=_cmd_sweep)
 
     calibrate = commands.add_parser("calibrate", help="fit linear SPADE (or train a tuned lens) and save it")
@@ -290,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="seed of the calibration / held-out split")
     calibrate.add_argument("--spade-positions", default="original", choices=["original", "renumbered"])
     calibrate.add_argument("--batch-size", type=whole(1, 4096), default=16)
-    calibrate.add_argument("--max-tokens", type=MAX_TOKENS, default=512)
+    calibrate.add_argument("--max-tokens", type=MAX_TOKENS, default=DEFAULT_TOKEN_LIMIT)
     calibrate.add_argument("--json", action="store_true", help="print one JSON object")
     calibrate.set_defaults(run=_cmd_calibrate)
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from spade_viz.errors import InputError, lone_surrogate_at
+from spade_viz.limits import DEFAULT_TOKEN_LIMIT
 
 __all__ = [
     "MAX_BYTES",
@@ -50,7 +51,6 @@ __all__ = [
 
 MAX_BYTES = 20 * 1024 * 1024
 MAX_ROWS = 20_000
-DEFAULT_TOKEN_LIMIT = 512  # the token limit of an analysis or a sweep unless the user sets another
 # No tokenizer averages more characters per token (SmolLM2's longest tokens, runs of '=' or spaces,
 # have 64): text longer than max_tokens x this cannot fit and is refused before it is tokenized.
 MAX_CHARS_PER_TOKEN = 128

@@ -33,6 +33,7 @@ from ..errors import InputError, check_int, check_number
 from ..lenses.affine import AffineLens
 from ..lenses.spade import spade_position
 from ..lenses.stats import choice_entropy_top1, shortlist_entropy
+from ..limits import DEFAULT_TOKEN_LIMIT
 from ..models import surgery
 from ..models.loading import LoadedModel, operation
 from .cost import Checkpoints, CostModel, full_cost, hybrid_costs
@@ -48,7 +49,7 @@ class PreparedPrompt:
     candidates: list[int] | None = None  # restrict confidence and answer to these tokens
 
 
-def prepare_prompts(lm: LoadedModel, examples, max_tokens: int = 512,
+def prepare_prompts(lm: LoadedModel, examples, max_tokens: int = DEFAULT_TOKEN_LIMIT,
                     skipped: list | None = None) -> list[PreparedPrompt]:
     """`Example`s of a dataset -> model inputs, exactly as the sweep prepares them (split at the gold
     answer's first token; rows with choices answer among their choices' first tokens). Examples the

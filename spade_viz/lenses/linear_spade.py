@@ -37,6 +37,7 @@ import torch
 from ..data.files import check_output
 from ..engine import prepare_examples
 from ..errors import InputError, check_int, check_number
+from ..limits import DEFAULT_TOKEN_LIMIT
 from ..models.loading import LoadedModel, operation
 from .affine import AffineLens, CalibrationMismatch, default_lens_path, lens_meta
 from .spade import answer_rows
@@ -229,7 +230,7 @@ def calibrate_linear_spade(
     spade_positions: str = "original",
     seed: int = 0,
     batch_size: int = 16,
-    max_tokens: int = 512,
+    max_tokens: int = DEFAULT_TOKEN_LIMIT,
     out: str | Path | None = None,
     save: bool = True,
     progress: Progress | None = None,

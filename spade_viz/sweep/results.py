@@ -14,6 +14,7 @@ from ..data.files import atomic_output, atomic_write_text, check_output
 from ..decoders import SWEEP_COLUMNS  # the order of columns and rows
 from ..errors import InputError, check_int, check_number
 from ..lenses.spade import POSITION_MODES
+from ..limits import DEFAULT_TOKEN_LIMIT
 
 SWEEP_FORMAT = "spade-viz-sweep-2"  # 2: n_choices per example
 CSV_COLUMNS = (
@@ -32,7 +33,7 @@ class SweepSettings:
     folds: int = 5  # k of the k-fold cross-fitting of linear SPADE
     ridge: float = 1e-2  # ridge of the cross-fitted maps (a saved map keeps its own)
     tuned_lens: bool = True  # add the tuned lens when one is saved for this model
-    max_tokens: int = 512
+    max_tokens: int = DEFAULT_TOKEN_LIMIT
     # linear SPADE's entropy over only these tokens where an example has no choices (the real
     # exit's cheap confidence, `exit.honest`); () = over the whole vocabulary
     confidence_shortlist: tuple[int, ...] = ()

@@ -21,6 +21,7 @@ Streamlit or torch: `spade_viz.ui` applies it.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import tomllib
 from collections.abc import Callable, Iterator
@@ -149,8 +150,6 @@ class JobQueue:
 
 def main() -> None:
     """Print the Streamlit flags server mode needs (scripts/start.sh reads them); exit 2 on bad settings."""
-    import sys
-
     try:
         settings = ServeSettings.from_env()
     except InputError as err:

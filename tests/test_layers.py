@@ -200,3 +200,44 @@ def test_every_token_limit_default_is_the_one_constant():
     for command in ("analyze", "sweep", "calibrate"):
         assert parser.parse_args([command, "x"] if command == "analyze" else
                                  [command, "--dataset", "capitals"]).max_tokens == DEFAULT_TOKEN_LIMIT
+
+
+def _function_level_imports(path: Path) -> list[int]:
+    """Lines of the import statements inside a function (not at module level) of one file."""
+    import ast
+
+    lines = []
+
+    def visit(node, in_function):
+        for child in ast.iter_child_nodes(node):
+            if in_function and isinstance(child, (ast.Import, ast.ImportFrom)):
+                lines.append(child.lineno)
+            visit(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)))
+
+    visit(ast.parse(path.read_text(encoding="utf-8")), False)
+    return lines
+
+
+def test_at_most_35_function_level_imports():
+    """Imports belong at the top; the few deferred ones let a page paint before torch loads or keep an
+    optional library (datasets, pyarrow) unloaded until used, each with its reason beside it."""
+    files = [*PACKAGE.rglob("*.py"), ROOT / "app.py", *(ROOT / "pages").glob("*.py")]
+    found = [f"{path.relative_to(ROOT)}:{line}" for path in sorted(files) for line in _function_level_imports(path)]
+    assert len(found) <= 35, found
+
+
+MAX_LINES = 400
+LONG_MODULES = {"data/datasets.py", "models/loading.py", "lenses/tuned.py", "data/hf.py"}  # at most 4
+# over the limit until the reshaping of issue 20 lands: each entry must still be over, so a fixed one
+# is struck from this list at once
+STILL_LONG = {"ui.py": "the app package replaces it", "analysis.py": "reworked with the analysis helpers"}
+
+
+def test_no_module_over_400_lines_but_the_listed_few():
+    assert len(LONG_MODULES) <= 4
+    lengths = {str(path.relative_to(PACKAGE)): len(path.read_text(encoding="utf-8").splitlines())
+               for path in PACKAGE.rglob("*.py")}
+    over = {name for name, lines in lengths.items() if lines > MAX_LINES}
+    assert over - LONG_MODULES - set(STILL_LONG) == set(), {name: lengths[name] for name in over}
+    fixed = [name for name in STILL_LONG if lengths.get(name, 0) <= MAX_LINES]
+    assert not fixed, f"{fixed} are {MAX_LINES} lines or fewer now: strike them from STILL_LONG"

@@ -7,13 +7,27 @@ non-zero exit and a one-line reason on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import sys
 from pathlib import Path
 
-from ..errors import SpadeVizError
+from tqdm import tqdm
+
+from .. import compare
+from ..analysis import analyze
+from ..data import builtin_tasks
+from ..data.files import check_output
+from ..errors import InputError, SpadeVizError, check_text
+from ..lenses.affine import default_lens_path
+from ..lenses.linear_spade import calibrate_linear_spade, format_scores
+from ..lenses.tuned import train_tuned_lens
 from ..limits import DEFAULT_TOKEN_LIMIT
-from ..models.loading import DEFAULT_MODEL, DTYPES
+from ..models.loading import DEFAULT_MODEL, DTYPES, ensure_default_model, load_model
+from ..sweep import SweepSettings, run_sweep
+from ..sweep.distributed import launched_processes
+from .exit_commands import add_exit_commands
 from .options import Parser, existing, finite_float, load_dataset_noted, model_inputs, skipped_notes, warn, whole
 
 MAX_TOKENS = whole(2, 1_000_000)  # --max-tokens; the model's own context length caps it too
@@ -32,16 +46,11 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args):
-    from ..models.loading import load_model
-
     return load_model(args.model, device=args.device, dtype=args.dtype, max_memory=args.max_memory,
                       progress=lambda message: print(message, file=sys.stderr))
 
 
 def _cmd_analyze(args) -> None:
-    from ..analysis import analyze
-    from ..errors import check_text
-
     prompt = _read_stdin() if args.prompt == "-" else args.prompt
     check_text("the prompt", prompt)  # undecodable bytes in the command line: refused before the model loads
     if args.target is not None:
@@ -71,8 +80,6 @@ def _cmd_analyze(args) -> None:
 
 def _read_stdin() -> str:
     """Standard input as UTF-8 text, or an InputError naming the first byte that is not."""
-    from ..errors import InputError
-
     stream = getattr(sys.stdin, "buffer", None)
     if stream is None:  # a text stream without bytes underneath (tests, some shells)
         return sys.stdin.read()
@@ -85,8 +92,6 @@ def _read_stdin() -> str:
 
 
 def _cmd_fetch(_args) -> None:
-    from ..models.loading import ensure_default_model
-
     folder = ensure_default_model(progress=lambda message: print(message, file=sys.stderr))
     print(f"default model ready in {folder}")
 
@@ -98,8 +103,6 @@ class _Bars:
         self.unit, self.bar, self.stage = unit, None, None
 
     def __call__(self, done: int, total: int, stage: str) -> None:
-        from tqdm import tqdm
-
         if stage != self.stage:
             self.close()
             self.stage = stage
@@ -115,11 +118,6 @@ class _Bars:
 
 
 def _cmd_sweep(args) -> None:
-    from .. import compare
-    from ..data.files import check_output
-    from ..sweep import SweepSettings, run_sweep
-    from ..sweep.distributed import launched_processes
-
     inputs = [*existing(args.dataset, args.calibration), *model_inputs(args.model)]
     out = check_output(args.out, inputs, what="--out")  # refused before any work, never after the sweep
     check_output(out.with_suffix(".meta.json"), inputs, what="the metadata file beside --out")
@@ -154,31 +152,19 @@ def _cmd_sweep(args) -> None:
 
 
 def _cmd_calibrate(args) -> None:
-    import json
-
-    from ..data.files import check_output
-    from ..errors import InputError
-    from ..lenses.affine import default_lens_path
-
     if args.out is not None:  # never over the dataset, the text or the model; refused before any work
         check_output(args.out, [*existing(args.dataset, args.text), *model_inputs(args.model)], what="--out")
     if args.lens == "tuned":
-        from ..lenses.tuned import train_tuned_lens
-
         if args.dataset:
             raise InputError("the tuned lens trains on text (--text FILE or self-generated text), not on --dataset")
         texts = None
         if args.text:
-            from pathlib import Path
-
             path = Path(args.text).expanduser()
             if not path.is_file():
                 raise InputError(f"no such text file: {args.text}")
             texts = [part for part in path.read_text(encoding="utf-8", errors="replace").split("\n\n")
                      if part.strip()]
         lm = _load(args)
-        from tqdm import tqdm
-
         bar = tqdm(total=100, desc="tuned lens", file=sys.stderr, leave=False)
 
         def report(fraction, message):
@@ -195,14 +181,10 @@ def _cmd_calibrate(args) -> None:
         print(f"saved {path}")
         return
 
-    from ..lenses.linear_spade import calibrate_linear_spade, format_scores
-
     if args.text:
         raise InputError("linear SPADE calibrates on the answer rows of a task (--dataset NAME or FILE); maps fitted "
                          "on generic text transfer poorly to answer positions (see spade_viz/lenses/linear_spade.py)")
     if not args.dataset:
-        from ..data import builtin_tasks
-
         raise InputError("give --dataset: a built-in task (" + ", ".join(builtin_tasks()) + ") or a JSONL/CSV file")
     dataset, notes = load_dataset_noted(args.dataset)
     lm = _load(args)
@@ -216,8 +198,6 @@ def _cmd_calibrate(args) -> None:
         bars.close()
     notes += warn(skipped_notes(calibration.skipped))
     if args.json:
-        import math
-
         scores = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
                   for row in calibration.scores]  # a constant entropy has no correlation: null, strict JSON
         print(json.dumps({"path": str(calibration.path), "n_train": calibration.n_train,
@@ -294,8 +274,6 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--max-tokens", type=MAX_TOKENS, default=DEFAULT_TOKEN_LIMIT)
     calibrate.add_argument("--json", action="store_true", help="print one JSON object")
     calibrate.set_defaults(run=_cmd_calibrate)
-
-    from .exit_commands import add_exit_commands
 
     add_exit_commands(commands, _add_model_args)  # exit-curve, real-exit
     return parser

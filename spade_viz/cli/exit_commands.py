@@ -1,6 +1,4 @@
-"""The `exit-curve` and `real-exit` subcommands, registered by `spade_viz.cli.build_parser`.
-
-Model-side modules are imported inside the commands, so `--help` stays quick (no torch)."""
+"""The `exit-curve` and `real-exit` subcommands, registered by `spade_viz.cli.build_parser`."""
 
 from __future__ import annotations
 
@@ -8,8 +6,17 @@ import argparse
 import json
 import math
 import sys
+from pathlib import Path
 
 from ..errors import InputError
+from ..exit.arrays import ExitArrays
+from ..exit.cost import Checkpoints, CostModel
+from ..exit.honest import calibrated_real_exit
+from ..exit.real import format_real_exit, prepare_prompts, run_real_exit
+from ..exit.report import exit_curve_report, format_exit_curve, resolve_cost
+from ..exit.simulate import search_checkpoints
+from ..lenses.affine import AffineLens, find_lens
+from ..models.loading import config_parameter_counts, load_model
 from .options import finite_float, load_dataset_noted, skipped_notes, warn, whole
 
 
@@ -26,11 +33,6 @@ def _checkpoint_args(parser: argparse.ArgumentParser, default: str = "all") -> N
 
 
 def _cmd_exit_curve(args) -> None:
-    from ..exit.arrays import ExitArrays
-    from ..exit.cost import Checkpoints
-    from ..exit.report import exit_curve_report, format_exit_curve, resolve_cost
-    from ..models.loading import config_parameter_counts
-
     if args.thresholds < 2:
         raise InputError("--thresholds must be at least 2")
     if not 0 <= args.tolerance < 1:
@@ -47,8 +49,6 @@ def _cmd_exit_curve(args) -> None:
     searched, calibration = None, None
     threshold = args.threshold
     if checkpoints is None:
-        from ..exit.simulate import search_checkpoints
-
         arrays.require(args.confidence, " to use as the exit confidence")
         if layout == "calibrated":
             chosen_on, arrays = arrays.calibration_split()
@@ -91,8 +91,6 @@ def _clean(value):
 
 
 def _cmd_real_exit(args) -> None:
-    from ..exit.real import format_real_exit
-
     if args.calibrate_split is not None:
         _cmd_calibrated_real_exit(args)
         return
@@ -108,11 +106,6 @@ def _cmd_real_exit(args) -> None:
 
 def _cmd_calibrated_real_exit(args) -> None:
     """`real-exit --calibrate-split S`: every choice on the first part, the measurement on the rest."""
-    from ..exit.cost import CostModel
-    from ..exit.honest import calibrated_real_exit
-    from ..exit.real import format_real_exit
-    from ..models.loading import load_model
-
     if args.threshold is not None or args.lens is not None:
         raise InputError("with --calibrate-split the lens and the threshold are chosen on the calibration part: "
                          "drop --threshold and --lens")
@@ -144,13 +137,6 @@ def real_exit_from_cli(args, progress=None, warnings: list[str] | None = None):
 
     The dataset's warnings and the examples skipped are printed on stderr and added to `warnings`.
     """
-    from pathlib import Path
-
-    from ..exit.cost import Checkpoints, CostModel
-    from ..exit.real import prepare_prompts, run_real_exit
-    from ..lenses.affine import AffineLens, find_lens
-    from ..models.loading import load_model
-
     checkpoints = Checkpoints.parse(args.checkpoints)
     dataset, notes = load_dataset_noted(args.dataset)
     examples = list(dataset.examples)[: args.limit] if args.limit else list(dataset.examples)

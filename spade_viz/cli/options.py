@@ -12,7 +12,9 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from ..data import load_task_or_file
 from ..errors import InputError, check_number
+from ..models.loading import DEFAULT_MODEL, cache_dir
 
 NOTES_SHOWN = 12  # warning lines printed per dataset (the rest is counted)
 
@@ -77,8 +79,6 @@ def skipped_notes(skipped: Iterable[tuple[str, str]], limit: int = NOTES_SHOWN) 
 
 def load_dataset_noted(spec: str):
     """`--dataset` (a file or a built-in task) with every loader warning printed: (dataset, warnings)."""
-    from ..data import load_task_or_file
-
     dataset = load_task_or_file(spec)
     return dataset, warn(dataset.notes(NOTES_SHOWN))
 
@@ -95,8 +95,6 @@ def existing(*paths: str | None) -> list[str]:
 def model_inputs(model: str | None) -> list[str]:
     """The folder a `--model` reads from (its own, or the embedded default's in the cache): outputs
     may not be written inside it."""
-    from ..models.loading import DEFAULT_MODEL, cache_dir
-
     if model == DEFAULT_MODEL:
         return [str(cache_dir() / "models")]
     return existing(model)

@@ -30,6 +30,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from spade_viz.data.hf import read_hf_rows
 from spade_viz.errors import InputError, lone_surrogate_at
 from spade_viz.limits import DEFAULT_TOKEN_LIMIT
 
@@ -215,8 +216,6 @@ def load_task_or_file(spec: str) -> Dataset:
 def load_hf_dataset(spec: str) -> Dataset:
     """A benchmark from the Hugging Face ecosystem, ``hf:SOURCE[:CONFIG][:SPLIT][:key=value]...``
     (grammar and templates in `spade_viz.data.hf`): its template's rows, validated like a file's rows."""
-    from spade_viz.data.hf import read_hf_rows
-
     try:
         read = read_hf_rows(spec, max_rows=MAX_ROWS)
     except InputError as err:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from transformers import StoppingCriteriaList
 
 from ..engine import read_rows
 from ..errors import InputError
@@ -128,8 +129,6 @@ def calibration_texts(
     `cache`, the texts are kept in the user cache per model and settings (retraining with other
     steps or learning rate then skips the generation).
     """
-    from transformers import StoppingCriteriaList
-
     if n_prompts < 1 or tokens_each < 1:
         raise InputError("calibration needs at least one prompt and one generated token per prompt")
     path = _texts_path(lm, n_prompts, tokens_each, seed)

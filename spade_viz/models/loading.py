@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 from accelerate.utils import convert_file_size_to_int
 from transformers import (
+    CONFIG_MAPPING,
     MODEL_FOR_CAUSAL_LM_MAPPING,
     AutoConfig,
     AutoModelForCausalLM,
@@ -414,8 +415,6 @@ def _load_pretrained(source: str, dtype: torch.dtype, local: bool, placement: di
 
 def _local_config_problem(folder: Path, err: BaseException) -> str:
     """Why AutoConfig could not read a local folder's config, in the user's terms."""
-    from transformers import CONFIG_MAPPING
-
     config = folder / "config.json"
     if not config.is_file():
         return f"'{folder}' is not a model folder (no readable config.json)"

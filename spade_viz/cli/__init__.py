@@ -28,7 +28,17 @@ from ..models.loading import DEFAULT_MODEL, DTYPES, ensure_default_model, load_m
 from ..sweep import SweepSettings, run_sweep
 from ..sweep.distributed import launched_processes
 from .exit_commands import add_exit_commands
-from .options import Parser, existing, finite_float, load_dataset_noted, model_inputs, skipped_notes, warn, whole
+from .options import (
+    Parser,
+    as_flags,
+    existing,
+    finite_float,
+    load_dataset_noted,
+    model_inputs,
+    skipped_notes,
+    warn,
+    whole,
+)
 
 MAX_TOKENS = whole(2, 1_000_000)  # --max-tokens; the model's own context length caps it too
 
@@ -144,7 +154,7 @@ def _cmd_sweep(args) -> None:
           f"{result.num_layers + 1} layers x {len(result.decoders)} decoders {timing}"
           + (f"; {len(result.skipped)} skipped (first: {result.skipped[0][0]}: {result.skipped[0][1]})"
              if result.skipped else ""))
-    print(f"linear SPADE: {result.linear_spade_source}")
+    print(f"linear SPADE: {as_flags(result.linear_spade_source)}")
     print(result.format_table())
     print("\nhow early each decoder gets there:")
     print(compare.format_table(compare.first_layers(compare.layer_curves(result.summary())), result.num_layers))
@@ -285,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(args)
     except SpadeVizError as err:
-        print(f"error: {_one_line(err)}", file=sys.stderr)
+        print(f"error: {as_flags(_one_line(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -120,11 +120,9 @@ def _cmd_calibrated_real_exit(args) -> None:
         cost = cost.with_options(continuation_tokens=args.continuation_tokens)
     result = calibrated_real_exit(lm, dataset, args.calibrate_split, args.repeats, cost=cost,
                                   batch_size=args.batch_size, shortlist_top=args.shortlist_top, progress=say)
-    for warning in result.warnings:
-        say(f"warning: {warning}")
+    notes += warn(result.warnings)
     if args.json:
-        print(json.dumps(_clean({**result.to_dict(), "warnings": notes + list(result.warnings)}), allow_nan=False,
-                         default=_json_default))
+        print(json.dumps(_clean({**result.to_dict(), "warnings": notes}), allow_nan=False, default=_json_default))
     else:
         print(f"chosen on {result.n_calibration} calibration examples: checkpoints {result.checkpoints}, threshold "
               f"{result.threshold:.3f} ({result.simulated_calibration_speedup:.2f}x simulated there)")

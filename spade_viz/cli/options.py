@@ -1,6 +1,9 @@
 """What every command shares: strict argument types, one-line parse errors, datasets that report every
 warning, and output paths checked against the inputs before any work.
 
+Library messages name Python parameters (`name` or `name=value`, in backticks); `as_flags` puts the
+CLI's flag in their place before a message is printed.
+
 Numbers: `finite_float(low, high)` and `whole(low, high)` refuse NaN, infinities, fractions where a
 count is meant and anything out of range, as `error: argument --x: <reason>` with exit status 2.
 """
@@ -8,6 +11,7 @@ count is meant and anything out of range, as `error: argument --x: <reason>` wit
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -17,6 +21,28 @@ from ..errors import InputError, check_number
 from ..models.loading import DEFAULT_MODEL, cache_dir
 
 NOTES_SHOWN = 12  # warning lines printed per dataset (the rest is counted)
+# the Python parameter a library message names -> the flag that sets it
+FLAGS = {
+    "calibrate_split": "--calibrate-split",
+    "cost": "--cost",
+    "default_length": "--length",
+    "device": "--device",
+    "linear_spade": "--linear-spade",
+    "max_tokens": "--max-tokens",
+    "model": "--model",
+}
+_PARAMETER = re.compile(r"`(\w+)(?:=(['\"]?)([^`]*?)\2)?`")  # `name`, `name=value`, `name='value'`
+
+
+def as_flags(message: str) -> str:
+    """A library message in the CLI's words: `max_tokens` -> --max-tokens, `device='cpu'` -> --device cpu."""
+    def flag(match: re.Match) -> str:
+        name, value = match.group(1), match.group(3)
+        if name not in FLAGS:
+            return match.group(0)
+        return FLAGS[name] + (f" {value}" if value is not None else "")
+
+    return _PARAMETER.sub(flag, message)
 
 
 class Parser(argparse.ArgumentParser):
@@ -63,7 +89,7 @@ def whole(low: int | None = None, high: int | None = None) -> Callable[[str], in
 
 def warn(lines: Iterable[str]) -> list[str]:
     """Print each line as `warning: ...` on stderr; return them (for a --json "warnings" key)."""
-    lines = list(lines)
+    lines = [as_flags(line) for line in lines]
     for line in lines:
         print(f"warning: {line}", file=sys.stderr)
     return lines

@@ -505,7 +505,7 @@ def _validate(
         long = overlong(prompt, DEFAULT_TOKEN_LIMIT)
         if long:
             warnings.append(RowError(rowno, f"{where}: the prompt has {long}: it is skipped unless the token "
-                                            "limit is raised (--max-tokens)"))
+                                            "limit is raised (`max_tokens`)"))
     if glued_rows >= 2 and glued_rows * 2 >= len(examples):
         warnings.insert(0, RowError(0, f"{glued_rows} of {len(examples)} answers follow their prompt with no "
                                        "space: a model's next word usually starts with one (' Berlin' after "

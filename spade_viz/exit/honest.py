@@ -79,7 +79,7 @@ def calibrated_real_exit(lm: LoadedModel, dataset, calibrate_split: float = 0.5,
     over `answer_shortlist(calibration prompts, shortlist_top)`, both in the calibration sweep
     and in the real exit; `shortlist_top` 0: over the whole vocabulary (the paper's)."""
     if not 0 < calibrate_split < 1:
-        raise InputError("--calibrate-split is the share of examples used for the choices, between 0 and 1")
+        raise InputError("`calibrate_split` is the share of examples used for the choices, between 0 and 1")
     examples = list(dataset.examples)
     index = np.arange(len(examples))
     chosen = np.floor((index + 1) * calibrate_split) > np.floor(index * calibrate_split)  # spread evenly

@@ -596,8 +596,8 @@ def _max_memory(value: object, device: str, target: torch.device) -> dict:
         where = int(where) if isinstance(where, str) and where.isdigit() else where
         if where not in allowed or isinstance(where, bool):
             have = ", ".join(str(a) for a in sorted(allowed, key=str))
-            raise ModelLoadError(f"max memory names device {key!r}, which is not available with --device "
-                                 f"{device}: name {have}")
+            raise ModelLoadError(f"max memory names device {key!r}, which is not available with "
+                                 f"`device={device!r}`: name {have}")
         try:
             budget[where] = convert_file_size_to_int(size) if isinstance(size, str) else int(size)
         except (TypeError, ValueError):

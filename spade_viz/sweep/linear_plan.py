@@ -53,14 +53,14 @@ def plan_linear_spade(lm: LoadedModel, examples: Sequence, dataset_name: str, se
                           "none of them in this dataset")
                 if trained_on != dataset_name:
                     source += ("; note: calibrated on another task, and linear SPADE transfers poorly across "
-                               "tasks (--linear-spade crossfit fits on this one)")
+                               "tasks (`linear_spade='crossfit'` fits on this one)")
                 return LinearPlan("saved", source, lens)
             if choice == "saved":
                 raise InputError(f"the saved linear-SPADE calibration cannot score this dataset: {why}")
             note = f"; the saved calibration was not used: {why}"
         elif choice == "saved":
-            raise InputError("no saved linear-SPADE calibration for this model: run `python -m spade_viz calibrate` "
-                             "first, or use --linear-spade crossfit")
+            raise InputError("no saved linear-SPADE calibration for this model: fit one first (`fit_linear_spade`, or "
+                             "the `calibrate` command), or use `linear_spade='crossfit'`")
     if len(examples) < 2:
         return LinearPlan("off", "none: cross-fitting needs at least 2 examples" + note)
     folds = min(settings.folds, len(examples))

@@ -117,13 +117,13 @@ with lens_col:
                    "run the real early exit below.")
     if st.button("Fit linear SPADE on these examples", key="ee_fit", icon=":material/tune:",
                  help="Fits the per-layer maps on these examples and saves them for this model."):
-        from spade_viz.lenses.linear_spade import calibrate_linear_spade
+        from spade_viz.lenses.linear_spade import fit_linear_spade
 
         bar = st.progress(0.0, text="Fitting linear SPADE…")
         try:
             with ui.heavy_job("fitting linear SPADE"):
-                fitted = calibrate_linear_spade(lm, subset, save=serve.visitors_save,
-                                                progress=ui.bar_progress(bar, "Fitting linear SPADE"))
+                fitted = fit_linear_spade(lm, subset, save=serve.visitors_save,
+                                          progress=ui.bar_progress(bar, "Fitting linear SPADE"))
             if not serve.visitors_save:
                 own_lenses[lm.fingerprint()] = fitted.lens
         except sv.SpadeVizError as err:
@@ -143,7 +143,7 @@ if run and study_key not in session:
     bar = st.progress(0.0, text="Sweeping…")
     try:
         with ui.heavy_job("sweeping"):  # in server mode a visitor's sweep is not stored for everyone
-            result = run_sweep(lm, subset, use_cache=serve.visitors_save, calibration=saved_lens,
+            result = run_sweep(lm, subset, use_cache=serve.visitors_save, linear_spade_map=saved_lens,
                                progress=ui.bar_progress(bar, "Sweeping"))
         session.add_sweep(study_key, result, CostModel.from_lm(lm))
     except sv.SpadeVizError as err:

@@ -187,12 +187,12 @@ def test_every_token_limit_default_is_the_one_constant():
     from spade_viz import cli, serve
     from spade_viz.engine import prepare_examples
     from spade_viz.exit.real import prepare_prompts
-    from spade_viz.lenses.linear_spade import calibrate_linear_spade
+    from spade_viz.lenses.linear_spade import fit_linear_spade
     from spade_viz.limits import DEFAULT_TOKEN_LIMIT
     from spade_viz.sweep import SweepSettings
     from spade_viz.sweep.prepared import prepare_dataset
 
-    for function in (prepare_examples, prepare_prompts, calibrate_linear_spade, prepare_dataset):
+    for function in (prepare_examples, prepare_prompts, fit_linear_spade, prepare_dataset):
         assert inspect.signature(function).parameters["max_tokens"].default == DEFAULT_TOKEN_LIMIT, function
     assert SweepSettings().max_tokens == DEFAULT_TOKEN_LIMIT
     assert serve.ServeSettings.from_env({"SPADE_VIZ_SERVE": "1"}).max_prompt_tokens == DEFAULT_TOKEN_LIMIT

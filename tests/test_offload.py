@@ -22,7 +22,7 @@ from spade_viz.engine import prepare_examples
 from spade_viz.errors import InputError, ModelLoadError
 from spade_viz.exit.real import exit_answer, prepare_prompts, run_real_exit
 from spade_viz.lenses.affine import AffineLens, lens_meta
-from spade_viz.lenses.linear_spade import calibrate_linear_spade
+from spade_viz.lenses.linear_spade import fit_linear_spade
 from spade_viz.lenses.spade import answer_rows
 from spade_viz.lenses.stats import logit_stats
 from spade_viz.lenses.tuned import train_tuned_lens
@@ -346,7 +346,7 @@ def test_cuda_spread_and_half_precision(tiny_folders, offload_cache, isolated_ca
         np.testing.assert_allclose(c.answer[name].entropy, a.answer[name].entropy, atol=0.15)
     for entropy in run_sweep(half, dataset, settings, use_cache=False).entropy.values():
         assert entropy.dtype == np.float32 and np.isfinite(entropy).all()
-    calibration = calibrate_linear_spade(half, dataset, save=False)
+    calibration = fit_linear_spade(half, dataset, save=False)
     assert all(np.isfinite(row["entropy_mae"]) for row in calibration.scores)
     run_real_exit(half, prepare_prompts(half, EXAMPLES), calibration.lens, 4.0, repeats=1)
     tuned, report = train_tuned_lens(half, [e.prompt + e.answer for e in EXAMPLES], steps=2, batch=8)

@@ -21,7 +21,7 @@ from ..data import builtin_tasks
 from ..data.files import check_output
 from ..errors import InputError, SpadeVizError, check_text
 from ..lenses.affine import default_lens_path
-from ..lenses.linear_spade import calibrate_linear_spade, format_scores
+from ..lenses.linear_spade import fit_linear_spade, format_scores
 from ..lenses.tuned import train_tuned_lens
 from ..limits import DEFAULT_TOKEN_LIMIT
 from ..models.loading import DEFAULT_MODEL, DTYPES, ensure_default_model, load_model
@@ -141,7 +141,7 @@ def _cmd_sweep(args) -> None:
             lm = _load(args)
         bars = _Bars()
         try:
-            result = run_sweep(lm, dataset, settings, use_cache=not args.no_cache, calibration=args.calibration,
+            result = run_sweep(lm, dataset, settings, use_cache=not args.no_cache, linear_spade_map=args.calibration,
                                progress=bars, processes=processes)
         finally:
             bars.close()
@@ -192,7 +192,7 @@ def _cmd_calibrate(args) -> None:
         return
 
     if args.text:
-        raise InputError("linear SPADE calibrates on the answer rows of a task (--dataset NAME or FILE); maps fitted "
+        raise InputError("linear SPADE is fitted on the answer rows of a task (--dataset NAME or FILE); maps fitted "
                          "on generic text transfer poorly to answer positions (see spade_viz/lenses/linear_spade.py)")
     if not args.dataset:
         raise InputError("give --dataset: a built-in task (" + ", ".join(builtin_tasks()) + ") or a JSONL/CSV file")
@@ -200,24 +200,23 @@ def _cmd_calibrate(args) -> None:
     lm = _load(args)
     bars = _Bars()
     try:
-        calibration = calibrate_linear_spade(lm, dataset, heldout=args.heldout, ridge=args.ridge,
-                                             spade_positions=args.spade_positions, seed=args.seed,
-                                             batch_size=args.batch_size, max_tokens=args.max_tokens,
-                                             out=args.out, progress=bars)
+        fitted = fit_linear_spade(lm, dataset, heldout=args.heldout, ridge=args.ridge,
+                                  spade_positions=args.spade_positions, seed=args.seed, batch_size=args.batch_size,
+                                  max_tokens=args.max_tokens, out=args.out, progress=bars)
     finally:
         bars.close()
-    notes += warn(skipped_notes(calibration.skipped))
+    notes += warn(skipped_notes(fitted.skipped))
     if args.json:
         scores = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
-                  for row in calibration.scores]  # a constant entropy has no correlation: null, strict JSON
-        print(json.dumps({"path": str(calibration.path), "n_train": calibration.n_train,
-                          "n_heldout": calibration.n_heldout, "split": calibration.lens.meta.get("split"),
+                  for row in fitted.scores]  # a constant entropy has no correlation: null, strict JSON
+        print(json.dumps({"path": str(fitted.path), "n_train": fitted.n_train,
+                          "n_heldout": fitted.n_heldout, "split": fitted.lens.meta.get("split"),
                           "heldout": scores, "warnings": notes}, allow_nan=False))
         return
-    print(calibration.describe())
-    print(f"held-out scores ({calibration.lens.meta['split']}):")
-    print(format_scores(calibration.scores))
-    print(f"saved {calibration.path}")
+    print(fitted.describe())
+    print(f"held-out scores ({fitted.lens.meta['split']}):")
+    print(format_scores(fitted.scores))
+    print(f"saved {fitted.path}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -253,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--no-cache", action="store_true", help="recompute even when a cached sweep matches")
     sweep.add_argument("--spade-positions", default="original", choices=["original", "renumbered"])
     sweep.add_argument("--linear-spade", default="auto", choices=["auto", "saved", "crossfit", "off"],
-                       help="auto: the saved calibration when it matches and was fitted on none of these "
+                       help="auto: the saved map when it matches and was fitted on none of these "
                             "examples, else k-fold cross-fitting on this dataset (default)")
     sweep.add_argument("--calibration", default=None, help="linear-SPADE file (default: the one saved for the model)")
     sweep.add_argument("--folds", type=whole(2, 1000), default=5, help="k of the cross-fitting (default 5)")
@@ -269,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="what to fit (default linear_spade)")
     calibrate.add_argument("--dataset", default=None,
                            help="linear SPADE: built-in task name, a JSONL/CSV file, or hf:<id>[:config][:split]")
-    calibrate.add_argument("--text", default=None, help="tuned lens: calibration text file (paragraphs; default: "
+    calibrate.add_argument("--text", default=None, help="tuned lens: training text file (paragraphs; default: "
                                                         "text the model writes itself)")
     calibrate.add_argument("--out", default=None, help="where to save (default: the model's lens folder in the "
                                                        "cache, where the app and sweep find it)")
@@ -278,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--ridge", type=finite_float(0, low_open=True), default=1e-2,
                            help="ridge penalty (default 0.01)")
     calibrate.add_argument("--seed", type=whole(0, 2**32 - 1), default=0,
-                           help="seed of the calibration / held-out split")
+                           help="seed of the training / held-out split")
     calibrate.add_argument("--spade-positions", default="original", choices=["original", "renumbered"])
     calibrate.add_argument("--batch-size", type=whole(1, 4096), default=16)
     calibrate.add_argument("--max-tokens", type=MAX_TOKENS, default=DEFAULT_TOKEN_LIMIT)

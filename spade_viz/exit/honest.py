@@ -18,7 +18,7 @@ import torch
 
 from ..engine import read_rows
 from ..errors import InputError
-from ..lenses.linear_spade import calibrate_linear_spade
+from ..lenses.linear_spade import fit_linear_spade
 from ..models.loading import LoadedModel
 from ..sweep import SweepSettings, run_sweep
 from .arrays import ExitArrays
@@ -93,7 +93,7 @@ def calibrated_real_exit(lm: LoadedModel, dataset, calibrate_split: float = 0.5,
     calibration = replace(dataset, name=f"{dataset.name} (calibration part)", examples=tuple(part),
                           errors=(), source_hash=f"{dataset.source_hash}:calibration:{calibrate_split:g}")
     say(f"fitting linear SPADE on the calibration part ({cut} examples)")
-    lens = calibrate_linear_spade(lm, calibration, save=False).lens
+    lens = fit_linear_spade(lm, calibration, save=False).lens
     shortlist = answer_shortlist(lm, prepare_prompts(lm, part), shortlist_top) if shortlist_top else None
     say("sweeping the calibration part" + (f" (confidence over {len(shortlist)} tokens)" if shortlist else ""))
     settings = SweepSettings(linear_spade="crossfit", tuned_lens=False, confidence_shortlist=tuple(shortlist or ()))

@@ -69,7 +69,7 @@ def _quiet(_message: str) -> None:
 
 
 def cache_dir() -> Path:
-    """Where converted models and calibrations live; `SPADE_VIZ_CACHE` overrides.
+    """Where converted models and fitted lenses live; `SPADE_VIZ_CACHE` overrides.
 
     Raises InputError when `SPADE_VIZ_CACHE` names a file or a path under one (nothing could be kept there).
     """
@@ -174,7 +174,7 @@ class LoadedModel:
         return parameter_counts(self.model)
 
     def fingerprint(self) -> str:
-        """A short hash of config and weights, to match saved calibrations to this exact model."""
+        """A short hash of config and weights, to match saved lenses to this exact model."""
         return self._fingerprint
 
     def _weights_fingerprint(self) -> str:

@@ -30,7 +30,7 @@ class LinearPlan:
 
 
 def plan_linear_spade(lm: LoadedModel, examples: Sequence, dataset_name: str, settings: SweepSettings,
-                      calibration: AffineLens | str | Path | None = None) -> LinearPlan:
+                      linear_spade_map: AffineLens | str | Path | None = None) -> LinearPlan:
     """A saved map that matches the model and was fitted on none of these examples (auto, saved);
     otherwise k-fold cross-fitting on the dataset itself (auto, crossfit); or nothing (off)."""
     choice = settings.linear_spade
@@ -38,28 +38,28 @@ def plan_linear_spade(lm: LoadedModel, examples: Sequence, dataset_name: str, se
         return LinearPlan("off", "off")
     note = ""
     if choice in ("auto", "saved"):
-        if isinstance(calibration, AffineLens):
-            calibration.check_matches(lm)
-            lens = calibration
+        if isinstance(linear_spade_map, AffineLens):
+            linear_spade_map.check_matches(lm)
+            lens = linear_spade_map
         else:
-            lens = load_linear_spade(lm, calibration)
+            lens = load_linear_spade(lm, linear_spade_map)
         if lens is not None:
             ok, why = usable_for(lens, examples, settings.spade_positions)
             if ok:
                 meta = lens.meta
                 trained_on = meta.get("training_set", "?")
-                source = (f"separate calibration set: maps fitted on {meta.get('n_train', '?')} examples of "
+                source = (f"separate training set: maps fitted on {meta.get('n_train', '?')} examples of "
                           f"'{trained_on}' (training-set hash {meta.get('training_set_hash', '?')[:12]}), "
                           "none of them in this dataset")
                 if trained_on != dataset_name:
-                    source += ("; note: calibrated on another task, and linear SPADE transfers poorly across "
+                    source += ("; note: fitted on another task, and linear SPADE transfers poorly across "
                                "tasks (`linear_spade='crossfit'` fits on this one)")
                 return LinearPlan("saved", source, lens)
             if choice == "saved":
-                raise InputError(f"the saved linear-SPADE calibration cannot score this dataset: {why}")
-            note = f"; the saved calibration was not used: {why}"
+                raise InputError(f"the saved linear-SPADE map cannot score this dataset: {why}")
+            note = f"; the saved map was not used: {why}"
         elif choice == "saved":
-            raise InputError("no saved linear-SPADE calibration for this model: fit one first (`fit_linear_spade`, or "
+            raise InputError("no saved linear-SPADE map for this model: fit one first (`fit_linear_spade`, or "
                              "the `calibrate` command), or use `linear_spade='crossfit'`")
     if len(examples) < 2:
         return LinearPlan("off", "none: cross-fitting needs at least 2 examples" + note)

@@ -202,13 +202,13 @@ def run_sweep(
     settings: SweepSettings | None = None,
     *,
     use_cache: bool = True,
-    calibration: AffineLens | str | Path | None = None,
+    linear_spade_map: AffineLens | str | Path | None = None,
     progress: Callable[[int, int, str], None] | None = None,
     processes: Processes | None = None,
 ) -> SweepResult | None:
     """Every usable example of `dataset` x layers 0..L x decoders; cached on disk (see module doc).
 
-    `calibration`: a linear-SPADE map (or its file) to use instead of the saved default.
+    `linear_spade_map`: a linear-SPADE map (or its file) to use instead of the saved default.
     `progress(done, total, stage)` is called as batches finish.
     `processes`: the processes sharing this sweep (`sweep.distributed.Processes`). Each sweeps every
     size-th batch of the one-process run (the same batches, so the same numbers) and rank 0 gathers
@@ -220,7 +220,7 @@ def run_sweep(
     if not prepared:
         reason = f" (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise InputError(f"no usable example in '{dataset.name}'{reason}")
-    plan, tuned, key = _lenses_and_key(lm, dataset, prepared, settings, calibration)
+    plan, tuned, key = _lenses_and_key(lm, dataset, prepared, settings, linear_spade_map)
     rank, size = (processes.rank, processes.size) if processes is not None else (0, 1)
     cached = _load_for(key, dataset, plan, lm) if use_cache and rank == 0 else None
     if size > 1 and _agreed_hit(processes, key, cached is not None) and rank > 0:
@@ -304,28 +304,28 @@ def _agreed_hit(processes: Processes, key: str, hit: bool) -> bool:
 
 
 def cached_sweep(lm: LoadedModel, dataset, settings: SweepSettings | None = None,
-                 calibration: AffineLens | str | Path | None = None) -> SweepResult | None:
+                 linear_spade_map: AffineLens | str | Path | None = None) -> SweepResult | None:
     """The cached result `run_sweep` would return, or None; never runs the model."""
     settings = _checked(lm, dataset, settings)
     prepared, _ = prepare_dataset(lm, dataset, settings.max_tokens)
     if not prepared:
         return None
-    plan, _tuned, key = _lenses_and_key(lm, dataset, prepared, settings, calibration)
+    plan, _tuned, key = _lenses_and_key(lm, dataset, prepared, settings, linear_spade_map)
     return _load_for(key, dataset, plan, lm)
 
 
 def sweep_cache_key(lm: LoadedModel, dataset, settings: SweepSettings | None = None,
-                    calibration: AffineLens | str | Path | None = None) -> str | None:
+                    linear_spade_map: AffineLens | str | Path | None = None) -> str | None:
     """The disk-cache key `run_sweep` would use for `dataset` (None: no usable example); never runs the model."""
     settings = _checked(lm, dataset, settings)
     prepared, _ = prepare_dataset(lm, dataset, settings.max_tokens)
-    return _lenses_and_key(lm, dataset, prepared, settings, calibration)[2] if prepared else None
+    return _lenses_and_key(lm, dataset, prepared, settings, linear_spade_map)[2] if prepared else None
 
 
-def _lenses_and_key(lm: LoadedModel, dataset, prepared, settings: SweepSettings, calibration):
+def _lenses_and_key(lm: LoadedModel, dataset, prepared, settings: SweepSettings, linear_spade_map):
     """(linear-SPADE plan, tuned lens or None, cache key) of a sweep over the `prepared` examples."""
     usable = [dataset.examples[p.index] for p in prepared]
-    plan = plan_linear_spade(lm, usable, dataset.name, settings, calibration)
+    plan = plan_linear_spade(lm, usable, dataset.name, settings, linear_spade_map)
     tuned = find_lens(lm, "tuned_lens") if settings.tuned_lens else None
     return plan, tuned, cache_key(lm, dataset, settings, plan.key(), tuned)
 

@@ -369,7 +369,7 @@ if b2.button(f"Honest run on all {n_total} examples", key="ee_real_honest",
     try:
         with ui.heavy_job("the honest real early exit"):
             honest = calibrated_real_exit(lm, dataset, 0.5, int(repeats), batch_size=int(batch),
-                                          progress=status.write)
+                                          progress=lambda done, total, message: status.write(message))
         session.record_real_exit((study_key, "honest"), honest.to_dict())
     except sv.SpadeVizError as err:
         ui.show_error(err)
@@ -385,7 +385,7 @@ elif b1.button("Measure the real early exit", key="ee_real_run", icon=":material
         with ui.heavy_job("timing the real early exit"):
             report = run_real_exit(lm, prompts, saved_lens, float(state["ee_tau"]), view.key.checkpoints,
                                    view.simulator.cost, int(repeats), batch_size=int(batch),
-                                   progress=lambda share, text: bar.progress(min(1.0, share), text=text))
+                                   progress=lambda done, total, text: bar.progress(min(1.0, done / total), text=text))
         session.record_real_exit(study_key, report.to_dict())
     except sv.SpadeVizError as err:
         ui.show_error(err)

@@ -98,7 +98,7 @@ with st.expander("Train a tuned lens" if lens is None else "Train the tuned lens
                     lm, texts, steps=int(steps), n_prompts=int(state.get("cd_prompts", tuned.DEFAULT_PROMPTS)),
                     tokens_each=int(state.get("cd_tokens", tuned.DEFAULT_NEW_TOKENS)),
                     source=None if texts is None else f"uploaded text {upload.name}",
-                    progress=lambda fraction, message: bar.progress(fraction, text=message),
+                    progress=lambda done, total, message: bar.progress(min(1.0, done / total), text=message),
                 )
             new_lens.save(default_lens_path(lm, "tuned_lens"))
         except sv.SpadeVizError as err:

@@ -163,7 +163,7 @@ def _load(key: tuple[str, str, str]) -> sv.LoadedModel:
     label = DEFAULT_LABEL if key[0] == sv.DEFAULT_MODEL else key[0]
     with st.spinner(f"Loading {label}…"), st.sidebar.status(f"Loading {label}…", expanded=True) as status:
         try:
-            lm = pool.get(key, progress=lambda message: status.write(message))
+            lm = pool.get(key, progress=lambda done, total, message: status.write(message))
         except BaseException:
             status.update(label=f"Could not load {label}", state="error", expanded=False)
             raise

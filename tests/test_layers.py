@@ -70,7 +70,7 @@ def test_the_workflow_is_public(name):
 
 PACKAGE = ROOT / "spade_viz"
 LAYERS = [  # lowest first; a module may import its own layer and the ones below, never above
-    ("spade_viz.errors", "spade_viz.decoders", "spade_viz.limits", "spade_viz.links"),
+    ("spade_viz.errors", "spade_viz.decoders", "spade_viz.limits", "spade_viz.progress", "spade_viz.links"),
     ("spade_viz.data",),
     ("spade_viz.models",),
     ("spade_viz.engine",),
@@ -241,3 +241,36 @@ def test_no_module_over_400_lines_but_the_listed_few():
     assert over - LONG_MODULES - set(STILL_LONG) == set(), {name: lengths[name] for name in over}
     fixed = [name for name in STILL_LONG if lengths.get(name, 0) <= MAX_LINES]
     assert not fixed, f"{fixed} are {MAX_LINES} lines or fewer now: strike them from STILL_LONG"
+
+
+def test_one_progress_protocol():
+    """`Progress` is defined once (spade_viz/progress.py); every other module imports it."""
+    import ast
+
+    defined = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [node.name] if isinstance(node, ast.ClassDef) else \
+                [t.id for t in node.targets if isinstance(t, ast.Name)] if isinstance(node, ast.Assign) else []
+            defined += [str(path.relative_to(ROOT)) for name in names if name == "Progress"]
+    assert defined == ["spade_viz/progress.py"], defined
+
+
+def test_progress_adapters():
+    from spade_viz.cli.options import each_tenth
+    from spade_viz.progress import no_progress, within
+
+    told = []
+    phase = within(lambda done, total, message: told.append((done, total, message)), 0.25, 0.5)
+    phase(0, 4, "a")
+    phase(2, 4, "b")
+    phase(4, 4, "c")
+    assert told == [(0.25, 1, "a"), (0.5, 1, "b"), (0.75, 1, "c")]
+    lines = []
+    timing = each_tenth(lambda done, total, message: lines.append((done, total, message)), "timing")
+    for done in range(21):
+        timing(done, 20, f"example {done}/20")
+    assert [message for *_, message in lines][:3] == ["timing:   0% (example 0/20)", "timing:  10% (example 2/20)",
+                                                        "timing:  20% (example 4/20)"]
+    assert len(lines) == 11 and all(done == total == 0 for done, total, _ in lines)
+    assert no_progress(1, 2, "nothing") is None

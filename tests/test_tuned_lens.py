@@ -38,8 +38,8 @@ def tiny_texts(tiny_lm):
 @pytest.fixture(scope="module")
 def tiny_trained(tiny_lm, tiny_texts):
     calls = []
-    lens, report = tuned.train_tuned_lens(tiny_lm, tiny_texts[0], progress=lambda f, m: calls.append((f, m)),
-                                          **TINY_BUDGET)
+    lens, report = tuned.train_tuned_lens(tiny_lm, tiny_texts[0], **TINY_BUDGET,
+                                          progress=lambda done, total, m: calls.append((done, total, m)))
     return lens, report, calls
 
 
@@ -109,11 +109,12 @@ def test_identity_lens_is_the_logit_lens(tiny_lm, tiny_texts):
 
 def test_progress_is_monotone_and_ends_at_one(tiny_trained):
     _, _, calls = tiny_trained
-    fractions = [f for f, _ in calls]
+    assert {total for _, total, _ in calls} == {1}  # a share of the whole job, phase after phase
+    fractions = [done for done, _, _ in calls]
     assert fractions and all(0.0 <= f <= 1.0 for f in fractions)
     assert all(b >= a - 1e-9 for a, b in zip(fractions, fractions[1:]))
     assert fractions[-1] == 1.0
-    assert any("training: step" in m for _, m in calls)
+    assert any("training: step" in m for _, _, m in calls)
 
 
 def test_generated_calibration_reports_its_source(tiny_lm):

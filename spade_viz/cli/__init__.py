@@ -13,8 +13,6 @@ import os
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 from .. import compare
 from ..analysis import analyze
 from ..data import builtin_tasks
@@ -29,12 +27,14 @@ from ..sweep import SweepSettings, run_sweep
 from ..sweep.distributed import launched_processes
 from .exit_commands import add_exit_commands
 from .options import (
+    Bars,
     Parser,
     as_flags,
     existing,
     finite_float,
     load_dataset_noted,
     model_inputs,
+    say,
     skipped_notes,
     warn,
     whole,
@@ -57,7 +57,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 
 def _load(args):
     return load_model(args.model, device=args.device, dtype=args.dtype, max_memory=args.max_memory,
-                      progress=lambda message: print(message, file=sys.stderr))
+                      progress=say)
 
 
 def _cmd_analyze(args) -> None:
@@ -102,29 +102,8 @@ def _read_stdin() -> str:
 
 
 def _cmd_fetch(_args) -> None:
-    folder = ensure_default_model(progress=lambda message: print(message, file=sys.stderr))
+    folder = ensure_default_model(progress=say)
     print(f"default model ready in {folder}")
-
-
-class _Bars:
-    """tqdm bars on stderr for `progress(done, total, stage)` callbacks, one bar per stage."""
-
-    def __init__(self, unit: str = "example"):
-        self.unit, self.bar, self.stage = unit, None, None
-
-    def __call__(self, done: int, total: int, stage: str) -> None:
-        if stage != self.stage:
-            self.close()
-            self.stage = stage
-            self.bar = tqdm(total=total, desc=stage, unit=self.unit if total > 1 else "step", file=sys.stderr,
-                            leave=False)
-        self.bar.n = done
-        self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
 
 
 def _cmd_sweep(args) -> None:
@@ -139,7 +118,7 @@ def _cmd_sweep(args) -> None:
         args.device = processes.device  # under a launcher: this process's own GPU
         with processes.machine_first():
             lm = _load(args)
-        bars = _Bars()
+        bars = Bars()
         try:
             result = run_sweep(lm, dataset, settings, use_cache=not args.no_cache, linear_spade_map=args.calibration,
                                progress=bars, processes=processes)
@@ -175,14 +154,9 @@ def _cmd_calibrate(args) -> None:
             texts = [part for part in path.read_text(encoding="utf-8", errors="replace").split("\n\n")
                      if part.strip()]
         lm = _load(args)
-        bar = tqdm(total=100, desc="tuned lens", file=sys.stderr, leave=False)
-
-        def report(fraction, message):
-            bar.n = int(fraction * 100)
-            bar.set_postfix_str(message[:60], refresh=True)
-
+        bar = Bars(one_bar="tuned lens")
         try:
-            lens, result = train_tuned_lens(lm, texts, progress=report, source=args.text and f"text file {args.text}")
+            lens, result = train_tuned_lens(lm, texts, progress=bar, source=args.text and f"text file {args.text}")
         finally:
             bar.close()
         path = lens.save(args.out or default_lens_path(lm, "tuned_lens"))
@@ -198,7 +172,7 @@ def _cmd_calibrate(args) -> None:
         raise InputError("give --dataset: a built-in task (" + ", ".join(builtin_tasks()) + ") or a JSONL/CSV file")
     dataset, notes = load_dataset_noted(args.dataset)
     lm = _load(args)
-    bars = _Bars()
+    bars = Bars()
     try:
         fitted = fit_linear_spade(lm, dataset, heldout=args.heldout, ridge=args.ridge,
                                   spade_positions=args.spade_positions, seed=args.seed, batch_size=args.batch_size,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 
 from ..errors import InputError
@@ -17,7 +16,8 @@ from ..exit.report import exit_curve_report, format_exit_curve, resolve_cost
 from ..exit.simulate import search_checkpoints
 from ..lenses.affine import AffineLens, find_lens
 from ..models.loading import config_parameter_counts, load_model
-from .options import finite_float, load_dataset_noted, skipped_notes, warn, whole
+from ..progress import Progress, no_progress
+from .options import each_tenth, finite_float, load_dataset_noted, say, skipped_notes, warn, whole
 
 
 def _checkpoint_args(parser: argparse.ArgumentParser, default: str = "all") -> None:
@@ -97,7 +97,7 @@ def _cmd_real_exit(args) -> None:
     if args.threshold is None:
         raise InputError("real-exit needs --threshold, or --calibrate-split to choose it on part of the data")
     notes: list[str] = []
-    report = real_exit_from_cli(args, progress=lambda message: print(message, file=sys.stderr), warnings=notes)
+    report = real_exit_from_cli(args, progress=say, warnings=notes)
     if args.json:
         print(json.dumps(_clean({**report.to_dict(), "warnings": notes}), allow_nan=False, default=_json_default))
     else:
@@ -112,7 +112,6 @@ def _cmd_calibrated_real_exit(args) -> None:
     dataset, notes = load_dataset_noted(args.dataset)
     if args.limit:
         dataset = dataset.head(args.limit)
-    say = lambda message: print(message, file=sys.stderr)  # noqa: E731
     lm = load_model(args.model, device=args.device, dtype=args.dtype, max_memory=args.max_memory,
                     progress=say)
     cost = CostModel.from_lm(lm)
@@ -130,7 +129,7 @@ def _cmd_calibrated_real_exit(args) -> None:
         print(format_real_exit(result.report))
 
 
-def real_exit_from_cli(args, progress=None, warnings: list[str] | None = None):
+def real_exit_from_cli(args, progress: Progress | None = None, warnings: list[str] | None = None):
     """The `real-exit` subcommand: load model, dataset and lens from its arguments, run, report.
 
     The dataset's warnings and the examples skipped are printed on stderr and added to `warnings`.
@@ -139,7 +138,7 @@ def real_exit_from_cli(args, progress=None, warnings: list[str] | None = None):
     dataset, notes = load_dataset_noted(args.dataset)
     examples = list(dataset.examples)[: args.limit] if args.limit else list(dataset.examples)
     lm = load_model(args.model, device=args.device, dtype=args.dtype, max_memory=args.max_memory,
-                    progress=progress or (lambda _m: None))
+                    progress=progress or no_progress)
     lens = AffineLens.load(Path(args.lens), lm) if args.lens else find_lens(lm, "linear_spade")
     if lens is None:
         raise InputError("no linear SPADE is saved for this model: fit one first (`python -m spade_viz calibrate`)")
@@ -151,19 +150,10 @@ def real_exit_from_cli(args, progress=None, warnings: list[str] | None = None):
     notes += warn(skipped_notes(skipped))
     if warnings is not None:
         warnings.extend(notes)
-    tick = None
-    if progress is not None:
-        shown = [-1]
-
-        def tick(share, text):
-            decile = int(share * 10)
-            if decile != shown[0]:
-                shown[0] = decile
-                progress(f"timing: {share:4.0%} ({text})")
-
     if args.limit is not None and args.limit < 1:
         raise InputError("--limit must be at least 1")
-    return run_real_exit(lm, prompts, lens, args.threshold, checkpoints, cost, args.repeats, progress=tick,
+    timing = each_tenth(progress, "timing") if progress is not None else None
+    return run_real_exit(lm, prompts, lens, args.threshold, checkpoints, cost, args.repeats, progress=timing,
                          batch_size=args.batch_size)
 
 

@@ -16,9 +16,12 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from tqdm import tqdm
+
 from ..data import load_task_or_file
 from ..errors import InputError, check_number
 from ..models.loading import DEFAULT_MODEL, cache_dir
+from ..progress import Progress
 
 NOTES_SHOWN = 12  # warning lines printed per dataset (the rest is counted)
 # the Python parameter a library message names -> the flag that sets it
@@ -124,3 +127,54 @@ def model_inputs(model: str | None) -> list[str]:
     if model == DEFAULT_MODEL:
         return [str(cache_dir() / "models")]
     return existing(model)
+
+
+def say(done: float, total: float, message: str) -> None:
+    """A progress callback that prints each message on stderr (loading a model, the honest run's steps)."""
+    print(message, file=sys.stderr)
+
+
+class Bars:
+    """A progress callback drawing tqdm bars on stderr: one per stage (a message's words before any
+    ':'), the rest of the message beside it; a step with no count (total 0) is printed as a line.
+    `one_bar`: a job reporting a share of 1 throughout (training the tuned lens) gets one bar."""
+
+    def __init__(self, unit: str = "example", one_bar: str | None = None):
+        self.unit, self.one_bar, self.bar, self.stage = unit, one_bar, None, None
+
+    def __call__(self, done: float, total: float, message: str) -> None:
+        """Move the stage's bar to `done` of `total` (a new bar when the stage changes)."""
+        if not total:
+            tqdm.write(message, file=sys.stderr)
+            return
+        stage, _, detail = message.partition(":")
+        if self.one_bar:
+            stage, detail, done, total = self.one_bar, message, int(done / total * 100), 100
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=total, desc=stage, unit=self.unit if total > 1 else "step", file=sys.stderr,
+                            leave=False)
+        self.bar.n = done
+        if detail.strip():
+            self.bar.set_postfix_str(detail.strip()[:60], refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        """Close the bar drawn last (call once the job is over, even when it failed)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def each_tenth(progress: Progress, what: str) -> Progress:
+    """`progress` told once per tenth of the way, as a line: `what: 40% (message)`."""
+    shown = [-1]
+
+    def tell(done: float, total: float, message: str) -> None:
+        share = done / total if total else 0.0
+        if int(share * 10) != shown[0]:
+            shown[0] = int(share * 10)
+            progress(0, 0, f"{what}: {share:4.0%} ({message})")
+
+    return tell

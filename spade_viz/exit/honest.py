@@ -20,6 +20,7 @@ from ..engine import read_rows
 from ..errors import InputError
 from ..lenses.linear_spade import fit_linear_spade
 from ..models.loading import LoadedModel
+from ..progress import Progress, no_progress
 from ..sweep import SweepSettings, run_sweep
 from .arrays import ExitArrays
 from .cost import Checkpoints, CostModel
@@ -73,7 +74,7 @@ def answer_shortlist(lm: LoadedModel, prompts, top: int = 10) -> list[int]:
 
 def calibrated_real_exit(lm: LoadedModel, dataset, calibrate_split: float = 0.5, repeats: int = 3,
                          cost: CostModel | None = None, tolerance: float = 0.01, batch_size: int = 64,
-                         shortlist_top: int = 10, progress=None) -> HonestExit:
+                         shortlist_top: int = 10, progress: Progress = no_progress) -> HonestExit:
     """Fit, sweep and choose on a `calibrate_split` share of `dataset`; run and time the rest in
     batches of `batch_size` (1: one prompt's latency). The confidence is linear SPADE's entropy
     over `answer_shortlist(calibration prompts, shortlist_top)`, both in the calibration sweep
@@ -89,13 +90,13 @@ def calibrated_real_exit(lm: LoadedModel, dataset, calibrate_split: float = 0.5,
     if cut < 2 or not heldout:
         raise InputError(f"{len(examples)} examples cannot be split {calibrate_split:g} / "
                          f"{1 - calibrate_split:g}: use more examples")
-    say = progress or (lambda message: None)
     calibration = replace(dataset, name=f"{dataset.name} (calibration part)", examples=tuple(part),
                           errors=(), source_hash=f"{dataset.source_hash}:calibration:{calibrate_split:g}")
-    say(f"fitting linear SPADE on the calibration part ({cut} examples)")
+    progress(0, 3, f"fitting linear SPADE on the calibration part ({cut} examples)")
     lens = fit_linear_spade(lm, calibration, save=False).lens
     shortlist = answer_shortlist(lm, prepare_prompts(lm, part), shortlist_top) if shortlist_top else None
-    say("sweeping the calibration part" + (f" (confidence over {len(shortlist)} tokens)" if shortlist else ""))
+    over = f" (confidence over {len(shortlist)} tokens)" if shortlist else ""
+    progress(1, 3, "sweeping the calibration part" + over)
     settings = SweepSettings(linear_spade="crossfit", tuned_lens=False, confidence_shortlist=tuple(shortlist or ()))
     arrays = ExitArrays.from_sweep(run_sweep(lm, calibration, settings, use_cache=False))
     if shortlist:  # each checkpoint reads the shortlist's rows of the unembedding where there are no choices
@@ -104,8 +105,8 @@ def calibrated_real_exit(lm: LoadedModel, dataset, calibrate_split: float = 0.5,
     best = search_checkpoints(arrays, cost, "linear_spade", tolerance=tolerance).iloc[0]
     checkpoints = Checkpoints.parse(best["checkpoints"])
     threshold = float(best["threshold_within_1pt"])
-    say(f"chosen on the calibration part: checkpoints {best['checkpoints']}, threshold {threshold:.3f} "
-        f"({best['speedup_within_1pt']:.2f}x simulated there); timing the held-out part")
+    progress(2, 3, f"chosen on the calibration part: checkpoints {best['checkpoints']}, threshold {threshold:.3f} "
+                   f"({best['speedup_within_1pt']:.2f}x simulated there); timing the held-out part")
     prompts = prepare_prompts(lm, heldout)
     report = run_real_exit(lm, prompts, lens, threshold, checkpoints, cost, repeats, batch_size=batch_size,
                            shortlist=shortlist)

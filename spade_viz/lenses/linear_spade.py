@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +39,7 @@ from ..engine import prepare_examples
 from ..errors import InputError, check_int, check_number
 from ..limits import DEFAULT_TOKEN_LIMIT
 from ..models.loading import LoadedModel, operation
+from ..progress import Progress
 from .affine import AffineLens, LensMismatch, default_lens_path, lens_meta
 from .spade import answer_rows
 from .stats import entropy_top1
@@ -47,7 +48,6 @@ KIND = "linear_spade"
 DEFAULT_RIDGE = 1e-2
 DEFAULT_HELDOUT = 0.25
 
-Progress = Callable[[int, int, str], None]
 
 
 def prompt_hash(prompt: str) -> str:

@@ -27,7 +27,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,9 +37,8 @@ from transformers import StoppingCriteriaList
 from ..engine import read_rows
 from ..errors import InputError
 from ..models.loading import LoadedModel, cache_dir, operation
+from ..progress import Progress, no_progress, within
 from .affine import AffineLens, lens_meta
-
-Progress = Callable[[float, str], None]
 
 DEFAULT_PROMPTS = 32
 DEFAULT_NEW_TOKENS = 96
@@ -109,7 +108,7 @@ class _EveryToken:
     def __call__(self, input_ids, scores, **kwargs):
         self.done += 1
         if self.progress is not None:
-            self.progress(min(1.0, self.done / self.total), f"writing training text: token {self.done}/{self.total}")
+            self.progress(self.done, self.total, f"writing training text: token {self.done}/{self.total}")
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
@@ -152,9 +151,9 @@ def training_texts(
             ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=lm.device)
             mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=lm.device)
 
-            def report(frac, message, number=number):
+            def report(done, total, message, number=number):
                 if progress is not None:
-                    progress((number + frac) / len(batches), message)
+                    progress(number * total + done, len(batches) * total, message)
 
             out = lm.model.generate(
                 input_ids=ids, attention_mask=mask, max_new_tokens=tokens_each, min_new_tokens=tokens_each,
@@ -261,7 +260,7 @@ def collect(lm: LoadedModel, windows: Sequence[Sequence[int]], progress: Progres
         finals.append(final.float().cpu())
         if progress is not None:
             done = min(len(kept_windows), start + batch_windows)
-            progress(done / len(kept_windows), f"reading the text through the model: window {done}/{len(kept_windows)}")
+            progress(done, len(kept_windows), f"reading the text through the model: window {done}/{len(kept_windows)}")
     return Activations(torch.cat(residuals, dim=1), torch.cat(finals))
 
 
@@ -358,7 +357,7 @@ def heldout_kl(
             for name, logits in decoded.items():
                 sums[name][:layers] += _kl(final_logprobs, logits).sum(-1).double().cpu()
             if progress is not None:
-                progress((number + 1) / len(starts), "measuring held-out KL")
+                progress(number + 1, len(starts), "measuring held-out KL")
     return {name: (total / count).tolist() for name, total in sums.items()}
 
 
@@ -425,17 +424,16 @@ def train_tuned_lens(
     `lens.save(default_lens_path(lm, "tuned_lens"))` to make it the model's tuned lens.
 
     `texts`: training text (e.g. a user file's contents); None = `training_texts(lm,
-    n_prompts, tokens_each, seed)`. `progress(fraction, message)` is called throughout.
+    n_prompts, tokens_each, seed)`. `progress(share, 1, message)` is called throughout.
     """
     started = time.perf_counter()
-    report_to = progress or (lambda frac, message: None)
+    report_to = progress or no_progress
     generated = texts is None
     phases = {"text": 0.25 if generated else 0.0, "read": 0.05, "train": 0.6 if generated else 0.85, "eval": 0.1}
     done = 0.0
 
     def phase(name):
-        weight, base = phases[name], done
-        return lambda frac, message: report_to(min(1.0, base + weight * frac), message)
+        return within(report_to, done, phases[name])
 
     if generated:
         texts = training_texts(lm, n_prompts, tokens_each, seed, progress=phase("text"))
@@ -475,7 +473,7 @@ def train_tuned_lens(
         optimizer.step()
         schedule.step()
         losses.append(loss.item() / layers)
-        train_report((step + 1) / steps, f"training: step {step + 1}/{steps}, mean KL {losses[-1]:.3f} nats")
+        train_report(step + 1, steps, f"training: step {step + 1}/{steps}, mean KL {losses[-1]:.3f} nats")
     done += phases["train"]
 
     weight = (torch.eye(dim, device=lm.device) + delta.detach()).cpu()
@@ -494,7 +492,7 @@ def train_tuned_lens(
         lens.meta["heldout_kl_logit_lens"] = json.dumps([round(v, 4) for v in heldout["logit_lens"]])
         lens.meta["heldout_kl_tuned_lens"] = json.dumps([round(v, 4) for v in heldout["tuned_lens"]])
         lens.meta["heldout_positions"] = str(held_count)
-    report_to(1.0, "tuned lens trained")
+    report_to(1, 1, "tuned lens trained")
     report = TunedLensReport(
         source=source, train_positions=count, heldout_positions=held_count, steps=steps, batch=batch, lr=lr,
         seconds=time.perf_counter() - started, dtype=str(fast_dtype(lm.device)).replace("torch.", ""),

@@ -36,6 +36,7 @@ from ..lenses.linear_spade import crossfit_states, fold_ids
 from ..lenses.spade import batch_answer_rows
 from ..lenses.stats import logit_stats
 from ..models.loading import LoadedModel, operation
+from ..progress import Progress
 from .cache import cache_key, load_cached, save_cached
 from .linear_plan import LinearPlan, plan_linear_spade
 from .prepared import prepare_dataset
@@ -176,7 +177,7 @@ def _decode_batch(lm: LoadedModel, plan: LinearPlan, tuned: AffineLens | None, r
 
 
 def _crossfit_linear_spade(lm: LoadedModel, prepared, plan: LinearPlan, settings: SweepSettings,
-                           swept: _Swept, choices: torch.Tensor, progress) -> None:
+                           swept: _Swept, choices: torch.Tensor, progress: Progress | None) -> None:
     """Linear-SPADE stats [n, L+1] of every example into `swept`, each decoded from maps fitted on
     the other folds."""
     if progress:
@@ -203,7 +204,7 @@ def run_sweep(
     *,
     use_cache: bool = True,
     linear_spade_map: AffineLens | str | Path | None = None,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: Progress | None = None,
     processes: Processes | None = None,
 ) -> SweepResult | None:
     """Every usable example of `dataset` x layers 0..L x decoders; cached on disk (see module doc).

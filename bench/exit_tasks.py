@@ -5,7 +5,7 @@ For each task:
 1. sweep the whole task (linear SPADE by 5-fold cross-fitting: no example is scored by a map fitted
    on it), write <out>/<task>.csv (+ .meta.json): `python -m spade_viz exit-curve --sweep <that CSV>`
    prints the same curve and operating points headless;
-2. real exit: fit linear SPADE on half of the task (`calibrate_linear_spade`, held-out half 0.5),
+2. real exit: fit linear SPADE on half of the task (`fit_linear_spade`, held-out half 0.5),
    sweep the held-out half with exactly that map, pick the checkpoint layout and threshold with the
    largest speedup within 1 point there, run the real early exit on the held-out prompts at that
    setting, timed against full forward passes (interleaved, same process), and check that every
@@ -32,7 +32,7 @@ from spade_viz.data import builtin_tasks, load_builtin  # noqa: E402
 from spade_viz.exit import Checkpoints, CostModel, ExitArrays, ExitSimulator, search_checkpoints  # noqa: E402
 from spade_viz.exit.real import prepare_prompts, run_real_exit  # noqa: E402
 from spade_viz.exit.report import exit_curve_report  # noqa: E402
-from spade_viz.lenses.linear_spade import calibrate_linear_spade, split_examples  # noqa: E402
+from spade_viz.lenses.linear_spade import fit_linear_spade, split_examples  # noqa: E402
 from spade_viz.sweep import SweepSettings, run_sweep  # noqa: E402
 
 
@@ -62,13 +62,13 @@ def task_numbers(lm, task: str, out: Path, repeats: int, heldout: float, batch_s
 
     log(f"{task}: calibrating linear SPADE on {1 - heldout:.0%} of the task")
     lens_path = out / f"{task}.linear_spade.safetensors"
-    calibration = calibrate_linear_spade(lm, dataset, heldout=heldout, out=lens_path, save=True)
+    fitted = fit_linear_spade(lm, dataset, heldout=heldout, out=lens_path, save=True)
     usable = {p.example_id for p in prepare_prompts(lm, dataset.examples)}
     _train, held = split_examples([e for e in dataset.examples if e.id in usable], heldout)
     held_set = replace(dataset, name=f"{task}-heldout", examples=tuple(held), errors=(),
                        source_hash=f"{dataset.source_hash}:heldout{heldout}")
     log(f"{task}: sweep of the {len(held)} held-out examples with that map")
-    held_result = run_sweep(lm, held_set, SweepSettings(linear_spade="saved"), calibration=calibration.lens)
+    held_result = run_sweep(lm, held_set, SweepSettings(linear_spade="saved"), linear_spade_map=fitted.lens)
     held_arrays = ExitArrays.from_sweep(held_result)
     held_search = search_checkpoints(held_arrays, cost)
     real_layout = Checkpoints.parse(held_search["checkpoints"].iloc[0])
@@ -77,7 +77,7 @@ def task_numbers(lm, task: str, out: Path, repeats: int, heldout: float, batch_s
     log(f"{task}: real exit on {len(held)} prompts x {repeats} rounds at {real_layout.describe()}, tau {tau:.3f}")
     prompts = prepare_prompts(lm, held)
     assert [p.example_id for p in prompts] == list(held_arrays.example_ids)
-    real = run_real_exit(lm, prompts, calibration.lens, tau, real_layout, cost, repeats, batch_size=batch_size)
+    real = run_real_exit(lm, prompts, fitted.lens, tau, real_layout, cost, repeats, batch_size=batch_size)
     same = int((real.exit_layers == expected.exit_layer).sum())
     return {
         "task": task,

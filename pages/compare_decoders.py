@@ -72,14 +72,14 @@ else:
 
 with st.expander("Train a tuned lens" if lens is None else "Train the tuned lens again", expanded=lens is None):
     chrome.explain(
-        "Training reads a calibration text through the model once, then fits one affine map per layer "
+        "Training reads a text through the model once, then fits one affine map per layer "
         "(starting from the identity) so that the logit lens of the mapped state matches the model's final "
         "next-token distribution (it minimises the KL divergence). One text in five is held out to measure it."
     )
     page.seed_prompts = page.seed_prompts or tuned.DEFAULT_PROMPTS
     page.tokens_each = page.tokens_each or tuned.DEFAULT_NEW_TOKENS
     page.steps = page.steps or tuned.DEFAULT_STEPS
-    st.radio("Calibration text", ["Text the model writes itself", "Upload a text file"], horizontal=True,
+    st.radio("Training text", ["Text the model writes itself", "Upload a text file"], horizontal=True,
              **bind(page, "text_source", "cd_text_source"))
     texts = None
     c1, c2, c3 = st.columns(3)
@@ -111,7 +111,7 @@ with st.expander("Train a tuned lens" if lens is None else "Train the tuned lens
                     lm, texts, steps=int(page.steps), n_prompts=int(page.seed_prompts),
                     tokens_each=int(page.tokens_each),
                     source=None if texts is None else f"uploaded text {upload.name}",
-                    progress=lambda fraction, message: bar.progress(fraction, text=message),
+                    progress=lambda done, total, message: bar.progress(min(1.0, done / total), text=message),
                 )
             new_lens.save(default_lens_path(lm, "tuned_lens"))
         except sv.SpadeVizError as err:

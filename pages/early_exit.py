@@ -137,13 +137,13 @@ with setup_area:
                          "to run the real early exit below.")
     if lens_col.button("Fit linear SPADE on these examples", key="ee_fit", icon=":material/tune:",
                        help="Fits the per-layer maps on these examples and saves them for this model."):
-        from spade_viz.lenses.linear_spade import calibrate_linear_spade  # noqa: PLC0415  (deferred: on press)
+        from spade_viz.lenses.linear_spade import fit_linear_spade  # noqa: PLC0415  (deferred: on press)
 
         bar = st.progress(0.0, text="Fitting linear SPADE…")
         try:
             with jobs.heavy_job("fitting linear SPADE"):
-                fitted = calibrate_linear_spade(lm, subset, save=serve.visitors_save,
-                                                progress=jobs.bar_progress(bar, "Fitting linear SPADE"))
+                fitted = fit_linear_spade(lm, subset, save=serve.visitors_save,
+                                          progress=jobs.bar_progress(bar, "Fitting linear SPADE"))
             if not serve.visitors_save:
                 own_lenses[lm.fingerprint()] = fitted.lens
         except sv.SpadeVizError as err:
@@ -157,7 +157,7 @@ with setup_area:
         bar = st.progress(0.0, text="Sweeping…")
         try:
             with jobs.heavy_job("sweeping"):  # in server mode a visitor's sweep is not stored for everyone
-                result = run_sweep(lm, subset, use_cache=serve.visitors_save, calibration=saved_lens,
+                result = run_sweep(lm, subset, use_cache=serve.visitors_save, linear_spade_map=saved_lens,
                                    progress=jobs.bar_progress(bar, "Sweeping"))
             session.add_sweep(study_key, result, CostModel.from_lm(lm))
         except sv.SpadeVizError as err:
@@ -335,7 +335,8 @@ if b2.button(f"Honest run on all {n_total} examples", key="ee_real_honest", icon
     try:
         with jobs.heavy_job("the honest real early exit"):
             honest = calibrated_real_exit(lm, dataset, 0.5, int(page.real_rounds), batch_size=int(page.real_batch),
-                                          shortlist_top=0, progress=status.write)
+                                          shortlist_top=0,
+                                          progress=lambda done, total, message: status.write(message))
         session.record_real_exit((study_key, "honest"), honest.to_dict())
         status.update(label="Honest run finished", state="complete", expanded=False)
     except sv.SpadeVizError as err:
@@ -352,7 +353,8 @@ elif b1.button("Measure the real early exit", key="ee_real_run", icon=":material
         with jobs.heavy_job("timing the real early exit"):
             report = run_real_exit(lm, prompts, saved_lens, tau, view.key.checkpoints, view.simulator.cost,
                                    int(page.real_rounds), batch_size=int(page.real_batch),
-                                   progress=lambda share, text: bar.progress(min(1.0, share), text=text))
+                                   progress=lambda done, total, text: bar.progress(min(1.0, done / max(total, 1)),
+                                                                                    text=text))
         session.record_real_exit(study_key, report.to_dict())
     except sv.SpadeVizError as err:
         chrome.show_error(err)

@@ -46,7 +46,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "run_sweep": ("spade_viz.sweep", "run_sweep"),
     "cached_sweep": ("spade_viz.sweep", "cached_sweep"),
     # fitted decoders: linear SPADE (saved for the model as it fits) and the tuned lens
-    "fit_linear_spade": ("spade_viz.lenses.linear_spade", "calibrate_linear_spade"),
+    "fit_linear_spade": ("spade_viz.lenses.linear_spade", "fit_linear_spade"),
     "train_tuned_lens": ("spade_viz.lenses.tuned", "train_tuned_lens"),
     "default_lens_path": ("spade_viz.lenses.affine", "default_lens_path"),
     "find_lens": ("spade_viz.lenses.affine", "find_lens"),

@@ -21,7 +21,9 @@ class Decoder:
     order: int  # reading order: lines, columns and table rows follow it
     summary: str  # one line for a student (markdown)
     dash: str = "solid"  # line style of its per-layer curves
-    swept: bool = True  # a dataset sweep computes it (False: the Explore page's ablation only)
+    column: int | None = None  # its place in a sweep's columns (CSV rows, `SweepResult.decoders`); None: not swept
+    confidence: int | None = None  # its rank among the exit confidences offered (the method first); None: none
+    needs_saved_lens: bool = False  # a sweep has it only when a map is saved for the model
 
 
 @dataclass(frozen=True)
@@ -35,15 +37,19 @@ class Series:
 
 DECODERS: tuple[Decoder, ...] = (
     Decoder("logit_lens", "logit lens", "#1f77b4", 0,
-            "The model's final norm and output matrix applied straight to the layer's state."),
+            "The model's final norm and output matrix applied straight to the layer's state.",
+            column=0, confidence=2),
     Decoder("tuned_lens", "tuned lens", "#2ca02c", 1,
-            "A small learnt map per layer first, trained to imitate the model's final prediction."),
+            "A small learnt map per layer first, trained to imitate the model's final prediction.",
+            column=3, confidence=3, needs_saved_lens=True),
     Decoder("spade", "SPADE", "#e8710a", 2,
-            "Keep only the start token `<s>` and the answer token and let the remaining layers finish."),
+            "Keep only the start token `<s>` and the answer token and let the remaining layers finish.",
+            column=1, confidence=1),
     Decoder("spade_no_bos", "SPADE without <s>", "#c9a227", 3,
-            "SPADE with the answer token alone: the ablation that shows what `<s>` brings.", dash="dash", swept=False),
+            "SPADE with the answer token alone: the ablation that shows what `<s>` brings.", dash="dash"),
     Decoder("linear_spade", "linear SPADE", "#9467bd", 4,
-            "A learnt linear map imitating SPADE: about as cheap as the logit lens."),
+            "A learnt linear map imitating SPADE: about as cheap as the logit lens.",
+            column=2, confidence=0),
 )
 
 SERIES: tuple[Series, ...] = (
@@ -61,10 +67,17 @@ _BY_NAME: dict[str, Decoder | Series] = {item.name: item for item in (*DECODERS,
 _FALLBACK_COLOURS = ("#e377c2", "#bcbd22", "#393b79", "#637939")  # decoders not in the table
 
 NAMES: tuple[str, ...] = tuple(d.name for d in sorted(DECODERS, key=lambda d: d.order))
-SWEPT: tuple[str, ...] = tuple(name for name in NAMES if _BY_NAME[name].swept)
+# what a sweep computes, in reading order
+SWEPT: tuple[str, ...] = tuple(d.name for d in sorted(DECODERS, key=lambda d: d.order) if d.column is not None)
 # the order a sweep stores its columns in (CSV rows, `SweepResult.decoders`); figures and tables
 # re-order by `ordered`
-SWEEP_COLUMNS: tuple[str, ...] = ("logit_lens", "spade", "linear_spade", "tuned_lens")
+SWEEP_COLUMNS: tuple[str, ...] = tuple(d.name for d in sorted((d for d in DECODERS if d.column is not None),
+                                                              key=lambda d: d.column))
+# the decoders whose entropy can decide the early exit, the method's own first
+CONFIDENCES: tuple[str, ...] = tuple(d.name for d in sorted((d for d in DECODERS if d.confidence is not None),
+                                                            key=lambda d: d.confidence))
+# the sweep's columns when no map is saved for the model (as in the synthetic sweeps)
+WITHOUT_SAVED_LENS: tuple[str, ...] = tuple(name for name in SWEEP_COLUMNS if not _BY_NAME[name].needs_saved_lens)
 DECODER_LABELS: dict[str, str] = {d.name: d.label for d in DECODERS}
 
 

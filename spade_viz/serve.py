@@ -8,7 +8,7 @@ Streamlit's own limits). `SPADE_VIZ_SERVE=1` switches it on with safe defaults;
     max_models = 2            # resident at once; past it the least recently used is unloaded
     max_upload_mb = 5
     max_rows = 2000           # rows of an uploaded file
-    max_prompt_tokens = 512
+    max_prompt_tokens = 512   # default: the default token limit (spade_viz.limits)
     max_sweep_examples = 300
     max_heavy_jobs = 1        # sweeps, fitting and training at once across the server; others queue
     visitors_save = false     # may visitors save lenses and sweeps that every visitor then uses
@@ -21,6 +21,7 @@ Streamlit or torch: `spade_viz.ui` applies it.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import tomllib
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .errors import InputError
+from .limits import DEFAULT_TOKEN_LIMIT
 
 ENV = "SPADE_VIZ_SERVE"
 
@@ -53,8 +55,8 @@ class ServeSettings:
         value = (os.environ if environ is None else environ).get(ENV, "").strip()
         if value in ("", "0", "false", "no"):
             return cls()
-        served = cls(enabled=True, max_upload_mb=5, max_rows=2000, max_prompt_tokens=512, max_sweep_examples=300,
-                     max_heavy_jobs=1, visitors_save=False)
+        served = cls(enabled=True, max_upload_mb=5, max_rows=2000, max_prompt_tokens=DEFAULT_TOKEN_LIMIT,
+                     max_sweep_examples=300, max_heavy_jobs=1, visitors_save=False)
         if value in ("1", "true", "yes"):
             return served
         return served.with_file(Path(value))
@@ -148,8 +150,6 @@ class JobQueue:
 
 def main() -> None:
     """Print the Streamlit flags server mode needs (scripts/start.sh reads them); exit 2 on bad settings."""
-    import sys
-
     try:
         settings = ServeSettings.from_env()
     except InputError as err:

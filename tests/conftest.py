@@ -43,7 +43,7 @@ def default_lm() -> sv.LoadedModel:
 
 @pytest.fixture
 def isolated_cache(tmp_path, monkeypatch) -> Path:
-    """A fresh `SPADE_VIZ_CACHE` for sweeps, lenses and calibration texts (models load before it)."""
+    """A fresh `SPADE_VIZ_CACHE` for sweeps, lenses and tuned-lens training texts (models load before it)."""
     cache = tmp_path / "cache"
     monkeypatch.setenv("SPADE_VIZ_CACHE", str(cache))
     return cache

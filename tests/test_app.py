@@ -241,26 +241,26 @@ def test_model_pool_holds_one_model_and_frees_the_old(tiny_folders):
 
     pool = models.ModelPool(capacity=1)
     first_key = (str(tiny_folders["llama"]), "cpu", "fp32")
-    first = pool.get(first_key, progress=lambda message: None)
-    assert pool.get(first_key, progress=lambda message: None) is first  # cached, not reloaded
+    first = pool.get(first_key, progress=lambda done, total, message: None)
+    assert pool.get(first_key, progress=lambda done, total, message: None) is first  # cached, not reloaded
     gone = weakref.ref(first.model)
     del first
     second_key = (str(tiny_folders["qwen2"]), "cpu", "fp32")
-    second = pool.get(second_key, progress=lambda message: None)
+    second = pool.get(second_key, progress=lambda done, total, message: None)
     gc.collect()
     assert gone() is None, "the previous model is still in memory"
     assert list(pool.models.items()) == [(second_key, second)]
     with pytest.raises(sv.ModelLoadError):
-        pool.get(("/no/such/model", "cpu", "fp32"), progress=lambda message: None)
+        pool.get(("/no/such/model", "cpu", "fp32"), progress=lambda done, total, message: None)
     assert list(pool.models.items()) == [(second_key, second)]
 
 
 def test_model_pool_keeps_the_most_recently_used_within_its_capacity(tiny_folders):
     pool = models.ModelPool(capacity=2)
     keys = [(str(tiny_folders[family]), "cpu", "fp32") for family in ("llama", "qwen2", "gpt2")]
-    first, second = (pool.get(key, progress=lambda message: None) for key in keys[:2])
+    first, second = (pool.get(key, progress=lambda done, total, message: None) for key in keys[:2])
     assert pool.resident(keys[0]) is first  # now the most recently used: the second goes next
-    pool.get(keys[2], progress=lambda message: None)
+    pool.get(keys[2], progress=lambda done, total, message: None)
     assert list(pool.models) == [keys[0], keys[2]]
 
 

@@ -14,7 +14,7 @@ import spade_viz as sv
 from spade_viz.data import Dataset, Example
 from spade_viz.exit import Checkpoints
 from spade_viz.exit.real import prepare_prompts, run_real_exit
-from spade_viz.lenses.linear_spade import calibrate_linear_spade
+from spade_viz.lenses.linear_spade import fit_linear_spade
 from spade_viz.lenses.tuned import train_tuned_lens
 from spade_viz.models import surgery
 from spade_viz.sweep import SweepSettings, run_sweep
@@ -63,7 +63,7 @@ def sweep_key(result) -> tuple:
 def operations(lm: sv.LoadedModel, n_examples: int, tuned_steps: int) -> dict:
     """name -> a call whose result key must not depend on what other threads do."""
     dataset = capitals(n_examples)
-    lens = calibrate_linear_spade(lm, dataset, save=False).lens
+    lens = fit_linear_spade(lm, dataset, save=False).lens
     prompts = prepare_prompts(lm, dataset.examples)
     base = sv.analyze(lm, PROMPTS[0])
     settings = SweepSettings(batch_size=4, linear_spade="crossfit", tuned_lens=False)
@@ -81,7 +81,7 @@ def operations(lm: sv.LoadedModel, n_examples: int, tuned_steps: int) -> dict:
     ops.update({
         "retarget": lambda: analysis_key(sv.retarget(lm, base, " Rome")),
         "sweep": lambda: sweep_key(run_sweep(lm, dataset, settings, use_cache=False)),
-        "calibrate": lambda: _arrays(calibrate_linear_spade(lm, dataset, save=False).lens.weight),
+        "calibrate": lambda: _arrays(fit_linear_spade(lm, dataset, save=False).lens.weight),
         "real exit": real_exit,
         "tuned lens": tuned,
     })
@@ -174,7 +174,7 @@ def test_no_module_outside_surgery_changes_a_model():
 
 def test_real_exit_report_says_when_other_work_ran(tiny_lm):
     dataset = capitals(4)
-    lens = calibrate_linear_spade(tiny_lm, dataset, save=False).lens
+    lens = fit_linear_spade(tiny_lm, dataset, save=False).lens
     prompts = prepare_prompts(tiny_lm, dataset.examples)
     quiet = run_real_exit(tiny_lm, prompts, lens, threshold=2.0, repeats=1)
     assert quiet.other_work == 0 and "other_work_during_timing" in quiet.to_dict()

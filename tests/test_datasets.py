@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -410,3 +412,16 @@ def test_head_is_a_dataset_of_its_own():
     assert head.examples == full.examples[:5] and head.errors == ()
     assert head.source_hash != full.source_hash  # its own sweep cache entry
     assert head.source_hash == full.head(5).source_hash  # and the same one each time
+
+
+def test_the_generator_outside_the_package_reproduces_the_shipped_tasks(tmp_path: Path):
+    """scripts/make_datasets.py writes every built-in task file byte for byte as shipped."""
+    root = Path(__file__).resolve().parent.parent
+    run = subprocess.run([sys.executable, str(root / "scripts" / "make_datasets.py"), str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    shipped = sorted((root / "spade_viz" / "assets" / "datasets").glob("*.jsonl"))
+    assert sorted(p.name for p in tmp_path.glob("*.jsonl")) == [p.name for p in shipped]
+    for path in shipped:
+        assert (tmp_path / path.name).read_bytes() == path.read_bytes(), path.name
+    assert not list((root / "spade_viz").rglob("make_datasets.py"))

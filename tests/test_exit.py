@@ -379,3 +379,20 @@ def test_chance_level_accuracy_is_flagged():
     report = exit_curve_report(guessing, synthetic_cost())
     assert report["warning"] and "guessing" in report["warning"]
     assert exit_curve_report(replace(guessing, n_choices=None), synthetic_cost())["warning"] is None
+
+
+def test_library_messages_name_the_parameter_and_the_cli_its_flag():
+    """The pages call the same functions as the CLI: the library names `cost`, the CLI --cost."""
+    from spade_viz.cli.options import as_flags
+    from spade_viz.errors import InputError
+    from spade_viz.exit.report import parse_cost, resolve_cost
+
+    with pytest.raises(InputError, match="^`cost` wants three numbers"):
+        parse_cost("1,2")
+    with pytest.raises(InputError) as raised:
+        resolve_cost({})
+    assert "`model=NAME`" in str(raised.value) and "--" not in str(raised.value)
+    assert as_flags(str(raised.value)).endswith("pass --model NAME (its config is read) or --cost BLOCK,HEAD,MAP")
+    assert as_flags("use `device='cpu'` or `linear_spade=\"crossfit\"` (`max_tokens`)") == \
+        "use --device cpu or --linear-spade crossfit (--max-tokens)"
+    assert as_flags("`fit_linear_spade`, or `an_unknown_name=1`") == "`fit_linear_spade`, or `an_unknown_name=1`"

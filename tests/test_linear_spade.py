@@ -1,5 +1,5 @@
 """Linear SPADE: closed-form fit, cross-fitting that never scores an example with its own map,
-calibration save/load with metadata, refusal for another model, and how the sweep picks a map."""
+fitting, save/load with metadata, refusal for another model, and how the sweep picks a map."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import torch
 import spade_viz as sv
 from spade_viz.cli import main
 from spade_viz.data import load_dataset
-from spade_viz.lenses.affine import AffineLens, CalibrationMismatch, default_lens_path
+from spade_viz.lenses.affine import AffineLens, LensMismatch, default_lens_path
 from spade_viz.lenses.linear_spade import (
     apply_maps,
-    calibrate_linear_spade,
     crossfit_states,
+    fit_linear_spade,
     fit_maps,
     fold_ids,
     load_linear_spade,
@@ -95,30 +95,30 @@ def test_crossfit_never_uses_an_examples_own_row():
     torch.testing.assert_close(predicted[folds == 0], apply_maps(weight, bias, inputs[folds == 0]))
 
 
-def test_calibration_round_trip_and_refusal(tiny_lms, tmp_path):
+def test_fit_round_trip_and_refusal(tiny_lms, tmp_path):
     lm, other = tiny_lms["llama"], tiny_lms["qwen2"]
     data = dataset(tmp_path, "words", make_rows("w", 24))
-    calibration = calibrate_linear_spade(lm, data, heldout=0.25, out=tmp_path / "lin.safetensors")
-    assert calibration.n_train == 18 and calibration.n_heldout == 6
-    assert len(calibration.scores) == lm.num_layers
-    assert all(0 <= row["agree_top1"] <= 1 for row in calibration.scores)
+    fitted = fit_linear_spade(lm, data, heldout=0.25, out=tmp_path / "lin.safetensors")
+    assert fitted.n_train == 18 and fitted.n_heldout == 6
+    assert len(fitted.scores) == lm.num_layers
+    assert all(0 <= row["agree_top1"] <= 1 for row in fitted.scores)
     loaded = AffineLens.load(tmp_path / "lin.safetensors", lm)
-    torch.testing.assert_close(loaded.weight, calibration.lens.weight)
-    torch.testing.assert_close(loaded.bias, calibration.lens.bias)
+    torch.testing.assert_close(loaded.weight, fitted.lens.weight)
+    torch.testing.assert_close(loaded.bias, fitted.lens.bias)
     meta = loaded.meta
     assert meta["model"] == lm.name and meta["weight_hash"] == lm.fingerprint()
     assert json.loads(meta["layers"]) == list(range(lm.num_layers))
     assert len(meta["training_set_hash"]) == 64 and meta["training_set"] == "words"
-    assert meta["spade_positions"] == "original" and "separate calibration split" in meta["split"]
+    assert meta["spade_positions"] == "original" and "separate training split" in meta["split"]
     assert len(json.loads(meta["training_prompts"])) == 18
     assert json.loads(meta["heldout"])[0]["layer"] == 0
-    with pytest.raises(CalibrationMismatch, match="fitted on model"):
+    with pytest.raises(LensMismatch, match="fitted on model"):
         AffineLens.load(tmp_path / "lin.safetensors", other)
-    with pytest.raises(CalibrationMismatch, match="fitted on model"):
+    with pytest.raises(LensMismatch, match="fitted on model"):
         load_linear_spade(other, tmp_path / "lin.safetensors")
     tuned = AffineLens.identity("tuned_lens", lm.num_layers, 32, {"fingerprint": lm.fingerprint()})
     tuned.save(tmp_path / "tuned.safetensors")
-    with pytest.raises(CalibrationMismatch, match="not linear SPADE"):
+    with pytest.raises(LensMismatch, match="not linear SPADE"):
         load_linear_spade(lm, tmp_path / "tuned.safetensors")
 
 
@@ -127,14 +127,14 @@ def test_sweep_uses_a_disjoint_saved_map_and_cross_fits_otherwise(tiny_lm, tmp_p
     train = dataset(tmp_path, "words", make_rows("w", 20))
     fresh = dataset(tmp_path, "fresh", make_rows("f", 6, offset=7))
     assert not {prompt_hash(e.prompt) for e in train.examples} & {prompt_hash(e.prompt) for e in fresh.examples}
-    calibration = calibrate_linear_spade(lm, train)  # saved at the model's default path
-    assert calibration.path == default_lens_path(lm, "linear_spade")
+    fitted = fit_linear_spade(lm, train)  # saved at the model's default path
+    assert fitted.path == default_lens_path(lm, "linear_spade")
 
     used = run_sweep(lm, fresh, SweepSettings(tuned_lens=False), use_cache=False)
-    assert used.linear_spade_source.startswith("separate calibration set")
+    assert used.linear_spade_source.startswith("separate training set")
     assert "another task" in used.linear_spade_source  # fitted on 'words', sweeping 'fresh'
     for i, example in enumerate(fresh.examples[:3]):  # the same map as the single-prompt analysis applies
-        analysis = sv.analyze(lm, example.prompt, lenses={"linear_spade": calibration.lens})
+        analysis = sv.analyze(lm, example.prompt, lenses={"linear_spade": fitted.lens})
         np.testing.assert_array_equal(used.top1_vocab["linear_spade"][i], analysis.answer["linear_spade"].top1[:, 0])
         np.testing.assert_allclose(used.entropy_vocab["linear_spade"][i],
                                    analysis.answer["linear_spade"].entropy[:, 0], atol=1e-4)
@@ -171,7 +171,7 @@ def test_cli_calibrate(tiny_folders, tiny_lm, tmp_path, capsys):
                  "--out", str(out)])
     printed = capsys.readouterr().out
     assert code == 0 and out.exists()
-    assert "held-out scores (separate calibration split: 12 examples fitted, 4 held out" in printed
+    assert "held-out scores (separate training split: 12 examples fitted, 4 held out" in printed
     assert "agree(lin,SPADE)" in printed
     assert main(["calibrate", "--model", str(tiny_folders["llama"]), "--dataset", str(tmp_path / "words.jsonl"),
                  "--out", str(out), "--json"]) == 0
@@ -181,7 +181,7 @@ def test_cli_calibrate(tiny_folders, tiny_lm, tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: give --dataset")
     assert main(["calibrate", "--model", str(tiny_folders["llama"]), "--text", "x.txt"]) == 2
     assert "answer rows of a task" in capsys.readouterr().err
-    # a sweep refuses a calibration fitted on another model, in one line
+    # a sweep refuses a map fitted on another model, in one line
     assert main(["sweep", "--model", str(tiny_folders["qwen2"]), "--dataset", str(tmp_path / "words.jsonl"),
                  "--calibration", str(out), "--out", str(tmp_path / "r.csv")]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]

@@ -22,7 +22,7 @@ from spade_viz.engine import prepare_examples
 from spade_viz.errors import InputError, ModelLoadError
 from spade_viz.exit.real import exit_answer, prepare_prompts, run_real_exit
 from spade_viz.lenses.affine import AffineLens, lens_meta
-from spade_viz.lenses.linear_spade import calibrate_linear_spade
+from spade_viz.lenses.linear_spade import fit_linear_spade
 from spade_viz.lenses.spade import answer_rows
 from spade_viz.lenses.stats import logit_stats
 from spade_viz.lenses.tuned import train_tuned_lens
@@ -211,10 +211,11 @@ def test_max_memory_offloads_what_does_not_fit(tiny_folders, offload_cache):
 def test_a_budget_the_model_fits_in_keeps_it_whole(tiny_folders, offload_cache):
     """accelerate spreads only what does not fit: within the budget the model stays on one device."""
     messages = []
-    lm = sv.load_model(str(tiny_folders["llama"]), device="cpu", max_memory="cpu=1GiB", progress=messages.append)
+    lm = sv.load_model(str(tiny_folders["llama"]), device="cpu", max_memory="cpu=1GiB",
+                       progress=lambda done, total, message: messages.append((done, total, message)))
     assert not hasattr(lm.model, "hf_device_map") and not lm.offloaded
     assert not any(hasattr(block, "_hf_hook") for block in lm.adapter.blocks)
-    assert messages[-1].endswith("whole on cpu")
+    assert messages[-1][:2] == (0, 0) and messages[-1][2].endswith("whole on cpu")  # a step without a count
 
 
 def test_execution_devices_follow_the_device_map():
@@ -346,7 +347,7 @@ def test_cuda_spread_and_half_precision(tiny_folders, offload_cache, isolated_ca
         np.testing.assert_allclose(c.answer[name].entropy, a.answer[name].entropy, atol=0.15)
     for entropy in run_sweep(half, dataset, settings, use_cache=False).entropy.values():
         assert entropy.dtype == np.float32 and np.isfinite(entropy).all()
-    calibration = calibrate_linear_spade(half, dataset, save=False)
+    calibration = fit_linear_spade(half, dataset, save=False)
     assert all(np.isfinite(row["entropy_mae"]) for row in calibration.scores)
     run_real_exit(half, prepare_prompts(half, EXAMPLES), calibration.lens, 4.0, repeats=1)
     tuned, report = train_tuned_lens(half, [e.prompt + e.answer for e in EXAMPLES], steps=2, batch=8)

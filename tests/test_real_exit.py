@@ -186,7 +186,7 @@ def test_real_exit_with_choices_equals_simulation(tiny_lm):
 
     lens = random_lens(tiny_lm, seed=3, scale=0.05)
     data = Dataset("yn", examples, (), "test-choices")
-    result = run_sweep(tiny_lm, data, SweepSettings(linear_spade="saved"), use_cache=False, calibration=lens)
+    result = run_sweep(tiny_lm, data, SweepSettings(linear_spade="saved"), use_cache=False, linear_spade_map=lens)
     arrays = ExitArrays.from_sweep(result)
     sim = ExitSimulator(arrays, CostModel.from_lm(tiny_lm), Checkpoints(start=0))
     prompts = prepare_prompts(tiny_lm, examples)
@@ -302,9 +302,9 @@ def test_shortlist_confidence_real_exit_equals_its_simulation(tiny_lm):
     prompts = prepare_prompts(tiny_lm, EXAMPLES)
     shortlist = answer_shortlist(tiny_lm, prompts, top=4)
     assert {p.gold_id for p in prompts} <= set(shortlist) and len(shortlist) < tiny_lm.adapter.lm_head.weight.shape[0]
-    whole = run_sweep(tiny_lm, data, SweepSettings(linear_spade="saved"), use_cache=False, calibration=lens)
+    whole = run_sweep(tiny_lm, data, SweepSettings(linear_spade="saved"), use_cache=False, linear_spade_map=lens)
     short = run_sweep(tiny_lm, data, SweepSettings(linear_spade="saved", confidence_shortlist=tuple(shortlist)),
-                      use_cache=False, calibration=lens)
+                      use_cache=False, linear_spade_map=lens)
     np.testing.assert_array_equal(short.top1["linear_spade"], whole.top1["linear_spade"])
     np.testing.assert_array_equal(short.entropy_vocab["linear_spade"], whole.entropy_vocab["linear_spade"])
     restricted = short.entropy["linear_spade"][:, :-1]

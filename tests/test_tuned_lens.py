@@ -14,14 +14,14 @@ import torch
 import spade_viz as sv
 from spade_viz import compare
 from spade_viz.lenses import tuned
-from spade_viz.lenses.affine import AffineLens, CalibrationMismatch, default_lens_path, find_lens
+from spade_viz.lenses.affine import AffineLens, LensMismatch, default_lens_path, find_lens
 
 TINY_BUDGET = dict(steps=60, lr=1e-2, batch=32)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _own_cache(tmp_path_factory):
-    """Calibration texts and lenses of this module go to a temporary cache, not the user's."""
+    """Training texts and lenses of this module go to a temporary cache, not the user's."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SPADE_VIZ_CACHE", str(tmp_path_factory.mktemp("cache")))
         yield
@@ -29,17 +29,17 @@ def _own_cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_texts(tiny_lm):
-    """Calibration and independent held-out text, written by the tiny model itself."""
-    train = tuned.calibration_texts(tiny_lm, n_prompts=10, tokens_each=40, seed=0)
-    held = tuned.calibration_texts(tiny_lm, n_prompts=4, tokens_each=40, seed=1)
+    """Training and independent held-out text, written by the tiny model itself."""
+    train = tuned.training_texts(tiny_lm, n_prompts=10, tokens_each=40, seed=0)
+    held = tuned.training_texts(tiny_lm, n_prompts=4, tokens_each=40, seed=1)
     return train, held
 
 
 @pytest.fixture(scope="module")
 def tiny_trained(tiny_lm, tiny_texts):
     calls = []
-    lens, report = tuned.train_tuned_lens(tiny_lm, tiny_texts[0], progress=lambda f, m: calls.append((f, m)),
-                                          **TINY_BUDGET)
+    lens, report = tuned.train_tuned_lens(tiny_lm, tiny_texts[0], **TINY_BUDGET,
+                                          progress=lambda done, total, m: calls.append((done, total, m)))
     return lens, report, calls
 
 
@@ -51,11 +51,11 @@ def _assert_lower_everywhere(kl: dict[str, list[float]], num_layers: int) -> Non
     assert logit[-1] == lens[-1] == 0.0  # layer L is the model's own output for both
 
 
-def test_calibration_texts_are_deterministic_and_varied(tiny_lm):
-    first = tuned.calibration_texts(tiny_lm, n_prompts=3, tokens_each=8, seed=5, cache=False)
-    again = tuned.calibration_texts(tiny_lm, n_prompts=3, tokens_each=8, seed=5, cache=False)
+def test_training_texts_are_deterministic_and_varied(tiny_lm):
+    first = tuned.training_texts(tiny_lm, n_prompts=3, tokens_each=8, seed=5, cache=False)
+    again = tuned.training_texts(tiny_lm, n_prompts=3, tokens_each=8, seed=5, cache=False)
     state = torch.random.get_rng_state()
-    other = tuned.calibration_texts(tiny_lm, n_prompts=3, tokens_each=8, seed=6, cache=False)
+    other = tuned.training_texts(tiny_lm, n_prompts=3, tokens_each=8, seed=6, cache=False)
     assert torch.equal(state, torch.random.get_rng_state())  # the global random state is left alone
     assert first == again and first != other
     assert [t[: len(p)] for t, p in zip(first, tuned.SEED_PROMPTS)] == list(tuned.SEED_PROMPTS[:3])
@@ -63,17 +63,17 @@ def test_calibration_texts_are_deterministic_and_varied(tiny_lm):
     assert len(set(tuned.SEED_PROMPTS)) == len(tuned.SEED_PROMPTS) >= 32
 
 
-def test_calibration_texts_are_cached_per_model_and_settings(tiny_lm, monkeypatch):
-    made = tuned.calibration_texts(tiny_lm, n_prompts=2, tokens_each=6, seed=3)
-    assert made == tuned.calibration_texts(tiny_lm, n_prompts=2, tokens_each=6, seed=3, cache=False)
+def test_training_texts_are_cached_per_model_and_settings(tiny_lm, monkeypatch):
+    made = tuned.training_texts(tiny_lm, n_prompts=2, tokens_each=6, seed=3)
+    assert made == tuned.training_texts(tiny_lm, n_prompts=2, tokens_each=6, seed=3, cache=False)
 
     def no_generation(*args, **kwargs):
         raise AssertionError("the cached text should have been used")
 
     monkeypatch.setattr(tiny_lm.model, "generate", no_generation)
-    assert tuned.calibration_texts(tiny_lm, n_prompts=2, tokens_each=6, seed=3) == made
+    assert tuned.training_texts(tiny_lm, n_prompts=2, tokens_each=6, seed=3) == made
     with pytest.raises(AssertionError):
-        tuned.calibration_texts(tiny_lm, n_prompts=2, tokens_each=6, seed=4)
+        tuned.training_texts(tiny_lm, n_prompts=2, tokens_each=6, seed=4)
 
 
 def test_fused_kl_matches_autograd_reference():
@@ -109,11 +109,12 @@ def test_identity_lens_is_the_logit_lens(tiny_lm, tiny_texts):
 
 def test_progress_is_monotone_and_ends_at_one(tiny_trained):
     _, _, calls = tiny_trained
-    fractions = [f for f, _ in calls]
+    assert {total for _, total, _ in calls} == {1}  # a share of the whole job, phase after phase
+    fractions = [done for done, _, _ in calls]
     assert fractions and all(0.0 <= f <= 1.0 for f in fractions)
     assert all(b >= a - 1e-9 for a, b in zip(fractions, fractions[1:]))
     assert fractions[-1] == 1.0
-    assert any("training: step" in m for _, m in calls)
+    assert any("training: step" in m for _, _, m in calls)
 
 
 def test_generated_calibration_reports_its_source(tiny_lm):
@@ -145,14 +146,14 @@ def test_refuses_a_lens_trained_for_another_model(tiny_lms, tiny_trained, tmp_pa
     lens, _, _ = tiny_trained
     path = lens.save(tmp_path / "tuned.safetensors")
     other = tiny_lms["mistral"]  # same width and depth, different weights
-    with pytest.raises(CalibrationMismatch, match="fitted on model"):
+    with pytest.raises(LensMismatch, match="fitted on model"):
         AffineLens.load(path, other)
-    with pytest.raises(CalibrationMismatch):
+    with pytest.raises(LensMismatch):
         tuned.heldout_kl(other, lens, ["some text to decode"])
-    with pytest.raises(CalibrationMismatch):
+    with pytest.raises(LensMismatch):
         sv.analyze(other, "France: Paris\nJapan:", lenses={"tuned_lens": lens})
     (tmp_path / "junk.safetensors").write_bytes(b"not a lens")
-    with pytest.raises(CalibrationMismatch, match="not a readable lens file"):
+    with pytest.raises(LensMismatch, match="not a readable lens file"):
         AffineLens.load(tmp_path / "junk.safetensors", other)
 
 

@@ -173,6 +173,14 @@ def test_reading_order_labels_and_fallbacks():
     assert decoders.label("hybrid") == "hybrid exit (SPADE)"
     assert decoders.SWEPT == ("logit_lens", "tuned_lens", "spade", "linear_spade")
     assert set(decoders.SWEEP_COLUMNS) == set(decoders.SWEPT)
+
+
+def test_sweep_columns_and_confidences_come_from_the_table():
+    """The orders a sweep's CSV and the exit's confidence menu rely on, derived from the one table."""
+    assert decoders.SWEEP_COLUMNS == ("logit_lens", "spade", "linear_spade", "tuned_lens")
+    assert decoders.CONFIDENCES == ("linear_spade", "spade", "logit_lens", "tuned_lens")
+    assert decoders.WITHOUT_SAVED_LENS == ("logit_lens", "spade", "linear_spade")
+    assert "spade_no_bos" not in decoders.SWEPT + decoders.CONFIDENCES
     assert decoders.dash("spade_no_bos") == "dash" and decoders.dash("spade") == "solid"
     assert all(d.summary for d in decoders.DECODERS)
 

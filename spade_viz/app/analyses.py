@@ -20,6 +20,7 @@ import torch
 import spade_viz as sv
 
 from ..lenses.affine import KINDS, default_lens_path, find_lens
+from ..limits import DEFAULT_TOKEN_LIMIT
 from .models import model_key, serve_settings
 
 ANALYSIS_CACHE_ENTRIES = 16
@@ -34,7 +35,7 @@ def _env_int(name: str, default: int) -> int:
         return default
 
 
-DEFAULT_MAX_TOKENS = _env_int("SPADE_VIZ_MAX_TOKENS", 512)  # the Explore page's default token limit
+DEFAULT_MAX_TOKENS = _env_int("SPADE_VIZ_MAX_TOKENS", DEFAULT_TOKEN_LIMIT)  # the Explore page's default token limit
 ANALYSIS_CACHE_MB = _env_int("SPADE_VIZ_CACHE_MB", 256)  # bytes the kept analyses may hold, all sessions together
 ANALYSIS_RUNS = 0  # real forward passes made by `analysis` in this process
 

@@ -182,7 +182,7 @@ def _load(key: ModelKey) -> sv.LoadedModel:
     with st.spinner(f"Loading {label(key[0])}…"), st.sidebar.status(f"Loading {label(key[0])}…",
                                                                        expanded=True) as status:
         try:
-            lm = pool.get(key, progress=lambda message: status.write(message))
+            lm = pool.get(key, progress=lambda done, total, message: status.write(message))
         except BaseException:
             status.update(label=f"Could not load {label(key[0])}", state="error", expanded=False)
             raise

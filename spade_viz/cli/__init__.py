@@ -7,13 +7,38 @@ non-zero exit and a one-line reason on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import sys
 from pathlib import Path
 
-from ..errors import SpadeVizError
-from ..models.loading import DEFAULT_MODEL, DTYPES
-from .options import Parser, existing, finite_float, load_dataset_noted, model_inputs, skipped_notes, warn, whole
+from .. import compare
+from ..analysis import analyze
+from ..data import builtin_tasks
+from ..data.files import check_output
+from ..errors import InputError, SpadeVizError, check_text
+from ..lenses.affine import default_lens_path
+from ..lenses.linear_spade import fit_linear_spade, format_scores
+from ..lenses.tuned import train_tuned_lens
+from ..limits import DEFAULT_TOKEN_LIMIT
+from ..models.loading import DEFAULT_MODEL, DTYPES, ensure_default_model, load_model
+from ..sweep import SweepSettings, run_sweep
+from ..sweep.distributed import launched_processes
+from .exit_commands import add_exit_commands
+from .options import (
+    Bars,
+    Parser,
+    as_flags,
+    existing,
+    finite_float,
+    load_dataset_noted,
+    model_inputs,
+    say,
+    skipped_notes,
+    warn,
+    whole,
+)
 
 MAX_TOKENS = whole(2, 1_000_000)  # --max-tokens; the model's own context length caps it too
 
@@ -31,16 +56,11 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args):
-    from ..models.loading import load_model
-
     return load_model(args.model, device=args.device, dtype=args.dtype, max_memory=args.max_memory,
-                      progress=lambda message: print(message, file=sys.stderr))
+                      progress=say)
 
 
 def _cmd_analyze(args) -> None:
-    from ..analysis import analyze
-    from ..errors import check_text
-
     prompt = _read_stdin() if args.prompt == "-" else args.prompt
     check_text("the prompt", prompt)  # undecodable bytes in the command line: refused before the model loads
     if args.target is not None:
@@ -70,8 +90,6 @@ def _cmd_analyze(args) -> None:
 
 def _read_stdin() -> str:
     """Standard input as UTF-8 text, or an InputError naming the first byte that is not."""
-    from ..errors import InputError
-
     stream = getattr(sys.stdin, "buffer", None)
     if stream is None:  # a text stream without bytes underneath (tests, some shells)
         return sys.stdin.read()
@@ -84,41 +102,11 @@ def _read_stdin() -> str:
 
 
 def _cmd_fetch(_args) -> None:
-    from ..models.loading import ensure_default_model
-
-    folder = ensure_default_model(progress=lambda message: print(message, file=sys.stderr))
+    folder = ensure_default_model(progress=say)
     print(f"default model ready in {folder}")
 
 
-class _Bars:
-    """tqdm bars on stderr for `progress(done, total, stage)` callbacks, one bar per stage."""
-
-    def __init__(self, unit: str = "example"):
-        self.unit, self.bar, self.stage = unit, None, None
-
-    def __call__(self, done: int, total: int, stage: str) -> None:
-        from tqdm import tqdm
-
-        if stage != self.stage:
-            self.close()
-            self.stage = stage
-            self.bar = tqdm(total=total, desc=stage, unit=self.unit if total > 1 else "step", file=sys.stderr,
-                            leave=False)
-        self.bar.n = done
-        self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
 def _cmd_sweep(args) -> None:
-    from .. import compare
-    from ..data.files import check_output
-    from ..sweep import SweepSettings, run_sweep
-    from ..sweep.distributed import launched_processes
-
     inputs = [*existing(args.dataset, args.calibration), *model_inputs(args.model)]
     out = check_output(args.out, inputs, what="--out")  # refused before any work, never after the sweep
     check_output(out.with_suffix(".meta.json"), inputs, what="the metadata file beside --out")
@@ -130,9 +118,9 @@ def _cmd_sweep(args) -> None:
         args.device = processes.device  # under a launcher: this process's own GPU
         with processes.machine_first():
             lm = _load(args)
-        bars = _Bars()
+        bars = Bars()
         try:
-            result = run_sweep(lm, dataset, settings, use_cache=not args.no_cache, calibration=args.calibration,
+            result = run_sweep(lm, dataset, settings, use_cache=not args.no_cache, linear_spade_map=args.calibration,
                                progress=bars, processes=processes)
         finally:
             bars.close()
@@ -145,7 +133,7 @@ def _cmd_sweep(args) -> None:
           f"{result.num_layers + 1} layers x {len(result.decoders)} decoders {timing}"
           + (f"; {len(result.skipped)} skipped (first: {result.skipped[0][0]}: {result.skipped[0][1]})"
              if result.skipped else ""))
-    print(f"linear SPADE: {result.linear_spade_source}")
+    print(f"linear SPADE: {as_flags(result.linear_spade_source)}")
     print(result.format_table())
     print("\nhow early each decoder gets there:")
     print(compare.format_table(compare.first_layers(compare.layer_curves(result.summary())), result.num_layers))
@@ -153,39 +141,22 @@ def _cmd_sweep(args) -> None:
 
 
 def _cmd_calibrate(args) -> None:
-    import json
-
-    from ..data.files import check_output
-    from ..errors import InputError
-    from ..lenses.affine import default_lens_path
-
     if args.out is not None:  # never over the dataset, the text or the model; refused before any work
         check_output(args.out, [*existing(args.dataset, args.text), *model_inputs(args.model)], what="--out")
     if args.lens == "tuned":
-        from ..lenses.tuned import train_tuned_lens
-
         if args.dataset:
             raise InputError("the tuned lens trains on text (--text FILE or self-generated text), not on --dataset")
         texts = None
         if args.text:
-            from pathlib import Path
-
             path = Path(args.text).expanduser()
             if not path.is_file():
                 raise InputError(f"no such text file: {args.text}")
             texts = [part for part in path.read_text(encoding="utf-8", errors="replace").split("\n\n")
                      if part.strip()]
         lm = _load(args)
-        from tqdm import tqdm
-
-        bar = tqdm(total=100, desc="tuned lens", file=sys.stderr, leave=False)
-
-        def report(fraction, message):
-            bar.n = int(fraction * 100)
-            bar.set_postfix_str(message[:60], refresh=True)
-
+        bar = Bars(one_bar="tuned lens")
         try:
-            lens, result = train_tuned_lens(lm, texts, progress=report, source=args.text and f"text file {args.text}")
+            lens, result = train_tuned_lens(lm, texts, progress=bar, source=args.text and f"text file {args.text}")
         finally:
             bar.close()
         path = lens.save(args.out or default_lens_path(lm, "tuned_lens"))
@@ -194,39 +165,32 @@ def _cmd_calibrate(args) -> None:
         print(f"saved {path}")
         return
 
-    from ..lenses.linear_spade import calibrate_linear_spade, format_scores
-
     if args.text:
-        raise InputError("linear SPADE calibrates on the answer rows of a task (--dataset NAME or FILE); maps fitted "
+        raise InputError("linear SPADE is fitted on the answer rows of a task (--dataset NAME or FILE); maps fitted "
                          "on generic text transfer poorly to answer positions (see spade_viz/lenses/linear_spade.py)")
     if not args.dataset:
-        from ..data import builtin_tasks
-
         raise InputError("give --dataset: a built-in task (" + ", ".join(builtin_tasks()) + ") or a JSONL/CSV file")
     dataset, notes = load_dataset_noted(args.dataset)
     lm = _load(args)
-    bars = _Bars()
+    bars = Bars()
     try:
-        calibration = calibrate_linear_spade(lm, dataset, heldout=args.heldout, ridge=args.ridge,
-                                             spade_positions=args.spade_positions, seed=args.seed,
-                                             batch_size=args.batch_size, max_tokens=args.max_tokens,
-                                             out=args.out, progress=bars)
+        fitted = fit_linear_spade(lm, dataset, heldout=args.heldout, ridge=args.ridge,
+                                  spade_positions=args.spade_positions, seed=args.seed, batch_size=args.batch_size,
+                                  max_tokens=args.max_tokens, out=args.out, progress=bars)
     finally:
         bars.close()
-    notes += warn(skipped_notes(calibration.skipped))
+    notes += warn(skipped_notes(fitted.skipped))
     if args.json:
-        import math
-
         scores = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
-                  for row in calibration.scores]  # a constant entropy has no correlation: null, strict JSON
-        print(json.dumps({"path": str(calibration.path), "n_train": calibration.n_train,
-                          "n_heldout": calibration.n_heldout, "split": calibration.lens.meta.get("split"),
+                  for row in fitted.scores]  # a constant entropy has no correlation: null, strict JSON
+        print(json.dumps({"path": str(fitted.path), "n_train": fitted.n_train,
+                          "n_heldout": fitted.n_heldout, "split": fitted.lens.meta.get("split"),
                           "heldout": scores, "warnings": notes}, allow_nan=False))
         return
-    print(calibration.describe())
-    print(f"held-out scores ({calibration.lens.meta['split']}):")
-    print(format_scores(calibration.scores))
-    print(f"saved {calibration.path}")
+    print(fitted.describe())
+    print(f"held-out scores ({fitted.lens.meta['split']}):")
+    print(format_scores(fitted.scores))
+    print(f"saved {fitted.path}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -244,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--spade-positions", default="original", choices=["original", "renumbered"])
     analyze.add_argument("--without-bos", action="store_true",
                          help="add the ablation 'SPADE without <s>' (a second SPADE pass)")
-    analyze.add_argument("--max-tokens", type=MAX_TOKENS, default=512)
+    analyze.add_argument("--max-tokens", type=MAX_TOKENS, default=DEFAULT_TOKEN_LIMIT)
     analyze.add_argument("--json", action="store_true", help="print one JSON object")
     analyze.set_defaults(run=_cmd_analyze)
 
@@ -262,14 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--no-cache", action="store_true", help="recompute even when a cached sweep matches")
     sweep.add_argument("--spade-positions", default="original", choices=["original", "renumbered"])
     sweep.add_argument("--linear-spade", default="auto", choices=["auto", "saved", "crossfit", "off"],
-                       help="auto: the saved calibration when it matches and was fitted on none of these "
+                       help="auto: the saved map when it matches and was fitted on none of these "
                             "examples, else k-fold cross-fitting on this dataset (default)")
     sweep.add_argument("--calibration", default=None, help="linear-SPADE file (default: the one saved for the model)")
     sweep.add_argument("--folds", type=whole(2, 1000), default=5, help="k of the cross-fitting (default 5)")
     sweep.add_argument("--ridge", type=finite_float(0, low_open=True), default=1e-2,
                        help="ridge of the cross-fitted maps (default 0.01)")
     sweep.add_argument("--no-tuned-lens", action="store_true", help="leave out the saved tuned lens")
-    sweep.add_argument("--max-tokens", type=MAX_TOKENS, default=512)
+    sweep.add_argument("--max-tokens", type=MAX_TOKENS, default=DEFAULT_TOKEN_LIMIT)
     sweep.set_defaults(run=_cmd_sweep)
 
     calibrate = commands.add_parser("calibrate", help="fit linear SPADE (or train a tuned lens) and save it")
@@ -278,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="what to fit (default linear_spade)")
     calibrate.add_argument("--dataset", default=None,
                            help="linear SPADE: built-in task name, a JSONL/CSV file, or hf:<id>[:config][:split]")
-    calibrate.add_argument("--text", default=None, help="tuned lens: calibration text file (paragraphs; default: "
+    calibrate.add_argument("--text", default=None, help="tuned lens: training text file (paragraphs; default: "
                                                         "text the model writes itself)")
     calibrate.add_argument("--out", default=None, help="where to save (default: the model's lens folder in the "
                                                        "cache, where the app and sweep find it)")
@@ -287,14 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--ridge", type=finite_float(0, low_open=True), default=1e-2,
                            help="ridge penalty (default 0.01)")
     calibrate.add_argument("--seed", type=whole(0, 2**32 - 1), default=0,
-                           help="seed of the calibration / held-out split")
+                           help="seed of the training / held-out split")
     calibrate.add_argument("--spade-positions", default="original", choices=["original", "renumbered"])
     calibrate.add_argument("--batch-size", type=whole(1, 4096), default=16)
-    calibrate.add_argument("--max-tokens", type=MAX_TOKENS, default=512)
+    calibrate.add_argument("--max-tokens", type=MAX_TOKENS, default=DEFAULT_TOKEN_LIMIT)
     calibrate.add_argument("--json", action="store_true", help="print one JSON object")
     calibrate.set_defaults(run=_cmd_calibrate)
-
-    from .exit_commands import add_exit_commands
 
     add_exit_commands(commands, _add_model_args)  # exit-curve, real-exit
     return parser
@@ -306,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(args)
     except SpadeVizError as err:
-        print(f"error: {_one_line(err)}", file=sys.stderr)
+        print(f"error: {as_flags(_one_line(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

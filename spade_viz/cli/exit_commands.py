@@ -1,16 +1,23 @@
-"""The `exit-curve` and `real-exit` subcommands, registered by `spade_viz.cli.build_parser`.
-
-Model-side modules are imported inside the commands, so `--help` stays quick (no torch)."""
+"""The `exit-curve` and `real-exit` subcommands, registered by `spade_viz.cli.build_parser`."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
-import sys
+from pathlib import Path
 
 from ..errors import InputError
-from .options import finite_float, load_dataset_noted, skipped_notes, warn, whole
+from ..exit.arrays import ExitArrays
+from ..exit.cost import Checkpoints, CostModel
+from ..exit.honest import calibrated_real_exit
+from ..exit.real import format_real_exit, prepare_prompts, run_real_exit
+from ..exit.report import exit_curve_report, format_exit_curve, resolve_cost
+from ..exit.simulate import search_checkpoints
+from ..lenses.affine import AffineLens, find_lens
+from ..models.loading import config_parameter_counts, load_model
+from ..progress import Progress, no_progress
+from .options import each_tenth, finite_float, load_dataset_noted, say, skipped_notes, warn, whole
 
 
 def _checkpoint_args(parser: argparse.ArgumentParser, default: str = "all") -> None:
@@ -26,11 +33,6 @@ def _checkpoint_args(parser: argparse.ArgumentParser, default: str = "all") -> N
 
 
 def _cmd_exit_curve(args) -> None:
-    from ..exit.arrays import ExitArrays
-    from ..exit.cost import Checkpoints
-    from ..exit.report import exit_curve_report, format_exit_curve, resolve_cost
-    from ..models.loading import config_parameter_counts
-
     if args.thresholds < 2:
         raise InputError("--thresholds must be at least 2")
     if not 0 <= args.tolerance < 1:
@@ -47,8 +49,6 @@ def _cmd_exit_curve(args) -> None:
     searched, calibration = None, None
     threshold = args.threshold
     if checkpoints is None:
-        from ..exit.simulate import search_checkpoints
-
         arrays.require(args.confidence, " to use as the exit confidence")
         if layout == "calibrated":
             chosen_on, arrays = arrays.calibration_split()
@@ -91,15 +91,13 @@ def _clean(value):
 
 
 def _cmd_real_exit(args) -> None:
-    from ..exit.real import format_real_exit
-
     if args.calibrate_split is not None:
         _cmd_calibrated_real_exit(args)
         return
     if args.threshold is None:
         raise InputError("real-exit needs --threshold, or --calibrate-split to choose it on part of the data")
     notes: list[str] = []
-    report = real_exit_from_cli(args, progress=lambda message: print(message, file=sys.stderr), warnings=notes)
+    report = real_exit_from_cli(args, progress=say, warnings=notes)
     if args.json:
         print(json.dumps(_clean({**report.to_dict(), "warnings": notes}), allow_nan=False, default=_json_default))
     else:
@@ -108,18 +106,12 @@ def _cmd_real_exit(args) -> None:
 
 def _cmd_calibrated_real_exit(args) -> None:
     """`real-exit --calibrate-split S`: every choice on the first part, the measurement on the rest."""
-    from ..exit.cost import CostModel
-    from ..exit.honest import calibrated_real_exit
-    from ..exit.real import format_real_exit
-    from ..models.loading import load_model
-
     if args.threshold is not None or args.lens is not None:
         raise InputError("with --calibrate-split the lens and the threshold are chosen on the calibration part: "
                          "drop --threshold and --lens")
     dataset, notes = load_dataset_noted(args.dataset)
     if args.limit:
         dataset = dataset.head(args.limit)
-    say = lambda message: print(message, file=sys.stderr)  # noqa: E731
     lm = load_model(args.model, device=args.device, dtype=args.dtype, max_memory=args.max_memory,
                     progress=say)
     cost = CostModel.from_lm(lm)
@@ -127,11 +119,9 @@ def _cmd_calibrated_real_exit(args) -> None:
         cost = cost.with_options(continuation_tokens=args.continuation_tokens)
     result = calibrated_real_exit(lm, dataset, args.calibrate_split, args.repeats, cost=cost,
                                   batch_size=args.batch_size, shortlist_top=args.shortlist_top, progress=say)
-    for warning in result.warnings:
-        say(f"warning: {warning}")
+    notes += warn(result.warnings)
     if args.json:
-        print(json.dumps(_clean({**result.to_dict(), "warnings": notes + list(result.warnings)}), allow_nan=False,
-                         default=_json_default))
+        print(json.dumps(_clean({**result.to_dict(), "warnings": notes}), allow_nan=False, default=_json_default))
     else:
         print(f"chosen on {result.n_calibration} calibration examples: checkpoints {result.checkpoints}, threshold "
               f"{result.threshold:.3f} ({result.simulated_calibration_speedup:.2f}x simulated there)")
@@ -139,23 +129,16 @@ def _cmd_calibrated_real_exit(args) -> None:
         print(format_real_exit(result.report))
 
 
-def real_exit_from_cli(args, progress=None, warnings: list[str] | None = None):
+def real_exit_from_cli(args, progress: Progress | None = None, warnings: list[str] | None = None):
     """The `real-exit` subcommand: load model, dataset and lens from its arguments, run, report.
 
     The dataset's warnings and the examples skipped are printed on stderr and added to `warnings`.
     """
-    from pathlib import Path
-
-    from ..exit.cost import Checkpoints, CostModel
-    from ..exit.real import prepare_prompts, run_real_exit
-    from ..lenses.affine import AffineLens, find_lens
-    from ..models.loading import load_model
-
     checkpoints = Checkpoints.parse(args.checkpoints)
     dataset, notes = load_dataset_noted(args.dataset)
     examples = list(dataset.examples)[: args.limit] if args.limit else list(dataset.examples)
     lm = load_model(args.model, device=args.device, dtype=args.dtype, max_memory=args.max_memory,
-                    progress=progress or (lambda _m: None))
+                    progress=progress or no_progress)
     lens = AffineLens.load(Path(args.lens), lm) if args.lens else find_lens(lm, "linear_spade")
     if lens is None:
         raise InputError("no linear SPADE is saved for this model: fit one first (`python -m spade_viz calibrate`)")
@@ -167,19 +150,10 @@ def real_exit_from_cli(args, progress=None, warnings: list[str] | None = None):
     notes += warn(skipped_notes(skipped))
     if warnings is not None:
         warnings.extend(notes)
-    tick = None
-    if progress is not None:
-        shown = [-1]
-
-        def tick(share, text):
-            decile = int(share * 10)
-            if decile != shown[0]:
-                shown[0] = decile
-                progress(f"timing: {share:4.0%} ({text})")
-
     if args.limit is not None and args.limit < 1:
         raise InputError("--limit must be at least 1")
-    return run_real_exit(lm, prompts, lens, args.threshold, checkpoints, cost, args.repeats, progress=tick,
+    timing = each_tenth(progress, "timing") if progress is not None else None
+    return run_real_exit(lm, prompts, lens, args.threshold, checkpoints, cost, args.repeats, progress=timing,
                          batch_size=args.batch_size)
 
 

@@ -30,7 +30,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from spade_viz.data.hf import read_hf_rows
 from spade_viz.errors import InputError, lone_surrogate_at
+from spade_viz.limits import DEFAULT_TOKEN_LIMIT
 
 __all__ = [
     "MAX_BYTES",
@@ -50,7 +52,6 @@ __all__ = [
 
 MAX_BYTES = 20 * 1024 * 1024
 MAX_ROWS = 20_000
-DEFAULT_TOKEN_LIMIT = 512  # the token limit of an analysis or a sweep unless the user sets another
 # No tokenizer averages more characters per token (SmolLM2's longest tokens, runs of '=' or spaces,
 # have 64): text longer than max_tokens x this cannot fit and is refused before it is tokenized.
 MAX_CHARS_PER_TOKEN = 128
@@ -215,8 +216,6 @@ def load_task_or_file(spec: str) -> Dataset:
 def load_hf_dataset(spec: str) -> Dataset:
     """A benchmark from the Hugging Face ecosystem, ``hf:SOURCE[:CONFIG][:SPLIT][:key=value]...``
     (grammar and templates in `spade_viz.data.hf`): its template's rows, validated like a file's rows."""
-    from spade_viz.data.hf import read_hf_rows
-
     try:
         read = read_hf_rows(spec, max_rows=MAX_ROWS)
     except InputError as err:
@@ -506,7 +505,7 @@ def _validate(
         long = overlong(prompt, DEFAULT_TOKEN_LIMIT)
         if long:
             warnings.append(RowError(rowno, f"{where}: the prompt has {long}: it is skipped unless the token "
-                                            "limit is raised (--max-tokens)"))
+                                            "limit is raised (`max_tokens`)"))
     if glued_rows >= 2 and glued_rows * 2 >= len(examples):
         warnings.insert(0, RowError(0, f"{glued_rows} of {len(examples)} answers follow their prompt with no "
                                        "space: a model's next word usually starts with one (' Berlin' after "

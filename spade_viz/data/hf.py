@@ -224,6 +224,7 @@ def _open_table(spec: HfSpec, text: str):
 
 
 def _read_file_table(path: Path):
+    # deferred: pyarrow loads only when an hf: spec names a file
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -247,7 +248,7 @@ def _read_saved_folder(path: Path, split: str | None, text: str):
     if not ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
         raise InputError(f"{text}: {path} is not a folder written by save_to_disk (it has no dataset_dict.json "
                          "or state.json); for a folder of Parquet files, name one of the files")
-    import datasets
+    import datasets  # deferred: the datasets library loads only for hf: specs
 
     try:
         loaded = datasets.load_from_disk(str(path))
@@ -262,7 +263,7 @@ def _read_saved_folder(path: Path, split: str | None, text: str):
 
 
 def _read_hub(spec: HfSpec, text: str):
-    import datasets
+    import datasets  # deferred: the datasets library loads only for hf: specs
 
     try:
         split = spec.split or choose_split(datasets.get_dataset_split_names(spec.source, spec.config), None, text)

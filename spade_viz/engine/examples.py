@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from ..data import answer_split, choice_token_ids
 from ..data.datasets import overlong
+from ..limits import DEFAULT_TOKEN_LIMIT
 from ..models.loading import LoadedModel
 
 
@@ -25,7 +26,7 @@ class PreparedExample:
         return len(self.token_ids) - 1
 
 
-def prepare_examples(lm: LoadedModel, examples: Sequence, max_tokens: int = 512):
+def prepare_examples(lm: LoadedModel, examples: Sequence, max_tokens: int = DEFAULT_TOKEN_LIMIT):
     """Token ids, gold and choice tokens of each example; (prepared, skipped [(id, reason)]).
 
     A prompt that cannot fit the limit whatever the tokenizer (`data.datasets.overlong`) is skipped

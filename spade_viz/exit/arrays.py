@@ -294,7 +294,7 @@ def _lengths(frame: pd.DataFrame, ex_codes: np.ndarray, n_examples: int, default
     if default is None:
         raise SweepFormatError(
             "the sweep has no per-example length column (n_tokens): give a typical prompt length "
-            "(CLI: --length N) to account compute"
+            "(`default_length=N`) to account compute"
         )
     if default < 1:
         raise SweepFormatError("the prompt length must be at least 1 token")

@@ -18,8 +18,9 @@ import torch
 
 from ..engine import read_rows
 from ..errors import InputError
-from ..lenses.linear_spade import calibrate_linear_spade
+from ..lenses.linear_spade import fit_linear_spade
 from ..models.loading import LoadedModel
+from ..progress import Progress, no_progress
 from ..sweep import SweepSettings, run_sweep
 from .arrays import ExitArrays
 from .cost import Checkpoints, CostModel
@@ -73,13 +74,13 @@ def answer_shortlist(lm: LoadedModel, prompts, top: int = 10) -> list[int]:
 
 def calibrated_real_exit(lm: LoadedModel, dataset, calibrate_split: float = 0.5, repeats: int = 3,
                          cost: CostModel | None = None, tolerance: float = 0.01, batch_size: int = 64,
-                         shortlist_top: int = 10, progress=None) -> HonestExit:
+                         shortlist_top: int = 10, progress: Progress = no_progress) -> HonestExit:
     """Fit, sweep and choose on a `calibrate_split` share of `dataset`; run and time the rest in
     batches of `batch_size` (1: one prompt's latency). The confidence is linear SPADE's entropy
     over `answer_shortlist(calibration prompts, shortlist_top)`, both in the calibration sweep
     and in the real exit; `shortlist_top` 0: over the whole vocabulary (the paper's)."""
     if not 0 < calibrate_split < 1:
-        raise InputError("--calibrate-split is the share of examples used for the choices, between 0 and 1")
+        raise InputError("`calibrate_split` is the share of examples used for the choices, between 0 and 1")
     examples = list(dataset.examples)
     index = np.arange(len(examples))
     chosen = np.floor((index + 1) * calibrate_split) > np.floor(index * calibrate_split)  # spread evenly
@@ -89,13 +90,13 @@ def calibrated_real_exit(lm: LoadedModel, dataset, calibrate_split: float = 0.5,
     if cut < 2 or not heldout:
         raise InputError(f"{len(examples)} examples cannot be split {calibrate_split:g} / "
                          f"{1 - calibrate_split:g}: use more examples")
-    say = progress or (lambda message: None)
     calibration = replace(dataset, name=f"{dataset.name} (calibration part)", examples=tuple(part),
                           errors=(), source_hash=f"{dataset.source_hash}:calibration:{calibrate_split:g}")
-    say(f"fitting linear SPADE on the calibration part ({cut} examples)")
-    lens = calibrate_linear_spade(lm, calibration, save=False).lens
+    progress(0, 3, f"fitting linear SPADE on the calibration part ({cut} examples)")
+    lens = fit_linear_spade(lm, calibration, save=False).lens
     shortlist = answer_shortlist(lm, prepare_prompts(lm, part), shortlist_top) if shortlist_top else None
-    say("sweeping the calibration part" + (f" (confidence over {len(shortlist)} tokens)" if shortlist else ""))
+    over = f" (confidence over {len(shortlist)} tokens)" if shortlist else ""
+    progress(1, 3, "sweeping the calibration part" + over)
     settings = SweepSettings(linear_spade="crossfit", tuned_lens=False, confidence_shortlist=tuple(shortlist or ()))
     arrays = ExitArrays.from_sweep(run_sweep(lm, calibration, settings, use_cache=False))
     if shortlist:  # each checkpoint reads the shortlist's rows of the unembedding where there are no choices
@@ -104,8 +105,8 @@ def calibrated_real_exit(lm: LoadedModel, dataset, calibrate_split: float = 0.5,
     best = search_checkpoints(arrays, cost, "linear_spade", tolerance=tolerance).iloc[0]
     checkpoints = Checkpoints.parse(best["checkpoints"])
     threshold = float(best["threshold_within_1pt"])
-    say(f"chosen on the calibration part: checkpoints {best['checkpoints']}, threshold {threshold:.3f} "
-        f"({best['speedup_within_1pt']:.2f}x simulated there); timing the held-out part")
+    progress(2, 3, f"chosen on the calibration part: checkpoints {best['checkpoints']}, threshold {threshold:.3f} "
+                   f"({best['speedup_within_1pt']:.2f}x simulated there); timing the held-out part")
     prompts = prepare_prompts(lm, heldout)
     report = run_real_exit(lm, prompts, lens, threshold, checkpoints, cost, repeats, batch_size=batch_size,
                            shortlist=shortlist)

@@ -33,8 +33,10 @@ from ..errors import InputError, check_int, check_number
 from ..lenses.affine import AffineLens
 from ..lenses.spade import spade_position
 from ..lenses.stats import choice_entropy_top1, shortlist_entropy
+from ..limits import DEFAULT_TOKEN_LIMIT
 from ..models import surgery
 from ..models.loading import LoadedModel, operation
+from ..progress import Progress
 from .cost import Checkpoints, CostModel, full_cost, hybrid_costs
 
 
@@ -48,7 +50,7 @@ class PreparedPrompt:
     candidates: list[int] | None = None  # restrict confidence and answer to these tokens
 
 
-def prepare_prompts(lm: LoadedModel, examples, max_tokens: int = 512,
+def prepare_prompts(lm: LoadedModel, examples, max_tokens: int = DEFAULT_TOKEN_LIMIT,
                     skipped: list | None = None) -> list[PreparedPrompt]:
     """`Example`s of a dataset -> model inputs, exactly as the sweep prepares them (split at the gold
     answer's first token; rows with choices answer among their choices' first tokens). Examples the
@@ -272,7 +274,7 @@ def run_real_exit(
     cost: CostModel | None = None,
     repeats: int = 3,
     positions: str = "original",
-    progress=None,
+    progress: Progress | None = None,
     batch_size: int = 1,
     shortlist: list[int] | None = None,
 ) -> RealExitReport:
@@ -335,7 +337,7 @@ def run_real_exit(
                     answers[rows] = [d.answer_id for d in decisions]
             if progress is not None:
                 done = round_ * n + sum(len(r) for r in groups[: g + 1])
-                progress(done / (repeats * n), f"round {round_ + 1}/{repeats}, example {done - round_ * n}/{n}")
+                progress(done, repeats * n, f"round {round_ + 1}/{repeats}, example {done - round_ * n}/{n}")
 
     started_after, running_after = lm.activity.snapshot()
     other_work = (started_after - started_before) + max(running_before, running_after) - 1

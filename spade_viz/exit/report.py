@@ -25,7 +25,7 @@ def parse_cost(text: str) -> CostModel:
     except ValueError:
         values = []
     if len(values) != 3:
-        raise InputError(f"--cost wants three numbers BLOCK,HEAD,MAP (parameter counts), not {text!r}")
+        raise InputError(f"`cost` wants three numbers BLOCK,HEAD,MAP (parameter counts), not {text!r}")
     return CostModel(*values)
 
 
@@ -43,11 +43,11 @@ def resolve_cost(meta: dict, cost: str | None = None, model: str | None = None, 
     name = model or meta.get("model")
     if not name:
         raise InputError(
-            "cannot account compute: the sweep names no model; pass --model NAME (its config is read) "
-            "or --cost BLOCK,HEAD,MAP"
+            "cannot account compute: the sweep names no model; pass `model=NAME` (its config is read) "
+            "or `cost=BLOCK,HEAD,MAP`"
         )
     if counts_of is None:
-        raise InputError("cannot account compute: pass --cost BLOCK,HEAD,MAP")
+        raise InputError("cannot account compute: pass `cost=BLOCK,HEAD,MAP`")
     return CostModel.from_dict(counts_of(str(name)), **options)
 
 

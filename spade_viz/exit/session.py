@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from ..decoders import CONFIDENCES
 from .arrays import ExitArrays
 from .cost import Checkpoints, CostModel
 from .simulate import search_checkpoints
@@ -23,7 +24,6 @@ from .study import ExitStudy, StudyView
 if TYPE_CHECKING:
     from ..sweep import SweepResult
 
-CONFIDENCES = ("linear_spade", "spade", "logit_lens", "tuned_lens")  # the exit confidence: the method first
 MAX_STUDIES = 4  # sweeps kept per session (each is a few arrays of examples x layers)
 
 Figure = TypeVar("Figure")

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..decoders import WITHOUT_SAVED_LENS
 from .arrays import ExitArrays
 from .cost import CostModel
-
-DECODERS = ("logit_lens", "spade", "linear_spade")
 
 
 def synthetic_arrays(n_examples: int = 1000, num_layers: int = 30, seed: int = 0, accuracy: float = 0.7) -> ExitArrays:
@@ -21,7 +20,7 @@ def synthetic_arrays(n_examples: int = 1000, num_layers: int = 30, seed: int = 0
     found["linear_spade"] = np.minimum(L, found["spade"] + rng.integers(0, 3, n_examples))
     found["logit_lens"] = np.minimum(L, found["spade"] + rng.integers(2, L // 3 + 3, n_examples))
     top1, correct, agree, entropy = {}, {}, {}, {}
-    for name in DECODERS:
+    for name in WITHOUT_SAVED_LENS:  # a sweep of a model with no tuned lens saved
         knows = layers >= found[name][:, None]
         knows[:, L] = True
         agree[name] = knows

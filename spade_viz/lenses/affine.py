@@ -28,7 +28,7 @@ from ..models.loading import LoadedModel, cache_dir
 KINDS = ("tuned_lens", "linear_spade")
 
 
-class CalibrationMismatch(InputError):
+class LensMismatch(InputError):
     """A saved lens was fitted on another model, has the wrong shape for it, or is not a lens file at all."""
 
 
@@ -98,25 +98,25 @@ class AffineLens:
                 weight, bias = handle.get_tensor("weight"), handle.get_tensor("bias")
         except Exception as err:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise CalibrationMismatch(f"{Path(path).name} is not a readable lens file: {first}") from err
+            raise LensMismatch(f"{Path(path).name} is not a readable lens file: {first}") from err
         if meta.get("format") != "spade-viz-affine-1" or meta.get("kind") not in KINDS:
-            raise CalibrationMismatch(f"{Path(path).name} is not a spade-viz lens file")
+            raise LensMismatch(f"{Path(path).name} is not a spade-viz lens file")
         lens = cls(meta.pop("kind"), weight, bias, meta)
         if lm is not None:
             lens.check_matches(lm)
         return lens
 
     def check_matches(self, lm: LoadedModel) -> None:
-        """Refuse (CalibrationMismatch) a lens fitted on another model: fingerprint and layer count must match."""
+        """Refuse (LensMismatch) a lens fitted on another model: fingerprint and layer count must match."""
         want, have = self.meta.get("fingerprint"), lm.fingerprint()
         if want != have or self.num_layers != lm.num_layers:
-            raise CalibrationMismatch(
+            raise LensMismatch(
                 f"this {self.kind.replace('_', ' ')} was fitted on model '{self.meta.get('model', '?')}' "
                 f"(fingerprint {want}), not on the loaded '{lm.name}' ({have}): fit one for this model"
             )
         problem = self._shape_problem(lm)
         if problem:
-            raise CalibrationMismatch(f"this {self.kind.replace('_', ' ')} {problem} for '{lm.name}': the file is "
+            raise LensMismatch(f"this {self.kind.replace('_', ' ')} {problem} for '{lm.name}': the file is "
                                       "damaged or was not written for this model; fit it again")
 
     def _shape_problem(self, lm: LoadedModel) -> str | None:

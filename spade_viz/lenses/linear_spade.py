@@ -5,7 +5,7 @@ final-normed state there, decoded by the unembedding alone (`AffineLens` kind "l
 Its entropy is the cheap confidence of the hybrid early exit (docs/method.md).
 
 Fitting: closed-form ridge per layer (`fit_maps`), on rows (h_l[T], SPADE_l[T]) of a
-calibration set. Why closed form rather than gradient training: the least-squares objective
+training set. Why closed form rather than gradient training: the least-squares objective
 is convex, so one linear solve per layer (d x d, d = 576 on the default model: milliseconds)
 gives its exact optimum, deterministically, with no learning rate, schedule or epochs to tune;
 all the cost is in producing the SPADE targets, which any method needs.
@@ -13,9 +13,9 @@ all the cost is in producing the SPADE targets, which any method needs.
 What to fit on. Measured on the default model (SmolLM2-135M), held-out top-1 agreement with
 SPADE at the answer position: maps fitted on the answer rows of the same task reach 0.5-0.99
 across layers (the logit lens: 0.00-0.2), while maps fitted on other tasks or on every position
-of generic text transfer poorly (often below 0.1). So a calibration is fitted per task:
+of generic text transfer poorly (often below 0.1). So a map is fitted per task:
 
-- `calibrate_linear_spade(lm, dataset)`: a separate calibration split of a dataset (the rest is
+- `fit_linear_spade(lm, dataset)`: a separate training split of a dataset (the rest is
   held out and scored), saved with metadata naming the model, its weight hash, the layers,
   the SPADE position mode, and the training set (hash and one short hash per training prompt,
   so that a sweep can tell which of its examples a saved map was fitted on);
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,8 +37,10 @@ import torch
 from ..data.files import check_output
 from ..engine import prepare_examples
 from ..errors import InputError, check_int, check_number
+from ..limits import DEFAULT_TOKEN_LIMIT
 from ..models.loading import LoadedModel, operation
-from .affine import AffineLens, CalibrationMismatch, default_lens_path, lens_meta
+from ..progress import Progress
+from .affine import AffineLens, LensMismatch, default_lens_path, lens_meta
 from .spade import answer_rows
 from .stats import entropy_top1
 
@@ -46,7 +48,6 @@ KIND = "linear_spade"
 DEFAULT_RIDGE = 1e-2
 DEFAULT_HELDOUT = 0.25
 
-Progress = Callable[[int, int, str], None]
 
 
 def prompt_hash(prompt: str) -> str:
@@ -187,12 +188,12 @@ def format_scores(scores: list[dict]) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Calibration on a dataset (separate calibration split + held-out split)
+# Fitting on a dataset (separate training split + held-out split)
 # --------------------------------------------------------------------------------------------
 
 
 @dataclass
-class Calibration:
+class LinearSpadeFit:
     """A fitted linear-SPADE map with its held-out scores, split sizes and where it was saved."""
 
     lens: AffineLens
@@ -206,12 +207,12 @@ class Calibration:
         """One line for the CLI: which model, how it was fitted, on how many examples."""
         meta = self.lens.meta
         return (f"linear SPADE for '{meta.get('model')}' ({meta.get('fingerprint')}): closed-form ridge "
-                f"(ridge={meta.get('ridge')}) per layer on {self.n_train} calibration examples of "
+                f"(ridge={meta.get('ridge')}) per layer on {self.n_train} training examples of "
                 f"'{meta.get('training_set')}', scored on {self.n_heldout} held-out examples")
 
 
 def split_examples(examples: Sequence, heldout: float, seed: int = 0):
-    """Deterministic calibration / held-out split of examples (by a seeded hash of their ids)."""
+    """Deterministic training / held-out split of examples (by a seeded hash of their ids)."""
     if not 0 < heldout < 1:
         raise InputError("the held-out share must be between 0 and 1 (e.g. 0.25)")
     ranked = sorted(examples, key=lambda e: hashlib.sha256(f"{seed}:{e.id}".encode()).hexdigest())
@@ -221,7 +222,7 @@ def split_examples(examples: Sequence, heldout: float, seed: int = 0):
 
 
 @operation
-def calibrate_linear_spade(
+def fit_linear_spade(
     lm: LoadedModel,
     dataset,
     heldout: float = DEFAULT_HELDOUT,
@@ -229,18 +230,18 @@ def calibrate_linear_spade(
     spade_positions: str = "original",
     seed: int = 0,
     batch_size: int = 16,
-    max_tokens: int = 512,
+    max_tokens: int = DEFAULT_TOKEN_LIMIT,
     out: str | Path | None = None,
     save: bool = True,
     progress: Progress | None = None,
-) -> Calibration:
-    """Fit linear SPADE on a calibration split of `dataset`, score it on the held-out rest, save it.
+) -> LinearSpadeFit:
+    """Fit linear SPADE on a training split of `dataset`, score it on the held-out rest, save it.
 
-    Rows are the answer positions of the calibration examples (what the sweep and the early exit
+    Rows are the answer positions of the training examples (what the sweep and the early exit
     decode); targets are SPADE's final-normed states there, at every layer 0..L-1.
     """
     if save and out is not None:  # a folder or a path under a file: refused before the work, not after
-        check_output(out, what="the calibration file", create_folder=True)
+        check_output(out, what="the linear-SPADE file", create_folder=True)
     check_number("the ridge", ridge, 0, low_open=True)
     check_int("the batch size", batch_size, 1)
     max_tokens = check_int("max_tokens", max_tokens, 2)
@@ -248,7 +249,7 @@ def calibrate_linear_spade(
     usable = {p.id for p in prepared}
     examples = [e for e in dataset.examples if e.id in usable]
     if len(examples) < 4:
-        raise InputError(f"'{dataset.name}' has {len(examples)} usable examples; calibration needs at least 4")
+        raise InputError(f"'{dataset.name}' has {len(examples)} usable examples; fitting needs at least 4")
     train, held = split_examples(examples, heldout, seed)
     by_id = {p.id: p for p in prepared}
     rows = answer_rows(lm, [by_id[e.id] for e in examples], spade_positions, batch_size, progress)
@@ -270,7 +271,7 @@ def calibrate_linear_spade(
         target="SPADE final-normed state at the answer row (decoded by the unembedding alone)",
         fit="closed-form ridge per layer (inputs centred, penalty scaled by the input variance)",
         ridge=str(ridge),
-        split=f"separate calibration split: {len(train)} examples fitted, {len(held)} held out (seed {seed})",
+        split=f"separate training split: {len(train)} examples fitted, {len(held)} held out (seed {seed})",
         training_set=dataset.name,
         training_set_hash=training_set_hash(train),
         dataset_hash=dataset.source_hash,
@@ -280,10 +281,10 @@ def calibrate_linear_spade(
         n_heldout=str(len(held)),
     )
     lens = AffineLens(KIND, weight, bias, meta)
-    calibration = Calibration(lens, scores, len(train), len(held), skipped=list(skipped))
+    fitted = LinearSpadeFit(lens, scores, len(train), len(held), skipped=list(skipped))
     if save:
-        calibration.path = lens.save(Path(out) if out else default_lens_path(lm, KIND))
-    return calibration
+        fitted.path = lens.save(Path(out) if out else default_lens_path(lm, KIND))
+    return fitted
 
 
 # --------------------------------------------------------------------------------------------
@@ -294,16 +295,16 @@ def calibrate_linear_spade(
 def load_linear_spade(lm: LoadedModel, path: str | Path | None = None) -> AffineLens | None:
     """The saved linear-SPADE map for this model (default path, or `path`); None when there is none.
 
-    A map fitted on another model is refused with `CalibrationMismatch` (a one-line message).
+    A map fitted on another model is refused with `LensMismatch` (a one-line message).
     """
     path = Path(path) if path else default_lens_path(lm, KIND)
     if not path.exists():
         if path != default_lens_path(lm, KIND):
-            raise CalibrationMismatch(f"no such calibration file: {path}")
+            raise LensMismatch(f"no such linear-SPADE file: {path}")
         return None
     lens = AffineLens.load(path, lm)
     if lens.kind != KIND:
-        raise CalibrationMismatch(f"{path.name} holds a {lens.kind.replace('_', ' ')}, not linear SPADE")
+        raise LensMismatch(f"{path.name} holds a {lens.kind.replace('_', ' ')}, not linear SPADE")
     return lens
 
 

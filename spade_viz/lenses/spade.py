@@ -10,7 +10,7 @@ blocks on one token; in return every architecture works through its own forward,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +18,7 @@ import torch
 from ..engine import PreparedExample, batches, continue_rows, continue_rows_in_bands, read_rows
 from ..errors import InputError
 from ..models.loading import LoadedModel
+from ..progress import Progress
 from .stats import DecodeStats, distribution_stats
 
 POSITION_MODES = ("original", "renumbered")
@@ -110,7 +111,7 @@ def batch_answer_rows(lm: LoadedModel, batch: Sequence[PreparedExample], mode: s
 
 
 def answer_rows(lm: LoadedModel, prepared: Sequence[PreparedExample], mode: str = "original",
-                batch_size: int = 16, progress: Callable[[int, int, str], None] | None = None) -> AnswerRows:
+                batch_size: int = 16, progress: Progress | None = None) -> AnswerRows:
     """Residuals, final states and SPADE states at the answer rows of `prepared`, in its order."""
     spade_position(0, mode)  # a clear error for a bad mode before any work
     n, done = len(prepared), 0
@@ -136,7 +137,7 @@ def spade_grid_stats(
     mode: str = "original",
     k: int = 5,
     chunk: int = 256,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: Progress | None = None,
 ) -> DecodeStats:
     """SPADE at every (layer, position): each position i in turn is the answer position.
 

@@ -2,10 +2,10 @@
 
 For every layer l < L a map `W_l h + b_l` (initialised to the identity) is trained so that the
 logit lens of the translated residual matches the model's final next-token distribution:
-minimise KL(final || lens) averaged over the positions of a calibration text. The maps live in
+minimise KL(final || lens) averaged over the positions of a training text. The maps live in
 the shared `AffineLens` (kind "tuned_lens"), saved as safetensors beside linear SPADE's.
 
-Calibration text, offline: either text the model itself writes from `SEED_PROMPTS` (varied
+Training text, offline: either text the model itself writes from `SEED_PROMPTS` (varied
 prose, code, dialogue, lists, arithmetic, few-shot formats; by default 32 prompts continued by
 96 sampled tokens each, seed 0: about 3,300 positions, of which 1 text in 5 is held out), or a
 user-supplied text cut into windows of at most `window` tokens.
@@ -27,18 +27,18 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from transformers import StoppingCriteriaList
 
 from ..engine import read_rows
 from ..errors import InputError
 from ..models.loading import LoadedModel, cache_dir, operation
+from ..progress import Progress, no_progress, within
 from .affine import AffineLens, lens_meta
-
-Progress = Callable[[float, str], None]
 
 DEFAULT_PROMPTS = 32
 DEFAULT_NEW_TOKENS = 96
@@ -46,9 +46,9 @@ DEFAULT_STEPS = 150
 DEFAULT_BATCH = 32  # positions per step; every step trains all layers on them (L x 32 rows)
 DEFAULT_LR = 2e-3
 DEFAULT_WINDOW = 256  # tokens per window when cutting a user text (with the start token)
-MAX_POSITIONS = 20_000  # calibration positions kept at most (see `position_budget`)
+MAX_POSITIONS = 20_000  # training positions kept at most (see `position_budget`)
 HELDOUT_FRACTION = 0.2
-_SAMPLING = dict(temperature=0.9, top_p=0.95)  # how the model writes its calibration text
+_SAMPLING = dict(temperature=0.9, top_p=0.95)  # how the model writes its training text
 
 SEED_PROMPTS: tuple[str, ...] = (
     "The history of the Roman Empire begins",
@@ -95,7 +95,7 @@ SEED_PROMPTS: tuple[str, ...] = (
 
 
 # --------------------------------------------------------------------------------------------
-# Calibration text
+# Training text
 # --------------------------------------------------------------------------------------------
 
 
@@ -108,11 +108,11 @@ class _EveryToken:
     def __call__(self, input_ids, scores, **kwargs):
         self.done += 1
         if self.progress is not None:
-            self.progress(min(1.0, self.done / self.total), f"writing calibration text: token {self.done}/{self.total}")
+            self.progress(self.done, self.total, f"writing training text: token {self.done}/{self.total}")
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
-def calibration_texts(
+def training_texts(
     lm: LoadedModel,
     n_prompts: int = DEFAULT_PROMPTS,
     tokens_each: int = DEFAULT_NEW_TOKENS,
@@ -128,10 +128,8 @@ def calibration_texts(
     `cache`, the texts are kept in the user cache per model and settings (retraining with other
     steps or learning rate then skips the generation).
     """
-    from transformers import StoppingCriteriaList
-
     if n_prompts < 1 or tokens_each < 1:
-        raise InputError("calibration needs at least one prompt and one generated token per prompt")
+        raise InputError("training text needs at least one prompt and one generated token per prompt")
     path = _texts_path(lm, n_prompts, tokens_each, seed)
     if cache and path.is_file():
         try:
@@ -153,9 +151,9 @@ def calibration_texts(
             ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=lm.device)
             mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=lm.device)
 
-            def report(frac, message, number=number):
+            def report(done, total, message, number=number):
                 if progress is not None:
-                    progress((number + frac) / len(batches), message)
+                    progress(number * total + done, len(batches) * total, message)
 
             out = lm.model.generate(
                 input_ids=ids, attention_mask=mask, max_new_tokens=tokens_each, min_new_tokens=tokens_each,
@@ -177,7 +175,8 @@ def calibration_texts(
 
 
 def _texts_path(lm: LoadedModel, n_prompts: int, tokens_each: int, seed: int) -> Path:
-    """Where self-written calibration text for these settings is cached (keyed by the seed prompts too)."""
+    """Where self-written training text for these settings is cached (keyed by the seed prompts too; the
+    folder keeps its old name, so texts cached before stay found)."""
     recipe = hashlib.sha256(json.dumps([SEED_PROMPTS, _SAMPLING]).encode()).hexdigest()[:10]
     return cache_dir() / "calibration" / lm.fingerprint() / f"{n_prompts}x{tokens_each}-seed{seed}-{recipe}.json"
 
@@ -195,7 +194,7 @@ def text_windows(lm: LoadedModel, texts: Sequence[str], window: int = DEFAULT_WI
             if chunk:
                 out.append([lm.bos_id] + chunk)
     if not out:
-        raise InputError("the calibration text is empty: give some text to train the tuned lens on")
+        raise InputError("the training text is empty: give some text to train the tuned lens on")
     return out
 
 
@@ -233,7 +232,7 @@ class Activations:
 
 
 def position_budget(lm: LoadedModel, budget_bytes: float = 2 * 1024**3) -> int:
-    """How many calibration positions to keep: their residuals (L x d floats each) within ~2 GiB."""
+    """How many training positions to keep: their residuals (L x d floats each) within ~2 GiB."""
     width = lm.model.get_input_embeddings().weight.shape[-1]
     return int(max(256, min(MAX_POSITIONS, budget_bytes // (4 * lm.num_layers * width))))
 
@@ -252,7 +251,7 @@ def collect(lm: LoadedModel, windows: Sequence[Sequence[int]], progress: Progres
             kept_windows.append(list(ids[: take + 1]))
             total += take
     if not total:
-        raise InputError("the calibration text has no token after the start token")
+        raise InputError("the training text has no token after the start token")
     residuals, finals = [], []
     for start in range(0, len(kept_windows), batch_windows):
         batch = kept_windows[start : start + batch_windows]
@@ -261,7 +260,7 @@ def collect(lm: LoadedModel, windows: Sequence[Sequence[int]], progress: Progres
         finals.append(final.float().cpu())
         if progress is not None:
             done = min(len(kept_windows), start + batch_windows)
-            progress(done / len(kept_windows), f"reading the text through the model: window {done}/{len(kept_windows)}")
+            progress(done, len(kept_windows), f"reading the text through the model: window {done}/{len(kept_windows)}")
     return Activations(torch.cat(residuals, dim=1), torch.cat(finals))
 
 
@@ -358,7 +357,7 @@ def heldout_kl(
             for name, logits in decoded.items():
                 sums[name][:layers] += _kl(final_logprobs, logits).sum(-1).double().cpu()
             if progress is not None:
-                progress((number + 1) / len(starts), "measuring held-out KL")
+                progress(number + 1, len(starts), "measuring held-out KL")
     return {name: (total / count).tolist() for name, total in sums.items()}
 
 
@@ -424,21 +423,20 @@ def train_tuned_lens(
     """Train a tuned lens for `lm`; returns (lens, report). Nothing is saved: call
     `lens.save(default_lens_path(lm, "tuned_lens"))` to make it the model's tuned lens.
 
-    `texts`: calibration text (e.g. a user file's contents); None = `calibration_texts(lm,
-    n_prompts, tokens_each, seed)`. `progress(fraction, message)` is called throughout.
+    `texts`: training text (e.g. a user file's contents); None = `training_texts(lm,
+    n_prompts, tokens_each, seed)`. `progress(share, 1, message)` is called throughout.
     """
     started = time.perf_counter()
-    report_to = progress or (lambda frac, message: None)
+    report_to = progress or no_progress
     generated = texts is None
     phases = {"text": 0.25 if generated else 0.0, "read": 0.05, "train": 0.6 if generated else 0.85, "eval": 0.1}
     done = 0.0
 
     def phase(name):
-        weight, base = phases[name], done
-        return lambda frac, message: report_to(min(1.0, base + weight * frac), message)
+        return within(report_to, done, phases[name])
 
     if generated:
-        texts = calibration_texts(lm, n_prompts, tokens_each, seed, progress=phase("text"))
+        texts = training_texts(lm, n_prompts, tokens_each, seed, progress=phase("text"))
         source = source or f"{n_prompts} self-generated texts ({tokens_each} sampled tokens each, seed {seed})"
     done += phases["text"]
     source = source or f"{len(texts)} given text(s)"
@@ -475,7 +473,7 @@ def train_tuned_lens(
         optimizer.step()
         schedule.step()
         losses.append(loss.item() / layers)
-        train_report((step + 1) / steps, f"training: step {step + 1}/{steps}, mean KL {losses[-1]:.3f} nats")
+        train_report(step + 1, steps, f"training: step {step + 1}/{steps}, mean KL {losses[-1]:.3f} nats")
     done += phases["train"]
 
     weight = (torch.eye(dim, device=lm.device) + delta.detach()).cpu()
@@ -494,7 +492,7 @@ def train_tuned_lens(
         lens.meta["heldout_kl_logit_lens"] = json.dumps([round(v, 4) for v in heldout["logit_lens"]])
         lens.meta["heldout_kl_tuned_lens"] = json.dumps([round(v, 4) for v in heldout["tuned_lens"]])
         lens.meta["heldout_positions"] = str(held_count)
-    report_to(1.0, "tuned lens trained")
+    report_to(1, 1, "tuned lens trained")
     report = TunedLensReport(
         source=source, train_positions=count, heldout_positions=held_count, steps=steps, batch=batch, lr=lr,
         seconds=time.perf_counter() - started, dtype=str(fast_dtype(lm.device)).replace("torch.", ""),

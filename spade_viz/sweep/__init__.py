@@ -1,15 +1,16 @@
 """Dataset sweeps: every example x every layer x every decoder, batched and cached on disk.
 
-`results` holds what a sweep is asked and returns, `passes` runs it, `cache` keeps it.
+`results` holds what a sweep is asked and returns, `linear_plan` picks how it scores linear SPADE,
+`passes` runs it, `cache` keeps it.
 """
 
 from .cache import load_cached, save_cached, sweep_cache_dir
-from .passes import LinearPlan, cached_sweep, plan_linear_spade, run_sweep, sweep_cache_key
-from .results import CSV_COLUMNS, DECODERS, SWEEP_FORMAT, SweepResult, SweepSettings
+from .linear_plan import LinearPlan, plan_linear_spade
+from .passes import cached_sweep, run_sweep, sweep_cache_key
+from .results import CSV_COLUMNS, SWEEP_FORMAT, SweepResult, SweepSettings
 
 __all__ = [
     "CSV_COLUMNS",
-    "DECODERS",
     "SWEEP_FORMAT",
     "LinearPlan",
     "SweepResult",

@@ -105,7 +105,7 @@ def _device_for(device: str, local_rank: int) -> str:
         return device
     if local_rank >= torch.cuda.device_count():
         raise InputError(f"process {local_rank} of this machine has no GPU of its own ({torch.cuda.device_count()} "
-                         "visible): start at most one process per GPU, or use --device cpu")
+                         "visible): start at most one process per GPU, or use `device='cpu'`")
     return f"cuda:{local_rank}"
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,14 +28,17 @@ import numpy as np
 import torch
 
 from ..data.datasets import Dataset
+from ..decoders import SWEEP_COLUMNS
 from ..engine import batches
 from ..errors import InputError
 from ..lenses.affine import AffineLens, find_lens
-from ..lenses.linear_spade import crossfit_states, fold_ids, lens_digest, load_linear_spade, usable_for
+from ..lenses.linear_spade import crossfit_states, fold_ids
 from ..lenses.spade import batch_answer_rows
 from ..lenses.stats import logit_stats
 from ..models.loading import LoadedModel, operation
+from ..progress import Progress
 from .cache import cache_key, load_cached, save_cached
+from .linear_plan import LinearPlan, plan_linear_spade
 from .prepared import prepare_dataset
 from .results import SweepResult, SweepSettings
 
@@ -65,66 +68,6 @@ def _decode_rows(logits_of: Callable[[slice], torch.Tensor], n: int, choices: to
         rows = slice(start, min(start + _STATS_CHUNK, n))
         parts.append(logit_stats(logits_of(rows), choices[rows], shortlist))
     return {key: torch.cat([p[key] for p in parts]).cpu().numpy() for key in parts[0]}
-
-
-# --------------------------------------------------------------------------------------------
-# Linear SPADE: which map scores which example
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class LinearPlan:
-    """How a sweep scores linear SPADE: which map, or how many cross-fitting folds."""
-
-    mode: str  # "saved", "crossfit" or "off"
-    source: str  # one line for the outputs: how the map was fitted, never on the example it scores
-    lens: AffineLens | None = None
-    folds: int = 0
-
-    def key(self) -> dict:
-        """The plan's part of the sweep cache key: the map by its digest, not its object."""
-        return {"mode": self.mode, "lens": lens_digest(self.lens) if self.lens is not None else None,
-                "folds": self.folds}
-
-
-def plan_linear_spade(lm: LoadedModel, examples: Sequence, dataset_name: str, settings: SweepSettings,
-                      calibration: AffineLens | str | Path | None = None) -> LinearPlan:
-    """A saved map that matches the model and was fitted on none of these examples (auto, saved);
-    otherwise k-fold cross-fitting on the dataset itself (auto, crossfit); or nothing (off)."""
-    choice = settings.linear_spade
-    if choice == "off":
-        return LinearPlan("off", "off")
-    note = ""
-    if choice in ("auto", "saved"):
-        if isinstance(calibration, AffineLens):
-            calibration.check_matches(lm)
-            lens = calibration
-        else:
-            lens = load_linear_spade(lm, calibration)
-        if lens is not None:
-            ok, why = usable_for(lens, examples, settings.spade_positions)
-            if ok:
-                meta = lens.meta
-                trained_on = meta.get("training_set", "?")
-                source = (f"separate calibration set: maps fitted on {meta.get('n_train', '?')} examples of "
-                          f"'{trained_on}' (training-set hash {meta.get('training_set_hash', '?')[:12]}), "
-                          "none of them in this dataset")
-                if trained_on != dataset_name:
-                    source += ("; note: calibrated on another task, and linear SPADE transfers poorly across "
-                               "tasks (--linear-spade crossfit fits on this one)")
-                return LinearPlan("saved", source, lens)
-            if choice == "saved":
-                raise InputError(f"the saved linear-SPADE calibration cannot score this dataset: {why}")
-            note = f"; the saved calibration was not used: {why}"
-        elif choice == "saved":
-            raise InputError("no saved linear-SPADE calibration for this model: run `python -m spade_viz calibrate` "
-                             "first, or use --linear-spade crossfit")
-    if len(examples) < 2:
-        return LinearPlan("off", "none: cross-fitting needs at least 2 examples" + note)
-    folds = min(settings.folds, len(examples))
-    source = (f"{folds}-fold cross-fitting on this dataset: each example is scored by maps fitted (closed-form "
-              f"ridge {settings.ridge:g}) on the other {folds - 1} folds only{note}")
-    return LinearPlan("crossfit", source, folds=folds)
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,7 +177,7 @@ def _decode_batch(lm: LoadedModel, plan: LinearPlan, tuned: AffineLens | None, r
 
 
 def _crossfit_linear_spade(lm: LoadedModel, prepared, plan: LinearPlan, settings: SweepSettings,
-                           swept: _Swept, choices: torch.Tensor, progress) -> None:
+                           swept: _Swept, choices: torch.Tensor, progress: Progress | None) -> None:
     """Linear-SPADE stats [n, L+1] of every example into `swept`, each decoded from maps fitted on
     the other folds."""
     if progress:
@@ -260,13 +203,13 @@ def run_sweep(
     settings: SweepSettings | None = None,
     *,
     use_cache: bool = True,
-    calibration: AffineLens | str | Path | None = None,
-    progress: Callable[[int, int, str], None] | None = None,
+    linear_spade_map: AffineLens | str | Path | None = None,
+    progress: Progress | None = None,
     processes: Processes | None = None,
 ) -> SweepResult | None:
     """Every usable example of `dataset` x layers 0..L x decoders; cached on disk (see module doc).
 
-    `calibration`: a linear-SPADE map (or its file) to use instead of the saved default.
+    `linear_spade_map`: a linear-SPADE map (or its file) to use instead of the saved default.
     `progress(done, total, stage)` is called as batches finish.
     `processes`: the processes sharing this sweep (`sweep.distributed.Processes`). Each sweeps every
     size-th batch of the one-process run (the same batches, so the same numbers) and rank 0 gathers
@@ -278,7 +221,7 @@ def run_sweep(
     if not prepared:
         reason = f" (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise InputError(f"no usable example in '{dataset.name}'{reason}")
-    plan, tuned, key = _lenses_and_key(lm, dataset, prepared, settings, calibration)
+    plan, tuned, key = _lenses_and_key(lm, dataset, prepared, settings, linear_spade_map)
     rank, size = (processes.rank, processes.size) if processes is not None else (0, 1)
     cached = _load_for(key, dataset, plan, lm) if use_cache and rank == 0 else None
     if size > 1 and _agreed_hit(processes, key, cached is not None) and rank > 0:
@@ -289,8 +232,8 @@ def run_sweep(
     started = time.perf_counter()
     n, layers = len(prepared), lm.num_layers
     choices_all = _choice_matrix([p.choice_ids for p in prepared])
-    names = ["logit_lens", "spade"] + (["linear_spade"] if plan.mode != "off" else []) \
-        + (["tuned_lens"] if tuned is not None else [])
+    left_out = {"linear_spade": plan.mode == "off", "tuned_lens": tuned is None}
+    names = [name for name in SWEEP_COLUMNS if not left_out.get(name)]
     swept = _Swept(n, layers, names, crossfit=plan.mode == "crossfit")
     mine = list(batches(prepared, settings.batch_size))[rank::size]
     total = sum(len(batch) for batch in mine)
@@ -362,28 +305,28 @@ def _agreed_hit(processes: Processes, key: str, hit: bool) -> bool:
 
 
 def cached_sweep(lm: LoadedModel, dataset, settings: SweepSettings | None = None,
-                 calibration: AffineLens | str | Path | None = None) -> SweepResult | None:
+                 linear_spade_map: AffineLens | str | Path | None = None) -> SweepResult | None:
     """The cached result `run_sweep` would return, or None; never runs the model."""
     settings = _checked(lm, dataset, settings)
     prepared, _ = prepare_dataset(lm, dataset, settings.max_tokens)
     if not prepared:
         return None
-    plan, _tuned, key = _lenses_and_key(lm, dataset, prepared, settings, calibration)
+    plan, _tuned, key = _lenses_and_key(lm, dataset, prepared, settings, linear_spade_map)
     return _load_for(key, dataset, plan, lm)
 
 
 def sweep_cache_key(lm: LoadedModel, dataset, settings: SweepSettings | None = None,
-                    calibration: AffineLens | str | Path | None = None) -> str | None:
+                    linear_spade_map: AffineLens | str | Path | None = None) -> str | None:
     """The disk-cache key `run_sweep` would use for `dataset` (None: no usable example); never runs the model."""
     settings = _checked(lm, dataset, settings)
     prepared, _ = prepare_dataset(lm, dataset, settings.max_tokens)
-    return _lenses_and_key(lm, dataset, prepared, settings, calibration)[2] if prepared else None
+    return _lenses_and_key(lm, dataset, prepared, settings, linear_spade_map)[2] if prepared else None
 
 
-def _lenses_and_key(lm: LoadedModel, dataset, prepared, settings: SweepSettings, calibration):
+def _lenses_and_key(lm: LoadedModel, dataset, prepared, settings: SweepSettings, linear_spade_map):
     """(linear-SPADE plan, tuned lens or None, cache key) of a sweep over the `prepared` examples."""
     usable = [dataset.examples[p.index] for p in prepared]
-    plan = plan_linear_spade(lm, usable, dataset.name, settings, calibration)
+    plan = plan_linear_spade(lm, usable, dataset.name, settings, linear_spade_map)
     tuned = find_lens(lm, "tuned_lens") if settings.tuned_lens else None
     return plan, tuned, cache_key(lm, dataset, settings, plan.key(), tuned)
 

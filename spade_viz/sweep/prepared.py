@@ -12,6 +12,7 @@ import threading
 from collections import OrderedDict
 
 from ..engine import PreparedExample, prepare_examples
+from ..limits import DEFAULT_TOKEN_LIMIT
 from ..models.loading import LoadedModel
 
 _MAX_ENTRIES = 8
@@ -27,7 +28,7 @@ def _key(lm: LoadedModel, dataset, limit: int) -> tuple:
             type(tokenizer).__name__, len(tokenizer), limit)
 
 
-def prepare_dataset(lm: LoadedModel, dataset, max_tokens: int = 512):
+def prepare_dataset(lm: LoadedModel, dataset, max_tokens: int = DEFAULT_TOKEN_LIMIT):
     """`engine.prepare_examples` over the whole `dataset`, cached by its content and the model:
     (prepared examples, skipped [(id, reason)]), as new lists each call."""
     global TOKENIZATIONS

@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 
 from ..data.files import atomic_output, atomic_write_text, check_output
-from ..decoders import SWEEP_COLUMNS as DECODERS  # the order of columns and rows
+from ..decoders import SWEEP_COLUMNS  # the order of columns and rows
 from ..errors import InputError, check_int, check_number
 from ..lenses.spade import POSITION_MODES
+from ..limits import DEFAULT_TOKEN_LIMIT
 
 SWEEP_FORMAT = "spade-viz-sweep-2"  # 2: n_choices per example
 CSV_COLUMNS = (
@@ -32,7 +33,7 @@ class SweepSettings:
     folds: int = 5  # k of the k-fold cross-fitting of linear SPADE
     ridge: float = 1e-2  # ridge of the cross-fitted maps (a saved map keeps its own)
     tuned_lens: bool = True  # add the tuned lens when one is saved for this model
-    max_tokens: int = 512
+    max_tokens: int = DEFAULT_TOKEN_LIMIT
     # linear SPADE's entropy over only these tokens where an example has no choices (the real
     # exit's cheap confidence, `exit.honest`); () = over the whole vocabulary
     confidence_shortlist: tuple[int, ...] = ()
@@ -89,7 +90,7 @@ class SweepResult:
 
     @property
     def decoders(self) -> list[str]:
-        return [name for name in DECODERS if name in self.top1]
+        return [name for name in SWEEP_COLUMNS if name in self.top1]
 
     @property
     def num_examples(self) -> int:

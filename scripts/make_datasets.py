@@ -1,9 +1,10 @@
-"""Regenerate the built-in task files in this folder (stdlib only, deterministic).
+"""Regenerate the built-in task files of `spade_viz/assets/datasets` (stdlib only, deterministic).
 
-    python spade_viz/assets/datasets/make_datasets.py
+    python scripts/make_datasets.py [OUT_FOLDER]
 
 The committed .jsonl files are the artifacts; this script is how they were
-made. Every fact below was checked by hand; when in doubt an item was left out
+made (OUT_FOLDER, default the package's folder, lets a test compare them).
+Every fact below was checked by hand; when in doubt an item was left out
 (see the comments next to each table).
 """
 
@@ -11,9 +12,11 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+PACKAGED = Path(__file__).resolve().parent.parent / "spade_viz" / "assets" / "datasets"
+OUT = PACKAGED  # where `write` puts the files (the command line may name another folder)
 
 
 def write(task: str, rows: list[dict]) -> None:
@@ -24,7 +27,7 @@ def write(task: str, rows: list[dict]) -> None:
         assert not r["prompt"][-1].isspace(), f"{task}: prompt ends in whitespace: {r['id']}"
         if "choices" in r:
             assert r["answer"] in r["choices"], r
-    path = HERE / f"{task}.jsonl"
+    path = OUT / f"{task}.jsonl"
     with path.open("w", encoding="utf-8", newline="\n") as f:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
@@ -771,7 +774,10 @@ def make_multiple_choice_cloze() -> None:
     write("multiple_choice_cloze", rows)
 
 
-def main() -> None:
+def main(out: Path = PACKAGED) -> None:
+    global OUT
+    OUT = out
+    out.mkdir(parents=True, exist_ok=True)
     make_capitals()
     make_translation()
     make_antonyms()
@@ -783,4 +789,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else PACKAGED)

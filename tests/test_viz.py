@@ -278,6 +278,49 @@ def test_shared_colour_range_covers_both_heatmaps(res):
     assert viz.metric_range(res, "top1_prob") == (0.0, 1.0)
 
 
+def _with_kl_at_layer0(low: float, high: float) -> Prompt:
+    """A prompt whose KL to final at layer 0 runs from `low` to `high` (as on a real model: 93-192
+    nats there, 0-50 above), in every grid and answer column."""
+    res = make_prompt()
+    for stats in [*res.grids.values(), *res.answer.values()]:
+        stats.kl_to_final = stats.kl_to_final.copy()  # an answer column is a view of its grid
+        stats.kl_to_final[0] = np.linspace(low, high, stats.kl_to_final.shape[1])
+    return res
+
+
+def test_kl_colour_scale_is_clipped_above_layer0_and_says_so():
+    res = _with_kl_at_layer0(93.0, 192.0)
+    above = np.concatenate([s.kl_to_final[1:].ravel() for s in [*res.grids.values(), *res.answer.values()]])
+    clip = float(f"{np.percentile(above, 99):.3g}")
+    assert 3.5 < clip < 4.0  # the layers above 0 hold 0..4 nats
+    assert viz.metric_range(res, "kl_to_final") == (0.0, clip)
+    for fig in (viz.layer_position_heatmap(res, "kl_to_final"), viz.answer_heatmap(res, "kl_to_final"),
+                viz.layer_position_heatmap(res, "kl_to_final", compact=True)):
+        trace = fig.data[0]
+        assert trace.zmax == clip
+        assert trace.colorbar.title.text == f"KL to final (nats)<br>clipped at {clip:g}: layer 0 reaches 192"
+        assert trace.colorbar.ticktext[-1] == f"≥ {clip:g}" and trace.colorbar.tickvals[-1] == clip
+        assert list(trace.colorbar.tickvals[:-1]) == [0.0, 1.0, 2.0, 3.0]
+        assert np.asarray(trace.z).max() >= 93  # hover shows the true values: z is not clipped
+        assert "%{z:.3f}" in trace.hovertemplate
+    positions = viz.layer_position_heatmap(res, "kl_to_final")
+    np.testing.assert_allclose(np.asarray(positions.data[0].z)[0], res.grids["logit_lens"].kl_to_final[0], rtol=1e-6)
+
+
+def test_kl_colour_scale_is_not_clipped_without_an_outlier_layer(res):
+    near = _with_kl_at_layer0(3.0, 5.0)  # layer 0 barely above the rest: nothing dominates the scale
+    assert viz.metric_range(near, "kl_to_final") == (0.0, pytest.approx(5.0))
+    trace = viz.layer_position_heatmap(near, "kl_to_final").data[0]
+    assert trace.colorbar.title.text == "KL to final (nats)" and trace.colorbar.tickvals is None
+    # entropy is never clipped, even with an outlier at layer 0
+    assert viz.metric_range(res, "entropy")[1] == pytest.approx(
+        max(float(s.entropy.max()) for s in [*res.grids.values(), *res.answer.values()]))
+    # a range the caller gives that leaves cells above it is said to clip them too
+    narrow = viz.layer_position_heatmap(res, "entropy", zrange=(0.0, 2.0)).data[0]
+    assert narrow.colorbar.title.text.startswith("entropy (nats)<br>clipped at 2: layer ")
+    assert narrow.colorbar.ticktext[-1] == "≥ 2"
+
+
 def test_special_and_markup_tokens_are_escaped(res):
     fig = viz.layer_position_heatmap(res)
     assert fig.layout.xaxis.ticktext[0] == "⟨s⟩"

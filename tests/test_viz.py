@@ -360,7 +360,22 @@ def test_target_curves_probability_and_log_rank():
     assert len(probs) == len(ranks) == len(other.decoders)
     spade = next(t for t in ranks if t.legendgroup == "spade")
     np.testing.assert_array_equal(spade.y, other.answer["spade"].target_rank[:, 0])
+    # ranks up to 199 here: every tick labelled in full, no plotly minor digits ("10, 2, 5, 100")
+    assert max(s.target_rank.max() for s in other.answer.values()) < 1000
+    assert list(fig.layout.yaxis2.ticktext) == ["1", "2", "5", "10", "20", "50", "100", "200", "500", "1k"]
+    assert list(fig.layout.yaxis2.tickvals) == [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
     assert _escaped(viz.visible_token(other.token(5))) in fig.layout.title.text
+
+
+def test_log_ticks_are_round_and_labelled_in_full():
+    from spade_viz.viz.style import log_ticks
+
+    assert log_ticks(1, 100)["ticktext"] == ["1", "2", "5", "10", "20", "50", "100"]
+    wide = log_ticks(1, 100_000)  # a rank over a whole vocabulary: powers of ten
+    assert wide["tickvals"] == [1, 10, 100, 1000, 10_000, 100_000]
+    assert wide["ticktext"] == ["1", "10", "100", "1k", "10k", "100k"]
+    assert log_ticks(0.01, 10)["ticktext"] == ["0.01", "0.02", "0.05", "0.1", "0.2", "0.5", "1", "2", "5", "10"]
+    assert log_ticks(1e-4, 100)["ticktext"] == ["0.0001", "0.001", "0.01", "0.1", "1", "10", "100"]
 
 
 def test_figures_export_as_standalone_html(res):

@@ -403,10 +403,20 @@ def test_comparison_and_heldout_kl_figures():
     solid = [t for t in fig.data if t.showlegend is not False and t.legendgroup]
     assert [t.name for t in solid] == ["logit lens", "tuned lens", "SPADE"]  # one legend entry per decoder
     assert len([t for t in fig.data if t.legendgroup]) == 6  # accuracy and agreement lines
-    assert any("95% of final accuracy" in a.text for a in fig.layout.annotations)
+    # the line at 95% of the full model's accuracy (1.00 at layer 4) is labelled with its own value
+    line = next(s for s in fig.layout.shapes if s.type == "line")
+    assert line.y0 == line.y1 == pytest.approx(0.95)
+    assert [a.text for a in fig.layout.annotations] == ["95% of the full model's 1.00 = 0.95"]
+    lower = comparison_figure(pd.DataFrame([{**row, "accuracy": row["accuracy"] * 0.61} for row in rows]))
+    assert lower.layout.annotations[0].text == "95% of the full model's 0.61 = 0.58"
+    # the legend lies in the bottom margin (below the plot and its axis title): it cannot cover the label
+    legend, height = lower.layout.legend, lower.layout.height
+    assert legend.yref == "container" and legend.yanchor == "bottom" and legend.orientation == "h"
+    assert legend.y * height + 60 < lower.layout.margin.b  # two rows of legend fit under the axis title
     kl = heldout_kl_figure({"logit_lens": [3.0, 2.0, 0.0], "tuned_lens": [1.0, 0.5, 0.0]})
     assert [t.name for t in kl.data] == ["logit lens", "tuned lens"] and kl.layout.yaxis.type == "log"
     assert list(kl.data[0].y) == [3.0, 2.0]  # layer L is the model itself: KL 0, not drawn on a log scale
+    assert list(kl.layout.yaxis.ticktext) == ["0.1", "0.2", "0.5", "1", "2", "5", "10"]
 
 
 def test_exit_figures_from_frames():

@@ -434,5 +434,14 @@ def test_exit_figures_from_frames():
     exit_figures.set_current(fig, curve.iloc[0].to_dict())
     assert [t.x for t in fig.data if t.name == exit_figures.CURRENT_TRACE] == [(1.05,)]
     hist = exit_figures.exit_histogram(np.array([1, 1, 3, 6]), 6)
-    assert list(hist.data[0].y) == [0, 2, 0, 1, 0, 0, 1] and hist.data[0].x[-1] == "6 (full)"
+    assert list(hist.data[0].y) == [0, 2, 0, 1, 0, 0, 1] and list(hist.data[0].x) == list(range(7))
     assert hist.data[0].marker.color[-1] == decoders.colour("full")
+    # every layer labelled, the last bar "full"; hover names the layer, the last one the full model
+    assert list(hist.layout.xaxis.tickvals) == list(range(7))
+    assert list(hist.layout.xaxis.ticktext) == ["0", "1", "2", "3", "4", "5", "full"]
+    assert hist.data[0].customdata[1] == "layer 1" and hist.data[0].customdata[-1] == "layer 6: the full model"
+    deep = exit_figures.exit_histogram(np.array([0, 29, 30]), 30)  # the default model: every 5th layer
+    assert list(deep.layout.xaxis.tickvals) == [0, 5, 10, 15, 20, 25, 30]
+    assert list(deep.layout.xaxis.ticktext) == ["0", "5", "10", "15", "20", "25", "full"]
+    assert list(deep.layout.xaxis.range) == [-0.5, 30.5] and sum(deep.data[0].y) == 3
+    assert exit_figures.layer_ticks(32)[1] == ["0", "5", "10", "15", "20", "25", "full"]  # 30 would crowd "full"

@@ -62,7 +62,9 @@ METRICS: dict[str, Metric] = {
     "top1_prob": Metric("top1_prob", "top-1 probability",
                         "The probability of the token shown in the cell.", True, True),
     "kl_to_final": Metric("kl_to_final", "KL to final (nats)",
-                          "How far the layer's prediction is from the model's final one: 0 means identical.",
+                          "How far the layer's prediction is from the model's final one: 0 means identical. "
+                          "Where layer 0 (the embeddings) lies far above the rest, the colour scale stops "
+                          "below it and its bar says so (hover shows the true values).",
                           False, False, clipped=True),
     "target_prob": Metric("target_prob", "target probability",
                           "The probability of the target token (at other positions: of the model's own final "

@@ -286,6 +286,49 @@ def test_shared_colour_range_covers_both_heatmaps(res):
     assert viz.metric_range(res, "top1_prob") == (0.0, 1.0)
 
 
+def _with_kl_at_layer0(low: float, high: float) -> Prompt:
+    """A prompt whose KL to final at layer 0 runs from `low` to `high` (as on a real model: 93-192
+    nats there, 0-50 above), in every grid and answer column."""
+    res = make_prompt()
+    for stats in [*res.grids.values(), *res.answer.values()]:
+        stats.kl_to_final = stats.kl_to_final.copy()  # an answer column is a view of its grid
+        stats.kl_to_final[0] = np.linspace(low, high, stats.kl_to_final.shape[1])
+    return res
+
+
+def test_kl_colour_scale_is_clipped_above_layer0_and_says_so():
+    res = _with_kl_at_layer0(93.0, 192.0)
+    above = np.concatenate([s.kl_to_final[1:].ravel() for s in [*res.grids.values(), *res.answer.values()]])
+    clip = float(f"{np.percentile(above, 99):.3g}")
+    assert 3.5 < clip < 4.0  # the layers above 0 hold 0..4 nats
+    assert viz.metric_range(res, "kl_to_final") == (0.0, clip)
+    for fig in (viz.layer_position_heatmap(res, "kl_to_final"), viz.answer_heatmap(res, "kl_to_final"),
+                viz.layer_position_heatmap(res, "kl_to_final", compact=True)):
+        trace = fig.data[0]
+        assert trace.zmax == clip
+        assert trace.colorbar.title.text == f"KL to final (nats)<br>clipped at {clip:g}: layer 0 reaches 192"
+        assert trace.colorbar.ticktext[-1] == f"≥ {clip:g}" and trace.colorbar.tickvals[-1] == clip
+        assert list(trace.colorbar.tickvals[:-1]) == [0.0, 1.0, 2.0, 3.0]
+        assert np.asarray(trace.z).max() >= 93  # hover shows the true values: z is not clipped
+        assert "%{z:.3f}" in trace.hovertemplate
+    positions = viz.layer_position_heatmap(res, "kl_to_final")
+    np.testing.assert_allclose(np.asarray(positions.data[0].z)[0], res.grids["logit_lens"].kl_to_final[0], rtol=1e-6)
+
+
+def test_kl_colour_scale_is_not_clipped_without_an_outlier_layer(res):
+    near = _with_kl_at_layer0(3.0, 5.0)  # layer 0 barely above the rest: nothing dominates the scale
+    assert viz.metric_range(near, "kl_to_final") == (0.0, pytest.approx(5.0))
+    trace = viz.layer_position_heatmap(near, "kl_to_final").data[0]
+    assert trace.colorbar.title.text == "KL to final (nats)" and trace.colorbar.tickvals is None
+    # entropy is never clipped, even with an outlier at layer 0
+    assert viz.metric_range(res, "entropy")[1] == pytest.approx(
+        max(float(s.entropy.max()) for s in [*res.grids.values(), *res.answer.values()]))
+    # a range the caller gives that leaves cells above it is said to clip them too
+    narrow = viz.layer_position_heatmap(res, "entropy", zrange=(0.0, 2.0)).data[0]
+    assert narrow.colorbar.title.text.startswith("entropy (nats)<br>clipped at 2: layer ")
+    assert narrow.colorbar.ticktext[-1] == "≥ 2"
+
+
 def test_special_and_markup_tokens_are_escaped(res):
     fig = viz.layer_position_heatmap(res)
     assert fig.layout.xaxis.ticktext[0] == "⟨s⟩"
@@ -325,7 +368,22 @@ def test_target_curves_probability_and_log_rank():
     assert len(probs) == len(ranks) == len(other.decoders)
     spade = next(t for t in ranks if t.legendgroup == "spade")
     np.testing.assert_array_equal(spade.y, other.answer["spade"].target_rank[:, 0])
+    # ranks up to 199 here: every tick labelled in full, no plotly minor digits ("10, 2, 5, 100")
+    assert max(s.target_rank.max() for s in other.answer.values()) < 1000
+    assert list(fig.layout.yaxis2.ticktext) == ["1", "2", "5", "10", "20", "50", "100", "200", "500", "1k"]
+    assert list(fig.layout.yaxis2.tickvals) == [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
     assert _escaped(viz.visible_token(other.token(5))) in fig.layout.title.text
+
+
+def test_log_ticks_are_round_and_labelled_in_full():
+    from spade_viz.viz.style import log_ticks
+
+    assert log_ticks(1, 100)["ticktext"] == ["1", "2", "5", "10", "20", "50", "100"]
+    wide = log_ticks(1, 100_000)  # a rank over a whole vocabulary: powers of ten
+    assert wide["tickvals"] == [1, 10, 100, 1000, 10_000, 100_000]
+    assert wide["ticktext"] == ["1", "10", "100", "1k", "10k", "100k"]
+    assert log_ticks(0.01, 10)["ticktext"] == ["0.01", "0.02", "0.05", "0.1", "0.2", "0.5", "1", "2", "5", "10"]
+    assert log_ticks(1e-4, 100)["ticktext"] == ["0.0001", "0.001", "0.01", "0.1", "1", "10", "100"]
 
 
 def test_figures_export_as_standalone_html(res):
@@ -353,10 +411,20 @@ def test_comparison_and_heldout_kl_figures():
     solid = [t for t in fig.data if t.showlegend is not False and t.legendgroup]
     assert [t.name for t in solid] == ["logit lens", "tuned lens", "SPADE"]  # one legend entry per decoder
     assert len([t for t in fig.data if t.legendgroup]) == 6  # accuracy and agreement lines
-    assert any("95% of final accuracy" in a.text for a in fig.layout.annotations)
+    # the line at 95% of the full model's accuracy (1.00 at layer 4) is labelled with its own value
+    line = next(s for s in fig.layout.shapes if s.type == "line")
+    assert line.y0 == line.y1 == pytest.approx(0.95)
+    assert [a.text for a in fig.layout.annotations] == ["95% of the full model's 1.00 = 0.95"]
+    lower = comparison_figure(pd.DataFrame([{**row, "accuracy": row["accuracy"] * 0.61} for row in rows]))
+    assert lower.layout.annotations[0].text == "95% of the full model's 0.61 = 0.58"
+    # the legend lies in the bottom margin (below the plot and its axis title): it cannot cover the label
+    legend, height = lower.layout.legend, lower.layout.height
+    assert legend.yref == "container" and legend.yanchor == "bottom" and legend.orientation == "h"
+    assert legend.y * height + 60 < lower.layout.margin.b  # two rows of legend fit under the axis title
     kl = heldout_kl_figure({"logit_lens": [3.0, 2.0, 0.0], "tuned_lens": [1.0, 0.5, 0.0]})
     assert [t.name for t in kl.data] == ["logit lens", "tuned lens"] and kl.layout.yaxis.type == "log"
     assert list(kl.data[0].y) == [3.0, 2.0]  # layer L is the model itself: KL 0, not drawn on a log scale
+    assert list(kl.layout.yaxis.ticktext) == ["0.1", "0.2", "0.5", "1", "2", "5", "10"]
 
 
 def test_exit_figures_from_frames():
@@ -374,5 +442,14 @@ def test_exit_figures_from_frames():
     exit_figures.set_current(fig, curve.iloc[0].to_dict())
     assert [t.x for t in fig.data if t.name == exit_figures.CURRENT_TRACE] == [(1.05,)]
     hist = exit_figures.exit_histogram(np.array([1, 1, 3, 6]), 6)
-    assert list(hist.data[0].y) == [0, 2, 0, 1, 0, 0, 1] and hist.data[0].x[-1] == "6 (full)"
+    assert list(hist.data[0].y) == [0, 2, 0, 1, 0, 0, 1] and list(hist.data[0].x) == list(range(7))
     assert hist.data[0].marker.color[-1] == decoders.colour("full")
+    # every layer labelled, the last bar "full"; hover names the layer, the last one the full model
+    assert list(hist.layout.xaxis.tickvals) == list(range(7))
+    assert list(hist.layout.xaxis.ticktext) == ["0", "1", "2", "3", "4", "5", "full"]
+    assert hist.data[0].customdata[1] == "layer 1" and hist.data[0].customdata[-1] == "layer 6: the full model"
+    deep = exit_figures.exit_histogram(np.array([0, 29, 30]), 30)  # the default model: every 5th layer
+    assert list(deep.layout.xaxis.tickvals) == [0, 5, 10, 15, 20, 25, 30]
+    assert list(deep.layout.xaxis.ticktext) == ["0", "5", "10", "15", "20", "25", "full"]
+    assert list(deep.layout.xaxis.range) == [-0.5, 30.5] and sum(deep.data[0].y) == 3
+    assert exit_figures.layer_ticks(32)[1] == ["0", "5", "10", "15", "20", "25", "full"]  # 30 would crowd "full"

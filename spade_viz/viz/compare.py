@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 from ..decoders import colour as decoder_colour
 from ..decoders import label as decoder_label
 from .heatmaps import FONT
-from .style import font_scaled
+from .style import font_scaled, log_ticks
 
 _LAYOUT = dict(font=FONT, plot_bgcolor="white", margin=dict(l=60, r=20, t=50, b=50), hovermode="x unified")
 
@@ -23,6 +23,11 @@ def _legend_inside(corner: str) -> dict:
     x, anchor = (0.01, "left") if corner == "left" else (0.99, "right")
     return dict(x=x, xanchor=anchor, y=0.98, yanchor="top", bgcolor="rgba(255,255,255,0.85)",
                 bordercolor="#dddddd", borderwidth=1)
+
+
+def fraction_label(fraction: float, final: float) -> str:
+    """The label of the line at `fraction` x the full model's accuracy `final`: both numbers and the line's own."""
+    return f"{fraction:.0%} of the full model's {final:.2f} = {fraction * final:.2f}"
 
 
 @font_scaled()
@@ -54,10 +59,14 @@ def comparison_figure(curves: pd.DataFrame, fraction: float | None = 0.95, title
         final = float(curves[curves["layer"] == last_layer]["accuracy"].iloc[0])
         if final > 0:
             fig.add_hline(y=fraction * final, line=dict(color="#777777", width=1, dash="dash"),
-                          annotation_text=f"{fraction:.0%} of final accuracy ({final:.2f})",
-                          annotation_position="top left", annotation_font=dict(size=11, color="#555555"))
+                          annotation_text=fraction_label(fraction, final),
+                          annotation_position="top left", annotation_xshift=8,
+                          annotation_font=dict(size=11, color="#555555"))
     fig.update_layout(title=title or "Accuracy (solid) and agreement with the final answer (dotted), per layer",
-                      height=480, legend=_legend_inside("left"), **_LAYOUT)
+                      height=520, **_LAYOUT)
+    # the legend below the plot: inside, it covered the line's label (at the left, where the curves are low)
+    fig.update_layout(margin=dict(b=130), legend=dict(orientation="h", x=0, xanchor="left", yref="container",
+                                                      y=0.01, yanchor="bottom"))
     fig.update_xaxes(title="layer", range=[-0.5, last_layer + 0.5], gridcolor="#eeeeee", zeroline=False,
                      dtick=max(1, (last_layer + 1) // 15))
     fig.update_yaxes(title="fraction of examples", range=[-0.02, 1.02], gridcolor="#eeeeee", zeroline=False)
@@ -68,18 +77,24 @@ def comparison_figure(curves: pd.DataFrame, fraction: float | None = 0.95, title
 def heldout_kl_figure(kl: dict[str, Sequence[float]], title: str | None = None) -> go.Figure:
     """Per-layer mean KL(final || decoder) on held-out text, one line per decoder (log scale)."""
     fig = go.Figure()
+    drawn = []
     for name, values in kl.items():
         values = np.asarray(values, dtype=float)
         layers = np.arange(len(values))
         shown = values[:-1] if len(values) > 1 else values  # layer L is the model itself: KL 0
         label = html.escape(decoder_label(name))
+        drawn.append(np.maximum(shown, 1e-4))
         fig.add_trace(go.Scatter(
-            x=layers[: len(shown)], y=np.maximum(shown, 1e-4), mode="lines+markers", name=label,
+            x=layers[: len(shown)], y=drawn[-1], mode="lines+markers", name=label,
             line=dict(color=decoder_colour(name), width=2.5), marker=dict(size=5),
             hovertemplate=f"{label} %{{y:.3f}} nats<extra></extra>",
         ))
     fig.update_layout(title=title or "Held-out KL to the final distribution (lower is closer)", height=360,
                       legend=_legend_inside("right"), **_LAYOUT)
     fig.update_xaxes(title="layer", gridcolor="#eeeeee", zeroline=False)
-    fig.update_yaxes(title="KL (nats, log scale)", type="log", dtick="D2", gridcolor="#eeeeee")
+    values = np.concatenate(drawn) if drawn else np.zeros(0)
+    values = values[np.isfinite(values)]
+    ticks = log_ticks(10 ** np.floor(np.log10(values.min())), 10 ** np.ceil(np.log10(values.max()))) \
+        if values.size else {}
+    fig.update_yaxes(title="KL (nats, log scale)", type="log", gridcolor="#eeeeee", **ticks)
     return fig

@@ -9,6 +9,7 @@ and a star on the curve).
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,7 @@ from ..decoders import dash as decoder_dash
 from ..decoders import label as decoder_label
 from ..decoders import ordered as ordered_decoders
 from .heatmaps import FONT
-from .style import font_scaled
+from .style import font_scaled, log_ticks
 from .tokens import html_token
 
 if TYPE_CHECKING:
@@ -108,6 +109,7 @@ def target_curves(res: PromptLayers, decoders: Sequence[str] | None = None, heig
     fig.update_yaxes(range=[-0.02, 1.02], row=1, col=1)
     ranks = [stats.target_rank.max() for stats in res.answer.values()]
     top = max(10.0, float(max(ranks)) if ranks else 10.0)
-    fig.update_yaxes(type="log", range=[np.log10(top) * 1.05, -0.05], row=1, col=2)
+    ticks = log_ticks(1, 10 ** math.ceil(np.log10(top)))
+    fig.update_yaxes(type="log", range=[np.log10(top) * 1.05, -0.05], row=1, col=2, **ticks)
     fig.update_annotations(font=dict(size=12))
     return fig

@@ -84,17 +84,26 @@ def tradeoff_figure(
     return fig
 
 
+def layer_ticks(num_layers: int) -> tuple[list[int], list[str]]:
+    """Ticks of an exit-layer axis (bars 0..L): every layer up to 15 layers, else every 5th; the last
+    bar (layer L, never confident: the full model answers) reads "full"."""
+    step = 1 if num_layers <= 15 else 5
+    values = [layer for layer in range(0, num_layers, step) if num_layers - layer >= min(step, 3)]
+    return values + [num_layers], [str(layer) for layer in values] + ["full"]
+
+
 @font_scaled()
 def exit_histogram(exit_layers: np.ndarray, num_layers: int) -> go.Figure:
     """How many examples exit at each layer; the last bar is 'never confident' (the full model)."""
     counts = np.bincount(np.asarray(exit_layers, dtype=np.int64), minlength=num_layers + 1)[: num_layers + 1]
     colors = [decoders.colour("hybrid")] * num_layers + [decoders.colour("full")]
-    labels = [str(layer) for layer in range(num_layers)] + [f"{num_layers} (full)"]
-    fig = go.Figure(go.Bar(x=labels, y=counts, marker_color=colors,
-                           hovertemplate="layer %{x}<br>%{y} examples<extra></extra>"))
+    where = [f"layer {layer}" for layer in range(num_layers)] + [f"layer {num_layers}: the full model"]
+    fig = go.Figure(go.Bar(x=np.arange(num_layers + 1), y=counts, marker_color=colors, customdata=where,
+                           hovertemplate="%{customdata}<br>%{y} examples<extra></extra>"))
     fig.update_layout(title="Exit layers", xaxis_title="exit layer", yaxis_title="examples", height=330,
                       bargap=0.1, **_LAYOUT)
-    fig.update_xaxes(type="category")
+    values, labels = layer_ticks(num_layers)
+    fig.update_xaxes(tickmode="array", tickvals=values, ticktext=labels, range=[-0.5, num_layers + 0.5])
     return fig
 
 

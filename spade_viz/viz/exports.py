@@ -1,9 +1,14 @@
-"""What the download buttons write: file names and headers that say what was exported.
+"""What the download buttons write: file names and facts that say what was exported.
 
 Pure text helpers (no Streamlit): a file stem naming the model, the prompt or task and the
-settings; the same facts as `# key: value` lines at the head of a CSV (JSON-quoted values, so a
-prompt's line breaks stay on one line), as a `spade_viz_export` entry of a JSON export, and as a
-`<title>` plus `<meta>` tags of an HTML figure.
+settings; the same facts as a `<name>.meta.json` file beside a CSV, as a `spade_viz_export` entry
+of a JSON export, and as a `<title>` plus `<meta>` tags of an HTML figure.
+
+A CSV export is plain (`frame.to_csv(index=False)`: a header row, then data), so `pd.read_csv(path)`
+reads it as it is; its facts go to the side file, never into `#` lines (which `read_csv` would take
+for data, and which `comment="#"` would cut out of any row holding a `#` token). The side file is
+named like the CLI's own `sweep --out results.csv` -> `results.meta.json`, where `exit-curve
+--sweep` looks for a sweep's model and cost.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
+from pathlib import PurePath
 
 STEM_CHARS = 120  # file names stay well under every file system's limit
 
@@ -42,29 +48,14 @@ def export_meta(meta: Mapping[str, object]) -> dict:
     return {"exported_by": "spade-viz", "exported_at": when, **{k: v for k, v in meta.items() if v is not None}}
 
 
-def csv_header(meta: Mapping[str, object]) -> str:
-    """`# key: value` lines (values as JSON: a prompt's line breaks stay on its line) for a CSV's head."""
-    return "".join(f"# {key}: {json.dumps(value, ensure_ascii=False)}\n" for key, value in meta.items())
+def meta_file_name(data_file: str) -> str:
+    """The side file of a CSV export: `<stem>.meta.json` for `<stem>.csv`."""
+    return PurePath(data_file).with_suffix(".meta.json").name
 
 
-def csv_with_header(csv_text: str, meta: Mapping[str, object]) -> str:
-    """A CSV whose first lines say what it holds (`read_csv_header` reads them back)."""
-    return csv_header(meta) + csv_text
-
-
-def read_csv_header(text: str) -> tuple[dict, int]:
-    """The `# key: value` lines at the head of a CSV, as a dict, and how many lines they take."""
-    meta, count = {}, 0
-    for line in text.splitlines():
-        if not line.startswith("#"):
-            break
-        count += 1
-        key, _, value = line[1:].strip().partition(": ")
-        try:
-            meta[key] = json.loads(value)
-        except ValueError:
-            meta[key] = value
-    return meta, count
+def csv_meta(meta: Mapping[str, object], data_file: str) -> str:
+    """The text of a CSV's side file (`meta_file_name`): its facts, and the name of the CSV they describe."""
+    return json.dumps({**meta, "data_file": PurePath(data_file).name}, indent=1, ensure_ascii=False)
 
 
 def json_with_meta(payload: dict, meta: Mapping[str, object]) -> dict:

@@ -5,7 +5,10 @@ returns a `go.Figure`.
 Rows are layers with layer 0 (the embeddings) at the bottom and the model's output on top;
 cell text is the decoded top-1 token; colour is a metric from `METRICS`; hover gives the
 top-k tokens with their probabilities. Colour scales are oriented so that darker always means
-"more decided" (low entropy, high probability, close to the final distribution).
+"more decided" (low entropy, high probability, close to the final distribution). KL to the final
+distribution is clipped: at layer 0 (the embeddings) it is many times larger than above, and a
+linear scale up to it would paint every other layer "the same as the final answer"; the colour
+bar says so, and hover keeps the true values.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class Metric:
     help: str  # one sentence for a student
     higher_is_sure: bool  # True: high values mean a decided distribution
     bounded: bool  # True: the value lies in [0, 1]
+    clipped: bool = False  # True: the colour scale stops at CLIP_PERCENTILE of the layers above 0
 
     def values(self, stats: LayerStats) -> np.ndarray:
         """The metric of every cell of `stats`, [layers, positions]."""
@@ -58,25 +62,54 @@ METRICS: dict[str, Metric] = {
     "top1_prob": Metric("top1_prob", "top-1 probability",
                         "The probability of the token shown in the cell.", True, True),
     "kl_to_final": Metric("kl_to_final", "KL to final (nats)",
-                          "How far the layer's prediction is from the model's final one: 0 means identical.",
-                          False, False),
+                          "How far the layer's prediction is from the model's final one: 0 means identical. "
+                          "Where layer 0 (the embeddings) lies far above the rest, the colour scale stops "
+                          "below it and its bar says so (hover shows the true values).",
+                          False, False, clipped=True),
     "target_prob": Metric("target_prob", "target probability",
                           "The probability of the target token (at other positions: of the model's own final "
                           "prediction there).", True, True),
 }
 
 
+CLIP_PERCENTILE = 99  # a clipped metric's colour scale ends here, over the layers above 0 ...
+CLIP_WHEN = 1.5  # ... when the largest value is more than this many times that
+
+
+def _finite(res: PromptLayers, spec: Metric, layers: slice = slice(None)) -> np.ndarray:
+    """The metric's finite values over every view of `res` (the grids and the answer columns), flat."""
+    values = [spec.values(stats)[layers].ravel() for stats in [*res.grids.values(), *res.answer.values()]]
+    flat = np.concatenate(values) if values else np.zeros(0)
+    return flat[np.isfinite(flat)]
+
+
+def metric_peak(res: PromptLayers, metric: str) -> tuple[float, int]:
+    """The largest finite value of the metric over every view of `res`, and its layer ((0, 0) for none)."""
+    spec = METRICS[metric]
+    best, layer = 0.0, 0
+    for stats in [*res.grids.values(), *res.answer.values()]:
+        values = spec.values(stats)
+        values = np.where(np.isfinite(values), values, -np.inf)
+        if values.size and values.max() > best:
+            best, layer = float(values.max()), int(np.unravel_index(np.argmax(values), values.shape)[0])
+    return best, layer
+
+
 def metric_range(res: PromptLayers, metric: str) -> tuple[float, float]:
-    """One colour range for every view of `res`, so the two heatmaps can be compared by colour."""
+    """One colour range for every view of `res`, so the two heatmaps can be compared by colour.
+
+    A clipped metric (KL to final) ends at the CLIP_PERCENTILE of the layers above 0 when its
+    largest value (at layer 0, the embeddings) is more than CLIP_WHEN times that.
+    """
     spec = METRICS[metric]
     if spec.bounded:
         return 0.0, 1.0
-    top = 0.0
-    for stats in [*res.grids.values(), *res.answer.values()]:
-        values = spec.values(stats)
-        finite = values[np.isfinite(values)]
-        if finite.size:
-            top = max(top, float(finite.max()))
+    top = metric_peak(res, metric)[0]
+    above = _finite(res, spec, slice(1, None))
+    if spec.clipped and above.size:
+        clip = float(np.percentile(above, CLIP_PERCENTILE))
+        if clip > 0 and top > CLIP_WHEN * clip:
+            top = float(f"{clip:.3g}")  # the colour bar's label, exactly
     return 0.0, (top if top > 0 else 1.0)
 
 
@@ -114,11 +147,28 @@ def _cell_text(res: PromptLayers, top1: np.ndarray, max_len: int) -> np.ndarray:
     return np.vectorize(lambda i: names[int(i)], otypes=[object])(top1)
 
 
-def _colorbar(spec: Metric, length: float) -> dict:
+def _clip_ticks(top: float) -> tuple[list[float], list[str]]:
+    """Colour-bar ticks for a scale clipped at `top`: round steps, and "≥ top" at the end."""
+    raw = top / 4
+    magnitude = 10 ** np.floor(np.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
+    values = [float(v) for v in np.arange(0, top, step) if v <= top - 0.6 * step]
+    return values + [top], [f"{v:g}" for v in values] + [f"≥ {top:g}"]
+
+
+def _colorbar(res: PromptLayers, spec: Metric, zrange: tuple[float, float], length: float) -> dict:
+    """A horizontal colour bar; where cells lie above its top, the title and the last tick say so."""
+    title, ticks = html.escape(spec.label), {}
+    peak, layer = metric_peak(res, spec.key)
+    if not spec.bounded and peak > zrange[1]:  # two lines: one fits above the bar of a narrow heatmap
+        title += f"<br>clipped at {zrange[1]:g}: layer {layer} reaches {peak:.3g}"
+        values, labels = _clip_ticks(zrange[1])
+        ticks = dict(tickmode="array", tickvals=values, ticktext=labels)
+        length = max(length, 0.6)  # the title is centred on the bar: a longer bar keeps it in the figure
     return dict(
-        title=dict(text=spec.label, side="top", font=dict(size=12)),
+        title=dict(text=title, side="top", font=dict(size=12)),
         orientation="h", x=1.0, xanchor="right", y=1.0, yanchor="bottom", len=length, thickness=10,
-        tickfont=dict(size=11), ypad=4,
+        tickfont=dict(size=11), ypad=4, **ticks,
     )
 
 
@@ -136,7 +186,7 @@ def _heatmap_trace(res, z, text, custom, spec, zrange, font_px, hover_head, bar_
         colorscale=spec.colorscale,
         zmin=zrange[0],
         zmax=zrange[1],
-        colorbar=_colorbar(spec, bar_len),
+        colorbar=_colorbar(res, spec, zrange, bar_len),
         xgap=1,
         ygap=1,
     )

@@ -1,4 +1,5 @@
-"""Presentation options every figure builder shares: a font scale for a projector.
+"""Presentation options every figure builder shares: a font scale for a projector, and clean
+ticks for a log axis.
 
 `scale_fonts(fig, 1.35)` enlarges every font of a finished figure (titles, ticks, legends, cell
 text, hover labels, annotations) and, by default, its height and margins, so rows of a heatmap keep
@@ -8,6 +9,7 @@ room for their larger text. Builders take it as a `font_scale=` keyword through 
 from __future__ import annotations
 
 import functools
+import math
 
 import plotly.graph_objects as go
 
@@ -57,3 +59,24 @@ def font_scaled(height: bool = True):
         return build
 
     return wrap
+
+
+def _short(value: float) -> str:
+    """1, 20, 500, 1k, 20k, 1M: a tick label without plotly's exponent or minor-digit forms."""
+    for size, suffix in ((1e6, "M"), (1e3, "k")):
+        if value >= size:
+            return f"{value / size:g}{suffix}"
+    return f"{value:g}"
+
+
+def log_ticks(low: float, high: float) -> dict:
+    """Axis settings for a log axis from `low` to `high` (> 0): every label written in full.
+
+    Plotly's own log ticks label the minor ones by their first digit ("1, 2, 5, 10, 2, 5, 100"),
+    which reads as a broken scale: here, 1-2-5 steps over up to three decades, powers of ten beyond.
+    """
+    first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    steps = (1, 2, 5) if last - first <= 3 else (1,)
+    values = [m * 10.0 ** e for e in range(first, last + 1) for m in steps]
+    values = [v for v in values if low * 0.999 <= v <= high * 1.001] or [low, high]
+    return dict(tickmode="array", tickvals=values, ticktext=[_short(v) for v in values])

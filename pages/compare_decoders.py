@@ -203,7 +203,10 @@ meta = exports.export_meta({"model": lm.name, "task": result.dataset_name, "exam
                             "tuned_lens": None if lens is None else lens.meta.get("created", "saved"),
                             "linear_spade": result.linear_spade_source or None})
 stem = exports.file_stem(lm.name, result.dataset_name, f"n{result.num_examples}")
-st.download_button("Download the per-layer numbers (CSV)",
-                   exports.csv_with_header(curves.to_csv(index=False), meta).encode(),
+c1, c2 = st.columns(2)
+c1.download_button("Download the per-layer numbers (CSV)", curves.to_csv(index=False).encode(),
                    file_name=f"{stem}-compare.csv", mime="text/csv", key="cd_download")
+c2.download_button("Their facts (.meta.json)", exports.csv_meta(meta, f"{stem}-compare.csv").encode(),
+                   file_name=exports.meta_file_name(f"{stem}-compare.csv"), mime="application/json",
+                   key="cd_download_meta")
 share()

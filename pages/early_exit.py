@@ -285,21 +285,27 @@ st.dataframe(view.points_table(), hide_index=True, key="ee_points",
 d1, d2, _ = st.columns([1, 1, 2])
 layout = view.key.checkpoints.describe()
 meta = exports.export_meta({"model": lm.name, "task": dataset.name, "examples": len(examples),
-                            "dataset_hash": dataset.source_hash})
+                            "dataset_hash": dataset.source_hash, "cost": arrays.meta.get("cost")})
 curve_meta = meta | {"checkpoints": layout, "confidence": page.confidence,
                      "continuation_tokens": page.continuation_tokens, "head_in_every_pass": page.include_head,
                      "threshold_shown": tau}
 stem = exports.file_stem(lm.name, dataset.name, f"n{len(examples)}")
 curve_stem = exports.file_stem(lm.name, dataset.name, f"n{len(examples)}", layout, page.confidence)
-d1.download_button("Sweep (CSV)", lambda: exports.csv_with_header(arrays.to_frame().to_csv(index=False), meta).encode(),
-                   file_name=f"{stem}-sweep.csv",
-                   mime="text/csv", key="ee_dl_sweep", on_click="ignore", icon=":material/download:",
-                   help=f"The same numbers headless: python -m spade_viz exit-curve --sweep {stem}-sweep.csv "
-                        f"--model {lm.name}")
-d2.download_button("Threshold curve (CSV)",
-                   lambda: exports.csv_with_header(view.curve.to_csv(index=False), curve_meta).encode(),
+d1.download_button("Sweep (CSV)", lambda: arrays.to_frame().to_csv(index=False).encode(),
+                   file_name=f"{stem}-sweep.csv", mime="text/csv", key="ee_dl_sweep", on_click="ignore",
+                   icon=":material/download:",
+                   help=f"The same numbers headless, with the facts file below in the same folder: "
+                        f"python -m spade_viz exit-curve --sweep {stem}-sweep.csv")
+d1.download_button("Sweep facts (.meta.json)", lambda: exports.csv_meta(meta, f"{stem}-sweep.csv").encode(),
+                   file_name=exports.meta_file_name(f"{stem}-sweep.csv"), mime="application/json",
+                   key="ee_dl_sweep_meta", on_click="ignore", icon=":material/download:",
+                   help="Model, task and cost model of the sweep CSV: exit-curve reads them from beside it")
+d2.download_button("Threshold curve (CSV)", lambda: view.curve.to_csv(index=False).encode(),
                    file_name=f"{curve_stem}-curve.csv", mime="text/csv", key="ee_dl_curve", on_click="ignore",
                    icon=":material/download:")
+d2.download_button("Curve facts (.meta.json)", lambda: exports.csv_meta(curve_meta, f"{curve_stem}-curve.csv").encode(),
+                   file_name=exports.meta_file_name(f"{curve_stem}-curve.csv"), mime="application/json",
+                   key="ee_dl_curve_meta", on_click="ignore", icon=":material/download:")
 
 st.subheader("How early does each decoder find the answer?")
 chrome.explain(EXPLAIN["layers"])

@@ -280,12 +280,16 @@ FIGURE_NAMES = {"heatmap_positions": "Positions heatmap", "heatmap_answer": "Ans
 with st.expander("Download the analysis and the figures", icon=":material/download:"):
     d = st.columns(3)
     d[0].download_button("Analysis · CSV", file_name=f"{stem}.csv", mime="text/csv", key="dl_csv", on_click="ignore",
-                         data=lambda: exports.csv_with_header(res.to_frame().to_csv(index=False), meta),
-                         width="stretch")
+                         data=lambda: res.to_frame().to_csv(index=False), width="stretch",
+                         help="A plain CSV (pd.read_csv reads it as it is); its facts: the .meta.json below")
     d[0].download_button("Analysis · JSON", file_name=f"{stem}.json",
                          data=lambda: json.dumps(exports.json_with_meta(res.to_dict(), meta), indent=1,
                                                  ensure_ascii=False),
                          mime="application/json", key="dl_json", on_click="ignore", width="stretch")
+    d[0].download_button("CSV facts · .meta.json", file_name=exports.meta_file_name(f"{stem}.csv"),
+                         data=lambda: exports.csv_meta(meta, f"{stem}.csv"), mime="application/json",
+                         key="dl_csv_meta", on_click="ignore", width="stretch",
+                         help="The model, prompt and settings of the CSV, to keep beside it")
     for i, (name, fig) in enumerate(figs.items()):
         d[1 + i % 2].download_button(
             f"{FIGURE_NAMES[name]} · HTML", data=lambda fig=fig, name=name: exports.html_with_meta(

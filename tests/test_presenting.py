@@ -3,9 +3,11 @@ name the model, the prompt and the settings."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
@@ -79,10 +81,11 @@ def test_exports_name_the_model_prompt_and_settings(tiny_folders, monkeypatch):
     prompt = datasets.presets()[0].text
     stem = exports.file_stem("llama", prompt[-24:], "original", "top1_prob")
     assert f"{stem}.csv" in made and f"{stem}.json" in made and f"{stem}-heatmap_positions.html" in made
-    csv = made[f"{stem}.csv"]()
-    meta, lines = exports.read_csv_header(csv)
+    frame = pd.read_csv(io.StringIO(made[f"{stem}.csv"]()))  # a plain CSV: read as it is
+    assert list(frame.columns[:3]) == ["decoder", "layer", "position"] and len(frame)
+    meta = json.loads(made[exports.meta_file_name(f"{stem}.csv")]())
     assert meta["prompt"] == prompt and meta["metric"] == "top1_prob" and meta["model"].endswith("llama")
-    assert csv.splitlines()[lines].startswith("decoder,layer,position")
+    assert meta["data_file"] == f"{stem}.csv"
     data = json.loads(made[f"{stem}.json"]())
     assert data["spade_viz_export"]["spade_positions"] == "original" and data["tokens"]
     page = made[f"{stem}-heatmap_positions.html"]()

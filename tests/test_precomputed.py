@@ -80,7 +80,7 @@ def test_the_script_is_what_the_pages_read():
     from spade_viz.app.state import DEFAULT_LIMIT, DataChoice
 
     assert DEFAULT_LIMIT == PAGE_LIMIT and DataChoice().examples(1000, 1000) == PAGE_LIMIT
-    for page in ("early_exit.py", "compare_decoders.py"):
+    for page in ("Early_exit.py", "Compare_decoders.py"):
         text = (Path(__file__).resolve().parent.parent / "pages" / page).read_text()
         assert "cached_sweep(lm, subset)" in text
 
@@ -94,7 +94,7 @@ def test_the_early_exit_page_opens_a_shipped_sweep_at_once(default_lm, cache_wit
         raise AssertionError("the page ran a sweep")
 
     monkeypatch.setattr(sweep_module, "run_sweep", no_sweep)
-    at = open_page("pages/early_exit.py", 300)
+    at = open_page("pages/Early_exit.py", 300)
     at.query_params["task"] = "capitals"
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]

@@ -7,20 +7,17 @@ and the link read the same threshold, a value of the view's one threshold grid.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import streamlit as st
 
-import spade_viz as sv
 from spade_viz import decoders
-from spade_viz.app import chrome, jobs, links, models, sharing
+from spade_viz.app import chrome, links, models, sharing
 from spade_viz.app.datasets import dataset_picker
 from spade_viz.app.live_slider import live_threshold_slider
 from spade_viz.app.pages import send_to_explore
 from spade_viz.app.state import EXIT_LINK_KEEP, ExitPage
 from spade_viz.app.widgets import bind, page_state
 from spade_viz.data import builtin_tasks
-from spade_viz.exit import Checkpoints, CostModel
+from spade_viz.exit import Checkpoints
 from spade_viz.exit.session import CONFIDENCES, ExitSession, confidences, point_threshold, view_notes
 from spade_viz.viz import exit_figures as xf
 from spade_viz.viz import exports
@@ -103,68 +100,15 @@ with setup_area:
     if lm is None:
         stop("Load a model in the sidebar to run the sweep.")
 
-from spade_viz.lenses.affine import find_lens  # noqa: E402  (deferred: torch loads after the page paints)
-from spade_viz.sweep import cached_sweep, run_sweep  # noqa: E402
+from spade_viz.app import real_exit, sweeps  # noqa: E402  (deferred: torch loads after the page paints)
 
 subset = dataset.head(int(page.data.limit))
 examples = subset.examples
-own_lenses: dict = st.session_state.setdefault("_ee_own_lens", {})  # server mode: a visitor's fit stays theirs
 with setup_area:
-    try:
-        saved_lens = own_lenses.get(lm.fingerprint()) or find_lens(lm, "linear_spade")
-    except sv.SpadeVizError as err:
-        saved_lens = None
-        st.warning(f"The saved linear SPADE could not be used: {err}")
-study_key = (models.model_key(lm), lm.fingerprint(), dataset.source_hash, int(page.data.limit),
-             None if saved_lens is None else saved_lens.meta.get("created", "saved"))
-
-if study_key not in session:  # a sweep of exactly these examples is on disk (or shipped): no model run
-    try:
-        cached = cached_sweep(lm, subset)
-    except sv.SpadeVizError:
-        cached = None
-    if cached is not None:
-        session.add_sweep(study_key, cached, CostModel.from_lm(lm), shipped=bool(cached.info.get("precomputed")))
-
-with setup_area:
-    lens_col, run_col = st.columns([3, 2])
-    if saved_lens is not None:
-        lens_col.caption(f"✓ A linear SPADE is saved for this model (fitted {saved_lens.meta.get('created', '?')}); "
-                         "it gives the exit confidence, and the real-exit run below uses it.")
-    else:
-        lens_col.caption("No linear SPADE is saved for this model yet. The sweep fits its own on these examples by "
-                         "cross-fitting (each example is scored by maps fitted without it); fit and save one here "
-                         "to run the real early exit below.")
-    if lens_col.button("Fit linear SPADE on these examples", key="ee_fit", icon=":material/tune:",
-                       help="Fits the per-layer maps on these examples and saves them for this model."):
-        from spade_viz.lenses.linear_spade import fit_linear_spade  # noqa: PLC0415  (deferred: on press)
-
-        bar = st.progress(0.0, text="Fitting linear SPADE…")
-        try:
-            with jobs.heavy_job("fitting linear SPADE"):
-                fitted = fit_linear_spade(lm, subset, save=serve.visitors_save,
-                                          progress=jobs.bar_progress(bar, "Fitting linear SPADE"))
-            if not serve.visitors_save:
-                own_lenses[lm.fingerprint()] = fitted.lens
-        except sv.SpadeVizError as err:
-            chrome.show_error(err)
-        else:
-            bar.empty()
-            st.rerun()
-    if run_col.button("Run the sweep", key="ee_run", type="primary", icon=":material/play_arrow:",
-                      disabled=study_key in session,
-                      help="Decodes every example at every layer with each decoder (done once per dataset)."):
-        bar = st.progress(0.0, text="Sweeping…")
-        try:
-            with jobs.heavy_job("sweeping"):  # in server mode a visitor's sweep is not stored for everyone
-                result = run_sweep(lm, subset, use_cache=serve.visitors_save, linear_spade_map=saved_lens,
-                                   progress=jobs.bar_progress(bar, "Sweeping"))
-            session.add_sweep(study_key, result, CostModel.from_lm(lm))
-        except sv.SpadeVizError as err:
-            chrome.show_error(err)
-        bar.empty()
-        st.rerun()  # redraw with the sweep in view (and the set-up folded away)
-
+    saved_lens = sweeps.linear_spade(lm)
+    study_key = sweeps.study_key(lm, dataset, page.data.limit, saved_lens)
+    sweeps.find_sweep(session, study_key, lm, subset)
+    sweeps.controls(session, study_key, lm, subset, saved_lens)
 study = session.get(study_key)
 if study is None:
     with setup_area:
@@ -238,10 +182,6 @@ with views_area:
     st.subheader("Slide the threshold")
     st.caption(f"**{subset.name}**, {len(examples)} examples · checkpoints {view.key.checkpoints.describe()} · "
                f"confidence {decoders.label(view.key.confidence)}. {page.note}")
-    notes = view_notes(view)
-    if "linear_spade" not in arrays.decoders:
-        notes.append("This sweep has no linear SPADE column: the exit confidence falls back to another decoder. "
-                     "Fit linear SPADE below and run the sweep again for the real method.")
     b1, b2, _ = st.columns([1, 1, 3])
     b1.button("Best accuracy", key="ee_jump_best", on_click=jump, args=("best_accuracy",),
               help="Move the slider to the threshold with the best accuracy.")
@@ -250,7 +190,7 @@ with views_area:
     tradeoff = session.figure(f"tradeoff@{chrome.font_scale()}", view, lambda: xf.tradeoff_figure(
         view.curve, None, view.classic, view.fixed, view.full, view.oracle, view.points,
         font_scale=chrome.font_scale()))
-    live_threshold_slider(session.slider(view), tradeoff, tau, page.release_id, notes, key="ee_live",
+    live_threshold_slider(session.slider(view), tradeoff, tau, page.release_id, view_notes(view), key="ee_live",
                           large=chrome.font_scale() > 1)
     chrome.explain(EXPLAIN["metrics"])
     st.markdown(f"**Examples at τ = {tau:.3f}** (accuracy {p.accuracy:.1%}, compute {p.compute_fraction:.1%}, "
@@ -277,10 +217,9 @@ with views_area:
 
 st.subheader("Operating points")
 chrome.explain(EXPLAIN["points"])
-st.dataframe(view.points_table(), hide_index=True, key="ee_points",
-             column_config={c: st.column_config.NumberColumn(format="%.3f")
-                            for c in ("threshold", "accuracy", "agreement", "compute_fraction", "speedup",
-                                      "mean_exit_layer")})
+points = view.points_table()
+st.dataframe(points, hide_index=True, key="ee_points",
+             column_config={c: st.column_config.NumberColumn(format="%.3f") for c in points.columns[1:]})
 
 d1, d2, _ = st.columns([1, 1, 2])
 layout = view.key.checkpoints.describe()
@@ -335,79 +274,26 @@ if b2.button(f"Honest run on all {n_total} examples", key="ee_real_honest", icon
                   "threshold (largest speedup within 1 point, confidence over the whole vocabulary as on the "
                   "slider) on every other example of the whole dataset, then times the real exit on the rest. "
                   "Takes a few minutes."):
-    from spade_viz.exit.honest import calibrated_real_exit  # noqa: PLC0415  (deferred: on press)
-
-    status = st.status("Choosing on the calibration half…")
-    try:
-        with jobs.heavy_job("the honest real early exit"):
-            honest = calibrated_real_exit(lm, dataset, 0.5, int(page.real_rounds), batch_size=int(page.real_batch),
-                                          shortlist_top=0,
-                                          progress=lambda done, total, message: status.write(message))
-        session.record_real_exit((study_key, "honest"), honest.to_dict())
-        status.update(label="Honest run finished", state="complete", expanded=False)
-    except sv.SpadeVizError as err:
-        status.update(label="Honest run failed", state="error")
-        chrome.show_error(err)
+    if (honest := real_exit.run_honest(lm, dataset, int(page.real_rounds), int(page.real_batch))) is not None:
+        session.record_real_exit((study_key, "honest"), honest)
 if saved_lens is None:
     b1.info("Fit linear SPADE above to time the exit at the slider's threshold.")
 elif b1.button("Measure the real early exit", key="ee_real_run", icon=":material/timer:"):
-    from spade_viz.exit.real import prepare_prompts, run_real_exit  # noqa: PLC0415  (deferred: on press)
-
-    bar = st.progress(0.0, text="Timing…")
-    try:
-        prompts = prepare_prompts(lm, examples[: int(page.real_examples)])
-        with jobs.heavy_job("timing the real early exit"):
-            report = run_real_exit(lm, prompts, saved_lens, tau, view.key.checkpoints, view.simulator.cost,
-                                   int(page.real_rounds), batch_size=int(page.real_batch),
-                                   progress=lambda done, total, text: bar.progress(min(1.0, done / max(total, 1)),
-                                                                                    text=text))
-        session.record_real_exit(study_key, report.to_dict())
-    except sv.SpadeVizError as err:
-        chrome.show_error(err)
-    bar.empty()
-real = session.real_exit(study_key)
-if real:
-    q = st.columns(4)
-    q[0].metric("Measured speedup", f"{real['measured_speedup']:.2f}×")
-    q[1].metric("Simulated speedup", f"{real['simulated_speedup']:.2f}×",
-                help="From the compute accounting of the exits this run actually took.")
-    q[2].metric("Wall clock per example", f"{real['exit_ms_per_example']:.1f} ms",
-                f"full pass {real['full_ms_per_example']:.1f} ms", delta_color="off")
-    q[3].metric("Agreement with full model", f"{real['agreement']:.1%}")
-    st.caption(f"{real['examples']} examples × {real['repeats']} rounds at τ = {real['threshold']:.3f}"
-               f" in batches of {real.get('batch_size', 1)}; mean exit layer {real['mean_exit_layer']:.1f}. "
-               "Small models on a CPU gain less than the block count suggests: a block reads all its weights "
-               "however few rows it computes, and the exited rows' continuation is such a pass.")
-    if real.get("other_work_during_timing"):
-        st.warning(f"{real['other_work_during_timing']} other job(s) used the model while this was timed (another "
-                   "visitor?): the wall-clock figures are disturbed. Measure again when the server is quiet.")
+    report = real_exit.run_timed(lm, examples[: int(page.real_examples)], saved_lens, tau, view,
+                                 int(page.real_rounds), int(page.real_batch))
+    if report is not None:
+        session.record_real_exit(study_key, report)
 
 
-def apply_honest(chosen: dict) -> None:
-    layout_ = Checkpoints.parse(chosen["checkpoints"])
-    page.use(replace(page.settings, every=layout_.every, start=layout_.start, confidence="linear_spade"))
-    page.tau = float(chosen["threshold"])
-    page.note = (f"Layout and threshold from the honest run (chosen on {chosen['n_calibration']} calibration "
-                 "examples); the slider takes its nearest step.")
+def apply_honest(chosen) -> None:
+    page.apply_layout(Checkpoints.parse(chosen.checkpoints), chosen.threshold,
+                      f"Layout and threshold from the honest run (chosen on {chosen.n_calibration} calibration "
+                      "examples); the slider takes its nearest step.")
 
 
-honest = session.real_exit((study_key, "honest"))
-if honest:
-    st.markdown("**Honest run** (chosen on one half, measured on the other)")
-    h = st.columns(4)
-    known = honest["accuracy"] is not None and honest["full_accuracy"] is not None
-    h[0].metric("Held-out accuracy", f"{honest['accuracy']:.1%}" if known else "—",
-                f"{100 * (honest['accuracy'] - honest['full_accuracy']):+.1f} pt vs full {honest['full_accuracy']:.1%}"
-                if known else None)
-    h[1].metric("Measured speedup", f"{honest['measured_speedup']:.2f}×")
-    h[2].metric("Simulated speedup", f"{honest['simulated_speedup']:.2f}×")
-    h[3].metric("Chosen threshold", f"{honest['threshold']:.3f}")
-    st.caption(f"Checkpoints {honest['checkpoints']}, confidence {honest['confidence']}; chosen on "
-               f"{honest['n_calibration']} calibration examples, measured on {honest['n_heldout']} held-out ones.")
-    for warning in honest["warnings"]:
-        st.warning(warning, icon=":material/warning:")
-    if "vocabulary" in honest["confidence"]:  # the slider's confidence: its threshold means the same there
-        st.button("Apply its layout and threshold to the slider", key="ee_honest_apply", icon=":material/input:",
-                  on_click=apply_honest, args=(honest,))
+if (timed := session.real_exit(study_key)) is not None:
+    real_exit.show_timed_run(timed)
+if (honest := session.real_exit((study_key, "honest"))) is not None:
+    real_exit.show_honest_run(honest, apply_honest)
 
 share(in_view=True)

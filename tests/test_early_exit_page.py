@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+import spade_viz.app.sweeps as app_sweeps
 import spade_viz.sweep as sweep_module
 from apptest import open_page
 from spade_viz.app import models
@@ -44,6 +45,7 @@ def counting_sweep(monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(sweep_module, "run_sweep", counted)
+    monkeypatch.setattr(app_sweeps, "run_sweep", counted)  # the page runs sweeps through the app package
     return calls
 
 

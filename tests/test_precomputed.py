@@ -80,13 +80,14 @@ def test_the_script_is_what_the_pages_read():
     from spade_viz.app.state import DEFAULT_LIMIT, DataChoice
 
     assert DEFAULT_LIMIT == PAGE_LIMIT and DataChoice().examples(1000, 1000) == PAGE_LIMIT
-    for page in ("Early_exit.py", "Compare_decoders.py"):
-        text = (Path(__file__).resolve().parent.parent / "pages" / page).read_text()
-        assert "cached_sweep(lm, subset)" in text
+    root = Path(__file__).resolve().parent.parent
+    for reader in ("spade_viz/app/sweeps.py", "pages/Compare_decoders.py"):
+        assert "cached_sweep(lm, subset)" in (root / reader).read_text()
 
 
 def test_the_early_exit_page_opens_a_shipped_sweep_at_once(default_lm, cache_without_lenses, monkeypatch):
     """On the default model a built-in task's sweep is there before anyone presses Run: no model run."""
+    import spade_viz.app.sweeps as app_sweeps
     import spade_viz.sweep as sweep_module
     from apptest import open_page
 
@@ -94,6 +95,7 @@ def test_the_early_exit_page_opens_a_shipped_sweep_at_once(default_lm, cache_wit
         raise AssertionError("the page ran a sweep")
 
     monkeypatch.setattr(sweep_module, "run_sweep", no_sweep)
+    monkeypatch.setattr(app_sweeps, "run_sweep", no_sweep)  # the page runs sweeps through the app package
     at = open_page("pages/Early_exit.py", 300)
     at.query_params["task"] = "capitals"
     at.run()

@@ -8,7 +8,7 @@ import json
 import numpy as np
 
 from spade_viz import viz
-from spade_viz.viz.heatmaps import AGREEMENT, agreement_grid, agreement_heatmap, first_stable_layers
+from spade_viz.viz.agreement import AGREEMENT, agreement_grid, agreement_heatmap, first_stable_layers
 from test_viz import L, Stats, make_prompt
 
 

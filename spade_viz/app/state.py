@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ..exit.cost import Checkpoints
 from ..exit.session import ExitSettings, LayoutChoice
 from . import links
 
@@ -84,6 +85,12 @@ class ExitPage:
         self.tau, self.note = choice.threshold, choice.note
         if study is not None:
             self.shown = study
+
+    def apply_layout(self, checkpoints: Checkpoints, threshold: float, note: str) -> None:
+        """Take a layout chosen elsewhere (an honest run: every k-th layer from a first one, linear SPADE
+        as the confidence) and its threshold."""
+        self.every, self.start, self.confidence = checkpoints.every, checkpoints.start, "linear_spade"
+        self.tau, self.note = float(threshold), note
 
     def needs_opening(self, study: Hashable) -> bool:
         """Whether `study` coming into view should open at its own chosen layout. A link's layout is

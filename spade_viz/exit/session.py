@@ -122,8 +122,11 @@ FEW_EXAMPLES = 100  # below this, a layout and threshold chosen on half of them 
 
 def view_notes(view: StudyView) -> list[str]:
     """What a reader must know beside the headline numbers of a view: a sweep too small for its choices
-    to mean much, or a full model no better than guessing."""
+    to mean much, a full model no better than guessing, a confidence that is not the method's."""
     notes = []
+    if "linear_spade" not in view.arrays.decoders:
+        notes.append("This sweep has no linear SPADE column: the exit confidence falls back to another decoder. "
+                     "Fit linear SPADE below and run the sweep again for the real method.")
     n = len(view.arrays)
     if n < FEW_EXAMPLES:
         notes.append(f"Only {n} examples: the layout and threshold were chosen on {(n + 1) // 2} of them, too few "
@@ -229,10 +232,11 @@ class ExitSession:
         """Every slider position's numbers for `view` (built once per view)."""
         return self.figure("slider_grid", view, lambda: slider_grid(view, self.grid(view)))
 
-    def record_real_exit(self, key: Hashable, report: dict) -> None:
-        """Keep a real-exit report (`RealExitReport.to_dict()`) beside the study it was measured on."""
+    def record_real_exit(self, key: Hashable, report) -> None:
+        """Keep a real-exit report (a `RealExitReport`, or an honest run's `HonestExit`) beside the study
+        it was measured on."""
         self._real_exits[key] = report
 
-    def real_exit(self, key: Hashable) -> dict | None:
+    def real_exit(self, key: Hashable):
         """The last real-exit report measured on the study under `key`."""
         return self._real_exits.get(key)

@@ -4,12 +4,11 @@ No Streamlit and no torch here: the app, the CLI and the tests call the same bui
 colours and the order of decoders come from `spade_viz.decoders`.
 """
 
+from .agreement import agreement_grid, agreement_heatmap
 from .curves import entropy_curves, target_curves
 from .heatmaps import (
     METRICS,
     Metric,
-    agreement_grid,
-    agreement_heatmap,
     answer_heatmap,
     default_window,
     layer_position_heatmap,

@@ -56,7 +56,7 @@ def share(page: str, query: dict[str, str], where=None) -> str:
         st.query_params.from_dict(query)
     st.session_state[f"_sv_link_{page}"] = dict(query)
     text = urlencode(query, quote_via=_quote)
-    base = getattr(st.context, "url", None) or ""
+    base = (getattr(st.context, "url", None) or "").split("?")[0]  # the address as the browser last had it
     link = f"{base}?{text}" if text else (base or "?")
     if where is None:
         return link

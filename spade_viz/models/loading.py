@@ -429,8 +429,15 @@ def _local_config_problem(folder: Path, err: BaseException) -> str:
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hub's endpoint (`HF_ENDPOINT`, else huggingface.co) accepts a connection."""
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    url = urlsplit(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
     try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
         return True
     except OSError:
         return False

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from transformers import AutoConfig
 
 import spade_viz as sv
 from spade_viz.cli import main
@@ -172,7 +173,15 @@ def test_cli_sweep_writes_csv_that_exit_arrays_read(tiny_folders, toy, tmp_path,
     frame = pd.read_csv(out, keep_default_na=False)
     assert set(CSV_COLUMNS) <= set(frame.columns)
     meta = json.loads(out.with_suffix(".meta.json").read_text())
-    assert meta["linear_spade_source"].startswith("5-fold") and meta["cost"]["block_params"] > 0
+    assert meta["linear_spade_source"].startswith("5-fold")
+    # the cost the sweep records, counted from the llama config: q, k, v, o, the gated MLP and two norms
+    config = AutoConfig.from_pretrained(tiny_folders["llama"])
+    d, head = config.hidden_size, config.head_dim
+    attention = 2 * d * config.num_attention_heads * head + 2 * d * config.num_key_value_heads * head
+    cost = meta["cost"]
+    assert cost["block_params"] == attention + 3 * d * config.intermediate_size + 2 * d
+    assert cost["head_params"] == config.vocab_size * d and cost["vocab_size"] == config.vocab_size
+    assert cost["map_params"] == d * d + d
     arrays = ExitArrays.from_csv(out)
     assert len(arrays) == len(toy.examples) and set(arrays.decoders) == {"logit_lens", "spade", "linear_spade"}
     choices = dict(zip(arrays.example_ids, arrays.n_choices))

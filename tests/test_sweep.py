@@ -17,6 +17,7 @@ from spade_viz.cli import main
 from spade_viz.data import Dataset, load_builtin, load_dataset
 from spade_viz.engine import prepare_examples
 from spade_viz.sweep import CSV_COLUMNS, SweepSettings, cached_sweep, run_sweep
+from test_lens_invariants import reference_logit_lens
 from tiny_models import FAMILIES
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")  # sweeps and lenses go to a fresh cache
@@ -92,6 +93,12 @@ def test_renumbered_positions_equal_analysis(tiny_lm, toy):
     np.testing.assert_allclose(result.entropy_vocab["spade"][2], analysis.answer["spade"].entropy[:, 0], atol=1e-4)
 
 
+def plain_logits(lm, ids: list[int]) -> torch.Tensor:
+    """The model's own logits at the last position."""
+    with torch.no_grad():
+        return lm.model(input_ids=torch.tensor([ids]), use_cache=False).logits[0, -1]
+
+
 def test_choices_restrict_answers_and_entropy(tiny_lm, toy):
     lm = tiny_lm
     result = run_sweep(lm, toy, SweepSettings(linear_spade="off"), use_cache=False)
@@ -107,8 +114,8 @@ def test_choices_restrict_answers_and_entropy(tiny_lm, toy):
         analysis = sv.analyze(lm, toy.examples[i].prompt)
         with torch.no_grad():
             residuals = analysis.residuals[:, analysis.answer_position]
-            logits = torch.cat([lm.adapter.logit_lens(residuals),
-                                lm.adapter.head(analysis.final_hidden[analysis.answer_position][None])])
+            logits = torch.cat([reference_logit_lens(lm, residuals),
+                                plain_logits(lm, analysis.token_ids)[None]])
         picked = logits[:, list(choice_ids)].float()
         logprobs = torch.log_softmax(picked, -1)
         entropy = -(logprobs.exp() * logprobs).sum(-1)

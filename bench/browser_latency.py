@@ -8,6 +8,9 @@
   updated and painted (measured inside the page), median and maximum over many presses, and how
   long after a release the server's examples table follows.
 
+Everything runs on a temporary `SPADE_VIZ_CACHE` (the user's converted models linked in): the
+user's own cache is never written.
+
     python bench/browser_latency.py [--examples 1000] [--presses 40]
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -30,6 +34,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import spade_viz as sv  # noqa: E402
 from browser import chromium_page, streamlit_server  # noqa: E402
 from spade_viz.data import load_builtin, load_dataset  # noqa: E402
+from spade_viz.models.loading import cache_dir  # noqa: E402
 from spade_viz.sweep import run_sweep, save_cached, sweep_cache_key  # noqa: E402
 
 WATCH_JS = """() => {  // inside the slider's frame: key press -> next painted frame after the metrics change
@@ -131,8 +136,16 @@ def main() -> None:
     parser.add_argument("--presses", type=int, default=40)
     args = parser.parse_args()
 
-    lm = sv.load_model(sv.DEFAULT_MODEL)
     with tempfile.TemporaryDirectory() as folder:
+        # a cache of its own (the server inherits it): the tiled sweep and the slider's files never land in
+        # the user's cache; only the converted models are shared, read through a link
+        models = cache_dir() / "models"
+        models.mkdir(parents=True, exist_ok=True)
+        cache = Path(folder) / "cache"
+        cache.mkdir()
+        (cache / "models").symlink_to(models, target_is_directory=True)
+        os.environ["SPADE_VIZ_CACHE"] = str(cache)
+        lm = sv.load_model(sv.DEFAULT_MODEL)
         upload = tiled_upload(lm, args.examples, Path(folder))
         with streamlit_server(timeout=120) as url:  # fresh: nothing loaded yet
             landing, heatmap = first_paint(url)

@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -130,6 +131,15 @@ def _frames(page):
     raise TimeoutError("the live slider never appeared")
 
 
+def import_seconds() -> float:
+    """Wall seconds a fresh Python takes to import torch and transformers' causal-LM classes: the part of
+    the first heatmap's wait that comes before any model or page work."""
+    code = "import torch, transformers; from transformers import AutoModelForCausalLM"
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=1000)
@@ -147,10 +157,12 @@ def main() -> None:
         os.environ["SPADE_VIZ_CACHE"] = str(cache)
         lm = sv.load_model(sv.DEFAULT_MODEL)
         upload = tiled_upload(lm, args.examples, Path(folder))
+        imports = import_seconds()
         with streamlit_server(timeout=120) as url:  # fresh: nothing loaded yet
             landing, heatmap = first_paint(url)
             latencies, table = slider(url, upload, args.examples, args.presses)
-    print(f"first paint (landing page, fresh server): {landing:.0f} ms; first Explore heatmap: {heatmap / 1000:.1f} s")
+    print(f"first paint (landing page, fresh server): {landing:.0f} ms; first Explore heatmap: {heatmap / 1000:.1f} s "
+          f"(importing torch and transformers takes {imports:.1f} s in a fresh process)")
     print(f"threshold slider at {args.examples} examples, {len(latencies)} key presses: key press -> metrics, "
           f"marker and histogram painted: median {statistics.median(latencies):.1f} ms, "
           f"max {max(latencies):.1f} ms")

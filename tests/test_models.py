@@ -114,7 +114,7 @@ def _load_hub_id_against(endpoint: str, home: Path) -> str:
     """The one-line error of loading an unknown Hub id in a fresh process whose Hub is `endpoint`
     (huggingface_hub reads HF_ENDPOINT once, at import)."""
     env = {key: value for key, value in os.environ.items() if key != "HF_HUB_OFFLINE"}
-    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(home))
+    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(home), NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")  # never a proxy
     code = ("import spade_viz as sv\ntry:\n    sv.load_model('nosuch-org/nosuch-model')\n"
             "except sv.ModelLoadError as err:\n    print(err)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,

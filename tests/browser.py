@@ -24,10 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def find_chromium() -> str | None:
     """The chromium the browser tests drive: `SPADE_VIZ_CHROMIUM` if set, else `chromium` on PATH.
     scripts/test.sh asks this same function (`python tests/browser.py`), so the two cannot disagree."""
-    named = os.environ.get("SPADE_VIZ_CHROMIUM")
-    if named:
-        return named if Path(named).is_file() and os.access(named, os.X_OK) else None
-    return shutil.which("chromium")
+    return shutil.which(os.environ.get("SPADE_VIZ_CHROMIUM") or "chromium")  # a path, or a name on PATH
 
 
 CHROMIUM = find_chromium() or os.environ.get("SPADE_VIZ_CHROMIUM") or "chromium"

@@ -124,6 +124,7 @@ def _load_hub_id_against(endpoint: str, home: Path) -> str:
     return done.stdout
 
 
+@pytest.mark.slow  # a fresh process importing torch and transformers: several seconds
 def test_unknown_hub_id_when_the_hub_answers(tmp_path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NoSuchRepo)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -135,6 +136,7 @@ def test_unknown_hub_id_when_the_hub_answers(tmp_path):
     assert message.startswith("unknown model 'nosuch-org/nosuch-model'"), message
 
 
+@pytest.mark.slow
 def test_unknown_hub_id_when_the_hub_is_not_reachable(tmp_path):
     with socket.socket() as closed:  # bound, never listening: connections to it are refused
         closed.bind(("127.0.0.1", 0))

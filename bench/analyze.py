@@ -5,9 +5,12 @@ process with plain torch:
   forward: one forward pass with hidden states;
   floor:   that pass plus a full-vocabulary log-softmax, entropy and top-5 at every
            (layer, position) logit-lens cell, batched over all layers at once (the fastest way
-           measured; a floor done one layer at a time would flatter the ratio).
-Repetitions are interleaved and each uses a different prompt; medians are reported as ratios,
-because absolute times on shared machines drift.
+           measured; a floor done one layer at a time would flatter the ratio);
+and, from that pass's hidden states, SPADE's own answer column (the answer row continued from every
+layer through the remaining blocks, unembedded, then log-softmax, entropy and top-5), the part of the
+analysis the floor does not contain. Repetitions are interleaved (the order rotating each round) and
+each uses a different prompt; medians are reported as ratios, because absolute times on shared
+machines drift.
 
     .venv/bin/python bench/analyze.py [--reps 9] [--model smollm2-135m]
 """
@@ -56,6 +59,19 @@ def floor(lm, ids):
         logp.topk(5, -1)
 
 
+def spade_column(lm, out, ids):
+    """SPADE at the answer position for every layer, from a finished pass `out` (what `sv.analyze`
+    adds to the floor's work): the continuation, the unembedding and the statistics of its rows."""
+    from spade_viz.lenses.spade import spade_final_states
+
+    with torch.no_grad():
+        residuals = torch.stack([h[0, -1] for h in out.hidden_states[:-1]])  # [L, d]
+        (states,) = spade_final_states(lm, residuals, out.hidden_states[-1][0, -1], ids[-1], len(ids) - 1)
+        logp = torch.log_softmax(lm.adapter.head(states).float(), -1)
+        (-(logp.exp() * logp).sum(-1)).sum().item()
+        logp.topk(5, -1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=sv.DEFAULT_MODEL)
@@ -67,18 +83,21 @@ def main() -> None:
     lm = sv.load_model(args.model)
     rng = random.Random(0)
     prompts = [make_prompt(lm, rng, args.tokens) for _ in range(args.reps + 1)]
-    times = {"forward": [], "floor": [], "analysis": []}
+    passes = {p: forward(lm, torch.tensor([lm.encode(p)])) for p in prompts}  # SPADE's column starts from one
     runs = {
         "forward": lambda p: forward(lm, torch.tensor([lm.encode(p)])),
         "floor": lambda p: floor(lm, torch.tensor([lm.encode(p)])),
         "analysis": lambda p: sv.analyze(lm, p),
+        "spade": lambda p: spade_column(lm, passes[p], lm.encode(p)),
     }
+    times = {name: [] for name in runs}
     for run in runs.values():  # warm-up
         run(prompts[-1])
+    names = list(runs)
     for rep in range(args.reps):
-        for name, run in runs.items():
+        for name in names[rep % len(names):] + names[: rep % len(names)]:
             start = time.perf_counter()
-            run(prompts[rep])
+            runs[name](prompts[rep])
             times[name].append(time.perf_counter() - start)
     med = {name: statistics.median(values) for name, values in times.items()}
     print(f"model {lm.name}, {args.tokens}-token prompts, {args.reps} interleaved reps, "
@@ -87,6 +106,8 @@ def main() -> None:
         print(f"  median {name:<9} {value * 1000:8.1f} ms")
     print(f"analysis/forward ratio: {med['analysis'] / med['forward']:.2f}")
     print(f"analysis/floor ratio: {med['analysis'] / med['floor']:.2f}")
+    print(f"SPADE's answer column ({lm.num_layers} rows continued, unembedded, their statistics) / floor: "
+          f"{med['spade'] / med['floor']:.2f}")
 
 
 if __name__ == "__main__":

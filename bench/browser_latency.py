@@ -8,6 +8,9 @@
   updated and painted (measured inside the page), median and maximum over many presses, and how
   long after a release the server's examples table follows.
 
+Everything runs on a temporary `SPADE_VIZ_CACHE` (the user's converted models linked in): the
+user's own cache is never written.
+
     python bench/browser_latency.py [--examples 1000] [--presses 40]
 """
 
@@ -15,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +35,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import spade_viz as sv  # noqa: E402
 from browser import chromium_page, streamlit_server  # noqa: E402
 from spade_viz.data import load_builtin, load_dataset  # noqa: E402
+from spade_viz.models.loading import cache_dir  # noqa: E402
 from spade_viz.sweep import run_sweep, save_cached, sweep_cache_key  # noqa: E402
 
 WATCH_JS = """() => {  // inside the slider's frame: key press -> next painted frame after the metrics change
@@ -125,19 +131,38 @@ def _frames(page):
     raise TimeoutError("the live slider never appeared")
 
 
+def import_seconds() -> float:
+    """Wall seconds a fresh Python takes to import torch and transformers' causal-LM classes: the part of
+    the first heatmap's wait that comes before any model or page work."""
+    code = "import torch, transformers; from transformers import AutoModelForCausalLM"
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=1000)
     parser.add_argument("--presses", type=int, default=40)
     args = parser.parse_args()
 
-    lm = sv.load_model(sv.DEFAULT_MODEL)
     with tempfile.TemporaryDirectory() as folder:
+        # a cache of its own (the server inherits it): the tiled sweep and the slider's files never land in
+        # the user's cache; only the converted models are shared, read through a link
+        models = cache_dir() / "models"
+        models.mkdir(parents=True, exist_ok=True)
+        cache = Path(folder) / "cache"
+        cache.mkdir()
+        (cache / "models").symlink_to(models, target_is_directory=True)
+        os.environ["SPADE_VIZ_CACHE"] = str(cache)
+        lm = sv.load_model(sv.DEFAULT_MODEL)
         upload = tiled_upload(lm, args.examples, Path(folder))
+        imports = import_seconds()
         with streamlit_server(timeout=120) as url:  # fresh: nothing loaded yet
             landing, heatmap = first_paint(url)
             latencies, table = slider(url, upload, args.examples, args.presses)
-    print(f"first paint (landing page, fresh server): {landing:.0f} ms; first Explore heatmap: {heatmap / 1000:.1f} s")
+    print(f"first paint (landing page, fresh server): {landing:.0f} ms; first Explore heatmap: {heatmap / 1000:.1f} s "
+          f"(importing torch and transformers takes {imports:.1f} s in a fresh process)")
     print(f"threshold slider at {args.examples} examples, {len(latencies)} key presses: key press -> metrics, "
           f"marker and histogram painted: median {statistics.median(latencies):.1f} ms, "
           f"max {max(latencies):.1f} ms")

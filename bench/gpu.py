@@ -9,6 +9,7 @@ Per model, in one process:
       SPADE) and of plain batched forward passes over the same batches, interleaved per round; the
       throughput ratio forward/sweep beside bench/sweep.py's multiply-add ratio (what the ratio
       would be if every multiply-add ran at one speed), and their quotient, the efficiency;
+  (each round alternates which of the pair runs first, for the analysis and its floor as well);
   real exit: `calibrated_real_exit` on a built-in task (linear SPADE, checkpoints and threshold
       chosen on half, the other half timed against full forward passes): measured and simulated
       speedup, accuracy beside the full model's.
@@ -93,6 +94,12 @@ def timed(sync, run) -> float:
     return time.perf_counter() - start
 
 
+def alternate(names: list[str], round_: int) -> list[str]:
+    """The order of one round: reversed every other round, so neither side always runs first (on a
+    warm or cooling GPU, after the other's allocations)."""
+    return names if round_ % 2 == 0 else names[::-1]
+
+
 def analysis_vs_floor(lm, sync, reps: int, tokens: int) -> None:
     rng = random.Random(0)
     prompts = [make_prompt(lm, rng, tokens) for _ in range(reps + 1)]
@@ -103,9 +110,9 @@ def analysis_vs_floor(lm, sync, reps: int, tokens: int) -> None:
     for run in runs.values():
         run(prompts[-1])  # warm-up: kernels, allocator
     times = {name: [] for name in runs}
-    for prompt in prompts[:reps]:
-        for name, run in runs.items():
-            times[name].append(timed(sync, lambda: run(prompt)))
+    for i, prompt in enumerate(prompts[:reps]):
+        for name in alternate(list(runs), i):
+            times[name].append(timed(sync, lambda: runs[name](prompt)))
     med = {name: statistics.median(values) for name, values in times.items()}
     stats = sv.analyze(lm, prompts[0]).answer["spade"]
     print(f"  analysis ({tokens} tokens, {reps} reps): median {med['analysis'] * 1000:.1f} ms, floor "
@@ -118,10 +125,12 @@ def sweep_throughput(lm, sync, dataset, batch_size: int, reps: int) -> None:
     settings = SweepSettings(batch_size=batch_size, linear_spade="crossfit", tuned_lens=False)
     run_sweep(lm, dataset.head(min(len(dataset), 2 * batch_size)), settings, use_cache=False)  # warm-up
     forward_passes(lm, prepared[:batch_size], batch_size)
-    times = {"forward": [], "sweep": []}
-    for _ in range(reps):
-        times["forward"].append(timed(sync, lambda: forward_passes(lm, prepared, batch_size)))
-        times["sweep"].append(timed(sync, lambda: run_sweep(lm, dataset, settings, use_cache=False)))
+    runs = {"forward": lambda: forward_passes(lm, prepared, batch_size),
+            "sweep": lambda: run_sweep(lm, dataset, settings, use_cache=False)}
+    times = {name: [] for name in runs}
+    for i in range(reps):
+        for name in alternate(list(runs), i):
+            times[name].append(timed(sync, runs[name]))
     n = len(prepared)
     forward_s, sweep_s = statistics.median(times["forward"]), statistics.median(times["sweep"])
     ratio, work = forward_s / sweep_s, work_ratio(lm, prepared)["plain"]
@@ -178,8 +187,8 @@ def main() -> None:
     parser.add_argument("--task", default="capitals", help="built-in task for the sweep and the real exit")
     parser.add_argument("--limit", type=int, default=64, help="its first N examples (default 64)")
     parser.add_argument("--tokens", type=int, default=32, help="prompt length of the analysis (default 32)")
-    parser.add_argument("--reps", type=int, default=9, help="analysis repetitions (default 9)")
-    parser.add_argument("--rounds", type=int, default=3, help="sweep rounds (default 3)")
+    parser.add_argument("--reps", type=int, default=10, help="analysis repetitions (default 10)")
+    parser.add_argument("--rounds", type=int, default=4, help="sweep rounds (default 4)")
     parser.add_argument("--repeats", type=int, default=3, help="real-exit timing rounds (default 3)")
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()

@@ -1,4 +1,5 @@
 """A real browser on a real `streamlit run app.py`: used by tests/test_browser.py and for screenshots.
+`python tests/browser.py` prints the chromium the tests use (scripts/test.sh asks it).
 
     with streamlit_server() as url:
         with chromium_page(url + "/Explore") as page:
@@ -18,14 +19,28 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = os.environ.get("SPADE_VIZ_CHROMIUM", "/usr/bin/chromium")
+
+
+def find_chromium() -> str | None:
+    """The chromium the browser tests drive: `SPADE_VIZ_CHROMIUM` if set, else `chromium` on PATH.
+    scripts/test.sh asks this same function (`python tests/browser.py`), so the two cannot disagree."""
+    return shutil.which(os.environ.get("SPADE_VIZ_CHROMIUM") or "chromium")  # a path, or a name on PATH
+
+
+CHROMIUM = find_chromium() or os.environ.get("SPADE_VIZ_CHROMIUM") or "chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage"]
 
 
 def chromium_available() -> bool:
-    return Path(CHROMIUM).exists()
+    """Whether the browser tests can run. Where a chromium is required (scripts/test.sh installed one and
+    sets SPADE_VIZ_REQUIRE_BROWSER=1) a missing one is an error, so the run fails instead of skipping."""
+    found = find_chromium() is not None
+    if not found and os.environ.get("SPADE_VIZ_REQUIRE_BROWSER") == "1":
+        raise RuntimeError(f"SPADE_VIZ_REQUIRE_BROWSER=1 but no chromium at {CHROMIUM} (SPADE_VIZ_CHROMIUM, "
+                           "else `chromium` on PATH): the browser tests would all skip")
+    return found
 
 
 def free_port() -> int:
@@ -89,3 +104,8 @@ def chromium_page(width: int = 1280, height: int = 800):
     with chromium_browser() as browser:
         yield browser.new_page(viewport={"width": width, "height": height})
 
+
+if __name__ == "__main__":  # scripts/test.sh: print the chromium the tests will use; exit 1 if there is none
+    found = find_chromium()
+    print(found or "")
+    sys.exit(0 if found else 1)

@@ -27,11 +27,36 @@ def _run(code: str) -> dict:
 
 
 def _check(scope: dict) -> None:
-    sv = scope["sv"]
-    assert isinstance(scope["res"], sv.Analysis) and {"tuned_lens", "linear_spade"} <= set(scope["res"].decoders)
+    """The example's numbers against each other: each step agrees with the ones it builds on."""
+    import numpy as np
+
+    sv, lm, task, res, sweep, sim = (scope[k] for k in ("sv", "lm", "task", "res", "sweep", "sim"))
+    L = lm.num_layers
+    assert isinstance(res, sv.Analysis) and {"tuned_lens", "linear_spade"} <= set(res.decoders)
+    # at layer L every decoder reads the model's own output
+    assert int(res.answer["logit_lens"].top1[L, 0]) == int(res.answer["spade"].top1[L, 0]) == res.final_answer_id
     assert len(scope["fig"].data) == 1  # the answer heatmap
-    assert scope["sweep"].num_examples > 0 and "linear_spade" in scope["sweep"].decoders
-    assert 0 < scope["fastest"]["compute_fraction"] and scope["real"].measured_speedup > 0
+    assert sweep.example_ids == [e.id for e in task.examples] and "linear_spade" in sweep.decoders
+    assert (sweep.top1["spade"][:, L] == sweep.final_ids).all()
+    assert res.final_answer_id == sweep.final_ids[0]  # the same prompt, analysed and swept
+
+    fastest, curve, full = scope["fastest"], sim.curve(), sim.full_model()
+    allowed = curve[curve.accuracy >= full.accuracy - 0.01 - 1e-12]  # within 1 point of the full model
+    assert fastest["accuracy"] >= full.accuracy - 0.01 - 1e-12
+    assert fastest["speedup"] == pytest.approx(allowed.speedup.max())
+    point = sim.at(fastest["threshold"]).point
+    assert fastest["compute_fraction"] == pytest.approx(point.compute_fraction)
+    assert fastest["speedup"] == pytest.approx(1 / point.compute_fraction)
+
+    real = scope["real"]
+    rows = [sweep.example_ids.index(i) for i in real.example_ids]
+    assert real.example_ids == [e.id for e in task.examples[:4]]
+    assert real.full_answers.tolist() == sweep.final_ids[rows].tolist()  # the plain pass: the sweep's final answer
+    # the real exit answers with SPADE from the layer it left at: the sweep's SPADE there
+    assert real.answers.tolist() == sweep.top1["spade"][rows, real.exit_layers].tolist()
+    assert ((0 <= real.exit_layers) & (real.exit_layers <= L)).all() and np.isfinite(real.measured_speedup)
+    assert real.measured_speedup == pytest.approx(real.full_seconds / real.exit_seconds)
+    assert real.simulated_speedup == pytest.approx(1 / real.simulated_fraction)
 
 
 def test_the_readme_example_runs_on_a_tiny_model(tiny_folders, isolated_cache, capsys):

@@ -224,10 +224,16 @@ def test_cli_exit_curve_json(sweep_csv, capsys):
     data = json.loads(capsys.readouterr().out)
     curve = data["curve"]
     assert set(curve[0]) >= {"threshold", "accuracy", "agreement", "compute_fraction", "speedup", "mean_exit_layer"}
-    at_one = [row for row in curve if row["threshold"] == 1.0]
-    if at_one:
-        assert at_one[0]["accuracy"] == pytest.approx(2 / 3)
+    # thresholds sit halfway between the observed checkpoint entropies, plus never (0) and always (top)
+    assert [row["threshold"] for row in curve] == pytest.approx([0, 0.15, 0.35, 1.25, 2.5, 4, 5.005])
     sim = ExitSimulator(hand_arrays(), unit_cost())
+    for row in curve:
+        point = sim.at(row["threshold"]).point
+        for key in ("accuracy", "agreement", "compute_fraction", "speedup", "mean_exit_layer"):
+            assert row[key] == pytest.approx(getattr(point, key)), (row, key)
+    middle = curve[3]  # tau 1.25: the exits of test_exit_layers_answers_and_compute, layers 1, 3, 4
+    assert middle["accuracy"] == pytest.approx(2 / 3) and middle["mean_exit_layer"] == pytest.approx(8 / 3)
+    assert curve[0]["mean_exit_layer"] == 4 and curve[-1]["mean_exit_layer"] == 1
     expect = sim.operating_points()
     got = data["operating_points"]
     assert got["best_accuracy"]["speedup"] == pytest.approx(expect["best_accuracy"]["speedup"])

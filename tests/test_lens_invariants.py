@@ -60,6 +60,24 @@ def spade_reference(lm, hidden_states, ids, layer: int, mode: str = "original", 
     return out.hidden_states[-1][0, -1]
 
 
+FINAL_NORM = {"gpt2": "transformer.ln_f", "gpt_neox": "gpt_neox.final_layer_norm",
+              "opt": "model.decoder.final_layer_norm"}  # every other family: model.norm
+
+
+def reference_logit_lens(lm, residual: torch.Tensor) -> torch.Tensor:
+    """Final norm and unembedding by the model's own modules, named here per family (not through the
+    adapter): OPT's `project_out` after the norm, Gemma-2/3's final soft-capping after the head."""
+    model = lm.model
+    kind = model.config.model_type
+    with torch.no_grad():
+        state = model.get_submodule(FINAL_NORM.get(kind, "model.norm"))(residual)
+        if kind == "opt" and model.model.decoder.project_out is not None:
+            state = model.model.decoder.project_out(state)
+        logits = model.get_output_embeddings()(state)
+        cap = getattr(model.config, "final_logit_softcapping", None)
+        return torch.tanh(logits / cap) * cap if cap else logits
+
+
 def single_token_prompt(lm) -> str:
     """A text that encodes to exactly one token after `<s>`."""
     for token_id in range(3, 200):
@@ -89,13 +107,14 @@ def test_last_layer_equals_model_logits(tiny_lms, family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_logit_lens_is_final_norm_then_unembedding(tiny_lms, family):
-    """Below L the logit lens decodes raw residuals through the final norm and the head."""
+    """Below L the logit lens decodes raw residuals through the model's final norm and head."""
     lm = tiny_lms[family]
     res = sv.analyze(lm, PROMPT)
     out = plain_forward(lm, res.token_ids)
-    layer = 1
-    logits = lm.adapter.logit_lens(out.hidden_states[layer][0])
-    np.testing.assert_allclose(res.logit_lens.entropy[layer], entropy(logits).numpy(), atol=1e-4)
+    for layer in range(lm.num_layers):
+        logits = reference_logit_lens(lm, out.hidden_states[layer][0])
+        np.testing.assert_allclose(res.logit_lens.entropy[layer], entropy(logits).numpy(), atol=1e-4)
+        np.testing.assert_array_equal(res.logit_lens.top1[layer], logits.argmax(-1).numpy())
     assert res.logit_lens.kl_to_final[0].mean() > 1e-3  # not trivially the final distribution
 
 

@@ -22,6 +22,7 @@ from spade_viz.lenses.linear_spade import (
     fold_ids,
     load_linear_spade,
     prompt_hash,
+    split_examples,
 )
 from spade_viz.sweep import SweepSettings, run_sweep
 
@@ -101,7 +102,17 @@ def test_fit_round_trip_and_refusal(tiny_lms, tmp_path):
     fitted = fit_linear_spade(lm, data, heldout=0.25, out=tmp_path / "lin.safetensors")
     assert fitted.n_train == 18 and fitted.n_heldout == 6
     assert len(fitted.scores) == lm.num_layers
-    assert all(0 <= row["agree_top1"] <= 1 for row in fitted.scores)
+    # the held-out scores are those of the saved maps on the held-out examples, through `analyze`
+    _, held = split_examples(list(data.examples), 0.25)
+    answers = [sv.analyze(lm, e.prompt, lenses={"linear_spade": fitted.lens}).answer for e in held]
+    for layer, row in enumerate(fitted.scores):
+        assert row["layer"] == layer
+        lin = [a["linear_spade"] for a in answers]
+        spade = [a["spade"] for a in answers]
+        assert row["agree_top1"] == pytest.approx(np.mean([x.top1[layer, 0] == y.top1[layer, 0]
+                                                           for x, y in zip(lin, spade)]))
+        assert row["entropy_mae"] == pytest.approx(np.mean([abs(x.entropy[layer, 0] - y.entropy[layer, 0])
+                                                            for x, y in zip(lin, spade)]), abs=1e-4)
     loaded = AffineLens.load(tmp_path / "lin.safetensors", lm)
     torch.testing.assert_close(loaded.weight, fitted.lens.weight)
     torch.testing.assert_close(loaded.bias, fitted.lens.bias)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import os
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -80,12 +84,70 @@ def test_fingerprint_names_the_weights_not_the_folder(tiny_folders, tmp_path):
         ("", "no model name"),
         ("./no/such/folder", "no such folder or file"),
         ("/tmp/definitely-missing-model.gguf", "no such GGUF file"),
-        ("nosuch-org/nosuch-model", "not reachable"),
     ],
 )
 def test_load_errors_are_one_line(name, message):
     with pytest.raises(sv.ModelLoadError, match=message) as info:
         sv.load_model(name)
+    assert "\n" not in str(info.value)
+
+
+# --- a Hub id: the test decides whether "the Hub" is reachable, so any machine gives the same answer ---
+
+
+class _NoSuchRepo(http.server.BaseHTTPRequestHandler):
+    """Answers every request as the Hub answers for a repository that does not exist."""
+
+    def _not_found(self):
+        self.send_response(404)
+        self.send_header("X-Error-Code", "RepoNotFound")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_HEAD = _not_found
+
+    def log_message(self, *args):
+        pass
+
+
+def _load_hub_id_against(endpoint: str, home: Path) -> str:
+    """The one-line error of loading an unknown Hub id in a fresh process whose Hub is `endpoint`
+    (huggingface_hub reads HF_ENDPOINT once, at import)."""
+    env = {key: value for key, value in os.environ.items() if key != "HF_HUB_OFFLINE"}
+    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(home), NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")  # never a proxy
+    code = ("import spade_viz as sv\ntry:\n    sv.load_model('nosuch-org/nosuch-model')\n"
+            "except sv.ModelLoadError as err:\n    print(err)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("\n") == 1, done.stdout
+    return done.stdout
+
+
+@pytest.mark.slow  # a fresh process importing torch and transformers: several seconds
+def test_unknown_hub_id_when_the_hub_answers(tmp_path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NoSuchRepo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        message = _load_hub_id_against(f"http://127.0.0.1:{server.server_port}", tmp_path)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert message.startswith("unknown model 'nosuch-org/nosuch-model'"), message
+
+
+@pytest.mark.slow
+def test_unknown_hub_id_when_the_hub_is_not_reachable(tmp_path):
+    with socket.socket() as closed:  # bound, never listening: connections to it are refused
+        closed.bind(("127.0.0.1", 0))
+        message = _load_hub_id_against(f"http://127.0.0.1:{closed.getsockname()[1]}", tmp_path)
+    assert message.startswith("cannot fetch 'nosuch-org/nosuch-model': the Hugging Face Hub is not reachable"), message
+
+
+def test_unknown_hub_id_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(sv.ModelLoadError, match="the Hugging Face Hub is not reachable") as info:
+        sv.load_model("nosuch-org/nosuch-model")
     assert "\n" not in str(info.value)
 
 

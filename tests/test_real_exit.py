@@ -101,7 +101,9 @@ def test_real_exit_equals_simulation(setup, checkpoints):
     report = run_real_exit(lm, prompts, lens, tau, checkpoints, repeats=1)
     assert report.exit_layers.tolist() == sim.at(tau).exit_layer.tolist()
     assert report.simulated_fraction == pytest.approx(sim.at(tau).point.compute_fraction)
-    assert report.full_seconds > 0 and report.exit_seconds > 0
+    assert report.answers.tolist() == [answer_ids[p.example_id][x] for p, x in zip(prompts, report.exit_layers)]
+    assert report.full_answers.tolist() == [answer_ids[p.example_id][lm.num_layers] for p in prompts]
+    assert report.measured_speedup == pytest.approx(report.full_seconds / report.exit_seconds)
 
 
 def test_forward_really_stops(setup):
@@ -155,8 +157,15 @@ def test_cli_real_exit(tiny_folders, tiny_lm, tmp_path, capsys, isolated_cache):
             "--lens", str(lens_path), "--limit", "4", "--repeats", "1", "--checkpoints", "every:1,from:1"]
     assert cli_main([*argv, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["examples"] == 4 and report["measured_speedup"] > 0
-    assert {"simulated_compute_fraction", "exit_ms_per_example", "full_ms_per_example"} <= set(report)
+    # the same run in Python: the CLI reads the lens, threshold and checkpoints it was given
+    lens = AffineLens.load(lens_path, tiny_lm)
+    direct = run_real_exit(tiny_lm, prepare_prompts(tiny_lm, EXAMPLES[:4]), lens, 2.0,
+                           Checkpoints(every=1, start=1), repeats=1).to_dict()
+    assert report["examples"] == 4 and report["threshold"] == 2.0
+    assert report["per_example"] == direct["per_example"]
+    for key in ("mean_exit_layer", "exit_rate", "agreement", "simulated_compute_fraction", "accuracy", "full_accuracy"):
+        assert report[key] == pytest.approx(direct[key]), key
+    assert report["measured_speedup"] == pytest.approx(report["full_ms_per_example"] / report["exit_ms_per_example"])
     assert cli_main(argv) == 0
     assert "measured speedup" in capsys.readouterr().out
     # no saved lens for this model and none given: one line, exit 2
@@ -202,9 +211,10 @@ def test_real_exit_with_choices_equals_simulation(tiny_lm):
     assert report.simulated_fraction == pytest.approx(expected.point.compute_fraction)  # C of V rows charged
 
 
-def test_the_honest_real_exit_chooses_on_one_part_and_measures_the_other(tiny_folders, isolated_cache, capsys):
-    """`real-exit --calibrate-split`: linear SPADE, layout and threshold come from the first part only;
-    accuracy and speedup are measured on the rest, and the JSON says so."""
+def test_the_honest_real_exit_chooses_on_one_part_and_measures_the_other(tiny_folders, tiny_lm, isolated_cache,
+                                                                          capsys):
+    """`real-exit --calibrate-split`: linear SPADE, layout and threshold come from the calibration part only
+    (other held-out examples leave them unchanged); accuracy and speedup are measured on the rest."""
     import json
 
     from spade_viz.cli import main
@@ -213,18 +223,34 @@ def test_the_honest_real_exit_chooses_on_one_part_and_measures_the_other(tiny_fo
     data = isolated_cache.parent / "rows.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     before = data.read_bytes()
-    main(["real-exit", "--model", str(tiny_folders["llama"]), "--dataset", str(data), "--calibrate-split", "0.5",
-          "--repeats", "1", "--json"])
+    argv = ["real-exit", "--model", str(tiny_folders["llama"]), "--calibrate-split", "0.5", "--repeats", "1", "--json"]
+    assert main([*argv, "--dataset", str(data)]) == 0
     out = json.loads(capsys.readouterr().out)
     for key in ("full_accuracy", "accuracy", "measured_speedup", "simulated_speedup", "checkpoints", "threshold",
                 "confidence", "n_calibration", "n_heldout"):
         assert key in out, key
     assert out["n_calibration"] == 9 and out["n_heldout"] == 9
     assert out["confidence"].startswith("linear_spade over a shortlist of")
-    assert out["real_exit"]["examples"] == 9  # timed on the held-out part only
+    heldout_ids = [p["example_id"] for p in out["real_exit"]["per_example"]]
+    assert heldout_ids == [f"r{i}" for i in range(0, 18, 2)]  # timed on the held-out part only: every other row
     assert any("only 9 calibration examples" in w for w in out["warnings"])  # too few to trust: said so
     assert data.read_bytes() == before
     assert not list(isolated_cache.rglob("*.safetensors"))  # nothing saved for later runs to pick up
+
+    # other held-out rows, the same calibration rows: the same choices, other measurements
+    other = [dict(r, prompt=f"{r['prompt']} {r['prompt']}") if i % 2 == 0 else r for i, r in enumerate(rows)]
+    data.write_text("\n".join(json.dumps(r) for r in other) + "\n")
+    assert main([*argv, "--dataset", str(data)]) == 0
+    again = json.loads(capsys.readouterr().out)
+    for key in ("checkpoints", "threshold", "confidence", "simulated_calibration_speedup", "n_calibration"):
+        assert again[key] == out[key], key
+    assert [p["n_tokens"] for p in again["real_exit"]["per_example"]] != \
+        [p["n_tokens"] for p in out["real_exit"]["per_example"]]
+
+    # the reported accuracy is that of the held-out examples' answers
+    gold = {p.example_id: p.gold_id for p in prepare_prompts(tiny_lm, sv.load_dataset(str(data)).examples)}
+    answers = again["real_exit"]["per_example"]
+    assert again["accuracy"] == pytest.approx(np.mean([p["answer_id"] == gold[p["example_id"]] for p in answers]))
 
 
 @pytest.mark.parametrize("family", FAMILIES)

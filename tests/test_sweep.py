@@ -10,12 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from transformers import AutoConfig
 
 import spade_viz as sv
 from spade_viz.cli import main
 from spade_viz.data import Dataset, load_builtin, load_dataset
 from spade_viz.engine import prepare_examples
 from spade_viz.sweep import CSV_COLUMNS, SweepSettings, cached_sweep, run_sweep
+from test_lens_invariants import reference_logit_lens
 from tiny_models import FAMILIES
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")  # sweeps and lenses go to a fresh cache
@@ -91,6 +93,12 @@ def test_renumbered_positions_equal_analysis(tiny_lm, toy):
     np.testing.assert_allclose(result.entropy_vocab["spade"][2], analysis.answer["spade"].entropy[:, 0], atol=1e-4)
 
 
+def plain_logits(lm, ids: list[int]) -> torch.Tensor:
+    """The model's own logits at the last position."""
+    with torch.no_grad():
+        return lm.model(input_ids=torch.tensor([ids]), use_cache=False).logits[0, -1]
+
+
 def test_choices_restrict_answers_and_entropy(tiny_lm, toy):
     lm = tiny_lm
     result = run_sweep(lm, toy, SweepSettings(linear_spade="off"), use_cache=False)
@@ -106,8 +114,8 @@ def test_choices_restrict_answers_and_entropy(tiny_lm, toy):
         analysis = sv.analyze(lm, toy.examples[i].prompt)
         with torch.no_grad():
             residuals = analysis.residuals[:, analysis.answer_position]
-            logits = torch.cat([lm.adapter.logit_lens(residuals),
-                                lm.adapter.head(analysis.final_hidden[analysis.answer_position][None])])
+            logits = torch.cat([reference_logit_lens(lm, residuals),
+                                plain_logits(lm, analysis.token_ids)[None]])
         picked = logits[:, list(choice_ids)].float()
         logprobs = torch.log_softmax(picked, -1)
         entropy = -(logprobs.exp() * logprobs).sum(-1)
@@ -172,7 +180,15 @@ def test_cli_sweep_writes_csv_that_exit_arrays_read(tiny_folders, toy, tmp_path,
     frame = pd.read_csv(out, keep_default_na=False)
     assert set(CSV_COLUMNS) <= set(frame.columns)
     meta = json.loads(out.with_suffix(".meta.json").read_text())
-    assert meta["linear_spade_source"].startswith("5-fold") and meta["cost"]["block_params"] > 0
+    assert meta["linear_spade_source"].startswith("5-fold")
+    # the cost the sweep records, counted from the llama config: q, k, v, o, the gated MLP and two norms
+    config = AutoConfig.from_pretrained(tiny_folders["llama"])
+    d, head = config.hidden_size, config.head_dim
+    attention = 2 * d * config.num_attention_heads * head + 2 * d * config.num_key_value_heads * head
+    cost = meta["cost"]
+    assert cost["block_params"] == attention + 3 * d * config.intermediate_size + 2 * d
+    assert cost["head_params"] == config.vocab_size * d and cost["vocab_size"] == config.vocab_size
+    assert cost["map_params"] == d * d + d
     arrays = ExitArrays.from_csv(out)
     assert len(arrays) == len(toy.examples) and set(arrays.decoders) == {"logit_lens", "spade", "linear_spade"}
     choices = dict(zip(arrays.example_ids, arrays.n_choices))

@@ -31,9 +31,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import torch
 from accelerate.utils import convert_file_size_to_int
+from huggingface_hub import constants as hub_constants
 from transformers import (
     CONFIG_MAPPING,
     MODEL_FOR_CAUSAL_LM_MAPPING,
@@ -429,8 +431,11 @@ def _local_config_problem(folder: Path, err: BaseException) -> str:
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hub's endpoint (`HF_ENDPOINT`, else huggingface.co) accepts a connection."""
+    url = urlsplit(hub_constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
     try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
         return True
     except OSError:
         return False

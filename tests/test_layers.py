@@ -74,7 +74,7 @@ def test_the_workflow_is_public(name):
 
 PACKAGE = ROOT / "spade_viz"
 LAYERS = [  # lowest first; a module may import its own layer and the ones below, never above
-    ("spade_viz.errors", "spade_viz.decoders", "spade_viz.limits", "spade_viz.progress"),
+    ("spade_viz.errors", "spade_viz.decoders", "spade_viz.limits", "spade_viz.progress", "spade_viz.files"),
     ("spade_viz.data",),
     ("spade_viz.models",),
     ("spade_viz.engine",),

@@ -16,8 +16,8 @@ from pathlib import Path
 from .. import compare
 from ..analysis import analyze
 from ..data import builtin_tasks
-from ..data.files import check_output
 from ..errors import InputError, SpadeVizError, check_text
+from ..files import check_output
 from ..lenses.affine import default_lens_path
 from ..lenses.linear_spade import fit_linear_spade, format_scores
 from ..lenses.tuned import train_tuned_lens

@@ -21,8 +21,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..data.files import atomic_output
 from ..errors import InputError
+from ..files import atomic_output
 from ..models.loading import LoadedModel, cache_dir
 
 KINDS = ("tuned_lens", "linear_spade")

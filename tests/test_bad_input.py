@@ -13,7 +13,9 @@ import hashlib
 import io
 import json
 import math
+import os
 import shutil
+import stat
 import sys
 import time
 from pathlib import Path
@@ -68,6 +70,10 @@ def inputs(tmp_path_factory, tiny_lm) -> dict[str, Path]:
     badjson.mkdir()
     (badjson / "config.json").write_text("{not json")
     (d / "empty_folder").mkdir()
+    os.mkfifo(d / "fifo")
+    (d / "fifo_link").symlink_to(d / "fifo")
+    (d / "null_link").symlink_to("/dev/null")
+    os.mknod(d / "null_copy", stat.S_IFCHR | 0o666, os.makedev(1, 3))  # a copied device node: we run as root
     L, dim = tiny_lm.num_layers, tiny_lm.model.config.hidden_size
     wrong = AffineLens("linear_spade", torch.zeros(L, dim, dim + 3), torch.zeros(L, dim),
                        lens_meta(tiny_lm, spade_positions="original"))
@@ -162,6 +168,15 @@ CLI_CASES = [
     (["calibrate", "--model", TINY, "--dataset", "{good.jsonl}", "--out", "{tmp}"], "is a folder"),
     (["calibrate", "--model", TINY, "--lens", "tuned", "--text", "{text.txt}", "--out", "{text.txt}"],
      "would destroy the input"),
+    # outputs that are not regular files: a rename would put a file where a device or FIFO was
+    (["sweep", "--model", TINY, "--dataset", "{good.jsonl}", "--out", "{fifo}"], "is a FIFO (named pipe)"),
+    (["sweep", "--model", TINY, "--dataset", "{good.jsonl}", "--out", "{fifo_link}"], "is a FIFO (named pipe)"),
+    (["sweep", "--model", TINY, "--dataset", "{good.jsonl}", "--out", "{null_link}"], "is a device"),
+    (["sweep", "--model", TINY, "--dataset", "{good.jsonl}", "--out", "{null_copy}"], "is a device"),
+    (["sweep", "--model", TINY, "--dataset", "{good.jsonl}", "--out", "/dev/full"], "is a device"),
+    (["calibrate", "--model", TINY, "--dataset", "{good.jsonl}", "--out", "{fifo}"], "is a FIFO (named pipe)"),
+    (["calibrate", "--model", TINY, "--dataset", "{good.jsonl}", "--out", "{null_copy}"], "is a device"),
+    (["calibrate", "--model", TINY, "--lens", "tuned", "--text", "{text.txt}", "--out", "/dev/null"], "is a device"),
     # datasets that cannot be used
     (["sweep", "--model", TINY, "--dataset", "{tmp}/nope.jsonl", "--out", "{tmp}/o.csv"], "no such dataset"),
     (["sweep", "--model", TINY, "--dataset", "{empty_folder}", "--out", "{tmp}/o.csv"], "is a folder"),
@@ -371,6 +386,42 @@ def test_outputs_refused_before_the_work(tiny_lm, inputs, tmp_path, unchanged):
         result.to_csv(tmp_path)
     with pytest.raises(InputError, match="would destroy the input"):
         result.to_csv(inputs["good.jsonl"], inputs=[inputs["good.jsonl"]])
+
+
+def test_special_files_are_never_replaced(tiny_lm, inputs, tmp_path, unchanged):
+    from spade_viz.files import atomic_output, atomic_write_text
+
+    def kind(path):
+        return stat.S_IFMT(os.stat(path).st_mode)
+
+    specials = {name: kind(inputs[name]) for name in ("fifo", "fifo_link", "null_link", "null_copy")}
+    lens = AffineLens.identity("tuned_lens", tiny_lm.num_layers, tiny_lm.model.config.hidden_size, lens_meta(tiny_lm))
+    result = sv.run_sweep(tiny_lm, load_dataset(inputs["good.jsonl"]), sv.SweepSettings(linear_spade="off"),
+                          use_cache=False)
+    for name in specials:
+        for write in (lambda p: atomic_write_text(p, "x"), lens.save, result.to_csv):
+            with pytest.raises(InputError, match="not a regular file"):
+                write(inputs[name])
+    assert {name: kind(inputs[name]) for name in specials} == specials
+    assert inputs["fifo_link"].is_symlink() and inputs["null_link"].is_symlink()
+    # a FIFO made while the file was being written: refused at the rename, the temporary file removed
+    late = tmp_path / "late.csv"
+    with pytest.raises(InputError, match="FIFO"), atomic_output(late) as tmp:
+        tmp.write_text("data")
+        os.mkfifo(late)
+    assert stat.S_ISFIFO(os.stat(late).st_mode) and list(tmp_path.iterdir()) == [late]
+    # a write that fails leaves the previous file whole; a symbolic link to a file is followed, not replaced
+    good = tmp_path / "good.txt"
+    good.write_text("previous")
+    with pytest.raises(RuntimeError), atomic_output(good) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("disk full")
+    assert good.read_text() == "previous"
+    link = tmp_path / "link.txt"
+    link.symlink_to(good)
+    atomic_write_text(link, "new")
+    assert link.is_symlink() and good.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.txt", "late.csv", "link.txt"]
 
 
 def test_a_damaged_sweep_cache_entry_is_a_miss(tiny_lm, inputs, isolated_cache):

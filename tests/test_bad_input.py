@@ -443,6 +443,45 @@ def test_a_damaged_sweep_cache_entry_is_a_miss(tiny_lm, inputs, isolated_cache):
     assert not again.from_cache and np.array_equal(again.top1["spade"], first.top1["spade"])
 
 
+@pytest.mark.parametrize("damage", ["swapped with another entry", "NaN entropies", "truncated", "json edited",
+                                    "no checksum"])
+def test_a_tampered_sweep_cache_entry_is_a_miss(damage, tiny_lm, inputs, isolated_cache):
+    import numpy as np
+
+    from spade_viz.sweep import cached_sweep, sweep_cache_dir
+
+    settings = sv.SweepSettings(linear_spade="off")
+    ours, other = load_dataset(inputs["good.jsonl"]), load_dataset(inputs["glued.jsonl"])
+    first = sv.run_sweep(tiny_lm, ours, settings)
+    sv.run_sweep(tiny_lm, other, settings)
+    (key,) = [p.stem for p in sweep_cache_dir().glob("*.json") if json.loads(p.read_text())["dataset_hash"] ==
+              ours.source_hash]
+    npz, meta = sweep_cache_dir() / f"{key}.npz", sweep_cache_dir() / f"{key}.json"
+    if damage == "swapped with another entry":
+        (other_key,) = {p.stem for p in sweep_cache_dir().glob("*.json")} - {key}
+        for suffix in (".npz", ".json"):
+            shutil.copy(sweep_cache_dir() / f"{other_key}{suffix}", sweep_cache_dir() / f"{key}{suffix}")
+    elif damage == "NaN entropies":
+        with np.load(npz) as data:
+            arrays = {name: data[name] for name in data.files}
+        arrays["entropy__spade"] = np.full_like(arrays["entropy__spade"], np.nan)
+        np.savez(npz, **arrays)
+    elif damage == "truncated":
+        npz.write_bytes(npz.read_bytes()[:-200])
+    elif damage == "json edited":
+        meta.write_text(meta.read_text().replace(json.dumps(ours.name), json.dumps("capitals")))
+    else:
+        entry = json.loads(meta.read_text())
+        del entry["checksum"]
+        meta.write_text(json.dumps(entry))
+    assert cached_sweep(tiny_lm, ours, settings) is None  # a miss, never "unexpected BadZipFile" or wrong numbers
+    again = sv.run_sweep(tiny_lm, ours, settings)
+    assert not again.from_cache and again.dataset_name == first.dataset_name
+    assert np.array_equal(again.top1["spade"], first.top1["spade"])
+    assert np.array_equal(again.entropy["spade"], first.entropy["spade"])
+    assert cached_sweep(tiny_lm, ours, settings) is not None  # the recomputed entry replaced the damaged one
+
+
 def test_retarget_shares_the_hidden_states(tiny_lm):
     res = _res(tiny_lm)
     other = sv.retarget(tiny_lm, res, " Paris")

@@ -523,6 +523,34 @@ def test_the_dataset_is_tokenized_once_per_file_and_model(tiny_lm, inputs, isola
     assert prepared.TOKENIZATIONS == before + 1
 
 
+# ------------------------------------------------------------------ server mode's settings
+
+
+def test_server_settings_that_stop_parsing_keep_the_last_good_ones(tmp_path, caplog):
+    from spade_viz.serve import ServeSettings
+
+    path = tmp_path / "serve.toml"
+    env = {"SPADE_VIZ_SERVE": str(path)}
+    path.write_text('models = ["smollm2-135m"]\nmax_rows = 7\n')
+    good = ServeSettings.current(env)
+    assert good.enabled and good.max_rows == 7
+    for broken in ('models = ["smollm2-135m"\nmax_rows = 7\n', "max_rows = 7\ncolour = 1\n", "max_rows = -3\n",
+                   "\xff\xfe not text"):
+        caplog.clear()
+        path.write_bytes(broken.encode("latin-1"))
+        for _rerun in range(3):
+            assert ServeSettings.current(env) == good  # never raises: the visitor sees nothing of it
+        (record,) = caplog.records  # logged once per change, for the operator
+        assert record.levelname == "ERROR" and str(path) in record.getMessage()
+        assert "keeping the last good settings" in record.getMessage()
+    path.write_text("max_rows = 9\n")
+    assert ServeSettings.current(env).max_rows == 9  # a change that parses is taken
+    fresh = {"SPADE_VIZ_SERVE": str(tmp_path / "never_good.toml")}
+    (tmp_path / "never_good.toml").write_text("max_models = [")
+    assert ServeSettings.current(fresh) == ServeSettings.served()  # never good: the safe defaults
+    assert ServeSettings.current({}) == ServeSettings()
+
+
 # ------------------------------------------------------------------ the pages
 
 

@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import random
 import shutil
 import stat
 import sys
@@ -79,6 +80,12 @@ def inputs(tmp_path_factory, tiny_lm) -> dict[str, Path]:
                        lens_meta(tiny_lm, spade_positions="original"))
     wrong.save(d / "wrong_shape.safetensors")  # the right fingerprint, maps of the wrong width
     (d / "not_a_lens.safetensors").write_bytes(b"\x00" * 64)
+    nan = AffineLens.identity("linear_spade", L, dim, lens_meta(tiny_lm, spade_positions="original"))
+    nan.weight[L - 1, 0, 0] = math.nan  # the right model, the right shape, one weight NaN
+    nan.save(d / "nan_lens.safetensors")
+    (d / "utf16.txt").write_bytes("Some text to train a tuned lens on.\n".encode("utf-16"))
+    (d / "nul.txt").write_bytes(b"Text with a\x00NUL and \x01\x02 bytes.\n" * 10)
+    (d / "random.txt").write_bytes(bytes(random.Random(0).randrange(256) for _ in range(4000)))
     return {path.name: path for path in d.iterdir()}
 
 
@@ -212,6 +219,14 @@ CLI_CASES = [
       "{not_a_lens.safetensors}"], "not a readable lens file"),
     (["sweep", "--model", TINY, "--dataset", "{good.jsonl}", "--out", "{tmp}/o.csv", "--linear-spade", "saved",
       "--calibration", "{wrong_shape.safetensors}"], "has maps of shape"),
+    (["real-exit", "--model", TINY, "--dataset", "{good.jsonl}", "--threshold", "1", "--lens",
+      "{nan_lens.safetensors}"], "holds NaN or infinite weights"),
+    (["sweep", "--model", TINY, "--dataset", "{good.jsonl}", "--out", "{tmp}/o.csv", "--linear-spade", "saved",
+      "--calibration", "{nan_lens.safetensors}"], "holds NaN or infinite weights"),
+    # calibration text that is not UTF-8 text
+    (["calibrate", "--model", TINY, "--lens", "tuned", "--text", "{utf16.txt}"], "is UTF-16 text, not UTF-8"),
+    (["calibrate", "--model", TINY, "--lens", "tuned", "--text", "{random.txt}"], "is not UTF-8 text (byte 0x"),
+    (["calibrate", "--model", TINY, "--lens", "tuned", "--text", "{nul.txt}"], "holds NUL characters"),
 ]
 
 
@@ -340,7 +355,30 @@ API_CASES = [
     ("cost nan", lambda lm, d: sv.CostModel(1.0, math.nan, 1.0), "finite"),
     ("cost continuation inf", lambda lm, d: sv.CostModel(1.0, 1.0, 1.0, continuation_tokens=math.inf), "finite"),
     ("calibrate ridge nan", lambda lm, d: sv.fit_linear_spade(lm, d, ridge=math.nan, save=False), "finite"),
+    ("tuned lr nan", lambda lm, d: _train(lm, lr=math.nan), "lr must be a finite number"),
+    ("tuned steps -1", lambda lm, d: _train(lm, steps=-1), "steps must be between 1"),
+    ("tuned steps 2.5", lambda lm, d: _train(lm, steps=2.5), "steps must be a whole number"),
+    ("tuned texts str", lambda lm, d: _train(lm, texts="a text, not a list"), "texts must be a list of str"),
+    ("tuned texts bytes", lambda lm, d: _train(lm, texts=[b"text"]), "must be text"),
+    ("tuned texts lenient", lambda lm, d: _train(lm, texts=[bytes(range(256)).decode("utf-8", "replace")]),
+     "NUL"),
+    ("tuned texts replaced", lambda lm, d: _train(lm, texts=["\ufffd" * 50 + " some text" * 5]),
+     "does not look like text"),
+    ("lens nan given", lambda lm, d: sv.analyze(lm, "hi", lenses={"linear_spade": _nan_lens(lm)}), "NaN"),
 ]
+
+
+def _train(lm, texts=("Some calibration text. " * 20,), **kwargs):
+    from spade_viz.lenses.tuned import train_tuned_lens
+
+    return train_tuned_lens(lm, list(texts) if isinstance(texts, tuple) else texts, **kwargs)
+
+
+def _nan_lens(lm) -> AffineLens:
+    lens = AffineLens.identity("linear_spade", lm.num_layers, lm.model.config.hidden_size,
+                               lens_meta(lm, spade_positions="original"))
+    lens.bias[0, 1] = math.inf
+    return lens
 
 
 @pytest.mark.parametrize(("call", "expected"), [c[1:] for c in API_CASES], ids=[c[0] for c in API_CASES])
@@ -360,6 +398,29 @@ def test_a_wrong_shaped_lens_is_refused_not_an_einsum_error(tiny_lm, inputs, unc
     lens = AffineLens.load(inputs["wrong_shape.safetensors"])  # without the model: read, not checked
     with pytest.raises(InputError, match="has maps of shape"):
         sv.analyze(tiny_lm, "France: Paris", lenses={"linear_spade": lens})
+
+
+def test_a_nan_lens_is_refused_on_load_and_when_given(tiny_lm, inputs, isolated_cache, unchanged):
+    from spade_viz.lenses.affine import default_lens_path, find_lens
+    from spade_viz.lenses.tuned import read_calibration_text
+
+    with pytest.raises(InputError, match="nan_lens.safetensors: this file holds NaN"):
+        AffineLens.load(inputs["nan_lens.safetensors"])
+    lens = _nan_lens(tiny_lm)
+    lens.bias[0, 1] = 0.0  # mended in place: checked again, and now usable
+    sv.analyze(tiny_lm, "hi", lenses={"linear_spade": lens})
+    lens.weight[0, 0, 0] = math.nan  # broken in place after a check passed: caught on the next use
+    with pytest.raises(InputError, match="NaN"):
+        sv.analyze(tiny_lm, "hi", lenses={"linear_spade": lens})
+    tuned = AffineLens.identity("tuned_lens", tiny_lm.num_layers, tiny_lm.model.config.hidden_size,
+                                lens_meta(tiny_lm))
+    tuned.weight[:] = math.nan
+    tuned.save(default_lens_path(tiny_lm, "tuned_lens"))  # a saved tuned lens the pages and sweeps find
+    with pytest.raises(InputError, match="NaN"):
+        find_lens(tiny_lm, "tuned_lens")
+    with pytest.raises(InputError, match="NaN"):
+        sv.run_sweep(tiny_lm, load_dataset(inputs["good.jsonl"]), sv.SweepSettings(linear_spade="off"))
+    assert read_calibration_text("\ufeffOne.\n\n\nTwo.\n".encode()) == ["One.", "\nTwo.\n"]
 
 
 def test_real_exit_refuses_a_nan_threshold(tiny_lm, inputs, unchanged):

@@ -20,7 +20,7 @@ from ..errors import InputError, SpadeVizError, check_text
 from ..files import check_output
 from ..lenses.affine import default_lens_path
 from ..lenses.linear_spade import fit_linear_spade, format_scores
-from ..lenses.tuned import train_tuned_lens
+from ..lenses.tuned import read_calibration_text, train_tuned_lens
 from ..limits import DEFAULT_TOKEN_LIMIT
 from ..models.loading import DEFAULT_MODEL, DTYPES, ensure_default_model, load_model
 from ..sweep import SweepSettings, run_sweep
@@ -151,8 +151,7 @@ def _cmd_calibrate(args) -> None:
             path = Path(args.text).expanduser()
             if not path.is_file():
                 raise InputError(f"no such text file: {args.text}")
-            texts = [part for part in path.read_text(encoding="utf-8", errors="replace").split("\n\n")
-                     if part.strip()]
+            texts = read_calibration_text(path.read_bytes(), f"the text file {args.text}")
         lm = _load(args)
         bar = Bars(one_bar="tuned lens")
         try:

@@ -29,6 +29,7 @@ from spade_viz import cli
 from spade_viz.data import load_builtin, load_dataset
 from spade_viz.errors import InputError
 from spade_viz.lenses.affine import AffineLens, lens_meta
+from spade_viz.lenses.tuned import read_calibration_text
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD = [
@@ -58,6 +59,9 @@ def inputs(tmp_path_factory, tiny_lm) -> dict[str, Path]:
         "latin1.jsonl": '{"prompt": "Caf\u00e9:", "answer": " au lait"}\n'.encode("latin-1"),
         "surrogate.jsonl": b'{"prompt": "bad \\ud800 text:", "answer": " x"}\n',
         "not_json.jsonl": b"this is not json\nnor this\n",
+        "deep.jsonl": _jsonl(GOOD) + b"[" * 100_000 + b"]" * 100_000 + b"\n",
+        "long_id.jsonl": _jsonl(GOOD) + b'{"prompt": "x:", "answer": " y", "id": ' + b"9" * 5000 + b"}\n",
+        "deep.json": b"[" * 100_000 + b"]" * 100_000,
         "text.txt": b"Some text to train a tuned lens on.\n\nAnother paragraph.\n",
         "junk.gguf": b"not a gguf file" * 20,
         "garbage.csv": bytes(range(256)) * 4,
@@ -223,6 +227,32 @@ CLI_CASES = [
       "{nan_lens.safetensors}"], "holds NaN or infinite weights"),
     (["sweep", "--model", TINY, "--dataset", "{good.jsonl}", "--out", "{tmp}/o.csv", "--linear-spade", "saved",
       "--calibration", "{nan_lens.safetensors}"], "holds NaN or infinite weights"),
+    # masked crashes once: each a clear refusal now
+    (["calibrate", "--model", TINY, "--dataset", "{good.jsonl}", "--heldout", "0.999"], "leaving none to fit on"),
+    (["sweep", "--model", TINY, "--dataset", "{deep.json}", "--out", "{tmp}/o.csv"], "nested too deeply"),
+    # options that do not apply to what was asked: refused, not silently dropped
+    (["real-exit", "--model", TINY, "--dataset", "{good.jsonl}", "--threshold", "1", "--shortlist-top", "5"],
+     "--shortlist-top shapes the confidence that --calibrate-split chooses"),
+    (["real-exit", "--model", TINY, "--dataset", "{good.jsonl}", "--calibrate-split", "0.5", "--checkpoints",
+      "every:0"], "drop --threshold, --lens and --checkpoints"),
+    (["real-exit", "--model", TINY, "--dataset", "{good.jsonl}", "--calibrate-split", "0.5", "--checkpoints",
+      "layers:5"], "the checkpoints and the threshold are chosen on the calibration part"),
+    (["sweep", "--model", TINY, "--dataset", "{good.jsonl}", "--out", "{tmp}/o.csv", "--linear-spade", "off",
+      "--calibration", "{wrong_shape.safetensors}"], "--linear-spade off does not use: drop it"),
+    (["sweep", "--model", TINY, "--dataset", "{good.jsonl}", "--out", "{tmp}/o.csv", "--linear-spade", "crossfit",
+      "--calibration", "{wrong_shape.safetensors}"], "--linear-spade crossfit does not use"),
+    (["sweep", "--model", TINY, "--dataset", "{good.jsonl}", "--out", "{tmp}/o.csv", "--linear-spade", "off",
+      "--folds", "3"], "--folds sets the cross-fitting, which --linear-spade off does not do"),
+    (["sweep", "--model", TINY, "--dataset", "{good.jsonl}", "--out", "{tmp}/o.csv", "--linear-spade", "saved",
+      "--ridge", "0.1"], "--ridge sets the cross-fitting, which --linear-spade saved does not do"),
+    (["calibrate", "--model", TINY, "--lens", "tuned", "--heldout", "0.5"], "--heldout applies to linear SPADE"),
+    (["calibrate", "--model", TINY, "--lens", "tuned", "--ridge", "0.5"], "--ridge applies to linear SPADE"),
+    (["calibrate", "--model", TINY, "--lens", "tuned", "--seed", "3"], "--seed applies to linear SPADE"),
+    (["calibrate", "--model", TINY, "--lens", "tuned", "--spade-positions", "renumbered"], "--spade-positions"),
+    (["calibrate", "--model", TINY, "--lens", "tuned", "--batch-size", "2"], "--batch-size applies"),
+    (["calibrate", "--model", TINY, "--lens", "tuned", "--max-tokens", "64"], "--max-tokens applies"),
+    (["calibrate", "--model", TINY, "--lens", "tuned", "--json"], "--json applies to linear SPADE"),
+    (["exit-curve", "--sweep", "{garbage.csv}", "--cost", "1,1,1", "--model", TINY], "--model"),
     # calibration text that is not UTF-8 text
     (["calibrate", "--model", TINY, "--lens", "tuned", "--text", "{utf16.txt}"], "is UTF-16 text, not UTF-8"),
     (["calibrate", "--model", TINY, "--lens", "tuned", "--text", "{random.txt}"], "is not UTF-8 text (byte 0x"),
@@ -298,6 +328,26 @@ def test_a_huge_row_is_skipped_before_tokenizing(inputs, tiny_folders, tmp_path,
     assert "skipped example line-9: the prompt has 300,001 characters" in err  # ...and so does the sweep
 
 
+@pytest.mark.parametrize(("name", "problem"), [("deep.jsonl", "nested too deeply"),
+                                               ("long_id.jsonl", "a number with too many digits")])
+def test_a_hostile_jsonl_line_is_a_row_problem_not_a_crash(name, problem, inputs, tiny_folders, tmp_path, capsys,
+                                                           isolated_cache, unchanged):
+    code, _out, err = run_cli(["sweep", "--model", tiny_folders["llama"], "--dataset", inputs[name],
+                               "--out", tmp_path / "res.csv", "--linear-spade", "off"], capsys)
+    assert code == 0, err
+    assert f"line 9: invalid JSON ({problem}" in err
+    assert len(load_dataset(inputs[name]).examples) == len(GOOD)
+
+
+def test_exit_curve_refuses_a_length_its_sweep_does_not_use(tiny_lm, inputs, tmp_path, capsys, isolated_cache):
+    result = sv.run_sweep(tiny_lm, load_dataset(inputs["good.jsonl"]), sv.SweepSettings(linear_spade="off"))
+    csv, _meta = result.to_csv(tmp_path / "s.csv")
+    code, _out, err = run_cli(["exit-curve", "--sweep", csv, "--confidence", "spade", "--length", "7"], capsys)
+    assert_one_line_error(code, err, "the sweep has its own prompt lengths (the 'n_tokens' column)")
+    code, out, err = run_cli(["exit-curve", "--sweep", csv, "--confidence", "spade"], capsys)
+    assert code == 0 and "speedup" in out.lower(), err
+
+
 def test_calibrate_json_carries_the_warnings(inputs, tiny_folders, tmp_path, capsys, isolated_cache, unchanged):
     out = tmp_path / "lens.safetensors"
     code, stdout, err = run_cli(["calibrate", "--model", tiny_folders["llama"], "--dataset", inputs["mixed.jsonl"],
@@ -360,9 +410,9 @@ API_CASES = [
     ("tuned steps 2.5", lambda lm, d: _train(lm, steps=2.5), "steps must be a whole number"),
     ("tuned texts str", lambda lm, d: _train(lm, texts="a text, not a list"), "texts must be a list of str"),
     ("tuned texts bytes", lambda lm, d: _train(lm, texts=[b"text"]), "must be text"),
-    ("tuned texts lenient", lambda lm, d: _train(lm, texts=[bytes(range(256)).decode("utf-8", "replace")]),
+    ("tuned text lenient", lambda lm, d: read_calibration_text(bytes(range(256)).decode("utf-8", "replace")),
      "NUL"),
-    ("tuned texts replaced", lambda lm, d: _train(lm, texts=["\ufffd" * 50 + " some text" * 5]),
+    ("tuned text replaced", lambda lm, d: read_calibration_text("\ufffd" * 50 + " some text" * 5),
      "does not look like text"),
     ("lens nan given", lambda lm, d: sv.analyze(lm, "hi", lenses={"linear_spade": _nan_lens(lm)}), "NaN"),
 ]
@@ -402,7 +452,6 @@ def test_a_wrong_shaped_lens_is_refused_not_an_einsum_error(tiny_lm, inputs, unc
 
 def test_a_nan_lens_is_refused_on_load_and_when_given(tiny_lm, inputs, isolated_cache, unchanged):
     from spade_viz.lenses.affine import default_lens_path, find_lens
-    from spade_viz.lenses.tuned import read_calibration_text
 
     with pytest.raises(InputError, match="nan_lens.safetensors: this file holds NaN"):
         AffineLens.load(inputs["nan_lens.safetensors"])

@@ -217,6 +217,9 @@ def split_examples(examples: Sequence, heldout: float, seed: int = 0):
         raise InputError("the held-out share must be between 0 and 1 (e.g. 0.25)")
     ranked = sorted(examples, key=lambda e: hashlib.sha256(f"{seed}:{e.id}".encode()).hexdigest())
     n_held = max(1, int(round(len(ranked) * heldout)))
+    if n_held >= len(ranked):
+        raise InputError(f"a held-out share of {heldout:g} holds out all {len(ranked)} examples, leaving none to fit "
+                         "on: choose a smaller share")
     held = {e.id for e in ranked[:n_held]}
     return [e for e in examples if e.id not in held], [e for e in examples if e.id in held]
 

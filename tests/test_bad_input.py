@@ -18,6 +18,7 @@ import random
 import shutil
 import stat
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -631,6 +632,71 @@ def test_the_dataset_is_tokenized_once_per_file_and_model(tiny_lm, inputs, isola
     load_dataset(inputs["mixed.jsonl"])  # the same file uploaded again: same hash, no new tokenization
     cached_sweep(tiny_lm, load_dataset(inputs["mixed.jsonl"]))
     assert prepared.TOKENIZATIONS == before + 1
+
+
+# ------------------------------------------------------------------ loading models from many threads
+
+
+def _load_at_once(names: list[str]) -> list:
+    """`load_model` of each name, each in its own thread, started together: models or exceptions."""
+    barrier = threading.Barrier(len(names))
+    results: list = [None] * len(names)
+
+    def load(i, name):
+        barrier.wait()
+        try:
+            results[i] = sv.load_model(name)
+        except Exception as err:  # reported by the test
+            results[i] = err
+    threads = [threading.Thread(target=load, args=(i, name)) for i, name in enumerate(names)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def _same_model(a: sv.LoadedModel, b: sv.LoadedModel) -> None:
+    assert a.fingerprint() == b.fingerprint() and a.num_layers == b.num_layers
+    ids = torch.tensor([a.encode("France: Paris\nJapan:")])
+    with torch.no_grad():
+        torch.testing.assert_close(a.model(input_ids=ids).logits, b.model(input_ids=ids).logits, rtol=0, atol=0)
+
+
+def test_concurrent_loads_of_different_models_all_succeed(tiny_folders, tiny_lms):
+    families = sorted(tiny_folders) * 2
+    results = _load_at_once([str(tiny_folders[f]) for f in families])
+    assert all(isinstance(r, sv.LoadedModel) for r in results), results
+    for family, lm in zip(families, results):
+        _same_model(lm, tiny_lms[family])
+
+
+def test_concurrent_loads_of_one_model_wait_and_share_it(tiny_folders):
+    from spade_viz.models import loading
+
+    said, results = [], []
+    name = str(tiny_folders["llama"])
+    with loading._BUILD_LOCK:  # the first load holds on here until all three have asked
+        def load():
+            results.append(sv.load_model(name, progress=lambda _done, _total, message: said.append(message)))
+        threads = [threading.Thread(target=load) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        while said.count(f"Waiting for another load of {name}...") < 2:
+            time.sleep(0.01)
+    for thread in threads:
+        thread.join()
+    assert len(results) == 3 and results[0] is results[1] is results[2]
+    assert not loading._LOADING and sv.load_model(name) is not results[0]  # later loads are new ones
+
+
+@pytest.mark.slow
+def test_concurrent_loads_of_the_default_model_equal_a_single_load(tiny_folders, tiny_lm, default_lm):
+    results = _load_at_once([sv.DEFAULT_MODEL] * 4 + [str(tiny_folders["llama"])])
+    assert all(isinstance(r, sv.LoadedModel) for r in results), results
+    for lm in results[:4]:
+        _same_model(lm, default_lm)
+    _same_model(results[4], tiny_lm)
 
 
 # ------------------------------------------------------------------ server mode's settings

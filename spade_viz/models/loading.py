@@ -43,7 +43,7 @@ from transformers import (
     PreTrainedModel,
 )
 
-from ..errors import InputError, ModelLoadError, check_text
+from ..errors import InputError, ModelLoadError, SpadeVizError, check_text
 from ..progress import Progress, no_progress
 from .registry import Adapter, adapter_for, parameter_counts
 
@@ -530,6 +530,51 @@ def load_model(
         raise InputError("the model name holds a NUL character")
     if not isinstance(dtype, str) or dtype not in DTYPES:
         raise ModelLoadError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    key = (name, str(device), dtype, repr(max_memory), repr(device_map))
+    with _LOADING_LOCK:
+        pending = _LOADING.get(key)
+        owner = pending is None
+        if owner:
+            pending = _LOADING[key] = _Pending()
+    if not owner:  # the same model is loading in another thread: wait for it and share it
+        progress(0, 0, f"Waiting for another load of {name}...")
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        return pending.result
+    try:
+        pending.result = _load(name, device, dtype, progress, max_memory, device_map)
+        return pending.result
+    except SpadeVizError as err:
+        pending.error = type(err)(*err.args)
+        raise
+    except BaseException as err:
+        pending.error = ModelLoadError(f"the load of {name} failed in another thread: {_first_line(err)}")
+        raise
+    finally:
+        with _LOADING_LOCK:
+            del _LOADING[key]
+        pending.done.set()
+
+
+class _Pending:
+    """A load in progress, for the threads that asked for the same model meanwhile."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: LoadedModel | None = None
+        self.error: BaseException | None = None
+
+
+_LOADING: dict[tuple, _Pending] = {}  # (name, device, dtype, max_memory, device_map) -> the load in progress
+_LOADING_LOCK = threading.Lock()
+# transformers builds a model under process-wide patches (the meta device's init contexts swap torch.nn.init
+# functions, PreTrainedModel.init_weights and torch.linspace, and put them back after): two builds at once
+# restore each other's patches ("Cannot copy out of meta tensor"), so models are read one at a time
+_BUILD_LOCK = threading.Lock()
+
+
+def _load(name: str, device, dtype: str, progress: Progress, max_memory, device_map) -> LoadedModel:
     torch_dtype = DTYPES[dtype]
     target_device, placement = _placement(device, max_memory, device_map)
     offload = None
@@ -537,7 +582,8 @@ def load_model(
         offload = _offload_folder()
         placement["offload_folder"] = str(offload)
     try:
-        model, tokenizer = _read_model(name, torch_dtype, placement, progress)
+        with _BUILD_LOCK:
+            model, tokenizer = _read_model(name, torch_dtype, placement, progress)
     except BaseException:
         if offload is not None:
             shutil.rmtree(offload, ignore_errors=True)

@@ -406,6 +406,17 @@ API_CASES = [
     ("cost nan", lambda lm, d: sv.CostModel(1.0, math.nan, 1.0), "finite"),
     ("cost continuation inf", lambda lm, d: sv.CostModel(1.0, 1.0, 1.0, continuation_tokens=math.inf), "finite"),
     ("calibrate ridge nan", lambda lm, d: sv.fit_linear_spade(lm, d, ridge=math.nan, save=False), "finite"),
+    ("analyze target tensor", lambda lm, d: sv.analyze(lm, "hi", target=torch.tensor([1, 2])), "one token id"),
+    ("first_stable_layer nosuch", lambda lm, d: _res(lm).first_stable_layer("nosuch"), "no decoder 'nosuch'"),
+    ("answer_heatmap None", lambda lm, d: sv.viz.answer_heatmap(None), "needs an analysis"),
+    ("answer_heatmap metric", lambda lm, d: sv.viz.answer_heatmap(_res(lm), metric="colour"), "no metric"),
+    ("layer heatmap decoder", lambda lm, d: sv.viz.layer_position_heatmap(_res(lm), decoder="x"), "no decoder"),
+    ("entropy_curves dict", lambda lm, d: sv.viz.entropy_curves({"grids": {}}), "needs an analysis"),
+    ("fit task name", lambda lm, d: sv.fit_linear_spade(lm, "capitals"), "load_builtin('capitals')"),
+    ("checkpoints every 2.5", lambda lm, d: sv.Checkpoints(every=2.5), "whole number"),
+    ("checkpoints layers str", lambda lm, d: sv.Checkpoints(layers="3,5"), "list of layer numbers"),
+    ("real exit prompts str", lambda lm, d: _real_exit(lm, "France: Paris"), "list of PreparedPrompt"),
+    ("real exit ids", lambda lm, d: _real_exit(lm, [_prompt(lm, [5, 6])]), "starting with its start token"),
     ("tuned lr nan", lambda lm, d: _train(lm, lr=math.nan), "lr must be a finite number"),
     ("tuned steps -1", lambda lm, d: _train(lm, steps=-1), "steps must be between 1"),
     ("tuned steps 2.5", lambda lm, d: _train(lm, steps=2.5), "steps must be a whole number"),
@@ -417,6 +428,19 @@ API_CASES = [
      "does not look like text"),
     ("lens nan given", lambda lm, d: sv.analyze(lm, "hi", lenses={"linear_spade": _nan_lens(lm)}), "NaN"),
 ]
+
+
+def _prompt(lm, ids, fingerprint=None):
+    from spade_viz.exit.real import PreparedPrompt
+
+    return PreparedPrompt("p", list(ids), None, None, fingerprint)
+
+
+def _real_exit(lm, prompts):
+    from spade_viz.exit.real import run_real_exit
+
+    lens = AffineLens.identity("linear_spade", lm.num_layers, lm.model.config.hidden_size, lens_meta(lm))
+    return run_real_exit(lm, prompts, lens, 1.0)
 
 
 def _train(lm, texts=("Some calibration text. " * 20,), **kwargs):
@@ -471,6 +495,20 @@ def test_a_nan_lens_is_refused_on_load_and_when_given(tiny_lm, inputs, isolated_
     with pytest.raises(InputError, match="NaN"):
         sv.run_sweep(tiny_lm, load_dataset(inputs["good.jsonl"]), sv.SweepSettings(linear_spade="off"))
     assert read_calibration_text("\ufeffOne.\n\n\nTwo.\n".encode()) == ["One.", "\nTwo.\n"]
+
+
+def test_an_analysis_or_prompts_of_another_model_are_refused(tiny_lms, inputs):
+    from spade_viz.exit.real import prepare_prompts
+
+    llama, qwen = tiny_lms["llama"], tiny_lms["qwen2"]
+    res = sv.analyze(qwen, "France: Paris\nJapan:")
+    with pytest.raises(InputError, match="this analysis is of another model"):
+        sv.retarget(llama, res, " x")
+    prompts = prepare_prompts(qwen, load_dataset(inputs["good.jsonl"]).examples)
+    assert prompts and all(p.fingerprint == qwen.fingerprint() for p in prompts)
+    with pytest.raises(InputError, match="was prepared for another model"):
+        _real_exit(llama, prompts)
+    assert sv.retarget(qwen, res, " x").residuals is res.residuals  # its own model: fine
 
 
 def test_real_exit_refuses_a_nan_threshold(tiny_lm, inputs, unchanged):

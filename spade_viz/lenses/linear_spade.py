@@ -243,6 +243,10 @@ def fit_linear_spade(
     Rows are the answer positions of the training examples (what the sweep and the early exit
     decode); targets are SPADE's final-normed states there, at every layer 0..L-1.
     """
+    if not hasattr(dataset, "examples") or not hasattr(dataset, "name"):
+        hint = f": load it first, e.g. load_builtin({dataset!r})" if isinstance(dataset, str) else ""
+        raise InputError(f"fitting linear SPADE needs a Dataset (load_builtin, load_dataset), not "
+                         f"{type(dataset).__name__}{hint}")
     if save and out is not None:  # a folder or a path under a file: refused before the work, not after
         check_output(out, what="the linear-SPADE file", create_folder=True)
     check_number("the ridge", ridge, 0, low_open=True)

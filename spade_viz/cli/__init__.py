@@ -2,6 +2,10 @@
 
 Every command takes `--model` (default: the embedded default model). Bad input ends with a
 non-zero exit and a one-line reason on stderr, never a traceback.
+
+Threads: torch computes on `min(cores, 4)` threads (`SPADE_VIZ_THREADS=N` sets another count), not
+on every core: two commands running at once on every core each slow each other down many times
+over (bench/cli_threads.py measures it), and past 4 threads these small matrix products gain little.
 """
 
 from __future__ import annotations
@@ -285,10 +289,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+THREADS_ENV = "SPADE_VIZ_THREADS"
+DEFAULT_THREADS = 4
+
+
+def thread_count(environ: dict | None = None) -> int:
+    """The threads torch computes on: SPADE_VIZ_THREADS, else min(usable cores, 4)."""
+    given = (os.environ if environ is None else environ).get(THREADS_ENV, "").strip()
+    if given:
+        if not given.isdigit() or not 1 <= int(given) <= 1024:
+            raise InputError(f"{THREADS_ENV} is a whole number of threads between 1 and 1024, not {given!r}")
+        return int(given)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, DEFAULT_THREADS))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command (``argv``, else the process arguments): exit status 0, 2 on bad input, 130 if interrupted."""
+    import torch
+
     args = build_parser().parse_args(argv)
+    before = torch.get_num_threads()
     try:
+        torch.set_num_threads(thread_count())
         args.run(args)
     except SpadeVizError as err:
         print(f"error: {as_flags(_one_line(err))}", file=sys.stderr)
@@ -306,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unexpected {type(err).__name__}: {_one_line(err)} (a bug: please report it; "
               "SPADE_VIZ_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
+    finally:
+        torch.set_num_threads(before)  # called in a process that goes on (tests, scripts): leave it as it was
     return 0
 
 

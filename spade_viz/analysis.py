@@ -64,6 +64,8 @@ class Analysis:
 
     def first_stable_layer(self, decoder: str) -> int | None:
         """First layer from which the decoder's top-1 equals the final answer and stays equal."""
+        if not isinstance(decoder, str) or decoder not in self.answer:
+            raise InputError(f"this analysis has no decoder {decoder!r}: choose one of {', '.join(self.answer)}")
         top1 = self.answer[decoder].top1[:, 0]
         wrong = np.nonzero(top1 != self.final_answer_id)[0]
         first = int(wrong[-1]) + 1 if len(wrong) else 0
@@ -192,7 +194,11 @@ def resolve_target(lm: LoadedModel, target: str | int | None, default_id: int) -
         if len(target) > _MAX_TARGET_CHARS:  # only its first token counts: no need to tokenize a book
             raise InputError(f"the target is one token; {len(target):,} characters of text is too long")
     if not isinstance(target, str):
-        token_id = int(target.__index__())
+        try:
+            token_id = int(target.__index__())
+        except (TypeError, ValueError, RuntimeError):  # a tensor or array of several numbers
+            raise InputError(f"the target is one token id, not {type(target).__name__} of shape "
+                             f"{tuple(getattr(target, 'shape', ()))}") from None
     elif target.startswith("#") and target[1:].isdigit():
         token_id = int(target[1:])  # "#1234": a raw token id
     else:
@@ -321,8 +327,7 @@ def retarget(lm: LoadedModel, analysis: Analysis, target: str | int | None) -> A
 
     The copy shares the hidden states and every array the target does not change (no tensor copied).
     """
-    if not isinstance(analysis, Analysis):
-        raise InputError(f"retarget needs an Analysis from analyze, not {type(analysis).__name__}")
+    _check_states_fit(lm, analysis, "retarget")
     answer = analysis.answer_position
     with torch.no_grad():
         final_logits = lm.adapter.head(analysis.final_hidden[answer : answer + 1].to(lm.device, lm.dtype))
@@ -348,7 +353,8 @@ def _check_states_fit(lm: LoadedModel, analysis, what: str) -> None:
     """InputError unless `analysis` is an Analysis whose kept states this model can continue."""
     if not isinstance(analysis, Analysis):
         raise InputError(f"{what} needs an Analysis from analyze, not {type(analysis).__name__}")
-    if analysis.num_layers != lm.num_layers or analysis.residuals.shape[-1] != lm.model.config.hidden_size:
+    if analysis.model_name != lm.name or analysis.num_layers != lm.num_layers \
+            or analysis.residuals.shape[-1] != lm.model.config.hidden_size:
         raise InputError(f"this analysis is of another model ({analysis.model_name}), not of {lm.name}")
 
 

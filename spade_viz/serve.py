@@ -16,10 +16,16 @@ Streamlit's own limits). `SPADE_VIZ_SERVE=1` switches it on with safe defaults;
 In server mode visitors pick among `models` only (typed ids and paths are refused, and no message
 names a file), and their own fitted lenses and sweeps stay in their session. Nothing here imports
 Streamlit or torch: `spade_viz.ui` applies it.
+
+The app reads its settings through `ServeSettings.current()`, which never raises: the file is read
+at start and again only when it changes; a version that cannot be used is logged for the operator
+(with the path and the reason) and the last good settings stay, or, when none was ever good, the
+safe server-mode defaults. No visitor sees the path, the reason or the file's text.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -33,6 +39,7 @@ from .errors import InputError
 from .limits import DEFAULT_TOKEN_LIMIT
 
 ENV = "SPADE_VIZ_SERVE"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,11 +62,36 @@ class ServeSettings:
         value = (os.environ if environ is None else environ).get(ENV, "").strip()
         if value in ("", "0", "false", "no"):
             return cls()
-        served = cls(enabled=True, max_upload_mb=5, max_rows=2000, max_prompt_tokens=DEFAULT_TOKEN_LIMIT,
-                     max_sweep_examples=300, max_heavy_jobs=1, visitors_save=False)
         if value in ("1", "true", "yes"):
-            return served
-        return served.with_file(Path(value))
+            return cls.served()
+        return cls.served().with_file(Path(value))
+
+    @classmethod
+    def served(cls) -> ServeSettings:
+        """Server mode's safe defaults."""
+        return cls(enabled=True, max_upload_mb=5, max_rows=2000, max_prompt_tokens=DEFAULT_TOKEN_LIMIT,
+                   max_sweep_examples=300, max_heavy_jobs=1, visitors_save=False)
+
+    @classmethod
+    def current(cls, environ: dict | None = None) -> ServeSettings:
+        """The settings in force (what the app calls on every rerun); never raises. The file is read
+        again only when it changes; one that cannot be used is logged once for the operator and the
+        last good settings of the same source stay (none yet: `served()`)."""
+        value = (os.environ if environ is None else environ).get(ENV, "").strip()
+        stamp = (value, _signature(value))
+        with _CURRENT_LOCK:
+            if _CURRENT.get("stamp") == stamp:
+                return _CURRENT["settings"]
+            try:
+                settings = cls.from_env({ENV: value})
+            except InputError as err:
+                good = _CURRENT.get("settings") if _CURRENT.get("source") == value else None
+                log.error("server settings not applied: %s; %s", err,
+                          "keeping the last good settings" if good else "using the safe server-mode defaults")
+                _CURRENT.update(stamp=stamp, settings=good or cls.served())  # logged once per change
+                return _CURRENT["settings"]
+            _CURRENT.update(source=value, stamp=stamp, settings=settings)
+            return settings
 
     def with_file(self, path: Path) -> ServeSettings:
         """These settings overridden by a TOML file's keys; unknown keys and bad values are errors."""
@@ -98,6 +130,19 @@ class ServeSettings:
     def streamlit_flags(self) -> list[str]:
         """Streamlit's own server settings to match (upload size; XSRF protection on)."""
         return ["--server.maxUploadSize", str(self.max_upload_mb), "--server.enableXsrfProtection", "true"]
+
+
+def _signature(value: str) -> tuple | None:
+    """What moves when the settings file may have changed (None: not a file that can be read)."""
+    try:
+        st = os.stat(value)
+    except (OSError, ValueError):
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
+
+_CURRENT: dict = {}  # source (the variable's value), stamp and settings `current` last returned
+_CURRENT_LOCK = threading.Lock()
 
 
 class JobQueue:

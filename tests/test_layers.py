@@ -74,7 +74,7 @@ def test_the_workflow_is_public(name):
 
 PACKAGE = ROOT / "spade_viz"
 LAYERS = [  # lowest first; a module may import its own layer and the ones below, never above
-    ("spade_viz.errors", "spade_viz.decoders", "spade_viz.limits", "spade_viz.progress"),
+    ("spade_viz.errors", "spade_viz.decoders", "spade_viz.limits", "spade_viz.progress", "spade_viz.files"),
     ("spade_viz.data",),
     ("spade_viz.models",),
     ("spade_viz.engine",),
@@ -202,9 +202,12 @@ def test_every_token_limit_default_is_the_one_constant():
     assert SweepSettings().max_tokens == DEFAULT_TOKEN_LIMIT
     assert serve.ServeSettings.from_env({"SPADE_VIZ_SERVE": "1"}).max_prompt_tokens == DEFAULT_TOKEN_LIMIT
     parser = cli.build_parser()
-    for command in ("analyze", "sweep", "calibrate"):
+    for command in ("analyze", "sweep"):
         assert parser.parse_args([command, "x"] if command == "analyze" else
                                  [command, "--dataset", "capitals"]).max_tokens == DEFAULT_TOKEN_LIMIT
+    # calibrate's is None until linear SPADE is chosen (the tuned lens refuses it), then this default
+    assert parser.parse_args(["calibrate", "--dataset", "capitals"]).max_tokens is None
+    assert {flag: default for flag, _type, default, _help in cli._LINEAR_ONLY}["--max-tokens"] == DEFAULT_TOKEN_LIMIT
 
 
 def _function_level_imports(path: Path) -> list[int]:

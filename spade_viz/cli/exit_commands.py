@@ -21,7 +21,7 @@ from .options import each_tenth, finite_float, load_dataset_noted, say, skipped_
 
 
 def _checkpoint_args(parser: argparse.ArgumentParser, default: str = "all") -> None:
-    parser.add_argument("--checkpoints", default=default,
+    parser.add_argument("--checkpoints", default=None if default == "all" else default,
                         help="where the exit test runs: all (every layer from 1), every:K, from:M, "
                              f"every:K,from:M, or layers:A,B,... (default: {default})" + (
                                  "; also 'calibrated': the layout (and threshold) with the largest speedup within "
@@ -37,6 +37,9 @@ def _cmd_exit_curve(args) -> None:
         raise InputError("--thresholds must be at least 2")
     if not 0 <= args.tolerance < 1:
         raise InputError("--tolerance is a share of examples, between 0 and 1 (0.01 = one point)")
+    if args.cost and args.model:
+        raise InputError("--cost gives the parameter counts, so --model (whose config would give them) is not "
+                         "used: drop one")
     layout = args.checkpoints.strip().lower()
     arrays = ExitArrays.from_csv(args.sweep, default_length=args.length)
     note = None
@@ -94,6 +97,10 @@ def _cmd_real_exit(args) -> None:
     if args.calibrate_split is not None:
         _cmd_calibrated_real_exit(args)
         return
+    if args.shortlist_top is not None:
+        raise InputError("--shortlist-top shapes the confidence that --calibrate-split chooses; without it the "
+                         "saved linear SPADE's own confidence is used: drop --shortlist-top, or add --calibrate-split")
+    args.checkpoints = args.checkpoints or "all"
     if args.threshold is None:
         raise InputError("real-exit needs --threshold, or --calibrate-split to choose it on part of the data")
     notes: list[str] = []
@@ -106,9 +113,11 @@ def _cmd_real_exit(args) -> None:
 
 def _cmd_calibrated_real_exit(args) -> None:
     """`real-exit --calibrate-split S`: every choice on the first part, the measurement on the rest."""
-    if args.threshold is not None or args.lens is not None:
-        raise InputError("with --calibrate-split the lens and the threshold are chosen on the calibration part: "
-                         "drop --threshold and --lens")
+    if args.threshold is not None or args.lens is not None or args.checkpoints is not None:
+        raise InputError("with --calibrate-split the lens, the checkpoints and the threshold are chosen on the "
+                         "calibration part: drop --threshold, --lens and --checkpoints")
+    if args.shortlist_top is None:
+        args.shortlist_top = 10
     dataset, notes = load_dataset_noted(args.dataset)
     if args.limit:
         dataset = dataset.head(args.limit)
@@ -199,7 +208,7 @@ def add_exit_commands(commands, add_model_args) -> None:
     real.add_argument("--batch-size", type=whole(1, 4096), default=64,
                       help="prompts per forward pass, confident ones leaving the batch at their exit: the "
                            "throughput a server sees (default 64); 1 times one prompt's latency")
-    real.add_argument("--shortlist-top", type=whole(0, 1000), default=10,
+    real.add_argument("--shortlist-top", type=whole(0, 1000), default=None,
                       help="with --calibrate-split: the confidence is linear SPADE's entropy over the tokens the "
                            "full model ranks in its top K on the calibration prompts, so a checkpoint reads those "
                            "rows of the unembedding, not all of them (default 10; 0: the whole vocabulary)")

@@ -308,6 +308,19 @@ def _too_many_rows() -> DatasetError:
     return DatasetError(f"The file has more than {MAX_ROWS} rows; the limit is {MAX_ROWS}. Split it.")
 
 
+def _json(text: str) -> Any:
+    """json.loads, where nesting too deep for Python's parser and integers too long for int() are
+    JSONDecodeErrors too (each row's problem, not a crash)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError:  # Python's limit on integer digits (4,300)
+        raise json.JSONDecodeError("a number with too many digits", text, 0) from None
+
+
 def _jsonl_rows(text: str) -> list[_Row]:
     rows: list[_Row] = []
     # Split on "\n" only: str.splitlines() would also split on U+2028 and other
@@ -319,7 +332,7 @@ def _jsonl_rows(text: str) -> list[_Row]:
         if len(rows) >= MAX_ROWS:
             raise _too_many_rows()
         try:
-            obj = json.loads(line)
+            obj = _json(line)
         except json.JSONDecodeError as exc:
             rows.append((lineno, f"invalid JSON ({exc.msg} at column {exc.colno})"))
             continue
@@ -336,7 +349,7 @@ def _jsonl_rows(text: str) -> list[_Row]:
 
 def _json_array_rows(text: str) -> list[_Row]:
     try:
-        data = json.loads(text)
+        data = _json(text)
     except json.JSONDecodeError as exc:
         # Could still be JSONL whose first line starts with '[' -- treat as JSONL.
         try:
@@ -432,7 +445,7 @@ def _parse_choice_cell(cell: str) -> list[Any] | str:
     s = cell.strip()
     if s.startswith("["):
         try:
-            val = json.loads(cell)
+            val = _json(cell)
         except json.JSONDecodeError as exc:
             return f"choices looks like a JSON list but is not valid JSON ({exc.msg})"
         if not isinstance(val, list):

@@ -288,6 +288,9 @@ def _lengths(frame: pd.DataFrame, ex_codes: np.ndarray, n_examples: int, default
             values = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64)
             if np.isnan(values).any() or (values < 1).any():
                 raise SweepFormatError(f"the '{name}' column must hold positive token counts")
+            if default is not None:
+                raise SweepFormatError(f"the sweep has its own prompt lengths (the '{name}' column), so a typical "
+                                       "length (CLI: --length) is not used: drop it")
             lengths = np.zeros(n_examples, dtype=np.int64)
             lengths[ex_codes] = values.astype(np.int64)
             return lengths

@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..errors import InputError, check_number
+from ..errors import InputError, check_int, check_number
 
 
 @dataclass(frozen=True)
@@ -123,10 +123,13 @@ class Checkpoints:
     layers: tuple[int, ...] | None = None
 
     def __post_init__(self):
-        if self.every < 1:
-            raise InputError("checkpoints: the step must be at least 1")
-        if self.start < 0:
-            raise InputError("checkpoints: the first layer must be 0 or more")
+        object.__setattr__(self, "every", check_int("checkpoints: the step", self.every, 1))
+        object.__setattr__(self, "start", check_int("checkpoints: the first layer", self.start, 0))
+        if self.layers is not None:
+            if isinstance(self.layers, (str, bytes)) or not hasattr(self.layers, "__iter__"):
+                raise InputError(f"checkpoints: layers is a list of layer numbers, not {self.layers!r}")
+            object.__setattr__(self, "layers", tuple(check_int("checkpoints: a layer", layer, 0)
+                                                     for layer in self.layers))
 
     def mask(self, num_layers: int) -> np.ndarray:
         """Boolean [L+1]: True at checkpoint layers (never at L, where the model is done anyway)."""

@@ -49,6 +49,7 @@ class PreparedPrompt:
     ids: list[int]
     gold_id: int | None = None
     candidates: list[int] | None = None  # restrict confidence and answer to these tokens
+    fingerprint: str | None = None  # of the model whose tokenizer prepared it (`prepare_prompts`)
 
 
 def prepare_prompts(lm: LoadedModel, examples, max_tokens: int = DEFAULT_TOKEN_LIMIT,
@@ -59,8 +60,28 @@ def prepare_prompts(lm: LoadedModel, examples, max_tokens: int = DEFAULT_TOKEN_L
     prepared, dropped = prepare_examples(lm, examples, max_tokens)
     if skipped is not None:
         skipped.extend(dropped)
-    return [PreparedPrompt(p.id, list(p.token_ids), p.gold_id, list(p.choice_ids) if p.choice_ids else None)
-            for p in prepared]
+    fingerprint = lm.fingerprint()
+    return [PreparedPrompt(p.id, list(p.token_ids), p.gold_id, list(p.choice_ids) if p.choice_ids else None,
+                           fingerprint) for p in prepared]
+
+
+def _check_prompts(lm: LoadedModel, prompts) -> None:
+    """InputError unless `prompts` are PreparedPrompts this model's tokenizer could have made."""
+    if isinstance(prompts, (str, bytes)) or not isinstance(prompts, (list, tuple)):
+        raise InputError(f"prompts is a list of PreparedPrompt (prepare_prompts), not {type(prompts).__name__}")
+    if not prompts:
+        raise InputError("no examples to run")
+    vocab, fingerprint = lm.adapter.lm_head.weight.shape[0], lm.fingerprint()
+    for prompt in prompts:
+        if not isinstance(prompt, PreparedPrompt):
+            raise InputError(f"prompts holds a {type(prompt).__name__}, not a PreparedPrompt (prepare_prompts)")
+        if prompt.fingerprint not in (None, fingerprint):
+            raise InputError(f"prompt {prompt.example_id} was prepared for another model (fingerprint "
+                             f"{prompt.fingerprint}), not {lm.name} ({fingerprint}): prepare_prompts with this model")
+        ids = prompt.ids
+        if not ids or ids[0] != lm.bos_id or not all(isinstance(i, int) and 0 <= i < vocab for i in ids):
+            raise InputError(f"prompt {prompt.example_id} is not token ids of {lm.name} starting with its start "
+                             "token: prepare_prompts with this model")
 
 
 @dataclass
@@ -222,8 +243,7 @@ def run_real_exit(
     batches of prompts of like lengths, from which exited prompts leave (see the module doc).
     `shortlist`: token ids the confidence of prompts without choices is taken over (each checkpoint
     reads S rows of the unembedding, and is charged S)."""
-    if not prompts:
-        raise InputError("no examples to run")
+    _check_prompts(lm, prompts)
     threshold = check_number("the exit threshold (an entropy in nats)", threshold, 0)
     repeats = check_int("repeats", repeats, 1)
     batch_size = check_int("batch_size", batch_size, 1, 4096)

@@ -21,8 +21,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..data.files import atomic_output
 from ..errors import InputError
+from ..files import atomic_output
 from ..models.loading import LoadedModel, cache_dir
 
 KINDS = ("tuned_lens", "linear_spade")
@@ -41,6 +41,7 @@ class AffineLens:
     bias: torch.Tensor
     meta: dict[str, str] = field(default_factory=dict)
     _placed: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _finite: tuple | None = field(default=None, init=False, repr=False, compare=False)  # maps last found finite
 
     @property
     def num_layers(self) -> int:
@@ -102,9 +103,22 @@ class AffineLens:
         if meta.get("format") != "spade-viz-affine-1" or meta.get("kind") not in KINDS:
             raise LensMismatch(f"{Path(path).name} is not a spade-viz lens file")
         lens = cls(meta.pop("kind"), weight, bias, meta)
+        lens.check_finite(f"{Path(path).name}: this file")
         if lm is not None:
             lens.check_matches(lm)
         return lens
+
+    def check_finite(self, what: str | None = None) -> None:
+        """Refuse (CalibrationMismatch) maps holding NaN or an infinity: they would decode every layer to
+        nothing while looking like a lens. Checked once per change of the maps."""
+        key = (id(self.weight), self.weight._version, id(self.bias), self.bias._version)
+        if self._finite == key:
+            return
+        if self.weight.is_floating_point() and self.bias.is_floating_point() and not (
+                torch.isfinite(self.weight).all() and torch.isfinite(self.bias).all()):
+            raise LensMismatch(f"{what or 'this ' + self.kind.replace('_', ' ')} holds NaN or infinite "
+                                      "weights: it is damaged; fit it again")
+        self._finite = key
 
     def check_matches(self, lm: LoadedModel) -> None:
         """Refuse (LensMismatch) a lens fitted on another model: fingerprint and layer count must match."""
@@ -118,6 +132,7 @@ class AffineLens:
         if problem:
             raise LensMismatch(f"this {self.kind.replace('_', ' ')} {problem} for '{lm.name}': the file is "
                                       "damaged or was not written for this model; fit it again")
+        self.check_finite()
 
     def _shape_problem(self, lm: LoadedModel) -> str | None:
         """What is wrong with the maps' shapes for `lm` (weight [L, d_out, d_in], bias [L, d_out]), or None."""

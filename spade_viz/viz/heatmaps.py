@@ -24,6 +24,8 @@ import plotly.graph_objects as go
 from ..decoders import colour as decoder_colour
 from ..decoders import label as decoder_label
 from ..decoders import ordered as ordered_decoders
+from ..errors import InputError
+from .inputs import reads_prompt_layers
 from .style import font_scaled
 from .tokens import html_token, visible_tokens
 
@@ -76,6 +78,12 @@ CLIP_PERCENTILE = 99  # a clipped metric's colour scale ends here, over the laye
 CLIP_WHEN = 1.5  # ... when the largest value is more than this many times that
 
 
+def _metric(metric: object) -> Metric:
+    if not isinstance(metric, str) or metric not in METRICS:
+        raise InputError(f"no metric {metric!r}: choose one of {', '.join(METRICS)}")
+    return METRICS[metric]
+
+
 def _finite(res: PromptLayers, spec: Metric, layers: slice = slice(None)) -> np.ndarray:
     """The metric's finite values over every view of `res` (the grids and the answer columns), flat."""
     values = [spec.values(stats)[layers].ravel() for stats in [*res.grids.values(), *res.answer.values()]]
@@ -83,9 +91,10 @@ def _finite(res: PromptLayers, spec: Metric, layers: slice = slice(None)) -> np.
     return flat[np.isfinite(flat)]
 
 
+@reads_prompt_layers
 def metric_peak(res: PromptLayers, metric: str) -> tuple[float, int]:
     """The largest finite value of the metric over every view of `res`, and its layer ((0, 0) for none)."""
-    spec = METRICS[metric]
+    spec = _metric(metric)
     best, layer = 0.0, 0
     for stats in [*res.grids.values(), *res.answer.values()]:
         values = spec.values(stats)
@@ -95,13 +104,14 @@ def metric_peak(res: PromptLayers, metric: str) -> tuple[float, int]:
     return best, layer
 
 
+@reads_prompt_layers
 def metric_range(res: PromptLayers, metric: str) -> tuple[float, float]:
     """One colour range for every view of `res`, so the two heatmaps can be compared by colour.
 
     A clipped metric (KL to final) ends at the CLIP_PERCENTILE of the layers above 0 when its
     largest value (at layer 0, the embeddings) is more than CLIP_WHEN times that.
     """
-    spec = METRICS[metric]
+    spec = _metric(metric)
     if spec.bounded:
         return 0.0, 1.0
     top = metric_peak(res, metric)[0]
@@ -193,6 +203,7 @@ def _heatmap_trace(res, z, text, custom, spec, zrange, font_px, hover_head, bar_
 
 
 @font_scaled()
+@reads_prompt_layers
 def layer_position_heatmap(
     res: PromptLayers,
     metric: str = "entropy",
@@ -205,7 +216,7 @@ def layer_position_heatmap(
 
     `compact`: for two or three side by side (shorter title and cell text).
     """
-    spec = METRICS[metric]
+    spec = _metric(metric)
     stats = res.grids[decoder]
     start, stop = window or (0, len(res.tokens))
     cols = list(range(start, stop))
@@ -257,6 +268,7 @@ def layer_position_heatmap(
 
 
 @font_scaled()
+@reads_prompt_layers
 def answer_heatmap(
     res: PromptLayers,
     metric: str = "entropy",
@@ -268,7 +280,7 @@ def answer_heatmap(
     Outlined: for each decoder, the layers from which its top-1 equals the model's final answer
     and stays equal.
     """
-    spec = METRICS[metric]
+    spec = _metric(metric)
     names = ordered_decoders(list(decoders) if decoders is not None else res.decoders)
     zrange = zrange or metric_range(res, metric)
     row_px, font_px = _layout_sizes(res.num_layers)

@@ -4,10 +4,13 @@ figures need neither a model nor torch."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
+
+from ..errors import InputError
 
 
 class LayerStats(Protocol):
@@ -45,3 +48,30 @@ class PromptLayers(Protocol):
     def first_stable_layer(self, decoder: str) -> int | None:
         """First layer from which the decoder's top-1 equals the final answer and stays equal."""
         ...
+
+
+_NEEDED = ("num_layers", "tokens", "answer_position", "grids", "answer", "decoders")
+
+
+def reads_prompt_layers(func):
+    """Check a figure builder's first argument (a `PromptLayers`, e.g. an Analysis) and the decoder
+    names it is given (`decoder`, `decoders`, `a`, `b`), with InputError, before any drawing."""
+    @functools.wraps(func)
+    def checked(res, *args, **kwargs):
+        if any(not hasattr(res, name) for name in _NEEDED):
+            raise InputError(f"{func.__name__} needs an analysis (from spade_viz.analyze), not {type(res).__name__}")
+        bound = _signature(func).bind(res, *args, **kwargs)
+        names = [bound.arguments.get(k) for k in ("decoder", "a", "b")] + list(bound.arguments.get("decoders") or [])
+        for name in names:
+            if name is not None and name not in res.grids and name not in res.answer:
+                raise InputError(f"this analysis has no decoder {name!r}: choose one of {', '.join(res.decoders)}")
+        return func(res, *args, **kwargs)
+
+    return checked
+
+
+@functools.cache
+def _signature(func):
+    import inspect
+
+    return inspect.signature(func)

@@ -51,8 +51,11 @@ COPY .streamlit .streamlit/
 # Server mode by default; a settings file mounted at /etc/spade-viz/serve.toml is used when present
 # (the models it names may live in the mounted /models folder).
 ENV PATH=/opt/venv/bin:$PATH SPADE_VIZ_CACHE=/var/cache/spade-viz SPADE_VIZ_SERVE=1 PYTHONUNBUFFERED=1
+# The address Streamlit prints (give the server's name with -e). Unset, it looks its external IP up
+# before serving, which without a network stalls the start by 20 s.
+ENV STREAMLIT_BROWSER_SERVER_ADDRESS=localhost
 USER spade
 EXPOSE 8501
-HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
+HEALTHCHECK --interval=5s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health', timeout=4)"]
 CMD ["sh", "-c", "if [ \"$SPADE_VIZ_SERVE\" = 1 ] && [ -f /etc/spade-viz/serve.toml ]; then export SPADE_VIZ_SERVE=/etc/spade-viz/serve.toml; fi; flags=$(python -m spade_viz.serve) || exit 2; exec streamlit run app.py --server.headless true --server.address 0.0.0.0 --server.port 8501 --browser.gatherUsageStats false --server.fileWatcherType none $flags"]

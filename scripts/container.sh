@@ -151,7 +151,7 @@ test_container() {
   "$DOCKER" run -d --init --name "$NAME" --network "$NETWORK" "${RUN_ARGS[@]}" "$IMAGE" >/dev/null
   ip=$("$DOCKER" inspect -f "{{(index .NetworkSettings.Networks \"$NETWORK\").IPAddress}}" "$NAME")
   url="http://$ip:8501"
-  # Streamlit answers its health endpoint first; Docker's HEALTHCHECK (every 10 s) then says healthy.
+  # Streamlit answers its health endpoint first; Docker's HEALTHCHECK (every 5 s) then says healthy.
   for _ in $(seq 300); do
     if [ -z "$answered" ] && "$python" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)" \
         "$url/_stcore/health" 2>/dev/null; then

@@ -75,6 +75,8 @@ def test_container_serves_the_explore_page():
     proc = subprocess.run(["bash", "scripts/container.sh", "test"], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "PYTHON": sys.executable}, timeout=3000)
     out = proc.stdout + proc.stderr
+    (ROOT / "test-artifacts").mkdir(exist_ok=True)
+    (ROOT / "test-artifacts" / "container-test.log").write_text(out)  # the build, health and test times
     assert proc.returncode == 0, out[-4000:]
     assert "Final answer: ␣Berlin" in out, out
     assert "runs as spade (uid 10001)" in out, out

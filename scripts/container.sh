@@ -50,7 +50,7 @@ ensure_daemon() {
 
 # The Dockerfile's base image: pulled, or else built from Debian's packages under the same tag.
 ensure_base() {
-  local base suite root
+  local base suite root start
   base=$(awk '$1 == "FROM" { print $2; exit }' Dockerfile)
   "$DOCKER" image inspect "$base" >/dev/null 2>&1 && return
   "$DOCKER" pull -q "$base" >/dev/null 2>&1 && return
@@ -61,6 +61,7 @@ ensure_base() {
   command -v debootstrap >/dev/null 2>&1 || die "cannot pull $base, and debootstrap (apt-get install debootstrap) is missing to build it"
   [ "$(id -u)" -eq 0 ] || die "cannot pull $base, and only root can build it with debootstrap"
   echo "cannot pull $base: building it from Debian's packages (debootstrap --variant=minbase $suite)"
+  start=$(now)
   root=$(mktemp -d)
   debootstrap --variant=minbase "$suite" "$root" http://deb.debian.org/debian >"$WORK/debootstrap.log" 2>&1 \
     || { rm -rf "$root"; die "debootstrap failed (log: $WORK/debootstrap.log)"; }
@@ -82,6 +83,7 @@ EOF
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
   tar -C "$root" -c . | "$DOCKER" import --change 'CMD ["bash"]' - "$base" >/dev/null
   rm -rf "$root"
+  echo "built $base in $(since "$start") s"
 }
 
 # Local wheels for the build (the CPU torch wheel where pip finds it locally): copied into the context.

@@ -11,6 +11,13 @@ RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 \
     && rm -rf /var/lib/apt/lists/*
 
+# The pinned dependencies as a requirements file: their layer below is rebuilt only when these change,
+# not at every edit of pyproject.toml.
+FROM base AS requirements
+COPY pyproject.toml /src/
+RUN python3 -c "import tomllib; print(*tomllib.load(open('/src/pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
+    > /requirements.txt
+
 FROM base AS deps
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-venv \
@@ -21,18 +28,15 @@ ENV PATH=/opt/venv/bin:$PATH PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_FIND_LINKS=/whe
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 # The wheel[s] pattern lets the folder be absent.
 COPY build/container/wheel[s] /wheels/
-# The pinned dependencies first, in their own layer: a change to the code does not reinstall them.
-COPY pyproject.toml /src/
+COPY --from=requirements /requirements.txt /tmp/
 RUN --mount=type=secret,id=ca-certificates --mount=type=cache,target=/root/.cache/pip \
     if [ -s /run/secrets/ca-certificates ]; then export PIP_CERT=/run/secrets/ca-certificates; fi \
-    && python -c "import tomllib; print(*tomllib.load(open('/src/pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
-        > /tmp/requirements.txt \
     && pip install -q ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} -r /tmp/requirements.txt
 
 # The package, as a wheel the image installs on top of the dependencies (a change to the code
 # leaves their 1.6 GB layer alone).
 FROM deps AS build
-COPY README.md /src/
+COPY pyproject.toml README.md /src/
 COPY spade_viz /src/spade_viz
 RUN --mount=type=secret,id=ca-certificates --mount=type=cache,target=/root/.cache/pip \
     if [ -s /run/secrets/ca-certificates ]; then export PIP_CERT=/run/secrets/ca-certificates; fi \
@@ -52,7 +56,6 @@ COPY --from=build --chown=spade:spade /var/cache/spade-viz /var/cache/spade-viz
 WORKDIR /app
 COPY app.py ./
 COPY pages pages/
-COPY .streamlit .streamlit/
 # Server mode by default; a settings file mounted at /etc/spade-viz/serve.toml is used when present
 # (the models it names may live in the mounted /models folder).
 ENV PATH=/opt/venv/bin:$PATH SPADE_VIZ_CACHE=/var/cache/spade-viz SPADE_VIZ_SERVE=1 PYTHONUNBUFFERED=1

@@ -92,10 +92,10 @@ with st.expander("Train a tuned lens" if lens is None else "Train the tuned lens
     else:
         upload = st.file_uploader("A plain-text file (UTF-8)", type=["txt", "md"], key="cd_text_upload")
         if upload is not None:
-            texts = [upload.getvalue().decode("utf-8", errors="replace")]
-            if not texts[0].strip():
-                chrome.show_error("The text file is empty.")
-                texts = None
+            try:
+                texts = tuned.read_calibration_text(upload.getvalue(), f"the file {upload.name}")
+            except sv.InputError as err:
+                chrome.show_error(err)
     c3.number_input("Training steps", 1, 5000, step=10, **bind(page, "steps", "cd_steps"),
                     help=f"Each step trains every layer's map on {tuned.DEFAULT_BATCH} random positions.")
     ready = page.text_source == "Text the model writes itself" or texts is not None

@@ -3,7 +3,9 @@
 Opens the Explore page on the default model, picks a preset, runs it, and checks that both
 heatmaps render with one row per layer (31 on the 30-layer default model). Sweeps part of a task
 on the Early-exit page and moves the threshold slider. Screenshots go to
-test-artifacts/ (gitignored). Skipped only when /usr/bin/chromium is absent.
+test-artifacts/ (gitignored). Skipped when no chromium is found (`SPADE_VIZ_CHROMIUM`, else `chromium`
+on PATH: `tests/browser.py` `find_chromium`); under `SPADE_VIZ_REQUIRE_BROWSER=1` (`scripts/test.sh`) a
+missing one fails the run.
 """
 
 from __future__ import annotations

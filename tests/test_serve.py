@@ -188,3 +188,20 @@ def test_a_heavy_job_beyond_the_limit_waits_and_says_so_on_the_page(served):
     waited = [c.value for c in at.caption if c.value.startswith("Waited")]
     assert waited and "number 1 in the queue" in waited[0]
     assert at.get("component_instance")  # ...and then the sweep ran: the slider is there
+
+
+def test_settings_broken_while_serving_keep_the_last_good_ones_and_name_no_file(served, tmp_path):
+    """A serve.toml made malformed while the server runs: visitors go on with the last good settings and
+    see neither its path nor its text (the operator's log says why)."""
+    at = open_page("pages/Explore.py", TIMEOUT)
+    at.session_state["sv_model"] = served[0]
+    at.run()
+    assert not at.exception and not _messages(at)
+    settings = tmp_path / "serve.toml"
+    settings.write_text("models = [unclosed\nmax_models = -3\n")
+    at.run()
+    assert not at.exception, at.exception
+    shown = " ".join(e.value for e in [*at.error, *at.warning, *at.sidebar.error, *at.sidebar.warning])
+    assert str(settings) not in shown and "unclosed" not in shown.lower() and "Traceback" not in shown
+    assert at.sidebar.selectbox(key="sv_model").options == [models.label(m) for m in served]  # still the list
+    assert len(at.get("plotly_chart")) == 4  # the page still works

@@ -93,8 +93,10 @@ def model_pool(capacity: int) -> ModelPool:
 
 
 def serve_settings() -> ServeSettings:
-    """Server mode's settings (`SPADE_VIZ_SERVE`; off: a single user's full powers)."""
-    return ServeSettings.from_env()
+    """Server mode's settings (`SPADE_VIZ_SERVE`; off: a single user's full powers). A settings file
+    that stops parsing while the server runs keeps the last good settings (logged for the operator):
+    no visitor sees its path or text."""
+    return ServeSettings.current()
 
 
 def model_key(lm: sv.LoadedModel) -> ModelKey:

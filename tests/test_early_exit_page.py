@@ -13,6 +13,7 @@ import spade_viz.app.sweeps as app_sweeps
 import spade_viz.sweep as sweep_module
 from apptest import open_page
 from spade_viz.app import models
+from spade_viz.exit import Checkpoints
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 240
@@ -92,7 +93,9 @@ def test_upload_sweep_and_slide(tiny_folders, counting_sweep, isolated_cache):
     assert not others, others  # only the bad-row notice (kept in view), no widget-state warnings
     assert len(at.get("plotly_chart")) >= 2  # per-layer accuracy and agreement (the rest draws in the browser)
 
-    grid = _slider_args(at)["grid"]  # what the browser slider shows at each position
+    args = _slider_args(at)
+    assert any("Only 12 examples" in note and "6 of them" in note for note in args["notes"])  # beside the numbers
+    grid = args["grid"]  # what the browser slider shows at each position
     assert grid["tau"][0] == 0.0 and len(grid["tau"]) == len(grid["accuracy"]) == len(grid["histogram"]) > 100
     assert grid["mean_exit_layer"][0] == 3.0  # threshold 0: nobody exits, the full model answers
     assert len({sum(counts) for counts in grid["histogram"]}) == 1  # every example exits somewhere, once
@@ -138,6 +141,16 @@ def test_builtin_task_and_open_in_explore(tiny_folders, counting_sweep, isolated
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert "Held-out accuracy" in [m.label for m in at.metric]
     assert any("chosen on 76 calibration examples" in c.value for c in at.caption), [c.value for c in at.caption]
+    # its layout and threshold applied to the slider: the controls, the slider and the table take them
+    session = at.session_state["_ee_session"]
+    honest = session.real_exit(next(key for key in session._real_exits if key[-1] == "honest"))
+    at.button(key="ee_honest_apply").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    state, chosen = at.session_state["_ee_page"], Checkpoints.parse(honest.checkpoints)
+    assert (state.every, state.start, state.confidence) == (chosen.every, chosen.start, "linear_spade")
+    assert at.number_input(key="ee_every").value == chosen.every
+    assert _slider_args(at)["value"] == state.tau and abs(state.tau - honest.threshold) <= 0.05
+    assert _examples_heading(at).startswith(f"**Examples at τ = {state.tau:.3f}**")
     # pick an example in the table (as a click would) and open it in the Explore page
     at.session_state["ee_table"] = {"selection": {"rows": [2], "columns": [], "cells": []}}
     at.run()

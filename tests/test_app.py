@@ -20,7 +20,7 @@ from spade_viz import viz
 from spade_viz.app import analyses, datasets, models
 
 ROOT = Path(__file__).resolve().parent.parent
-EXPLORE = str(ROOT / "pages" / "Explore.py")
+EXPLORE = str(ROOT / "pages" / "explore.py")
 TIMEOUT = 180
 
 
@@ -33,7 +33,7 @@ def _specs(at: AppTest) -> list[dict]:
 
 
 def _explore(folder: Path | None) -> AppTest:
-    at = open_page("pages/Explore.py", TIMEOUT)
+    at = open_page("pages/explore.py", TIMEOUT)
     if folder is not None:
         at.session_state["sv_model"] = models.OTHER
         at.session_state["sv_model_path"] = str(folder)
@@ -75,7 +75,7 @@ def test_the_pages_are_declared_once_and_keep_their_addresses():
 
 
 def test_model_picked_in_the_sidebar_text_box(tiny_folder):
-    at = open_page("pages/Explore.py", TIMEOUT)
+    at = open_page("pages/explore.py", TIMEOUT)
     at.session_state["sv_model"] = models.OTHER
     at.run()
     assert not at.exception and not _errors(at)
@@ -269,7 +269,7 @@ def test_another_page_can_send_a_prompt_to_explore(tiny_folder):
     """The contract behind `pages.send_to_explore`: this key, set before Explore runs."""
     from spade_viz.app.pages import SENT_PROMPT
 
-    at = open_page("pages/Explore.py", TIMEOUT)
+    at = open_page("pages/explore.py", TIMEOUT)
     at.session_state["sv_model"] = models.OTHER
     at.session_state["sv_model_path"] = str(tiny_folder)
     at.session_state[SENT_PROMPT] = "Italy: Rome\nSpain:"

@@ -784,7 +784,7 @@ def _early_exit_page(folder: Path):
     from apptest import open_page
     from spade_viz.app import models
 
-    at = open_page("pages/Early_exit.py", 240)
+    at = open_page("pages/early_exit.py", 240)
     at.session_state["sv_model"] = models.OTHER
     at.session_state["sv_model_path"] = str(folder)
     at.run()
@@ -823,7 +823,7 @@ def test_explore_page_refuses_a_file_as_model_and_a_huge_prompt(tiny_folders):
     from apptest import open_page
     from spade_viz.app import models
 
-    at = open_page("pages/Explore.py", 240)
+    at = open_page("pages/explore.py", 240)
     at.session_state["sv_model"] = models.OTHER
     at.session_state["sv_model_path"] = "/etc/passwd"
     at.run()

@@ -67,7 +67,8 @@ def test_explore_page_in_chromium(cache_without_lenses):
             page.locator(".st-key-preset").click()
             page.get_by_role("option", name="Repetition / induction").click()
             page.wait_for_function(HEATMAP_SHOWS_JS, arg="moon")
-            page.locator(".st-key-run button").click()
+            _wait_idle(page)
+            page.locator(".st-key-run button").first.click()
             page.wait_for_function(HEATMAP_SHOWS_JS, arg="moon")
             _wait_idle(page)
 

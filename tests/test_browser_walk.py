@@ -141,9 +141,8 @@ def _set_every(page, every: int) -> None:
     page.get_by_text("Checkpoints and compute accounting").click()  # fold it again
 
 
-def _open_task(page, url: str, task: str) -> None:
-    page.goto(f"{url}/Early_exit")
-    page.get_by_text("how early can the model stop").wait_for()
+def _open_task(page, task: str) -> None:
+    """On the Early-exit page, pick a built-in task (its shipped sweep shows at once)."""
     setup = page.locator("[data-testid='stExpander'] details").filter(has_text="Data, sweep and linear SPADE")
     if not setup.evaluate("(el) => el.open"):  # folded away once a sweep shows
         setup.locator("summary").click()
@@ -162,8 +161,9 @@ def test_walking_the_early_exit_page_keeps_every_view_in_agreement(cache_without
         with chromium_browser() as browser:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.set_default_timeout(WAIT_MS)
-            page.goto(f"{url}/Early_exit")  # a fresh visit opens the first task's shipped sweep
-            page.get_by_text("This sweep shipped with spade-viz").wait_for()
+            page.goto(url)  # a visitor's first visit, then the page list to Early exit
+            page.get_by_text("what is the model about to say").wait_for()
+            _go(page, "Early exit", "This sweep shipped with spade-viz")  # the first task's shipped sweep
             _wait_idle(page)
             opening = _check(page, "the opening view", with_copied_link=True)
 
@@ -233,8 +233,11 @@ def test_every_built_in_task_opens_within_two_points_or_says_so(cache_without_le
         with chromium_browser() as browser:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.set_default_timeout(WAIT_MS)
+            page.goto(url)
+            page.get_by_text("what is the model about to say").wait_for()
+            _go(page, "Early exit", "how early can the model stop")
             for task in ("yes_no", "capitals", "multiple_choice"):
-                _open_task(page, url, task)
+                _open_task(page, task)
                 frame = _frame(page)
                 delta = frame.locator(".metric .delta").first.inner_text()
                 loss = -float(delta.split(" pt")[0]) if delta.startswith("-") else 0.0

@@ -12,7 +12,7 @@ from spade_viz.app import models
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 300
-PAGE = "pages/Compare_decoders.py"
+PAGE = "pages/compare_decoders.py"
 
 
 def _page(folder: Path) -> AppTest:

@@ -51,7 +51,7 @@ def counting_sweep(monkeypatch):
 
 
 def _page(folder: Path) -> AppTest:
-    at = open_page("pages/Early_exit.py", TIMEOUT)
+    at = open_page("pages/early_exit.py", TIMEOUT)
     at.session_state["sv_model"] = models.OTHER
     at.session_state["sv_model_path"] = str(folder)
     return at

@@ -21,7 +21,7 @@ def _specs(at: AppTest) -> list[dict]:
 
 
 def test_the_button_draws_spade_beside_the_logit_lens(tiny_folders, tiny_lms):
-    at = open_page("pages/Explore.py", 180)
+    at = open_page("pages/explore.py", 180)
     at.session_state["sv_model"] = models.OTHER
     at.session_state["sv_model_path"] = str(tiny_folders["qwen2"])
     at.run()

@@ -352,7 +352,7 @@ def test_cli_sweep_on_a_saved_folder(arc_folder, tiny_llama, tmp_path):
 def test_the_app_reads_a_hugging_face_spec(arc_folder, tiny_llama, isolated_cache):
     from spade_viz.app import models
 
-    at = open_page("pages/Early_exit.py", 240)
+    at = open_page("pages/early_exit.py", 240)
     at.session_state["sv_model"] = models.OTHER
     at.session_state["sv_model_path"] = str(tiny_llama)
     at.run()

@@ -14,12 +14,12 @@ from spade_viz import viz
 from spade_viz.app import analyses, datasets, links, models
 
 ROOT = Path(__file__).resolve().parent.parent
-EXPLORE = str(ROOT / "pages" / "Explore.py")
+EXPLORE = str(ROOT / "pages" / "explore.py")
 PARAMS = links.explore_params([p.name for p in datasets.presets()], list(viz.METRICS), analyses.DEFAULT_MAX_TOKENS)
 
 
 def _explore(folder: Path, query: dict) -> AppTest:
-    at = open_page("pages/Explore.py", 180)
+    at = open_page("pages/explore.py", 180)
     at.session_state["sv_model"] = models.OTHER
     at.session_state["sv_model_path"] = str(folder)
     for key, value in query.items():
@@ -81,7 +81,7 @@ def test_a_bad_link_says_so_and_shows_the_defaults(folder):
 
 def test_a_link_to_another_model_waits_for_a_click(folder):
     loads = models.MODEL_LOADS
-    at = open_page("pages/Explore.py", 180)
+    at = open_page("pages/explore.py", 180)
     at.query_params["model"] = "/no/such/linked/model"
     at.query_params["preset"] = datasets.presets()[1].name
     at.session_state["sv_model"] = models.OTHER  # what this visitor's sidebar has: kept, not replaced
@@ -106,7 +106,7 @@ def _slider_value(at) -> float:
 
 def test_early_exit_link_restores_task_limit_layout_and_threshold(tiny_folders, isolated_cache):
     query = {"task": "capitals", "n": "8", "every": "2", "first": "1", "tau": "0.75", "conf": "spade"}
-    at = open_page("pages/Early_exit.py", 240)
+    at = open_page("pages/early_exit.py", 240)
     at.session_state["sv_model"] = models.OTHER
     at.session_state["sv_model_path"] = str(tiny_folders["llama"])
     for key, value in query.items():
@@ -126,7 +126,7 @@ def test_early_exit_link_restores_task_limit_layout_and_threshold(tiny_folders, 
     written = links.decode(dict(at.query_params), links.exit_params(["capitals"], ["linear_spade", "spade"]))
     assert written.state["tau"] == tau and written.state["every"] == 2 and written.state["limit"] == 8
     # a limit beyond the task's size is brought down to it
-    at = open_page("pages/Early_exit.py", 240)
+    at = open_page("pages/early_exit.py", 240)
     at.query_params["task"], at.query_params["n"] = "capitals", "100000"
     at.session_state["sv_model"] = models.OTHER
     at.session_state["sv_model_path"] = str(tiny_folders["llama"])
@@ -135,7 +135,7 @@ def test_early_exit_link_restores_task_limit_layout_and_threshold(tiny_folders, 
 
 
 def test_compare_and_landing_pages_have_a_link(tiny_folders):
-    at = open_page("pages/Compare_decoders.py", 180)
+    at = open_page("pages/compare_decoders.py", 180)
     at.session_state["sv_model"] = models.OTHER
     at.session_state["sv_model_path"] = str(tiny_folders["llama"])
     at.query_params["task"], at.query_params["n"] = "capitals", "5"
@@ -158,11 +158,11 @@ def test_a_link_stays_within_a_servers_limits(tiny_folders, tmp_path, monkeypatc
     settings = tmp_path / "serve.toml"
     settings.write_text(f'models = ["{tiny_folders["llama"]}"]\nmax_prompt_tokens = 64\nmax_sweep_examples = 10\n')
     monkeypatch.setenv("SPADE_VIZ_SERVE", str(settings))
-    at = open_page("pages/Explore.py", 180)
+    at = open_page("pages/explore.py", 180)
     at.query_params["tokens"] = "4000"
     at.run()
     assert not at.exception and at.number_input(key="max_tokens").value == 64
-    at = open_page("pages/Early_exit.py", 180)
+    at = open_page("pages/early_exit.py", 180)
     at.query_params["task"], at.query_params["n"] = "capitals", "100"
     at.run()
     assert not at.exception and at.number_input(key="ee_limit").value == 10

@@ -81,7 +81,7 @@ def test_the_script_is_what_the_pages_read():
 
     assert DEFAULT_LIMIT == PAGE_LIMIT and DataChoice().examples(1000, 1000) == PAGE_LIMIT
     root = Path(__file__).resolve().parent.parent
-    for reader in ("spade_viz/app/sweeps.py", "pages/Compare_decoders.py"):
+    for reader in ("spade_viz/app/sweeps.py", "pages/compare_decoders.py"):
         assert "cached_sweep(lm, subset)" in (root / reader).read_text()
 
 
@@ -96,7 +96,7 @@ def test_the_early_exit_page_opens_a_shipped_sweep_at_once(default_lm, cache_wit
 
     monkeypatch.setattr(sweep_module, "run_sweep", no_sweep)
     monkeypatch.setattr(app_sweeps, "run_sweep", no_sweep)  # the page runs sweeps through the app package
-    at = open_page("pages/Early_exit.py", 300)
+    at = open_page("pages/early_exit.py", 300)
     at.query_params["task"] = "capitals"
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]

@@ -54,7 +54,7 @@ def test_the_tour_has_three_steps_and_is_shown_once(tiny_folders):
 
 
 def test_the_projector_switch_enlarges_every_figure(tiny_folders):
-    at = _at("pages/Explore.py", tiny_folders["llama"]).run()
+    at = _at("pages/explore.py", tiny_folders["llama"]).run()
     plain = [json.loads(c.proto.spec)["layout"] for c in at.get("plotly_chart")]
     at.sidebar.toggle(key="sv_big_fonts").set_value(True).run()
     assert not at.exception
@@ -74,7 +74,7 @@ def test_exports_name_the_model_prompt_and_settings(tiny_folders, monkeypatch):
         return original(self, data_callable, mimetype, coordinates, file_name=file_name, **kwargs)
 
     monkeypatch.setattr(MediaFileManager, "add_deferred", capture)
-    at = _at("pages/Explore.py", tiny_folders["llama"])
+    at = _at("pages/explore.py", tiny_folders["llama"])
     at.run()
     at.selectbox(key="metric").select("top1_prob").run()
     assert not at.exception

@@ -17,7 +17,7 @@ from spade_viz.app import jobs, models
 from spade_viz.serve import JobQueue, ServeSettings
 
 ROOT = Path(__file__).resolve().parent.parent
-EXPLORE = str(ROOT / "pages" / "Explore.py")
+EXPLORE = str(ROOT / "pages" / "explore.py")
 TIMEOUT = 180
 
 
@@ -52,7 +52,7 @@ def test_settings_off_by_default_and_from_a_file(tmp_path):
 
 @pytest.mark.parametrize("typed", ["/etc", "/etc/passwd", "Qwen/Qwen2.5-0.5B", "~/.cache/spade-viz"])
 def test_a_typed_path_or_hub_id_is_refused_naming_no_file(served, typed):
-    at = open_page("pages/Explore.py", TIMEOUT)
+    at = open_page("pages/explore.py", TIMEOUT)
     at.session_state["sv_model"] = models.OTHER  # as a crafted session would: the picker offers no such thing
     at.session_state["sv_model_path"] = typed
     at.session_state["sv_model"] = typed
@@ -66,7 +66,7 @@ def test_a_typed_path_or_hub_id_is_refused_naming_no_file(served, typed):
 
 
 def test_an_allowed_model_loads_and_a_second_session_leaves_the_first_alone(served):
-    first = open_page("pages/Explore.py", TIMEOUT)
+    first = open_page("pages/explore.py", TIMEOUT)
     first.session_state["sv_model"] = served[0]
     first.run()
     assert not first.exception and not _messages(first)
@@ -74,7 +74,7 @@ def test_an_allowed_model_loads_and_a_second_session_leaves_the_first_alone(serv
     shown = [json.loads(chart.proto.spec)["data"][0]["z"] for chart in first.get("plotly_chart")[:1]]
     loads = models.MODEL_LOADS
 
-    second = open_page("pages/Explore.py", TIMEOUT)
+    second = open_page("pages/explore.py", TIMEOUT)
     second.session_state["sv_model"] = served[1]
     second.run()
     assert not second.exception and not _messages(second)
@@ -87,7 +87,7 @@ def test_an_allowed_model_loads_and_a_second_session_leaves_the_first_alone(serv
 
 
 def test_an_oversized_upload_is_refused(served):
-    at = open_page("pages/Early_exit.py", TIMEOUT)
+    at = open_page("pages/early_exit.py", TIMEOUT)
     at.session_state["sv_model"] = served[0]
     at.run()
     at.radio(key="ee_source").set_value("Upload a file").run()
@@ -167,7 +167,7 @@ def test_server_mode_in_chromium_offers_only_the_operators_models(cache_without_
 def test_a_heavy_job_beyond_the_limit_waits_and_says_so_on_the_page(served):
     """Another visitor's sweep holds the server's one heavy-job slot: this visitor's sweep waits for it,
     shown its place in the queue, and then runs."""
-    at = open_page("pages/Early_exit.py", TIMEOUT)
+    at = open_page("pages/early_exit.py", TIMEOUT)
     at.session_state["sv_model"] = served[0]
     at.run()
     at.number_input(key="ee_limit").set_value(6).run()
@@ -193,7 +193,7 @@ def test_a_heavy_job_beyond_the_limit_waits_and_says_so_on_the_page(served):
 def test_settings_broken_while_serving_keep_the_last_good_ones_and_name_no_file(served, tmp_path):
     """A serve.toml made malformed while the server runs: visitors go on with the last good settings and
     see neither its path nor its text (the operator's log says why)."""
-    at = open_page("pages/Explore.py", TIMEOUT)
+    at = open_page("pages/explore.py", TIMEOUT)
     at.session_state["sv_model"] = served[0]
     at.run()
     assert not at.exception and not _messages(at)

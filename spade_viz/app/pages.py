@@ -22,11 +22,11 @@ class PageInfo:
 
 
 HOME = PageInfo("pages/home.py", "Home", ":material/layers:", "")
-EXPLORE = PageInfo("pages/Explore.py", "Explore", ":material/search:", "Explore",
+EXPLORE = PageInfo("pages/explore.py", "Explore", ":material/search:", "Explore",
                    "one prompt, every layer, decoded by the logit lens and by SPADE")
-EARLY_EXIT = PageInfo("pages/Early_exit.py", "Early exit", ":material/fast_forward:", "Early_exit",
+EARLY_EXIT = PageInfo("pages/early_exit.py", "Early exit", ":material/fast_forward:", "Early_exit",
                       "sweep a labelled dataset, then slide the exit threshold and watch accuracy against compute")
-COMPARE = PageInfo("pages/Compare_decoders.py", "Compare decoders", ":material/compare_arrows:",
+COMPARE = PageInfo("pages/compare_decoders.py", "Compare decoders", ":material/compare_arrows:",
                    "Compare_decoders", "logit lens, tuned lens, SPADE and linear SPADE on a dataset, layer by layer")
 PAGES = (HOME, EXPLORE, EARLY_EXIT, COMPARE)
 

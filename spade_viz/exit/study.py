@@ -19,33 +19,6 @@ from .arrays import ExitArrays
 from .cost import Checkpoints, CostModel
 from .simulate import ExitOutcome, ExitSimulator, operating_points
 
-EXPLANATIONS = {
-    "metrics": "Accuracy: share of examples whose exit answer is the gold token. Compute: mean cost of an example "
-               "as a fraction of its own full forward pass. Speedup = 1 / compute. Agreement: share whose exit "
-               "answer equals the full model's answer.",
-    "tradeoff": "Each point of a curve is one threshold: up and left is better. The hybrid exit (SPADE answers at "
-                "the linear-SPADE exit) against the classic exit (logit-lens confidence and answer), SPADE at one "
-                "fixed layer for every example, the full model and an oracle that knows the best layer.",
-    "histogram": "Where the examples leave the network at this threshold; the dark bar holds those never confident "
-                 "enough, answered by the full model.",
-    "layers": "Accuracy of each decoder if every example were read at that layer: how early each one finds the "
-              "answer. SPADE usually gets there many layers before the logit lens.",
-    "points": "The paper's two operating points: the threshold with the best accuracy, and the threshold with the "
-              "largest speedup whose accuracy is within 1 point of the full model's.",
-    "table": "Each example at this threshold; select a row to open its prompt in the Explore page.",
-    "cost": "Compute is counted in block-token units: a block applied to one token, by parameter count. Exit at "
-            "layer l costs l blocks on the whole prompt, L - l blocks on the answer token (the SPADE continuation; "
-            "the paper charges 2 tokens), one unembedding, and per checkpoint passed one linear-SPADE map and one "
-            "unembedding (only the choices' rows when the example has answer choices). Never confident: the full "
-            "pass plus all checkpoint costs.",
-    "real": "Runs the exit for real: the forward pass stops at the exit layer and SPADE continues the answer row "
-            "from there; its wall clock is measured against plain full passes on the same prompts, interleaved. "
-            "In batches, confident prompts leave the batch at their exit (the throughput a server sees); a batch "
-            "of 1 is one prompt's latency, which on a CPU barely drops: a block costs about as much for one row as "
-            "for twenty. The honest run chooses the layout and threshold on half of the examples and measures "
-            "the other half, so its numbers are what new prompts can expect.",
-}
-
 
 @dataclass(frozen=True)
 class ViewKey:

@@ -156,9 +156,11 @@ if target is not None:
                        "the first token of your text.")
 
 spade_grid = None
+sources = (res,)  # the kept objects the figures are drawn from
 if page.spade_grid:  # kept for this prompt, or asked for by a link: computed on the button's press
     spade_grid = analyses.spade_grid(lm, request, page.spade_positions, page.max_tokens, compute=False)
     if spade_grid is not None:
+        sources = (res, spade_grid)
         res = sv.with_grid(lm, res, "spade", spade_grid)
 
 n = len(res.tokens)
@@ -193,19 +195,27 @@ st.markdown(
 
 scale = chrome.font_scale()
 metric = page.metric
-figs = {
-    "heatmap_positions": viz.layer_position_heatmap(res, metric, window=window, zrange=zrange,
-                                                    compact=spade_grid is not None, font_scale=scale),
-    "heatmap_answer": viz.answer_heatmap(res, metric, decoders=drawn, zrange=zrange, font_scale=scale),
-    "entropy_curves": viz.entropy_curves(res, decoders=drawn, font_scale=scale),
-    "target_curves": viz.target_curves(res, decoders=drawn, font_scale=scale),
-}
-if spade_grid is not None:  # the whole prompt by SPADE (and a saved tuned lens) beside the logit lens
-    grid_names = decoders.ordered(res.grids)
-    figs |= {f"heatmap_positions_{name}": viz.layer_position_heatmap(res, metric, window=window, decoder=name,
-                                                                     zrange=zrange, compact=True, font_scale=scale)
-             for name in grid_names if name != "logit_lens"}
-    figs["agreement"] = viz.agreement_heatmap(res, "spade", "logit_lens", window=window, font_scale=scale)
+grid_names = decoders.ordered(res.grids) if spade_grid is not None else []
+
+
+def build_figures() -> dict:
+    """Every figure of this view; built once per analysis and view (`analyses.figures`), not per rerun."""
+    figs = {
+        "heatmap_positions": viz.layer_position_heatmap(res, metric, window=window, zrange=zrange,
+                                                        compact=spade_grid is not None, font_scale=scale),
+        "heatmap_answer": viz.answer_heatmap(res, metric, decoders=drawn, zrange=zrange, font_scale=scale),
+        "entropy_curves": viz.entropy_curves(res, decoders=drawn, font_scale=scale),
+        "target_curves": viz.target_curves(res, decoders=drawn, font_scale=scale),
+    }
+    if spade_grid is not None:  # the whole prompt by SPADE (and a saved tuned lens) beside the logit lens
+        figs |= {f"heatmap_positions_{name}": viz.layer_position_heatmap(
+            res, metric, window=window, decoder=name, zrange=zrange, compact=True, font_scale=scale)
+            for name in grid_names if name != "logit_lens"}
+        figs["agreement"] = viz.agreement_heatmap(res, "spade", "logit_lens", window=window, font_scale=scale)
+    return figs
+
+
+figs = analyses.figures(sources, (metric, window, tuple(drawn), scale), build_figures)
 
 chrome.explain(
     "**Logit lens at every position.** Each row is a layer (0 = the input embeddings, top = the model's "

@@ -181,3 +181,79 @@ def test_real_exit_report_says_when_other_work_ran(tiny_lm):
     with tiny_lm.activity.operation():  # another session's job, running all along
         busy = run_real_exit(tiny_lm, prompts, lens, threshold=2.0, repeats=1)
     assert busy.other_work >= 1
+
+
+def test_sessions_asking_the_store_for_one_analysis_at_once_compute_it_once(tiny_lm):
+    from spade_viz.app import analyses
+
+    store, calls, start = analyses.AnalysisStore(budget_bytes=2**30), [], threading.Barrier(6)
+
+    def compute():
+        calls.append(1)
+        return sv.analyze(tiny_lm, PROMPTS[0])
+
+    got = [None] * 6
+
+    def session(i: int) -> None:
+        start.wait()
+        got[i] = store.get(("one", "key"), compute)
+
+    threads = [threading.Thread(target=session, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1 and all(res is got[0] for res in got)
+    assert _arrays(got[0]) == _arrays(sv.analyze(tiny_lm, PROMPTS[0]))
+    assert not store.pending
+
+
+def test_a_failed_analysis_lets_the_waiting_session_compute_it(tiny_lm):
+    from spade_viz.app import analyses
+
+    store, first_started, release = analyses.AnalysisStore(budget_bytes=2**30), threading.Event(), threading.Event()
+
+    def failing():
+        first_started.set()
+        release.wait()
+        raise sv.InputError("the first session's computation failed")
+
+    outcome = {}
+
+    def first() -> None:
+        try:
+            store.get("k", failing)
+        except sv.InputError as err:
+            outcome["first"] = str(err)
+
+    def second() -> None:
+        outcome["second"] = store.get("k", lambda: sv.analyze(tiny_lm, PROMPTS[1]))
+
+    one = threading.Thread(target=first)
+    one.start()
+    first_started.wait()
+    two = threading.Thread(target=second)
+    two.start()
+    release.set()
+    one.join()
+    two.join()
+    assert outcome["first"] == "the first session's computation failed"
+    assert _arrays(outcome["second"]) == _arrays(sv.analyze(tiny_lm, PROMPTS[1]))
+    assert list(store.entries) == ["k"] and not store.pending
+
+
+def test_figures_are_built_once_per_analysis_and_view(tiny_lm):
+    from spade_viz.app import analyses
+
+    store = analyses.AnalysisStore(budget_bytes=2**30)
+    res = store.get("k", lambda: sv.analyze(tiny_lm, PROMPTS[0]))
+    builds = []
+
+    def build(metric):
+        builds.append(metric)
+        return {"heatmap_answer": sv.viz.answer_heatmap(res, metric)}
+
+    first = store.view((res,), ("entropy",), lambda: build("entropy"))
+    assert store.view((res,), ("entropy",), lambda: build("entropy")) is first  # a rerun: nothing rebuilt
+    other = store.view((res,), ("top1_prob",), lambda: build("top1_prob"))
+    assert builds == ["entropy", "top1_prob"] and other is not first

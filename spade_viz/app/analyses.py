@@ -26,6 +26,7 @@ from .models import model_key, serve_settings
 ANALYSIS_CACHE_ENTRIES = 16
 RETARGET_CACHE_ENTRIES = 32  # per analysis
 SPADE_GRID_ENTRIES = 8
+FIGURE_ENTRIES = 24  # views (an analysis's figures in one metric, window, target...) kept for all sessions
 
 
 def _env_int(name: str, default: int) -> int:
@@ -103,6 +104,8 @@ class AnalysisStore:
         self.lock = threading.Lock()
         self.budget, self.max_entries, self.max_targets = budget_bytes, max_entries, max_targets
         self.entries: OrderedDict[tuple, dict] = OrderedDict()  # key -> {"res", "size", "targets"}
+        self.pending: dict[tuple, threading.Event] = {}  # keys being computed now, set when done
+        self.figures: OrderedDict[tuple, tuple] = OrderedDict()  # (id(res), view) -> (res, figures)
 
     @property
     def nbytes(self) -> int:
@@ -115,19 +118,47 @@ class AnalysisStore:
         return entry["size"] + sum(size for _res, size in entry["targets"].values())
 
     def get(self, key: tuple, compute) -> sv.Analysis:
-        """The analysis under `key`, computed by `compute()` when it is not kept."""
-        with self.lock:
-            entry = self.entries.get(key)
-            if entry is not None:
-                self.entries.move_to_end(key)
-                return entry["res"]
-        res = compute()
-        with self.lock:
-            if key not in self.entries:
+        """The analysis under `key`, computed by `compute()` when it is not kept. Sessions asking for
+        the same key at once wait for the first one's result instead of computing it again (a class
+        opening the same preset costs one analysis); if that computation fails, the next one tries."""
+        while True:
+            with self.lock:
+                entry = self.entries.get(key)
+                if entry is not None:
+                    self.entries.move_to_end(key)
+                    return entry["res"]
+                running = self.pending.get(key)
+                if running is None:
+                    done = self.pending[key] = threading.Event()
+                    break
+            running.wait()  # then look again: kept now, or failed (this session computes)
+        try:
+            res = compute()
+            with self.lock:
                 self.entries[key] = {"res": res, "size": analysis_nbytes(res), "targets": OrderedDict()}
-            self.entries.move_to_end(key)
-            self._evict()
-            return self.entries[key]["res"]
+                self._evict()
+            return res
+        finally:
+            with self.lock:
+                del self.pending[key]
+            done.set()
+
+    def view(self, sources: tuple, view: tuple, build):
+        """`build()` (the figures of the objects `sources` in one view) once per sources and view, for
+        every session and rerun: a rerun that changed no input rebuilds nothing. The last
+        `FIGURE_ENTRIES` views are kept; callers must not change what they get."""
+        key = (tuple(id(source) for source in sources), view)  # the sources are held with the figures,
+        with self.lock:                                         # so their ids stay theirs
+            kept = self.figures.get(key)
+            if kept is not None:
+                self.figures.move_to_end(key)
+                return kept[1]
+        built = build()
+        with self.lock:
+            self.figures[key] = (sources, built)
+            while len(self.figures) > FIGURE_ENTRIES:
+                self.figures.popitem(last=False)
+        return built
 
     def get_target(self, key: tuple, target, compute_base, retarget) -> sv.Analysis:
         """The analysis under `key` retargeted to `target` (`retarget(base)`), kept with its base."""
@@ -158,6 +189,12 @@ class AnalysisStore:
 @st.cache_resource(show_spinner=False)
 def _analysis_store() -> AnalysisStore:
     return AnalysisStore(ANALYSIS_CACHE_MB * 2**20)
+
+
+def figures(sources: tuple, view: tuple, build) -> dict:
+    """The figures `build()` makes of the kept objects `sources` (an analysis, a SPADE grid) in `view`
+    (every other input they read), built once for all sessions."""
+    return _analysis_store().view(sources, view, build)
 
 
 def _analyze(lm: sv.LoadedModel, prompt: str, spade_positions: str, max_tokens: int, lenses: dict):

@@ -146,19 +146,20 @@ subset = dataset.head(int(page.data.limit))
 
 # ------------------------------------------------------------------ 3. the sweep and the comparison
 
-from spade_viz.sweep import cached_sweep, run_sweep  # noqa: E402  (deferred: after the model, like `tuned`)
+from spade_viz.sweep import cached_sweep, run_sweep, shipped_sweep_problem  # noqa: E402  (deferred: after the model)
 
 results: dict = state.setdefault("_cd_results", {})
 key = (models.model_key(lm), lm.fingerprint(), subset.source_hash, None if lens is None else lens.meta.get("created"))
 if key not in results:
-    try:
-        cached = cached_sweep(lm, subset)
+    try:  # a built-in task opens its shipped sweep at once, whatever lenses are saved
+        cached = cached_sweep(lm, subset, fallback_shipped=True)
     except sv.SpadeVizError:
         cached = None
     if cached is not None:
         results[key] = cached
+partial = key in results and bool(results[key].info.get("differs"))  # shipped, without a saved lens's columns
 if st.button("Run the comparison", key="cd_run", type="primary", icon=":material/play_arrow:",
-             disabled=key in results, help="Decodes every example at every layer with each decoder (once per "
+             disabled=key in results and not partial, help="Decodes every example at every layer with each decoder (once per "
                                             "dataset and lens; later visits read the stored result)."):
     bar = st.progress(0.0, text="Decoding every example at every layer…")
     try:
@@ -175,7 +176,15 @@ if st.button("Run the comparison", key="cd_run", type="primary", icon=":material
 
 result = results.get(key)
 if result is None:
-    stop("Press **Run the comparison**: the model reads every example once and each decoder reads every layer.")
+    try:
+        problem = shipped_sweep_problem(lm, subset)
+    except sv.SpadeVizError:
+        problem = None
+    stop("Press **Run the comparison**: the model reads every example once and each decoder reads every layer."
+         + (f" (The shipped comparison cannot be shown: {problem}.)" if problem else ""))
+if result.info.get("precomputed"):
+    st.caption("✓ This comparison shipped with spade-viz (precomputed on this model): shown at once, no model run."
+               + "".join(f" Differs from a run now: {line}." for line in result.info.get("differs", ())))
 
 curves = compare.layer_curves(result.summary())
 table = compare.first_layers(curves)

@@ -102,3 +102,48 @@ def test_the_early_exit_page_opens_a_shipped_sweep_at_once(default_lm, cache_wit
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert any("shipped with spade-viz" in c.value for c in at.caption)
     assert at.get("component_instance")  # the live threshold slider is drawn
+
+
+def _ship(tmp_path, monkeypatch, lm, dataset, settings) -> None:
+    """Ship, as scripts/precompute_sweeps.py does, the sweep of `dataset` made with no saved lens."""
+    shipped = tmp_path / "shipped"
+    key = sweep_cache_key(lm, dataset, settings)
+    sweep_cache.write_entry(shipped, key, run_sweep(lm, dataset, settings, use_cache=False), compressed=True)
+    (shipped / "index.json").write_text(json.dumps({"toy": {"key": key}}))
+    monkeypatch.setattr(sweep_cache, "PRECOMPUTED", shipped)
+    sweep_cache.shipped_sweeps.cache_clear()
+
+
+def test_saved_lenses_keep_the_shipped_sweep_and_say_what_it_lacks(tiny_lm, tmp_path, monkeypatch, isolated_cache):
+    from spade_viz.lenses.affine import default_lens_path
+    from spade_viz.sweep import shipped_sweep_problem
+
+    toy = sv.load_dataset(write_dataset(tmp_path / "toy.jsonl", toy_rows()))
+    other = sv.load_dataset(write_dataset(tmp_path / "other.jsonl", [
+        {"id": f"o{i}", "prompt": f"Count: {i} {i + 1} {i + 2}", "answer": f" {i + 3}"} for i in range(8)]))
+    settings = SweepSettings()
+    _ship(tmp_path, monkeypatch, tiny_lm, toy, settings)
+    try:
+        exact = cached_sweep(tiny_lm, toy, settings)
+        assert exact is not None and exact.info["precomputed"]  # no saved lens: the very key
+        sv.fit_linear_spade(tiny_lm, other, save=True)  # a map fitted on other examples: another key
+        lens, _ = sv.train_tuned_lens(tiny_lm, ["France: Paris", "Japan: Tokyo"], steps=2, batch=2)
+        lens.save(default_lens_path(tiny_lm, "tuned_lens"))
+        assert cached_sweep(tiny_lm, toy, settings) is None  # the key covers the saved lenses
+        shown = cached_sweep(tiny_lm, toy, settings, fallback_shipped=True)
+        assert shown is not None and shown.info["precomputed"]
+        differs = " | ".join(shown.info["differs"])
+        assert "linear SPADE" in differs and "tuned-lens" in differs and "fp32" not in differs
+        assert "tuned_lens" not in shown.decoders
+        for name in exact.decoders:
+            np.testing.assert_array_equal(shown.top1[name], exact.top1[name])
+            np.testing.assert_array_equal(shown.entropy[name], exact.entropy[name])
+        assert shipped_sweep_problem(tiny_lm, toy, settings) is None
+        assert cached_sweep(tiny_lm, toy, SweepSettings(spade_positions="renumbered"), fallback_shipped=True) is None
+        assert "default settings" in shipped_sweep_problem(tiny_lm, toy, SweepSettings(spade_positions="renumbered"))
+        gpt2 = sv.load_model(str(Path(tiny_lm.name).parent / "gpt2"))
+        assert cached_sweep(gpt2, toy, settings, fallback_shipped=True) is None
+        assert "weights differ" in shipped_sweep_problem(gpt2, toy, settings)
+        assert shipped_sweep_problem(tiny_lm, other, settings) is None  # nothing shipped for it
+    finally:
+        sweep_cache.shipped_sweeps.cache_clear()

@@ -6,7 +6,7 @@
 
 from .cache import load_cached, save_cached, sweep_cache_dir
 from .linear_plan import LinearPlan, plan_linear_spade
-from .passes import cached_sweep, run_sweep, sweep_cache_key
+from .passes import cached_sweep, run_sweep, shipped_sweep_problem, sweep_cache_key
 from .results import CSV_COLUMNS, SWEEP_FORMAT, SweepResult, SweepSettings
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "plan_linear_spade",
     "run_sweep",
     "save_cached",
+    "shipped_sweep_problem",
     "sweep_cache_dir",
     "sweep_cache_key",
 ]

@@ -13,6 +13,7 @@ sweep is computed again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -160,3 +161,24 @@ def _shapes_fit(result: SweepResult, lm: LoadedModel | None) -> bool:
     grids = [grid for field_name in ("top1", "entropy", "entropy_vocab", "top1_vocab")
              for grid in getattr(result, field_name).values()]
     return bool(grids) and all(v.shape == (n,) for v in vectors) and all(g.shape == (n, width) for g in grids)
+
+
+@functools.lru_cache(maxsize=1)
+def shipped_sweeps() -> dict[str, dict]:
+    """The shipped sweeps by the content hash of the examples they cover: {"key", "fingerprint",
+    "settings", "decoders"} each (read once: the package data does not change while it runs)."""
+    folder, found = Path(str(PRECOMPUTED)), {}  # (tests that move PRECOMPUTED clear this cache)
+    try:
+        index = json.loads((folder / "index.json").read_text())
+        for entry in index.values():
+            meta = json.loads((folder / f"{entry['key']}.json").read_text())
+            found[meta["dataset_hash"]] = {"key": entry["key"], "fingerprint": meta["fingerprint"],
+                                           "settings": meta["settings"], "decoders": meta["decoders"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return found
+    return found
+
+
+def read_shipped(key: str, lm: LoadedModel | None = None) -> SweepResult | None:
+    """The shipped sweep under `key` (see `read_entry`), or None."""
+    return read_entry(Path(str(PRECOMPUTED)), key, lm)

@@ -37,7 +37,7 @@ from ..lenses.spade import batch_answer_rows
 from ..lenses.stats import logit_stats
 from ..models.loading import LoadedModel, operation
 from ..progress import Progress
-from .cache import cache_key, load_cached, save_cached
+from .cache import cache_key, load_cached, read_shipped, save_cached, shipped_sweeps
 from .linear_plan import LinearPlan, plan_linear_spade
 from .prepared import prepare_dataset
 from .results import SweepResult, SweepSettings
@@ -305,14 +305,56 @@ def _agreed_hit(processes: Processes, key: str, hit: bool) -> bool:
 
 
 def cached_sweep(lm: LoadedModel, dataset, settings: SweepSettings | None = None,
-                 linear_spade_map: AffineLens | str | Path | None = None) -> SweepResult | None:
-    """The cached result `run_sweep` would return, or None; never runs the model."""
+                 linear_spade_map: AffineLens | str | Path | None = None, *,
+                 fallback_shipped: bool = False) -> SweepResult | None:
+    """The cached result `run_sweep` would return, or None; never runs the model.
+
+    `fallback_shipped`: when there is none, the sweep shipped with the package for these examples
+    and settings (computed on a CPU in fp32, linear SPADE cross-fitted, no tuned lens) if it fits this
+    model's weights, whatever lenses are saved: `info["differs"]` then says, one line each, how it
+    differs from what `run_sweep` would compute (a saved lens it lacks, the device or precision);
+    `shipped_sweep_problem` says why none fits.
+    """
     settings = _checked(lm, dataset, settings)
     prepared, _ = prepare_dataset(lm, dataset, settings.max_tokens)
     if not prepared:
         return None
-    plan, _tuned, key = _lenses_and_key(lm, dataset, prepared, settings, linear_spade_map)
-    return _load_for(key, dataset, plan, lm)
+    plan, tuned, key = _lenses_and_key(lm, dataset, prepared, settings, linear_spade_map)
+    result = _load_for(key, dataset, plan, lm)
+    if result is not None or not fallback_shipped:
+        return result
+    shipped = shipped_sweeps().get(dataset.source_hash)
+    if shipped is None or SweepSettings(**shipped["settings"]).key() != settings.key():
+        return None
+    result = read_shipped(shipped["key"], lm)  # None: another model's weights
+    if result is None:
+        return None
+    differs = []
+    if plan.mode == "saved":
+        differs.append("linear SPADE: cross-fitted on these examples, not your saved map (Run the sweep to use it)")
+    if tuned is not None and "tuned_lens" not in result.decoders:
+        differs.append("no tuned-lens column: the saved tuned lens is not in it (Run the sweep to add it)")
+    if lm.device.type != "cpu" or lm.dtype != torch.float32:
+        differs.append(f"computed on a CPU in fp32, this model runs on {lm.device.type} in "
+                       f"{str(lm.dtype).replace('torch.', '')}: the last digits may differ")
+    result.dataset_name = dataset.name
+    result.info = {**(result.info or {}), "precomputed": True, "differs": differs}
+    return result
+
+
+def shipped_sweep_problem(lm: LoadedModel, dataset, settings: SweepSettings | None = None) -> str | None:
+    """Why the sweep shipped for these examples cannot stand in for this model's (one line), or None:
+    none is shipped for them, or one fits (`cached_sweep(..., fallback_shipped=True)` returns it)."""
+    settings = _checked(lm, dataset, settings)
+    shipped = shipped_sweeps().get(dataset.source_hash)
+    if shipped is None:
+        return None
+    if SweepSettings(**shipped["settings"]).key() != settings.key():
+        return "the sweep shipped for these examples used the default settings, not these"
+    if shipped["fingerprint"] != lm.fingerprint():
+        return (f"the sweep shipped for these examples was computed on the default model's fp32 weights; this "
+                f"model's weights differ (another model, or the {str(lm.dtype).replace('torch.', '')} precision)")
+    return None
 
 
 def sweep_cache_key(lm: LoadedModel, dataset, settings: SweepSettings | None = None,

@@ -159,8 +159,9 @@ if key not in results:
         results[key] = cached
 partial = key in results and bool(results[key].info.get("differs"))  # shipped, without a saved lens's columns
 if st.button("Run the comparison", key="cd_run", type="primary", icon=":material/play_arrow:",
-             disabled=key in results and not partial, help="Decodes every example at every layer with each decoder (once per "
-                                            "dataset and lens; later visits read the stored result)."):
+             disabled=key in results and not partial,
+             help="Decodes every example at every layer with each decoder (once per dataset and lens; later visits "
+                  "read the stored result)."):
     bar = st.progress(0.0, text="Decoding every example at every layer…")
     try:
         with jobs.heavy_job("decoding"):  # in server mode a visitor's sweep is not stored for everyone

@@ -30,12 +30,24 @@ TOUR = [  # (title, text, the page that shows it): a first visit's one-minute to
 ]
 
 
+TOUR_COOKIE = "sv_tour"  # "done" once a browser has finished or skipped the tour
+
+
 def tour_step(step: int | str) -> None:
     state["_sv_tour"] = step
 
 
+def remember_tour_done() -> None:
+    """Store in the browser that the tour is done (a cookie the next visit's session reads)."""
+    st.html(f"<script>document.cookie = '{TOUR_COOKIE}=done; max-age=31536000; path=/; SameSite=Lax';</script>",
+            unsafe_allow_javascript=True)
+
+
 st.title("spade-viz: what is the model about to say?")
-step = state.setdefault("_sv_tour", 0)  # once per browser session; "done" after Finish or Skip
+seen = st.context.cookies.get(TOUR_COOKIE) == "done"  # this browser finished or skipped it before
+step = state.setdefault("_sv_tour", "done" if seen else 0)  # once per browser; "done" after Finish or Skip
+if step == "done" and not seen:
+    remember_tour_done()
 if step != "done":
     title, text, shown_on = TOUR[step]
     with st.container(border=True, key="tour"):

@@ -3,8 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-# Server mode (SPADE_VIZ_SERVE=1, or the path of a settings file: README "Serving a class") also sets
-# Streamlit's own upload limit and XSRF protection to match.
-serve_flags=$(.venv/bin/python -m spade_viz.serve)
-# shellcheck disable=SC2086
-exec .venv/bin/streamlit run app.py --server.headless true --browser.gatherUsageStats false $serve_flags "$@"
+# `spade_viz app` loads the model (in server mode, SPADE_VIZ_SERVE=1 or the path of a settings file,
+# every allowed model: README "Serving a class") and analyses a first prompt before the first
+# visitor, prints when it is ready, then serves Streamlit in the same process (headless; server
+# mode also sets Streamlit's upload limit and XSRF protection). Streamlit flags pass through.
+exec .venv/bin/python -m spade_viz app "$@"

@@ -86,6 +86,39 @@ def streamlit_server(timeout: float = 90.0, log_path: Path | None = None):
 
 
 @contextlib.contextmanager
+def warm_server(timeout: float = 300.0, env: dict | None = None, log_path: Path | None = None):
+    """Start the README's server, `python -m spade_viz app` (model loaded and a first prompt analysed
+    before it serves), on a free localhost port; yield (URL, process) once it prints that it is ready;
+    stop it afterwards. Its output goes to `log_path`."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "spade_viz", "app", "--server.port", str(port), "--server.address", "127.0.0.1",
+           "--server.fileWatcherType", "none"]
+    log_path = log_path or Path(os.devnull)
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env or dict(os.environ))
+    try:
+        deadline = time.monotonic() + timeout
+        while log_path == Path(os.devnull) or "spade-viz is ready" not in log_path.read_text(errors="replace"):
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server exited with code {proc.returncode} (log: {log_path})")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the server was not ready within {timeout:.0f} s (log: {log_path})")
+            if log_path == Path(os.devnull):
+                with contextlib.suppress(OSError), urllib.request.urlopen(
+                        f"http://127.0.0.1:{port}/_stcore/health", timeout=2):
+                    break
+            time.sleep(0.3)
+        yield f"http://127.0.0.1:{port}", proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
 def chromium_browser():
     """A headless Debian chromium (Playwright drives it); `new_page()` on it opens a fresh session."""
     from playwright.sync_api import sync_playwright

@@ -63,6 +63,10 @@ def test_the_projector_switch_enlarges_every_figure(tiny_folders):
     for before, after in zip(plain, big):
         assert after["font"]["size"] == pytest.approx(before["font"]["size"] * PROJECTOR_SCALE)
         assert after["height"] > before["height"]
+    root = f"html {{ font-size: {16 * PROJECTOR_SCALE:g}px !important; }}"  # page text, captions, controls
+    assert any(root in m.value for m in at.markdown)
+    at.sidebar.toggle(key="sv_big_fonts").set_value(False).run()
+    assert not any(root in m.value for m in at.markdown)
 
 
 def test_exports_name_the_model_prompt_and_settings(tiny_folders, monkeypatch):

@@ -453,3 +453,13 @@ def test_exit_figures_from_frames():
     assert list(deep.layout.xaxis.ticktext) == ["0", "5", "10", "15", "20", "25", "full"]
     assert list(deep.layout.xaxis.range) == [-0.5, 30.5] and sum(deep.data[0].y) == 3
     assert exit_figures.layer_ticks(32)[1] == ["0", "5", "10", "15", "20", "25", "full"]  # 30 would crowd "full"
+
+
+def test_heatmap_cells_never_cut_the_answer_token(res):
+    """Compact grids cut cell text to 4 characters; the final answer (" Berlin") is shown whole."""
+    fig = viz.layer_position_heatmap(res, "entropy", compact=True)
+    cells = [cell for row in fig.data[0].text for cell in row]
+    whole = html_token(VOCAB[FINAL], max_len=40)
+    assert whole in cells and len(VOCAB[FINAL]) > 4
+    assert not any(cell.startswith(html_token(VOCAB[FINAL], max_len=4)[:-1]) and cell != whole for cell in cells)
+    assert html_token(" Tokyo", max_len=4) in cells or html_token("Germany", max_len=4) in cells  # others are cut

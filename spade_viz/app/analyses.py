@@ -186,9 +186,11 @@ class AnalysisStore:
             total -= self._size(old)
 
 
-@st.cache_resource(show_spinner=False)
+_STORE = AnalysisStore(ANALYSIS_CACHE_MB * 2**20)  # module-level: the warm start fills it before the runtime
+
+
 def _analysis_store() -> AnalysisStore:
-    return AnalysisStore(ANALYSIS_CACHE_MB * 2**20)
+    return _STORE
 
 
 def figures(sources: tuple, view: tuple, build) -> dict:

@@ -29,15 +29,24 @@ def show_error(err: BaseException | str, where=None) -> None:
     (where or st).error(message[:1].upper() + message[1:], icon=":material/error:")
 
 
+_PROJECTOR_STYLE = f"""
+<style>
+/* the projector switch: Streamlit sizes text, captions and controls in rem, so scaling the root
+   scales them all at once, by the figures' own factor */
+html {{ font-size: {16 * PROJECTOR_SCALE:g}px !important; }}
+</style>
+"""
+
+
 def page_style() -> None:
-    """The shared CSS (drawn once per run by `app.py`)."""
-    st.markdown(_STYLE, unsafe_allow_html=True)
+    """The shared CSS (drawn once per run by `app.py`); larger throughout with the projector switch on."""
+    st.markdown(_STYLE + (_PROJECTOR_STYLE if font_scale() != 1.0 else ""), unsafe_allow_html=True)
 
 
 def display_options(where) -> None:
     """The shared presentation switch (`font_scale`): larger figure fonts for a projector."""
     where.toggle("Larger fonts (projector)", key=PROJECTOR_KEY, persist_state="session",
-                 help="Every figure's text, ticks and legends larger, for the back of a lecture room.")
+                 help="Page text, captions, controls and every figure larger, for the back of a lecture room.")
 
 
 def font_scale() -> float:

@@ -86,10 +86,16 @@ def _release(lm: sv.LoadedModel) -> None:
         torch.cuda.empty_cache()
 
 
-@st.cache_resource(show_spinner=False)
+_POOLS: dict[int, ModelPool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
 def model_pool(capacity: int) -> ModelPool:
-    """The process's one pool (per capacity), shared by every session."""
-    return ModelPool(capacity)
+    """The process's one pool (per capacity), shared by every session. A module-level object, not an
+    `st.cache_resource`: the warm start (`spade-viz app`) fills it before Streamlit's runtime exists,
+    and the sessions must get that very pool."""
+    with _POOLS_LOCK:
+        return _POOLS.setdefault(int(capacity), ModelPool(capacity))
 
 
 def serve_settings() -> ServeSettings:

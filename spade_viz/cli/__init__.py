@@ -286,6 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.set_defaults(run=_cmd_calibrate)
 
     add_exit_commands(commands, _add_model_args)  # exit-curve, real-exit
+
+    app = commands.add_parser("app", help="warm up (model, first analysis), then serve the Streamlit app in this "
+                                          "process; Streamlit's own flags follow (--server.port 8502)")
+    app.set_defaults(run=None)  # served by the app layer (`spade_viz.app.command`), which hands itself in
     return parser
 
 
@@ -304,15 +308,25 @@ def thread_count(environ: dict | None = None) -> int:
     return max(1, min(cores, DEFAULT_THREADS))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run one command (``argv``, else the process arguments): exit status 0, 2 on bad input, 130 if interrupted."""
+def main(argv: list[str] | None = None, app=None) -> int:
+    """Run one command (``argv``, else the process arguments): exit status 0, 2 on bad input, 130 if interrupted.
+
+    `app(streamlit_flags)` serves the `app` command (the Streamlit layer sits above this one)."""
     import torch
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "app":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(thread_count())
-        args.run(args)
+        if args.command == "app":
+            if app is None:
+                raise InputError("the app command runs as `spade-viz app` or `python -m spade_viz app`")
+            app(extra)
+        else:
+            args.run(args)
     except SpadeVizError as err:
         print(f"error: {as_flags(_one_line(err))}", file=sys.stderr)
         return 2

@@ -257,3 +257,5 @@ def test_figures_are_built_once_per_analysis_and_view(tiny_lm):
     assert store.view((res,), ("entropy",), lambda: build("entropy")) is first  # a rerun: nothing rebuilt
     other = store.view((res,), ("top1_prob",), lambda: build("top1_prob"))
     assert builds == ["entropy", "top1_prob"] and other is not first
+    ref = store.figures[((id(res),), ("entropy",))][0][0]
+    assert ref() is res  # held weakly: the figures do not keep the analysis alive

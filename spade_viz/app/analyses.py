@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections import OrderedDict
 
 import numpy as np
@@ -105,7 +106,7 @@ class AnalysisStore:
         self.budget, self.max_entries, self.max_targets = budget_bytes, max_entries, max_targets
         self.entries: OrderedDict[tuple, dict] = OrderedDict()  # key -> {"res", "size", "targets"}
         self.pending: dict[tuple, threading.Event] = {}  # keys being computed now, set when done
-        self.figures: OrderedDict[tuple, tuple] = OrderedDict()  # (id(res), view) -> (res, figures)
+        self.figures: OrderedDict[tuple, tuple] = OrderedDict()  # (source ids, view) -> (weak refs, figures)
 
     @property
     def nbytes(self) -> int:
@@ -146,16 +147,18 @@ class AnalysisStore:
     def view(self, sources: tuple, view: tuple, build):
         """`build()` (the figures of the objects `sources` in one view) once per sources and view, for
         every session and rerun: a rerun that changed no input rebuilds nothing. The last
-        `FIGURE_ENTRIES` views are kept; callers must not change what they get."""
-        key = (tuple(id(source) for source in sources), view)  # the sources are held with the figures,
-        with self.lock:                                         # so their ids stay theirs
+        `FIGURE_ENTRIES` views are kept, holding their sources weakly (figures never keep an analysis
+        the byte budget dropped); callers must not change what they get."""
+        key = (tuple(id(source) for source in sources), view)
+        with self.lock:
             kept = self.figures.get(key)
-            if kept is not None:
+            if kept is not None and all(ref() is source for ref, source in zip(kept[0], sources)):
                 self.figures.move_to_end(key)
                 return kept[1]
         built = build()
-        with self.lock:
-            self.figures[key] = (sources, built)
+        with self.lock:  # weak references: an id reused by a newer object is told apart
+            self.figures[key] = (tuple(weakref.ref(source) for source in sources), built)
+            self.figures.move_to_end(key)
             while len(self.figures) > FIGURE_ENTRIES:
                 self.figures.popitem(last=False)
         return built

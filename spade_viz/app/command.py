@@ -11,6 +11,7 @@ sessions run side by side on the cores.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -86,7 +87,11 @@ def serve(streamlit_flags: list[str]) -> None:
     settings = ServeSettings.from_env()  # bad server-mode settings: InputError before any work
     script = app_script()
     started = time.perf_counter()
+    quiet = logging.getLogger("streamlit.runtime.caching.cache_data_api")  # "no runtime yet": expected here
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     warm_up(settings, say=lambda line: print(line, flush=True))
+    quiet.setLevel(level)
     print(f"warm in {time.perf_counter() - started:.1f} s; starting the server", flush=True)
     from streamlit.web import cli as streamlit_cli  # deferred: only this command serves
 

@@ -152,11 +152,9 @@ def _hover_top(res: PromptLayers, stats: LayerStats, cols: Sequence[int]) -> np.
 
 
 def _cell_text(res: PromptLayers, top1: np.ndarray, max_len: int) -> np.ndarray:
-    """Each cell's top-1 token, cut to `max_len` characters, except the model's final answer: the token
-    a class looks for is never cut (it may run over its cell's edge)."""
+    """Each cell's top-1 token cut to `max_len` characters, but the final answer, which a class looks for."""
     answer = getattr(res, "final_answer_id", None)
-    names = {int(i): html_token(res.token(int(i)), max_len=max(max_len, 40) if i == answer else max_len)
-             for i in np.unique(top1)}
+    names = {int(i): html_token(res.token(int(i)), max_len=40 if i == answer else max_len) for i in np.unique(top1)}
     return np.vectorize(lambda i: names[int(i)], otypes=[object])(top1)
 
 

@@ -81,8 +81,8 @@ def test_the_script_is_what_the_pages_read():
 
     assert DEFAULT_LIMIT == PAGE_LIMIT and DataChoice().examples(1000, 1000) == PAGE_LIMIT
     root = Path(__file__).resolve().parent.parent
-    for reader in ("spade_viz/app/sweeps.py", "pages/compare_decoders.py"):
-        assert "cached_sweep(lm, subset)" in (root / reader).read_text()
+    assert "cached_sweep(lm, subset)" in (root / "spade_viz/app/sweeps.py").read_text()
+    assert "cached_sweep(lm, subset, fallback_shipped=True)" in (root / "pages/compare_decoders.py").read_text()
 
 
 def test_the_early_exit_page_opens_a_shipped_sweep_at_once(default_lm, cache_without_lenses, monkeypatch):

@@ -4,6 +4,9 @@ change each other's model, wait their turn for heavy jobs, and meet the upload l
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,6 +17,7 @@ from streamlit.testing.v1 import AppTest
 import spade_viz as sv
 from apptest import open_page
 from spade_viz.app import jobs, models
+from spade_viz.cli import main
 from spade_viz.serve import JobQueue, ServeSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -205,3 +209,13 @@ def test_settings_broken_while_serving_keep_the_last_good_ones_and_name_no_file(
     assert str(settings) not in shown and "unclosed" not in shown.lower() and "Traceback" not in shown
     assert at.sidebar.selectbox(key="sv_model").options == [models.label(m) for m in served]  # still the list
     assert len(at.get("plotly_chart")) == 4  # the page still works
+
+
+@pytest.mark.slow  # a fresh interpreter importing the engine
+def test_the_app_command_refuses_bad_settings_in_one_line_before_any_work(tmp_path):
+    env = {**os.environ, "SPADE_VIZ_SERVE": str(tmp_path / "missing.toml")}
+    done = subprocess.run([sys.executable, "-m", "spade_viz", "app"], capture_output=True, text=True, env=env,
+                          cwd=Path(__file__).resolve().parent.parent, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1
+    assert main(["app"]) == 2  # the CLI alone cannot serve: it says how to start the app

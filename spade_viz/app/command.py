@@ -95,7 +95,9 @@ def serve(streamlit_flags: list[str]) -> None:
     print(f"warm in {time.perf_counter() - started:.1f} s; starting the server", flush=True)
     from streamlit.web import cli as streamlit_cli  # deferred: only this command serves
 
-    flags = ["--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    # No source watcher: it walks every imported module (torch, transformers) after each new session's
+    # first run, the largest part of a session's own server CPU; `--server.fileWatcherType auto` brings it back.
+    flags = ["--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
     flags += settings.streamlit_flags() if settings.enabled else []
     threading.Thread(target=_say_when_serving, daemon=True).start()
     streamlit_cli.main(args=["run", str(script), *flags, *streamlit_flags], prog_name="streamlit",

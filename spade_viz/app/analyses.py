@@ -3,8 +3,9 @@
 Analyses are kept by (model, prompt, SPADE positions, token limit, saved lenses) in one store per
 process (`SPADE_VIZ_CACHE_MB`, default 256); changing the target re-decodes the answer position
 from the kept hidden states (`sv.retarget`, sharing them), never the whole model. SPADE at every
-position is kept beside them. `ANALYSIS_RUNS` counts real forward passes (tests use it to prove a
-view change did not recompute).
+position is kept beside them. Sessions asking for the same analysis at once compute it once, and
+each view's figures are built once for all sessions. `ANALYSIS_RUNS` counts real forward passes
+(tests use it to prove a view change did not recompute).
 """
 
 from __future__ import annotations

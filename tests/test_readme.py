@@ -20,6 +20,8 @@ FLAG = re.compile(r"(?<![\w-])--[a-zA-Z][\w.-]*")
 # flags the README gives to other programs, and the word that names that program in the same paragraph
 OTHER_PROGRAMS = {
     "--server.address": "scripts/start.sh",  # passed on to `streamlit run`
+    "--server.port": "scripts/start.sh",
+    "--tabs": "bench/class_load.py",
     "--standalone": "torchrun", "--nproc-per-node": "torchrun", "--nnodes": "torchrun", "--node-rank": "torchrun",
     "--rdzv-endpoint": "torchrun",
     "--multi_gpu": "accelerate", "--num_processes": "accelerate", "--cpu": "accelerate",

@@ -158,7 +158,7 @@ def main() -> None:
         lm = sv.load_model(sv.DEFAULT_MODEL)
         upload = tiled_upload(lm, args.examples, Path(folder))
         imports = import_seconds()
-        with streamlit_server(timeout=120) as url:  # fresh: nothing loaded yet
+        with streamlit_server(timeout=120, warm=False) as url:  # fresh: nothing loaded yet
             landing, heatmap = first_paint(url)
             latencies, table = slider(url, upload, args.examples, args.presses)
     print(f"first paint (landing page, fresh server): {landing:.0f} ms; first Explore heatmap: {heatmap / 1000:.1f} s "

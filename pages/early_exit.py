@@ -107,17 +107,18 @@ examples = subset.examples
 with setup_area:
     saved_lens = sweeps.linear_spade(lm)
     study_key = sweeps.study_key(lm, dataset, page.data.limit, saved_lens)
-    sweeps.find_sweep(session, study_key, lm, subset)
+    sweeps.find_sweep(session, study_key, lm, subset, saved_lens)
     sweeps.controls(session, study_key, lm, subset, saved_lens)
 study = session.get(study_key)
 if study is None:
     with setup_area:
         stop("Press **Run the sweep**: it runs the model once over these examples; afterwards the threshold "
-             "slider needs no model at all.")
+             "slider needs no model at all." + sweeps.missing_sweep_reason(lm, subset))
 with setup_area:
     if session.shipped(study_key):
         st.caption("✓ This sweep shipped with spade-viz (precomputed on this model, same settings and examples): "
-                   "the slider is ready at once, no model run.")
+                   "the slider is ready at once, no model run."
+                   + "".join(f" Differs from a run now: {line}." for line in sweeps.differences(study_key)))
     if study.skipped:
         with st.expander(f"{len(study.skipped)} examples were skipped by the sweep"):
             st.code("\n".join(f"{i}: {why}" for i, why in study.skipped), language=None)

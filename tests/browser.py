@@ -50,13 +50,18 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def streamlit_server(timeout: float = 90.0, log_path: Path | None = None):
-    """Start `streamlit run app.py` on a free localhost port; yield its URL; stop it afterwards."""
+def streamlit_server(timeout: float = 90.0, log_path: Path | None = None, warm: bool = True):
+    """Start the app on a free localhost port; yield its URL once it answers; stop it afterwards.
+
+    `warm`: as the README's start command does (`python -m spade_viz app`: the model loaded and a first
+    prompt analysed before the server answers); otherwise a bare `streamlit run app.py`."""
     port = free_port()
     streamlit = Path(sys.executable).with_name("streamlit")
-    cmd = [str(streamlit) if streamlit.exists() else shutil.which("streamlit") or "streamlit", "run", "app.py",
-           "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+    where = ["--server.port", str(port), "--server.address", "127.0.0.1"]
+    cmd = ([sys.executable, "-m", "spade_viz", "app", *where] if warm else
+           [str(streamlit) if streamlit.exists() else shutil.which("streamlit") or "streamlit", "run", "app.py",
+            "--server.headless", "true", *where, "--browser.gatherUsageStats", "false",
+            "--server.fileWatcherType", "none"])
     log = open(log_path or os.devnull, "w")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
     url = f"http://127.0.0.1:{port}"

@@ -93,7 +93,12 @@ def serve(streamlit_flags: list[str]) -> None:
     warm_up(settings, say=lambda line: print(line, flush=True))
     quiet.setLevel(level)
     print(f"warm in {time.perf_counter() - started:.1f} s; starting the server", flush=True)
-    from streamlit.web import cli as streamlit_cli  # deferred: only this command serves
+    from streamlit.runtime.pages_manager import PagesManager  # deferred: only this command serves
+    from streamlit.web import cli as streamlit_cli
+
+    # The pages are declared by st.navigation in app.py. Streamlit would take pages/ for a page list of
+    # its own until app.py first runs, and the first visitor's direct link would see "Page not found".
+    PagesManager.uses_pages_directory = False
 
     # No source watcher: it walks every imported module (torch, transformers) after each new session's
     # first run, the largest part of a session's own server CPU; `--server.fileWatcherType auto` brings it back.

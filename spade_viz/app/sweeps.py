@@ -13,11 +13,12 @@ from ..exit import CostModel
 from ..exit.session import ExitSession
 from ..lenses.affine import AffineLens, find_lens
 from ..lenses.linear_spade import fit_linear_spade
-from ..sweep import cached_sweep, run_sweep
+from ..sweep import cached_sweep, run_sweep, shipped_sweep_problem
 from . import chrome, jobs
 from .models import model_key, serve_settings
 
 OWN_LENSES = "_ee_own_lens"  # server mode: a visitor's fitted linear SPADE stays in their session
+DIFFERS = "_ee_differs"  # per study: what a shipped sweep shown in its place lacks
 
 
 def linear_spade(lm: sv.LoadedModel) -> AffineLens | None:
@@ -35,16 +36,32 @@ def study_key(lm: sv.LoadedModel, dataset, limit: int, lens: AffineLens | None) 
             None if lens is None else lens.meta.get("created", "saved"))
 
 
-def find_sweep(session: ExitSession, key: Hashable, lm: sv.LoadedModel, subset) -> None:
-    """Put a sweep of exactly these examples into `session` when one is on disk or shipped (no model run)."""
+def find_sweep(session: ExitSession, key: Hashable, lm: sv.LoadedModel, subset, lens: AffineLens | None) -> None:
+    """Put a sweep of these examples into `session` when one is on disk or shipped (no model run). A
+    built-in task's shipped sweep is shown whatever lenses are saved; what it lacks is kept to say so."""
     if key in session:
         return
     try:
-        cached = cached_sweep(lm, subset)
+        cached = cached_sweep(lm, subset, linear_spade_map=lens, fallback_shipped=True)
     except sv.SpadeVizError:
         return
     if cached is not None:
+        st.session_state.setdefault(DIFFERS, {})[key] = list(cached.info.get("differs", ()))
         session.add_sweep(key, cached, CostModel.from_lm(lm), shipped=bool(cached.info.get("precomputed")))
+
+
+def missing_sweep_reason(lm: sv.LoadedModel, subset) -> str:
+    """Why no shipped sweep can stand in for this one ('' when none was expected)."""
+    try:
+        problem = shipped_sweep_problem(lm, subset)
+    except sv.SpadeVizError:
+        return ""
+    return f" (The shipped sweep cannot be shown: {problem}.)" if problem else ""
+
+
+def differences(key: Hashable) -> list[str]:
+    """What the shipped sweep shown for `key` lacks against a run now (empty: nothing)."""
+    return st.session_state.get(DIFFERS, {}).get(key, [])
 
 
 def controls(session: ExitSession, key: Hashable, lm: sv.LoadedModel, subset, lens: AffineLens | None) -> None:
@@ -73,13 +90,14 @@ def controls(session: ExitSession, key: Hashable, lm: sv.LoadedModel, subset, le
             bar.empty()
             st.rerun()
     if run_col.button("Run the sweep", key="ee_run", type="primary", icon=":material/play_arrow:",
-                      disabled=key in session,
+                      disabled=key in session and not differences(key),
                       help="Decodes every example at every layer with each decoder (done once per dataset)."):
         bar = st.progress(0.0, text="Sweeping…")
         try:
             with jobs.heavy_job("sweeping"):  # in server mode a visitor's sweep is not stored for everyone
                 result = run_sweep(lm, subset, use_cache=serve.visitors_save, linear_spade_map=lens,
                                    progress=jobs.bar_progress(bar, "Sweeping"))
+            st.session_state.get(DIFFERS, {}).pop(key, None)
             session.add_sweep(key, result, CostModel.from_lm(lm))
         except sv.SpadeVizError as err:
             chrome.show_error(err)

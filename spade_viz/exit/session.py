@@ -192,6 +192,8 @@ class ExitSession:
         study = self.add(key, ExitArrays.from_sweep(result), cost, list(result.skipped))
         if shipped:
             self._shipped.add(key)
+        else:
+            self._shipped.discard(key)
         return study
 
     def shipped(self, key: Hashable) -> bool:

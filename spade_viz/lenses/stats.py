@@ -59,17 +59,7 @@ def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.einsum(f"{letters}v,{''.join(letters[i] for i in kept)}v->{letters}", a, b)
 
 
-def _target_rank(logprobs, target_logprob, top, target_ids) -> torch.Tensor:
-    """1 + the number of tokens more probable than the target, per row.
-
-    Where every row's target is among its top-k, every token above it is too, so the top-k values
-    give the exact count. Otherwise one comparison over the whole [..., V] block counts all rows at
-    once (int32 sums: half the time of int64); picking out only the rows that need it first copies
-    them, which measured slower than counting every row.
-    """
-    if (top.indices == target_ids).any(-1).all():
-        return (top.values > target_logprob).sum(-1) + 1
-    return (logprobs > target_logprob).sum(-1, dtype=torch.int32).long() + 1
+_BLOCK_ELEMENTS = 1 << 20  # float32 logits per block of rows: ~4 MiB, so every pass reads it from cache
 
 
 def distribution_stats(
@@ -77,27 +67,72 @@ def distribution_stats(
 ) -> dict[str, torch.Tensor]:
     """Stats of softmax(logits) per row. logits [..., V]; final_logprobs and target_ids broadcast to it.
 
-    Few passes over the vocabulary: the log-softmax, its exponent, two row dot products (entropy
-    and KL), top-k and the rank count (each the fastest form measured on CPU).
+    Fused and chunked: the rows go in blocks of about `_BLOCK_ELEMENTS` values, split along the
+    second-to-last dimension (a grid's positions, every layer at once, so a block reads each
+    position's final distribution once), and each block goes through every statistic while it is in
+    cache: max, shifted exponent, entropy, top-k, target and rank, KL. Whole-tensor passes over a
+    [layers, positions, vocab] block are memory-bound and cost more than the unembedding product;
+    in blocks they cost a fraction. bf16/fp16 logits are read as float32 block by block.
     KL(final || p) = sum_v f_v (log f_v - log p_v) = -H(final) - <f, log p>.
     """
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
-    entropy = -_rowdot(logprobs.exp(), logprobs)
+    shape, vocab = logits.shape[:-1], logits.shape[-1]
+    outer, width = shape[:-1].numel(), (shape[-1] if shape else 1)
+    logits = logits.reshape(outer, width, vocab)  # a view of a product's output
+    device = logits.device
+    final_logprobs = final_logprobs.to(device, torch.float32)
+    full = final_logprobs.dim() > 2  # one final distribution per row: sliced like the logits
+    if full:
+        final_logprobs = final_logprobs.expand(*shape, vocab).reshape(outer, width, vocab)
     final_probs = final_logprobs.exp()
     final_entropy = -(final_probs * final_logprobs).sum(-1)
-    kl = -final_entropy - _rowdot(logprobs, final_probs)
-    top = logprobs.topk(k, dim=-1)
-    target_ids = target_ids.to(logits.device).expand(logits.shape[:-1]).unsqueeze(-1)
-    target_logprob = logprobs.gather(-1, target_ids)
-    rank = _target_rank(logprobs, target_logprob, top, target_ids)
-    return {
-        "top_ids": top.indices,
-        "top_probs": top.values.exp(),
-        "entropy": entropy,
-        "kl_to_final": kl.clamp_min(0.0),
-        "target_prob": target_logprob.squeeze(-1).exp(),
-        "target_rank": rank,
+    final_mass = final_probs.sum(-1)
+    per_column = not full and final_logprobs.dim() == 2 and final_logprobs.shape[0] == width and width > 1
+    targets = torch.as_tensor(target_ids, device=device).expand(shape).reshape(outer, width)
+    out = {
+        "top_ids": torch.empty((outer, width, k), dtype=torch.long, device=device),
+        "top_probs": torch.empty((outer, width, k), device=device),
+        "entropy": torch.empty((outer, width), device=device),
+        "kl_to_final": torch.empty((outer, width), device=device),
+        "target_prob": torch.empty((outer, width), device=device),
+        "target_rank": torch.empty((outer, width), dtype=torch.long, device=device),
     }
+    cols = max(1, _BLOCK_ELEMENTS // (outer * vocab))
+    rows = outer if cols > 1 else max(1, _BLOCK_ELEMENTS // vocab)
+    for col in range(0, width, cols):
+        for row in range(0, outer, rows):
+            where = (slice(row, row + rows), slice(col, col + cols))
+            if full:
+                final = (final_probs[where], final_entropy[where], final_mass[where])
+            elif per_column:
+                final = (final_probs[where[1]], final_entropy[where[1]], final_mass[where[1]])
+            else:
+                final = (final_probs, final_entropy, final_mass)
+            _block_stats(logits[where], *final, targets[where], k, out, where)
+    return {key: value.reshape(*shape, *value.shape[2:]) for key, value in out.items()}
+
+
+def _block_stats(logits, final_probs, final_entropy, final_mass, targets, k, out, where) -> None:
+    """`distribution_stats` of one block of rows, written into `out[...][where]`."""
+    logits = logits.float()
+    shifted = logits - logits.amax(-1, keepdim=True)  # max 0 per row: exp cannot overflow
+    exp = shifted.exp()
+    total = exp.sum(-1)
+    log_total = total.log()
+    out["entropy"][where] = log_total - _rowdot(exp, shifted) / total
+    del exp
+    top = shifted.topk(k, dim=-1)
+    out["top_ids"][where] = top.indices
+    out["top_probs"][where] = (top.values - log_total.unsqueeze(-1)).exp()
+    picked = shifted.gather(-1, targets.unsqueeze(-1))
+    out["target_prob"][where] = (picked.squeeze(-1) - log_total).exp()
+    if (top.indices == targets.unsqueeze(-1)).any(-1).all():  # every target in its top-k: count there
+        rank = (top.values > picked).sum(-1)
+    else:  # int32 sums: half the time of int64
+        rank = (shifted > picked).sum(-1, dtype=torch.int32)
+    out["target_rank"][where] = rank.long() + 1
+    # <f, log p> = <f, shifted> - log_total * sum(f)
+    kl = -final_entropy - _rowdot(shifted, final_probs) + log_total * final_mass
+    out["kl_to_final"][where] = kl.clamp_min(0.0)
 
 
 def _shifted_entropy_(z: torch.Tensor) -> torch.Tensor:

@@ -36,9 +36,10 @@ _LAZY: dict[str, tuple[str, str]] = {
     "Analysis": ("spade_viz.analysis", "Analysis"),
     "analyze": ("spade_viz.analysis", "analyze"),
     "retarget": ("spade_viz.analysis", "retarget"),
-    "spade_grid": ("spade_viz.analysis", "spade_grid"),
-    "with_grid": ("spade_viz.analysis", "with_grid"),
-    "with_spade_no_bos": ("spade_viz.analysis", "with_spade_no_bos"),
+    "spade_grid": ("spade_viz.analysis_extras", "spade_grid"),
+    "with_grid": ("spade_viz.analysis_extras", "with_grid"),
+    "with_spade_no_bos": ("spade_viz.analysis_extras", "with_spade_no_bos"),
+    "Cancelled": ("spade_viz.windows", "Cancelled"),
     "DECODER_LABELS": ("spade_viz.decoders", "DECODER_LABELS"),
     # a dataset, every layer, every decoder
     "SweepSettings": ("spade_viz.sweep", "SweepSettings"),

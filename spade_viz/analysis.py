@@ -1,14 +1,20 @@
-"""Analysis of one prompt: every layer decoded by the logit lens (all positions) and SPADE (answer).
+"""Analysis of one prompt: every layer decoded by the logit lens and SPADE, answer first.
 
-`analyze` runs the model once with hidden states, decodes the logit-lens grid in batched
-chunks, and continues the answer row for SPADE at every layer in one batched call. The
-result keeps the hidden states (small) rather than any [layers x positions x vocab] tensor,
-so the target token can be changed afterwards without running the model (`retarget`).
+`analyze` runs the model once with hidden states and decodes only the answer position, for
+every decoder: what the answer views show costs one forward pass plus one column. The
+layers x positions grids (the logit lens, a tuned lens, SPADE at every position) are computed
+on demand, a window of positions at a time, from the kept hidden states (`spade_viz.windows`):
+reading a whole grid computes all of it. Keeping the hidden states rather than any
+[layers x positions x vocab] tensor also lets the target change without running the model
+(`retarget`).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -18,13 +24,13 @@ import torch
 from .data.datasets import overlong
 from .errors import InputError, check_int, check_text
 from .lenses.affine import AffineLens
-from .lenses.spade import POSITION_MODES, spade_final_states, spade_grid_stats
+from .lenses.spade import POSITION_MODES, spade_final_states
 from .lenses.stats import DecodeStats, distribution_stats
 from .models.loading import LoadedModel, operation
+from .windows import Grid, GridStore, lens_store, spade_store, with_answer
 
-DEFAULT_MAX_TOKENS = 512
+DEFAULT_MAX_TOKENS = 2048
 _MAX_TARGET_CHARS = 1000
-_GRID_CHUNK_ROWS = 256  # logit-lens rows decoded at once: bounds memory at ~256 x vocab floats
 
 
 @dataclass
@@ -39,28 +45,60 @@ class Analysis:
     spade_positions: str
     top_k: int
     target_id: int  # target token at the answer position
-    grids: dict[str, DecodeStats]  # decoder -> [L+1, positions]; always has "logit_lens"
+    grids: dict[str, Grid | DecodeStats]  # decoder -> [L+1, positions]; always has "logit_lens"
     answer: dict[str, DecodeStats]  # decoder -> [L+1, 1] at the answer position
     vocab: dict[int, str]  # strings of every token id that appears in the stats
     residuals: torch.Tensor = field(repr=False)  # [L, positions, d]: h_0..h_{L-1}, raw
     final_hidden: torch.Tensor = field(repr=False)  # [positions, d']: h_L, final-normed (what the head reads)
     answer_states: dict[str, torch.Tensor] = field(repr=False)  # decoder -> [L+1, d'] final-normed states at T
+    # decoder -> its chunk cache, shared with every retarget of this analysis; has "spade"
+    stores: dict[str, GridStore] = field(default_factory=dict, repr=False)
+    token_str: Callable[[int], str] | None = field(default=None, repr=False)  # for tokens of later chunks
 
     @property
     def decoders(self) -> list[str]:
         return list(self.answer)
 
     @property
-    def logit_lens(self) -> DecodeStats:
+    def logit_lens(self) -> Grid | DecodeStats:
         return self.grids["logit_lens"]
 
     @property
     def final_answer_id(self) -> int:
-        return int(self.logit_lens.top1[-1, self.answer_position])
+        return int(self.answer["logit_lens"].top1[-1, 0])
+
+    def grid(self, decoder: str) -> Grid | DecodeStats:
+        """The decoder's grid, computed a window at a time (`Grid.window`, `Grid.fill`): one of
+        `grids`, or "spade" (SPADE at every position, as `spade_grid` returns it)."""
+        if decoder in self.grids:
+            return self.grids[decoder]
+        if decoder in self.stores:
+            return Grid(self.stores[decoder], self.answer_position, self.answer[decoder])
+        raise InputError(f"no grid of {decoder!r} here; there are {', '.join([*self.grids, *self.stores])}")
+
+    def buffers(self) -> dict[int, int]:
+        """Bytes held, per buffer (keyed by identity, so an analysis and its retargets share keys):
+        hidden states, answer statistics and each grid's cache at full size (it never grows)."""
+        found: dict[int, int] = {}
+        for value in [self.residuals, self.final_hidden, *self.answer_states.values()]:
+            found[value.untyped_storage().data_ptr()] = value.untyped_storage().nbytes()
+        for store in self.stores.values():
+            found[id(store)] = store.nbytes
+        for stats in [*self.answer.values(), *(g for g in self.grids.values() if isinstance(g, DecodeStats))]:
+            for array in vars(stats).values():
+                owner = array if array.base is None else array.base
+                found[id(owner)] = owner.nbytes
+        return found
 
     def token(self, token_id: int) -> str:
         """The string of a token id that appears in the stats."""
-        return self.vocab[int(token_id)]
+        token_id = int(token_id)
+        text = self.vocab.get(token_id)
+        if text is None and self.token_str is not None and token_id >= 0:
+            text = self.token_str(token_id)  # a top token of a chunk computed after the analysis
+        if text is None:
+            raise KeyError(token_id)
+        return text
 
     def first_stable_layer(self, decoder: str) -> int | None:
         """First layer from which the decoder's top-1 equals the final answer and stays equal."""
@@ -154,26 +192,6 @@ class Analysis:
         return pd.concat(frames, ignore_index=True)
 
 
-def _logit_lens_grid(
-    lm: LoadedModel, residuals, final_logprobs, target_ids, k, lens: AffineLens | None = None
-) -> DecodeStats:
-    """Logit lens (or a tuned lens) at every (layer, position): raw residuals [L, P, d], then the
-    model's own final states at layer L."""
-    layers, positions, _ = residuals.shape
-    per_chunk = max(1, _GRID_CHUNK_ROWS // positions)
-    rows = []
-    for start in range(0, layers, per_chunk):
-        chunk = residuals[start : start + per_chunk]
-        if lens is None:
-            logits = lm.adapter.logit_lens(chunk)
-        else:
-            logits = lens.logits(lm, chunk, slice(start, start + per_chunk))
-        stats = distribution_stats(logits, final_logprobs, target_ids, k)
-        rows.append({key: value.flatten(0, 1) for key, value in stats.items()})
-    rows.append(distribution_stats(final_logprobs, final_logprobs, target_ids, k))  # layer L: the model's own
-    return DecodeStats.stack(rows, (layers + 1, positions))
-
-
 def _answer_stats(lm: LoadedModel, states: torch.Tensor, final_logprobs, target_id, k) -> DecodeStats:
     """Stats of final-normed states [L+1, d'] at the answer position, as [L+1, 1]."""
     logits = lm.adapter.head(states)
@@ -216,21 +234,33 @@ def resolve_target(lm: LoadedModel, target: str | int | None, default_id: int) -
     return token_id
 
 
-def check_prompt(lm: LoadedModel, prompt: str, max_tokens: int = DEFAULT_MAX_TOKENS) -> list[int]:
-    """Token ids (with `<s>`) of a usable prompt, or an InputError saying what is wrong."""
+def check_prompt(lm: LoadedModel, prompt: str, max_tokens: int = DEFAULT_MAX_TOKENS,
+                 setting: str = "max_tokens") -> list[int]:
+    """Token ids (with `<s>`) of a usable prompt, or an InputError saying what is wrong; a prompt
+    over `max_tokens` is refused naming `setting`, what lifts the limit where the caller is."""
     check_text("the prompt", prompt)
     if not prompt or not prompt.strip():
         raise InputError("the prompt is empty: type some text to analyse")
-    limit = min(max_tokens, lm.max_positions or max_tokens)
+    context = lm.max_positions or max_tokens
+    limit = min(max_tokens, context)
+    lift = (f"the model reads at most {context} tokens: shorten it" if context <= max_tokens
+            else f"shorten it or raise {setting} (up to {context})")
     too_long = overlong(prompt, limit)  # refused before tokenizing megabytes of text
     if too_long:
-        raise InputError(f"the prompt has {too_long} (the limit): shorten it")
+        raise InputError(f"the prompt has {too_long} (the limit); {lift}")
     ids = lm.encode(prompt)
     if len(ids) > limit:
-        raise InputError(
-            f"the prompt has {len(ids)} tokens (with the start token); the limit is {limit}: shorten it"
-        )
+        raise InputError(f"the prompt has {len(ids)} tokens (with the start token); the limit is {limit}: {lift}")
     return ids
+
+
+def _forward(lm: LoadedModel, ids: list[int]):
+    """The model's forward pass with hidden states; where the model allows, its head reads only
+    the last position (the grids unembed their own chunks): a [positions x vocab] product saved."""
+    kwargs = {"output_hidden_states": True, "use_cache": False}
+    if "logits_to_keep" in inspect.signature(lm.model.forward).parameters:
+        kwargs["logits_to_keep"] = 1
+    return lm.model(input_ids=torch.tensor([ids], device=lm.device), **kwargs)
 
 
 @operation
@@ -243,13 +273,17 @@ def analyze(
     without_bos: bool = False,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     lenses: dict[str, AffineLens] | None = None,
+    max_tokens_setting: str = "max_tokens",
 ) -> Analysis:
-    """Decode every layer of `prompt` with the logit lens (all positions) and SPADE (answer position).
+    """Decode every layer of `prompt` at its answer position, for the logit lens and SPADE.
 
-    `lenses` adds fitted affine decoders by name: a tuned lens gets a full grid like the logit
+    One forward pass, then the answer column of every decoder; the grids over all positions
+    (`res.grids`, `res.grid("spade")`) are computed when read, a window at a time.
+    `lenses` adds fitted affine decoders by name: a tuned lens gets a grid like the logit
     lens; linear SPADE, fitted to imitate SPADE at the answer, gets the answer column.
     `without_bos` adds the "SPADE without <s>" ablation, which doubles SPADE's block work: a view
     that shows it can also add it later with `with_spade_no_bos`, from the kept states.
+    `max_tokens_setting` names what raises `max_tokens` in a refusal ("--max-tokens" in the CLI).
     """
     if not isinstance(spade_positions, str) or spade_positions not in POSITION_MODES:
         raise InputError(f"spade_positions must be one of {', '.join(POSITION_MODES)}, not {spade_positions!r}")
@@ -260,64 +294,62 @@ def analyze(
     if lenses is not None and (not isinstance(lenses, dict)
                                or not all(isinstance(lens, AffineLens) for lens in lenses.values())):
         raise InputError("lenses must be a dict of name -> AffineLens (or None)")
-    ids = check_prompt(lm, prompt, max_tokens)
+    for lens in (lenses or {}).values():
+        lens.check_matches(lm)
+    ids = check_prompt(lm, prompt, max_tokens, max_tokens_setting)
     answer = len(ids) - 1
-    layers = lm.num_layers
     with torch.no_grad():
-        out = lm.model(
-            input_ids=torch.tensor([ids], device=lm.device), output_hidden_states=True, use_cache=False
-        )
+        out = _forward(lm, ids)
         residuals = torch.stack([h[0] for h in out.hidden_states[:-1]])  # [L, P, d]
         final_hidden = out.hidden_states[-1][0]  # [P, d'] after the final norm (and OPT's project_out)
-        final_logprobs = torch.log_softmax(out.logits[0].float(), dim=-1)  # [P, V]
-        default_targets = final_logprobs.argmax(-1)
-        target_id = resolve_target(lm, target, int(default_targets[answer]))
-        grid_targets = default_targets.clone()
-        grid_targets[answer] = target_id
-        grid = _logit_lens_grid(lm, residuals, final_logprobs, grid_targets, top_k)
+        del out
+        final_logprobs = torch.log_softmax(lm.adapter.head(final_hidden[answer]).float(), dim=-1)  # [V]
+        target_id = resolve_target(lm, target, int(final_logprobs.argmax()))
 
         variants = {"spade": True, "spade_no_bos": False} if without_bos else {"spade": True}
         states = spade_final_states(lm, residuals[:, answer], final_hidden[answer], ids[-1], answer,
                                     spade_positions, tuple(variants.values()))
         answer_states = dict(zip(variants, states))
-        grids = {"logit_lens": grid}
-        answer_stats = {"logit_lens": grid.column(answer)}
         # final-normed states at the answer for every decoder, so `retarget` needs no forward pass
         kept = {"logit_lens": lm.adapter.finalize(residuals[:, answer])}
         for name, lens in (lenses or {}).items():
-            lens.check_matches(lm)
             mapped = lens.apply(residuals[:, answer])
             if lens.kind == "tuned_lens":
-                grids[name] = _logit_lens_grid(lm, residuals, final_logprobs, grid_targets, top_k,
-                                               lens=lens)
-                answer_stats[name] = grids[name].column(answer)
                 kept[name] = lm.adapter.finalize(mapped)
             else:
                 answer_states[name] = torch.cat([mapped, final_hidden[answer : answer + 1]])
-        for name, states in answer_states.items():
-            answer_stats[name] = _answer_stats(lm, states, final_logprobs[answer], target_id, top_k)
         for name, states in kept.items():
-            answer_states[name] = torch.cat([states, final_hidden[answer : answer + 1]])
+            answer_states[name] = torch.cat([states.to(final_hidden.device), final_hidden[answer : answer + 1]])
+        answer_stats = {name: _answer_stats(lm, states, final_logprobs, target_id, top_k)
+                        for name, states in answer_states.items()}
 
+    residuals, final_hidden = residuals.cpu(), final_hidden.cpu()
+    stores = {"logit_lens": lens_store(lm, residuals, final_hidden, top_k)}
+    for name, lens in (lenses or {}).items():
+        if lens.kind == "tuned_lens":
+            stores[name] = lens_store(lm, residuals, final_hidden, top_k, lens, label=name.replace("_", " "))
+    stores["spade"] = spade_store(lm, residuals, final_hidden, ids, spade_positions, top_k)
     seen = set(ids) | {target_id}
-    for stats in [*grids.values(), *answer_stats.values()]:
+    for stats in answer_stats.values():
         seen |= set(np.unique(stats.top_ids).tolist())
     vocab = {i: lm.token_str(i) for i in seen}
     return Analysis(
         model_name=lm.name,
-        num_layers=layers,
+        num_layers=lm.num_layers,
         token_ids=ids,
         tokens=[vocab[i] for i in ids],
         answer_position=answer,
         spade_positions=spade_positions,
         top_k=top_k,
         target_id=target_id,
-        grids=grids,
-        answer=answer_stats,
+        grids={name: Grid(store, answer, answer_stats[name]) for name, store in stores.items() if name != "spade"},
+        answer={name: answer_stats[name] for name in [*kept, *(n for n in answer_stats if n not in kept)]},
         vocab=vocab,
-        residuals=residuals.cpu(),
-        final_hidden=final_hidden.cpu(),
+        residuals=residuals,
+        final_hidden=final_hidden,
         answer_states={k: v.cpu() for k, v in answer_states.items()},
+        stores=stores,
+        token_str=functools.lru_cache(maxsize=None)(lm.token_str),
     )
 
 
@@ -338,85 +370,7 @@ def retarget(lm: LoadedModel, analysis: Analysis, target: str | int | None) -> A
                                 target_id, analysis.top_k)
             for name in analysis.answer
         }
-    grids = {}
-    for name, grid in analysis.grids.items():
-        grid = replace(grid, target_prob=grid.target_prob.copy(), target_rank=grid.target_rank.copy())
-        grid.target_prob[:, answer] = answer_stats[name].target_prob[:, 0]
-        grid.target_rank[:, answer] = answer_stats[name].target_rank[:, 0]
-        grids[name] = grid
+    grids = {name: with_answer(grid, answer, answer_stats.get(name)) for name, grid in analysis.grids.items()}
     vocab = dict(analysis.vocab)
     vocab.setdefault(target_id, lm.token_str(target_id))
     return replace(analysis, target_id=target_id, grids=grids, answer=answer_stats, vocab=vocab)
-
-
-def _check_states_fit(lm: LoadedModel, analysis, what: str) -> None:
-    """InputError unless `analysis` is an Analysis whose kept states this model can continue."""
-    if not isinstance(analysis, Analysis):
-        raise InputError(f"{what} needs an Analysis from analyze, not {type(analysis).__name__}")
-    if analysis.model_name != lm.name or analysis.num_layers != lm.num_layers \
-            or analysis.residuals.shape[-1] != lm.model.config.hidden_size:
-        raise InputError(f"this analysis is of another model ({analysis.model_name}), not of {lm.name}")
-
-
-def _vocab_with(lm: LoadedModel, analysis: Analysis, stats: DecodeStats) -> dict[int, str]:
-    """The analysis's token strings and those of the new statistics' top tokens."""
-    vocab = dict(analysis.vocab)
-    for token_id in set(np.unique(stats.top_ids).tolist()) - set(vocab):
-        vocab[token_id] = lm.token_str(token_id)
-    return vocab
-
-
-@operation
-def with_spade_no_bos(lm: LoadedModel, analysis: Analysis) -> Analysis:
-    """The analysis with the "SPADE without <s>" ablation at the answer position (as
-    `analyze(..., without_bos=True)` computes it), from its kept states: no new forward pass."""
-    _check_states_fit(lm, analysis, "with_spade_no_bos")
-    if "spade_no_bos" in analysis.answer:
-        return analysis
-    answer = analysis.answer_position
-    with torch.no_grad():
-        final = analysis.final_hidden[answer].to(lm.device, lm.dtype)
-        (states,) = spade_final_states(lm, analysis.residuals[:, answer].to(lm.device, lm.dtype), final,
-                                       analysis.token_ids[-1], answer, analysis.spade_positions, (False,))
-        final_logprobs = torch.log_softmax(lm.adapter.head(final.unsqueeze(0))[0].float(), dim=-1)
-        stats = _answer_stats(lm, states, final_logprobs, analysis.target_id, analysis.top_k)
-    return replace(analysis, answer={**analysis.answer, "spade_no_bos": stats}, vocab=_vocab_with(lm, analysis, stats),
-                   answer_states={**analysis.answer_states, "spade_no_bos": states.cpu()})
-
-
-@operation
-def spade_grid(lm: LoadedModel, analysis: Analysis, progress=None) -> DecodeStats:
-    """SPADE at every (layer, position) of an analysed prompt, each position in turn the answer.
-
-    [L+1, positions] statistics like the logit lens's grid, from the analysis's kept hidden states
-    (no new forward pass), in its SPADE position mode; position i follows the model's final top-1
-    there (the analysis's target at the answer). Position 0 is `<s>` itself, which has nothing to
-    drop: SPADE there is the model's own output at every layer. `progress(done, total, stage)` is
-    called as the rows are continued. `with_grid(analysis, "spade", grid)` puts it beside the others.
-    """
-    _check_states_fit(lm, analysis, "spade_grid")
-    with torch.no_grad():
-        final_hidden = analysis.final_hidden.to(lm.device, lm.dtype)
-        targets = torch.log_softmax(lm.adapter.head(final_hidden).float(), dim=-1).argmax(-1)
-        targets[analysis.answer_position] = analysis.target_id
-        return spade_grid_stats(lm, analysis.residuals, final_hidden, analysis.token_ids, targets,
-                                analysis.spade_positions, analysis.top_k, progress=progress)
-
-
-def with_grid(lm: LoadedModel, analysis: Analysis, name: str, grid: DecodeStats) -> Analysis:
-    """The analysis with one more decoder's full grid (e.g. `spade_grid`'s), under `name`.
-
-    Its answer column's target probability and rank follow the analysis's target (as `retarget`
-    leaves them), so a grid computed once serves every target; the grid's tokens join `vocab`.
-    """
-    if not isinstance(analysis, Analysis):
-        raise InputError(f"with_grid needs an Analysis from analyze, not {type(analysis).__name__}")
-    if grid.entropy.shape != analysis.logit_lens.entropy.shape:
-        raise InputError(f"a grid of shape {grid.entropy.shape} does not fit this analysis "
-                         f"{analysis.logit_lens.entropy.shape}")
-    answer = analysis.answer_position
-    if name in analysis.answer:
-        grid = replace(grid, target_prob=grid.target_prob.copy(), target_rank=grid.target_rank.copy())
-        grid.target_prob[:, answer] = analysis.answer[name].target_prob[:, 0]
-        grid.target_rank[:, answer] = analysis.answer[name].target_rank[:, 0]
-    return replace(analysis, grids={**analysis.grids, name: grid}, vocab=_vocab_with(lm, analysis, grid))

@@ -53,7 +53,9 @@ def _arrays(*objects) -> tuple:
 
 
 def analysis_key(res: sv.Analysis) -> tuple:
-    return _arrays(res.grids, res.answer, res.answer_states, res.target_id)
+    """Every grid read whole (its chunks computed in this thread, or by another one), and the answer."""
+    grids = {name: res.grid(name).window() for name in [*res.grids, "spade"]}
+    return _arrays(grids, res.answer, res.answer_states, res.target_id)
 
 
 def sweep_key(result) -> tuple:

@@ -71,7 +71,7 @@ def _cmd_analyze(args) -> None:
         check_text("the target", args.target)
     lm = _load(args)
     res = analyze(lm, prompt, top_k=args.top_k, target=args.target, spade_positions=args.spade_positions,
-                  without_bos=args.without_bos, max_tokens=args.max_tokens)
+                  without_bos=args.without_bos, max_tokens=args.max_tokens, max_tokens_setting="--max-tokens")
     if args.json:
         print(res.to_json())
         return
@@ -240,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--spade-positions", default="original", choices=["original", "renumbered"])
     analyze.add_argument("--without-bos", action="store_true",
                          help="add the ablation 'SPADE without <s>' (a second SPADE pass)")
-    analyze.add_argument("--max-tokens", type=MAX_TOKENS, default=DEFAULT_TOKEN_LIMIT)
+    analyze.add_argument("--max-tokens", type=MAX_TOKENS, default=DEFAULT_TOKEN_LIMIT,
+                         help=f"longest prompt, in tokens with the start token (default {DEFAULT_TOKEN_LIMIT})")
     analyze.add_argument("--json", action="store_true", help="print one JSON object")
     analyze.set_defaults(run=_cmd_analyze)
 

@@ -1,25 +1,33 @@
-"""How much does a full analysis cost beyond the work no implementation can avoid?
+"""What does one prompt's analysis cost, first view and full grid, against the work no implementation can avoid?
 
-On the default model with a 32-token prompt, time `sv.analyze` against, measured in the same
-process with plain torch:
-  forward: one forward pass with hidden states;
-  floor:   that pass plus a full-vocabulary log-softmax, entropy and top-5 at every
-           (layer, position) logit-lens cell, batched over all layers at once (the fastest way
-           measured; a floor done one layer at a time would flatter the ratio);
-and, from that pass's hidden states, SPADE's own answer column (the answer row continued from every
-layer through the remaining blocks, unembedded, then log-softmax, entropy and top-5), the part of the
-analysis the floor does not contain. Repetitions are interleaved (the order rotating each round) and
-each uses a different prompt; medians are reported as ratios, because absolute times on shared
-machines drift.
+On the default model, for prompts of 32, 128, 512 and 2048 tokens, each length in its own
+subprocesses (a fresh process per measurement of peak memory), time with plain torch:
+  forward:  one forward pass with hidden states (the model's own, logits at every position);
+  answer:   `sv.analyze`: the answer-position views of every decoder (answer first);
+  window:   that, then the first heatmap window (14 positions ending at the answer);
+  grid:     that, then the whole logit-lens grid (every layer x position: `res.logit_lens.entropy`);
+  floor:    one forward with hidden states, then log-softmax, entropy and top-5 of every
+            (layer, position) cell, all layers in one batched product, with no extra copy of the
+            [layers, positions, vocab] logits (layer L read from the forward's own logits);
+            skipped where its logits would not fit in half the available memory.
+Repetitions are interleaved and each uses a different prompt; medians are reported, and the
+ratios grid/floor and answer/forward come from the same process. Peak memory is the growth of
+the process's peak resident size (`resource.getrusage` ru_maxrss) over one run of the stage in a
+fresh process after loading the model and a warm-up on 8 tokens: torch's CPU allocator keeps no
+statistics and tracemalloc does not see its buffers.
 
-    .venv/bin/python bench/analyze.py [--reps 9] [--model smollm2-135m]
+    .venv/bin/python bench/analyze.py [--lengths 32 128 512 2048] [--reps 3] [--model smollm2-135m]
+    .venv/bin/python bench/analyze.py --lengths 15 500 2000 --first-views  # forward, answer, window only
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
+import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,15 +39,14 @@ import spade_viz as sv  # noqa: E402
 
 WORDS = ("river stone light music garden paper window market silver winter planet engine story "
          "forest bridge ocean letter mountain city teacher").split()
+WINDOW = 14  # positions the Explore page's heatmap shows at once
+STAGES = ("forward", "answer", "window", "grid", "floor")
 
 
 def make_prompt(lm, rng: random.Random, tokens: int) -> str:
-    """A prompt of exactly `tokens` tokens (with `<s>`), different each call."""
-    words = []
-    while len(lm.encode(" ".join(words))) < tokens:
-        words.append(rng.choice(WORDS))
-    ids = lm.encode(" ".join(words))[1:tokens]
-    return lm.tokenizer.decode(ids)
+    """A prompt of `tokens` tokens (with `<s>`), different each call."""
+    words = [rng.choice(WORDS) for _ in range(tokens)]
+    return lm.tokenizer.decode(lm.encode(" ".join(words))[1:tokens])
 
 
 def forward(lm, ids):
@@ -48,66 +55,115 @@ def forward(lm, ids):
 
 
 def floor(lm, ids):
-    """Forward + log-softmax, entropy and top-5 over every (layer, position) of the logit lens, done the
-    fastest honest way measured: all layers' logits in one batched product, one fused pass each after."""
+    """Forward, then log-softmax, entropy and top-5 at every (layer, position): all layers' logits
+    in one batched product, one fused pass each after, and no copy of the logits."""
     with torch.no_grad():
         out = forward(lm, ids)
-        hidden = torch.stack(out.hidden_states[:-1])[:, 0]  # [L, P, d]
-        logits = torch.cat([lm.adapter.logit_lens(hidden), out.logits]).float()  # [L+1, P, V]
-        logp = torch.log_softmax(logits, -1)
-        (-(logp.exp() * logp).sum(-1)).sum().item()
-        logp.topk(5, -1)
+        for logits in (lm.adapter.logit_lens(torch.stack(out.hidden_states[:-1])[:, 0]), out.logits[0]):
+            logp = torch.log_softmax(logits.float(), -1)
+            (-(logp.exp() * logp).sum(-1)).sum().item()
+            logp.topk(5, -1)
+            del logp
 
 
-def spade_column(lm, out, ids):
-    """SPADE at the answer position for every layer, from a finished pass `out` (what `sv.analyze`
-    adds to the floor's work): the continuation, the unembedding and the statistics of its rows."""
-    from spade_viz.lenses.spade import spade_final_states
+def window(lm, prompt):
+    res = sv.analyze(lm, prompt, max_tokens=4096)
+    stop = res.answer_position + 1
+    res.logit_lens.window(max(0, stop - WINDOW), stop)
+    return res
 
-    with torch.no_grad():
-        residuals = torch.stack([h[0, -1] for h in out.hidden_states[:-1]])  # [L, d]
-        (states,) = spade_final_states(lm, residuals, out.hidden_states[-1][0, -1], ids[-1], len(ids) - 1)
-        logp = torch.log_softmax(lm.adapter.head(states).float(), -1)
-        (-(logp.exp() * logp).sum(-1)).sum().item()
-        logp.topk(5, -1)
+
+def runs(lm):
+    return {
+        "forward": lambda p: forward(lm, torch.tensor([lm.encode(p)])),
+        "answer": lambda p: sv.analyze(lm, p, max_tokens=4096),
+        "window": lambda p: window(lm, p),
+        "grid": lambda p: sv.analyze(lm, p, max_tokens=4096).logit_lens.entropy,
+        "floor": lambda p: floor(lm, torch.tensor([lm.encode(p)])),
+    }
+
+
+def floor_fits(lm, tokens: int) -> bool:
+    """Whether the floor's [L, P, V] float32 logits, log-probabilities and their exponent fit in
+    half the available memory."""
+    need = 3 * lm.num_layers * tokens * lm.adapter.lm_head.weight.shape[0] * 4
+    available = next(int(line.split()[1]) * 1024 for line in open("/proc/meminfo") if line.startswith("MemAvailable"))
+    return need < available / 2
+
+
+def worker(model: str, tokens: int, reps: int, stage: str | None, first_views: bool = False) -> dict:
+    """Medians of every stage (stage None), or the peak memory growth of one run of `stage`."""
+    torch.manual_seed(0)
+    lm = sv.load_model(model)
+    rng = random.Random(tokens)
+    prompts = [make_prompt(lm, rng, tokens) for _ in range(reps + 1)]
+    calls = runs(lm)
+    warm = make_prompt(lm, rng, 8)
+    for call in calls.values():
+        call(warm)
+    if stage is not None:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        calls[stage](prompts[0])
+        return {"peak_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024}
+    if not floor_fits(lm, tokens) or first_views:
+        del calls["floor"]
+    if first_views:
+        del calls["grid"]
+    times = {name: [] for name in calls}
+    for rep in range(reps):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call(prompts[rep])
+            times[name].append(time.perf_counter() - start)
+    return {"model": lm.name, "threads": torch.get_num_threads(),
+            **{name: statistics.median(values) for name, values in times.items()}}
+
+
+def run_worker(args, tokens: int, reps: int, stage: str | None = None) -> dict:
+    command = [sys.executable, __file__, "--worker", str(tokens), "--reps", str(reps), "--model", args.model]
+    if args.first_views:
+        command.append("--first-views")
+    if stage:
+        command += ["--stage", stage]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=sv.DEFAULT_MODEL)
-    parser.add_argument("--tokens", type=int, default=32)
-    parser.add_argument("--reps", type=int, default=9)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[32, 128, 512, 2048])
+    parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions (1 above 1024 tokens)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--first-views", action="store_true", help="time only forward, answer and first window")
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.model, args.worker, args.reps, args.stage, args.first_views)))
+        return
 
-    torch.manual_seed(0)
-    lm = sv.load_model(args.model)
-    rng = random.Random(0)
-    prompts = [make_prompt(lm, rng, args.tokens) for _ in range(args.reps + 1)]
-    passes = {p: forward(lm, torch.tensor([lm.encode(p)])) for p in prompts}  # SPADE's column starts from one
-    runs = {
-        "forward": lambda p: forward(lm, torch.tensor([lm.encode(p)])),
-        "floor": lambda p: floor(lm, torch.tensor([lm.encode(p)])),
-        "analysis": lambda p: sv.analyze(lm, p),
-        "spade": lambda p: spade_column(lm, passes[p], lm.encode(p)),
-    }
-    times = {name: [] for name in runs}
-    for run in runs.values():  # warm-up
-        run(prompts[-1])
-    names = list(runs)
-    for rep in range(args.reps):
-        for name in names[rep % len(names):] + names[: rep % len(names)]:
-            start = time.perf_counter()
-            runs[name](prompts[rep])
-            times[name].append(time.perf_counter() - start)
-    med = {name: statistics.median(values) for name, values in times.items()}
-    print(f"model {lm.name}, {args.tokens}-token prompts, {args.reps} interleaved reps, "
-          f"{torch.get_num_threads()} threads")
-    for name, value in med.items():
-        print(f"  median {name:<9} {value * 1000:8.1f} ms")
-    print(f"analysis/forward ratio: {med['analysis'] / med['forward']:.2f}")
-    print(f"analysis/floor ratio: {med['analysis'] / med['floor']:.2f}")
-    print(f"SPADE's answer column ({lm.num_layers} rows continued, unembedded, their statistics) / floor: "
-          f"{med['spade'] / med['floor']:.2f}")
+    header = (f"{'tokens':>6} {'forward':>8} {'answer':>8} {'window':>8} {'grid':>8} {'floor':>8} "
+              f"{'answer/fwd':>10} {'grid/floor':>10} {'peak MiB answer/grid/floor':>27}")
+    rows = []
+    for tokens in args.lengths:
+        reps = args.reps if tokens <= 1024 else 1
+        times = run_worker(args, tokens, reps)
+        peaks = {}
+        if not args.no_memory:
+            for stage in ("answer", "grid", "floor")[: 1 if args.first_views else 3]:
+                if stage in times:
+                    peaks[stage] = run_worker(args, tokens, 1, stage)["peak_mib"]
+        ms = {name: f"{times[name] * 1000:8.0f}" if name in times else f"{'n/a':>8}" for name in STAGES}
+        ratio = f"{times['grid'] / times['floor']:10.2f}" if "floor" in times and "grid" in times else f"{'n/a':>10}"
+        memory = "/".join(f"{peaks[s]:.0f}" if s in peaks else "n/a" for s in ("answer", "grid", "floor"))
+        rows.append(f"{tokens:>6} {ms['forward']} {ms['answer']} {ms['window']} {ms['grid']} {ms['floor']} "
+                    f"{times['answer'] / times['forward']:10.2f} {ratio} {memory:>27}")
+        print(f"[{tokens} tokens done]", file=sys.stderr, flush=True)
+    print(f"model {times['model']}, {times['threads']} threads; medians in ms of {args.reps} interleaved reps "
+          "(1 above 1024 tokens); peak memory: ru_maxrss growth in a fresh process")
+    print(header)
+    print("\n".join(rows))
 
 
 if __name__ == "__main__":

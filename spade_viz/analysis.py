@@ -192,7 +192,7 @@ class Analysis:
         return pd.concat(frames, ignore_index=True)
 
 
-def _answer_stats(lm: LoadedModel, states: torch.Tensor, final_logprobs, target_id, k) -> DecodeStats:
+def answer_stats_of(lm: LoadedModel, states: torch.Tensor, final_logprobs, target_id, k) -> DecodeStats:
     """Stats of final-normed states [L+1, d'] at the answer position, as [L+1, 1]."""
     logits = lm.adapter.head(states)
     stats = distribution_stats(logits, final_logprobs, torch.tensor(target_id, device=logits.device), k)
@@ -320,7 +320,7 @@ def analyze(
                 answer_states[name] = torch.cat([mapped, final_hidden[answer : answer + 1]])
         for name, states in kept.items():
             answer_states[name] = torch.cat([states.to(final_hidden.device), final_hidden[answer : answer + 1]])
-        answer_stats = {name: _answer_stats(lm, states, final_logprobs, target_id, top_k)
+        answer_stats = {name: answer_stats_of(lm, states, final_logprobs, target_id, top_k)
                         for name, states in answer_states.items()}
 
     residuals, final_hidden = residuals.cpu(), final_hidden.cpu()
@@ -366,7 +366,7 @@ def retarget(lm: LoadedModel, analysis: Analysis, target: str | int | None) -> A
         final_logprobs = torch.log_softmax(final_logits.float(), dim=-1)[0]
         target_id = resolve_target(lm, target, int(final_logprobs.argmax()))
         answer_stats = {
-            name: _answer_stats(lm, analysis.answer_states[name].to(lm.device, lm.dtype), final_logprobs,
+            name: answer_stats_of(lm, analysis.answer_states[name].to(lm.device, lm.dtype), final_logprobs,
                                 target_id, analysis.top_k)
             for name in analysis.answer
         }

@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from .analysis import Analysis, _answer_stats
+from .analysis import Analysis, answer_stats_of
 from .errors import InputError
 from .lenses.spade import spade_final_states
 from .lenses.stats import DecodeStats
@@ -47,7 +47,7 @@ def with_spade_no_bos(lm: LoadedModel, analysis: Analysis) -> Analysis:
         (states,) = spade_final_states(lm, analysis.residuals[:, answer].to(lm.device, lm.dtype), final,
                                        analysis.token_ids[-1], answer, analysis.spade_positions, (False,))
         final_logprobs = torch.log_softmax(lm.adapter.head(final.unsqueeze(0))[0].float(), dim=-1)
-        stats = _answer_stats(lm, states, final_logprobs, analysis.target_id, analysis.top_k)
+        stats = answer_stats_of(lm, states, final_logprobs, analysis.target_id, analysis.top_k)
     return replace(analysis, answer={**analysis.answer, "spade_no_bos": stats}, vocab=_vocab_with(lm, analysis, stats),
                    answer_states={**analysis.answer_states, "spade_no_bos": states.cpu()})
 

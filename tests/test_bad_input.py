@@ -648,7 +648,9 @@ def test_retarget_shares_the_hidden_states(tiny_lm):
     other = sv.retarget(tiny_lm, res, " Paris")
     assert other.residuals is res.residuals and other.final_hidden is res.final_hidden
     assert all(other.answer_states[k] is res.answer_states[k] for k in res.answer_states)
-    assert other.grids["logit_lens"].entropy is res.grids["logit_lens"].entropy
+    # and the grids' chunk caches: a window computed for one is there for the other
+    assert all(other.stores[name] is store for name, store in res.stores.items())
+    assert other.grids["logit_lens"].store is res.grids["logit_lens"].store
 
 
 def test_the_app_analysis_store_keeps_to_its_byte_budget(tiny_lm):

@@ -27,7 +27,7 @@ from .lenses.affine import AffineLens
 from .lenses.spade import POSITION_MODES, spade_final_states
 from .lenses.stats import DecodeStats, distribution_stats
 from .models.loading import LoadedModel, operation
-from .windows import Grid, GridStore, lens_store, spade_store, with_answer
+from .windows import Grid, GridStore, Progress, lens_store, spade_store, with_answer
 
 DEFAULT_MAX_TOKENS = 2048
 _MAX_TARGET_CHARS = 1000
@@ -75,6 +75,21 @@ class Analysis:
         if decoder in self.stores:
             return Grid(self.stores[decoder], self.answer_position, self.answer[decoder])
         raise InputError(f"no grid of {decoder!r} here; there are {', '.join([*self.grids, *self.stores])}")
+
+    def windowed(self, start: int, stop: int, decoders: list[str] | None = None,
+                 cancel: Callable[[], bool] | None = None, progress: Progress | None = None) -> Analysis:
+        """A copy whose grids are plain statistics with positions [start, stop) computed (and
+        whatever else was before; NaN, top id -1 elsewhere): what a figure of that window reads,
+        at the cost of that window. `decoders`: the grids to fill (default all of `grids`; "spade"
+        adds SPADE at every position)."""
+        grids = {}
+        for name in decoders if decoders is not None else list(self.grids):
+            grid = self.grid(name)
+            if isinstance(grid, Grid):
+                grid.fill(start, stop, cancel=cancel, progress=progress)
+                grid = grid.partial()
+            grids[name] = grid
+        return replace(self, grids=grids)
 
     def buffers(self) -> dict[int, int]:
         """Bytes held, per buffer (keyed by identity, so an analysis and its retargets share keys):

@@ -247,3 +247,27 @@ def test_default_model_windows_equal_the_grid_at_once(default_lm):
         reference = torch.log_softmax(default_lm.adapter.logit_lens(out.hidden_states[10][0]).float(), -1)
     np.testing.assert_allclose(at_once.logit_lens.entropy[10], -(reference.exp() * reference).sum(-1), atol=1e-4)
     np.testing.assert_array_equal(at_once.logit_lens.top1[10], reference.argmax(-1))
+
+
+def test_a_windowed_copy_is_what_a_heatmap_of_that_window_reads(tiny_lm, monkeypatch):
+    from spade_viz.viz.heatmaps import layer_position_heatmap
+
+    monkeypatch.setattr(windows, "_CHUNK_ROWS", 7)
+    res = sv.analyze(tiny_lm, LONG)
+    width = res.stores["logit_lens"].width
+    start, stop = 2 * width, 3 * width  # one chunk exactly: nothing else gets computed
+    shown = res.windowed(start, stop, decoders=["logit_lens", "spade"])
+    assert list(shown.grids) == ["logit_lens", "spade"] and list(res.grids) == ["logit_lens"]
+    for name in shown.grids:
+        whole = sv.analyze(tiny_lm, LONG).grid(name).window()
+        for field in FIELDS:
+            np.testing.assert_array_equal(getattr(shown.grids[name], field)[:, start:stop],
+                                          getattr(whole, field)[:, start:stop])
+        grid, answer = shown.grids[name], res.answer_position  # the answer column is always there
+        assert np.isnan(grid.entropy[:, :start]).all() and (grid.top_ids[:, stop:answer] == -1).all()
+        np.testing.assert_array_equal(grid.entropy[:, answer], res.answer[name].entropy[:, 0])
+    for name in shown.grids:  # the figures of that window draw from it, on the same colour scale
+        figure = layer_position_heatmap(shown, "entropy", window=(start, stop), decoder=name)
+        z = np.asarray(figure.data[0].z, dtype=float)
+        np.testing.assert_array_equal(z, shown.grids[name].entropy[:, start:stop])
+    assert not res.grid("logit_lens").is_filled(0, start)

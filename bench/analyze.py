@@ -99,8 +99,9 @@ def worker(model: str, tokens: int, reps: int, stage: str | None, first_views: b
     prompts = [make_prompt(lm, rng, tokens) for _ in range(reps + 1)]
     calls = runs(lm)
     warm = make_prompt(lm, rng, 8)
-    for call in calls.values():
-        call(warm)
+    for name, call in calls.items():
+        if stage in (None, name):
+            call(warm)
     if stage is not None:
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         calls[stage](prompts[0])

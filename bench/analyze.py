@@ -144,9 +144,10 @@ def main() -> None:
         print(json.dumps(worker(args.model, args.worker, args.reps, args.stage, args.first_views)))
         return
 
-    header = (f"{'tokens':>6} {'forward':>8} {'answer':>8} {'window':>8} {'grid':>8} {'floor':>8} "
-              f"{'answer/fwd':>10} {'grid/floor':>10} {'peak MiB answer/grid/floor':>27}")
-    rows = []
+    print(f"model {args.model}; medians in ms of {args.reps} interleaved reps (1 above 1024 tokens); "
+          "peak memory: ru_maxrss growth in a fresh process", flush=True)
+    print(f"{'tokens':>6} {'forward':>8} {'answer':>8} {'window':>8} {'grid':>8} {'floor':>8} "
+          f"{'answer/fwd':>10} {'grid/floor':>10} {'peak MiB answer/grid/floor':>27}", flush=True)
     for tokens in args.lengths:
         reps = args.reps if tokens <= 1024 else 1
         times = run_worker(args, tokens, reps)
@@ -158,13 +159,8 @@ def main() -> None:
         ms = {name: f"{times[name] * 1000:8.0f}" if name in times else f"{'n/a':>8}" for name in STAGES}
         ratio = f"{times['grid'] / times['floor']:10.2f}" if "floor" in times and "grid" in times else f"{'n/a':>10}"
         memory = "/".join(f"{peaks[s]:.0f}" if s in peaks else "n/a" for s in ("answer", "grid", "floor"))
-        rows.append(f"{tokens:>6} {ms['forward']} {ms['answer']} {ms['window']} {ms['grid']} {ms['floor']} "
-                    f"{times['answer'] / times['forward']:10.2f} {ratio} {memory:>27}")
-        print(f"[{tokens} tokens done]", file=sys.stderr, flush=True)
-    print(f"model {times['model']}, {times['threads']} threads; medians in ms of {args.reps} interleaved reps "
-          "(1 above 1024 tokens); peak memory: ru_maxrss growth in a fresh process")
-    print(header)
-    print("\n".join(rows))
+        print(f"{tokens:>6} {ms['forward']} {ms['answer']} {ms['window']} {ms['grid']} {ms['floor']} "
+              f"{times['answer'] / times['forward']:10.2f} {ratio} {memory:>27}", flush=True)
 
 
 if __name__ == "__main__":

@@ -78,6 +78,11 @@ class GridStore:
         with self._lock:
             return all(self._state[c] is True for c in self._chunks(start, stop))
 
+    def missing(self) -> list[tuple[int, int]]:
+        """[start, stop) of every chunk not finished."""
+        with self._lock:
+            return [self._bounds(c) for c, state in enumerate(self._state) if state is not True]
+
     def fill(self, start: int = 0, stop: int | None = None, cancel: Callable[[], bool] | None = None,
              progress: Progress | None = None) -> None:
         """Compute every missing chunk of positions [start, stop); `progress(done, total, label)` in
@@ -97,13 +102,13 @@ class GridStore:
 
     def _fill_chunk(self, chunk: int, cancel: Callable[[], bool] | None) -> None:
         while True:
-            _check_cancel(cancel, self.label)
             with self._lock:
                 state = self._state[chunk]
                 if state is True:
                     return
                 mine = state is False
                 if mine:
+                    _check_cancel(cancel, self.label)  # (under the lock: cheap, and nothing claimed yet)
                     state = self._state[chunk] = threading.Event()
             if not mine:  # another thread computes it: wait, then look again (it may have been cancelled)
                 while not state.wait(0.05):
@@ -161,12 +166,16 @@ class Grid:
         return self._patched(start, stop)
 
     def partial(self) -> DecodeStats:
-        """The whole grid as computed so far, nothing computed now: cells not yet filled hold NaN
-        (top ids -1, rank 0). A figure of a filled window can take it as the analysis's grid."""
-        return self._patched(0, self.num_positions)
+        """The whole grid as computed so far, nothing computed now: cells of chunks not finished
+        hold NaN (top ids -1, rank 0). A figure of a filled window can take it as the analysis's grid."""
+        return self._patched(0, self.num_positions, only_done=True)
 
-    def _patched(self, start: int, stop: int) -> DecodeStats:
+    def _patched(self, start: int, stop: int, only_done: bool = False) -> DecodeStats:
         arrays = {name: array[:, start:stop].copy() for name, array in self.store.arrays.items()}
+        if only_done:  # a chunk another thread is writing shows as missing, never half written
+            for begin, end in self.store.missing():
+                for name, array in arrays.items():
+                    array[:, begin:end] = -1 if name == "top_ids" else 0 if name == "target_rank" else np.nan
         if start <= self.answer_position < stop:
             for name in FIELDS:
                 arrays[name][:, self.answer_position - start] = getattr(self.answer, name)[:, 0]

@@ -123,8 +123,11 @@ def test_cancel_keeps_finished_chunks_and_the_rest_fills_later(tiny_lm, monkeypa
         grid.fill(done, done + 1)
     store._compute = compute
     assert_exactly_equal(grid.window(), sv.analyze(tiny_lm, LONG).logit_lens, "after cancel")
-    with pytest.raises(sv.Cancelled):  # a cancel before any work, even where nothing is left to do
+    with pytest.raises(sv.Cancelled):  # a cancel before any work
         res.grid("spade").fill(cancel=lambda: True)
+    grid.fill(cancel=lambda: True)  # nothing left to do: nothing to cancel
+    assert store.missing() == [] and res.stores["spade"].missing() == [
+        res.stores["spade"]._bounds(c) for c in range(len(res.stores["spade"]._state))]
 
 
 def test_threads_reading_windows_at_once_get_exact_results_and_compute_each_chunk_once(tiny_lm, monkeypatch):

@@ -26,10 +26,11 @@ from .errors import InputError, check_int, check_text
 from .lenses.affine import AffineLens
 from .lenses.spade import POSITION_MODES, spade_final_states
 from .lenses.stats import DecodeStats, distribution_stats
+from .limits import DEFAULT_TOKEN_LIMIT
 from .models.loading import LoadedModel, operation
-from .windows import Grid, GridStore, Progress, lens_store, spade_store, with_answer
+from .progress import Progress
+from .windows import Grid, GridStore, lens_store, spade_store, with_answer
 
-DEFAULT_MAX_TOKENS = 2048
 _MAX_TARGET_CHARS = 1000
 
 
@@ -249,17 +250,16 @@ def resolve_target(lm: LoadedModel, target: str | int | None, default_id: int) -
     return token_id
 
 
-def check_prompt(lm: LoadedModel, prompt: str, max_tokens: int = DEFAULT_MAX_TOKENS,
-                 setting: str = "max_tokens") -> list[int]:
+def check_prompt(lm: LoadedModel, prompt: str, max_tokens: int = DEFAULT_TOKEN_LIMIT) -> list[int]:
     """Token ids (with `<s>`) of a usable prompt, or an InputError saying what is wrong; a prompt
-    over `max_tokens` is refused naming `setting`, what lifts the limit where the caller is."""
+    over `max_tokens` is refused naming that parameter (the CLI and the page say their own setting)."""
     check_text("the prompt", prompt)
     if not prompt or not prompt.strip():
         raise InputError("the prompt is empty: type some text to analyse")
     context = lm.max_positions or max_tokens
     limit = min(max_tokens, context)
     lift = (f"the model reads at most {context} tokens: shorten it" if context <= max_tokens
-            else f"shorten it or raise {setting} (up to {context})")
+            else f"shorten it or raise `max_tokens` (up to {context})")
     too_long = overlong(prompt, limit)  # refused before tokenizing megabytes of text
     if too_long:
         raise InputError(f"the prompt has {too_long} (the limit); {lift}")
@@ -286,9 +286,8 @@ def analyze(
     target: str | int | None = None,
     spade_positions: str = "original",
     without_bos: bool = False,
-    max_tokens: int = DEFAULT_MAX_TOKENS,
+    max_tokens: int = DEFAULT_TOKEN_LIMIT,
     lenses: dict[str, AffineLens] | None = None,
-    max_tokens_setting: str = "max_tokens",
 ) -> Analysis:
     """Decode every layer of `prompt` at its answer position, for the logit lens and SPADE.
 
@@ -298,7 +297,6 @@ def analyze(
     lens; linear SPADE, fitted to imitate SPADE at the answer, gets the answer column.
     `without_bos` adds the "SPADE without <s>" ablation, which doubles SPADE's block work: a view
     that shows it can also add it later with `with_spade_no_bos`, from the kept states.
-    `max_tokens_setting` names what raises `max_tokens` in a refusal ("--max-tokens" in the CLI).
     """
     if not isinstance(spade_positions, str) or spade_positions not in POSITION_MODES:
         raise InputError(f"spade_positions must be one of {', '.join(POSITION_MODES)}, not {spade_positions!r}")
@@ -311,7 +309,7 @@ def analyze(
         raise InputError("lenses must be a dict of name -> AffineLens (or None)")
     for lens in (lenses or {}).values():
         lens.check_matches(lm)
-    ids = check_prompt(lm, prompt, max_tokens, max_tokens_setting)
+    ids = check_prompt(lm, prompt, max_tokens)
     answer = len(ids) - 1
     with torch.no_grad():
         out = _forward(lm, ids)

@@ -14,7 +14,8 @@ from .errors import InputError
 from .lenses.spade import spade_final_states
 from .lenses.stats import DecodeStats
 from .models.loading import LoadedModel, operation
-from .windows import Progress, with_answer
+from .progress import Progress
+from .windows import with_answer
 
 
 def _check_states_fit(lm: LoadedModel, analysis, what: str) -> None:

@@ -20,15 +20,16 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from .engine import continue_rows_in_bands
 from .errors import InputError, SpadeVizError, check_int
 from .lenses.affine import AffineLens
 from .lenses.spade import spade_position
 from .lenses.stats import DecodeStats, distribution_stats
 from .models.loading import LoadedModel, operation
+from .progress import Progress
 
 _CHUNK_ROWS = 256  # (layer, position) rows decoded at once: ~256 x vocab floats of logits
 FIELDS = ("top_ids", "top_probs", "entropy", "kl_to_final", "target_prob", "target_rank")
-Progress = Callable[[int, int, str], None]
 
 
 class Cancelled(SpadeVizError):
@@ -228,8 +229,6 @@ def spade_chunk(lm: LoadedModel, residuals: torch.Tensor, final_hidden: torch.Te
                 mode: str, k: int, start: int, stop: int) -> dict[str, np.ndarray]:
     """SPADE at positions [start, stop) of every layer, each position in turn the answer (see
     `sv.spade_grid`); position 0 is `<s>` itself, the model's own output at every layer."""
-    from .engine import continue_rows_in_bands
-
     layers = lm.num_layers
     with torch.no_grad():
         final_logits = lm.adapter.head(final_hidden[start:stop].to(lm.device, lm.dtype))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 import spade_viz as sv
 from test_lens_invariants import PROMPT, entropy, plain_forward, single_token_prompt, spade_reference
@@ -97,14 +96,17 @@ def test_progress_positions_mode_and_with_grid(tiny_lm):
         sv.with_grid(tiny_lm, res, "spade", grid.column(0))
 
 
-def test_the_default_batching_is_what_analyze_would_do(tiny_lm):
-    """Rows continued in bands of start layers give what one call over all rows gives."""
-    from spade_viz.lenses.spade import spade_grid_stats
+def test_the_chunking_changes_nothing_but_float_rounding(tiny_lm, monkeypatch):
+    """Positions in chunks of one, of a few, or all at once, their rows continued in bands of start
+    layers: the same grid."""
+    from spade_viz import windows
 
-    res = sv.analyze(tiny_lm, PROMPT)
-    targets = torch.tensor(res.logit_lens.top1[-1])
-    args = (tiny_lm, res.residuals, res.final_hidden, res.token_ids, targets)
-    small = spade_grid_stats(*args, chunk=7)
-    large = spade_grid_stats(*args, chunk=4096)
-    np.testing.assert_array_equal(small.top_ids, large.top_ids)
-    np.testing.assert_allclose(small.entropy, large.entropy, atol=1e-5)
+    grids = []
+    for rows in (1, 7, 4096):
+        monkeypatch.setattr(windows, "_CHUNK_ROWS", rows)
+        res = sv.analyze(tiny_lm, PROMPT)
+        grids.append(sv.spade_grid(tiny_lm, res))
+    assert len(res.stores["spade"]._state) == 1  # the last: one chunk
+    for grid in grids[:-1]:
+        np.testing.assert_array_equal(grid.top_ids, grids[-1].top_ids)
+        np.testing.assert_allclose(grid.entropy, grids[-1].entropy, atol=1e-5)

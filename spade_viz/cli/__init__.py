@@ -71,7 +71,7 @@ def _cmd_analyze(args) -> None:
         check_text("the target", args.target)
     lm = _load(args)
     res = analyze(lm, prompt, top_k=args.top_k, target=args.target, spade_positions=args.spade_positions,
-                  without_bos=args.without_bos, max_tokens=args.max_tokens, max_tokens_setting="--max-tokens")
+                  without_bos=args.without_bos, max_tokens=args.max_tokens)
     if args.json:
         print(res.to_json())
         return

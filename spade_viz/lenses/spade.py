@@ -19,7 +19,6 @@ from ..engine import PreparedExample, batches, continue_rows, continue_rows_in_b
 from ..errors import InputError
 from ..models.loading import LoadedModel
 from ..progress import Progress
-from .stats import DecodeStats, distribution_stats
 
 POSITION_MODES = ("original", "renumbered")
 _SPADE_CHUNK = 1024  # SPADE rows continued in one model call
@@ -126,57 +125,3 @@ def answer_rows(lm: LoadedModel, prepared: Sequence[PreparedExample], mode: str 
         if progress:
             progress(done, n, "SPADE at the answer rows")
     return AnswerRows(*(torch.stack([parts[i][k] for i in range(n)]) for k in range(3)))
-
-
-def spade_grid_stats(
-    lm: LoadedModel,
-    residuals: torch.Tensor,
-    final_hidden: torch.Tensor,
-    token_ids: Sequence[int],
-    target_ids: torch.Tensor,
-    mode: str = "original",
-    k: int = 5,
-    chunk: int = 256,
-    progress: Progress | None = None,
-) -> DecodeStats:
-    """SPADE at every (layer, position): each position i in turn is the answer position.
-
-    residuals [L, P, d]: the full pass's raw h_0..h_{L-1}; final_hidden [P, d']: its final-normed
-    h_L (the model's own output, SPADE at layer L); target_ids [P]: the token followed at each
-    position. Position i at layer l keeps h_l[0] and h_l[i] and continues them through blocks
-    l+1..L, position ids (0, i) or (0, 1) by `mode` (`continue_rows_in_bands`, `chunk` rows a step).
-    Position 0 is `<s>` itself: there is nothing to drop, so SPADE there is the model's own output
-    at every layer. Returns [L+1, P] statistics, KL against the model's output at each position.
-    """
-    spade_position(0, mode)  # a clear error for a bad mode before any work
-    layers, width, _ = residuals.shape
-    with torch.no_grad():
-        final_logprobs = torch.log_softmax(lm.adapter.head(final_hidden.to(lm.device, lm.dtype)).float(), dim=-1)
-        target_ids = torch.as_tensor(target_ids, device=final_logprobs.device)
-        top = distribution_stats(lm.adapter.head(final_hidden.to(lm.device, lm.dtype)), final_logprobs,
-                                 target_ids, k)
-        # layer-major rows (l, i) for l < L and i >= 1, so one band of start layers is one slice
-        grid_layers = torch.arange(layers).repeat_interleave(width - 1)
-        grid_positions = torch.arange(1, width).repeat(layers)
-        ids = torch.as_tensor(list(token_ids))
-        if mode == "original":
-            position_ids = grid_positions
-        else:
-            position_ids = torch.full_like(grid_positions, spade_position(0, mode, True))
-        out = {key: value.unsqueeze(0).repeat(layers + 1, *([1] * value.dim())) for key, value in top.items()}
-        total, done = len(grid_layers), 0
-        if progress:
-            progress(0, total, "SPADE at every position")
-        for first in range(0, total, chunk):
-            part = slice(first, first + chunk)
-            rows_l, rows_i = grid_layers[part], grid_positions[part]
-            states = continue_rows_in_bands(lm, residuals[rows_l, rows_i].to(lm.device), rows_l, ids[rows_i],
-                                            position_ids[part], chunk=chunk)
-            dev_i = rows_i.to(final_logprobs.device)
-            stats = distribution_stats(lm.adapter.head(states), final_logprobs[dev_i], target_ids[dev_i], k)
-            for key, value in stats.items():
-                out[key][rows_l.to(value.device), dev_i] = value.to(out[key].dtype)
-            done += len(rows_l)
-            if progress:
-                progress(done, total, "SPADE at every position")
-    return DecodeStats(**{key: value.cpu().numpy() for key, value in out.items()})

@@ -800,7 +800,7 @@ PAGE_UPLOADS = [
     ("header.csv", b"prompt,answer\n", "error", "no data rows (only a header)"),
     ("latin1.jsonl", '{"prompt": "Caf\u00e9:", "answer": " x"}\n'.encode("latin-1"), "error", "not UTF-8"),
     ("surrogate.jsonl", b'{"prompt": "a \\udc80:", "answer": " x"}\n', "error", "lone surrogate"),
-    ("huge.jsonl", _jsonl(GOOD + [{"prompt": "x" * 100_000, "answer": " y"}]), "warning", "100,000 characters"),
+    ("huge.jsonl", _jsonl(GOOD + [{"prompt": "x" * 300_000, "answer": " y"}]), "warning", "300,000 characters"),
 ]
 
 

@@ -366,13 +366,22 @@ def analyze(
     )
 
 
+def check_states_fit(lm: LoadedModel, analysis, what: str) -> None:
+    """InputError unless `analysis` is an Analysis whose kept states this model can continue."""
+    if not isinstance(analysis, Analysis):
+        raise InputError(f"{what} needs an Analysis from analyze, not {type(analysis).__name__}")
+    if analysis.model_name != lm.name or analysis.num_layers != lm.num_layers \
+            or analysis.residuals.shape[-1] != lm.model.config.hidden_size:
+        raise InputError(f"this analysis is of another model ({analysis.model_name}), not of {lm.name}")
+
+
 @operation
 def retarget(lm: LoadedModel, analysis: Analysis, target: str | int | None) -> Analysis:
     """The same analysis with another target token at the answer position; no model forward.
 
     The copy shares the hidden states and every array the target does not change (no tensor copied).
     """
-    _check_states_fit(lm, analysis, "retarget")
+    check_states_fit(lm, analysis, "retarget")
     answer = analysis.answer_position
     with torch.no_grad():
         final_logits = lm.adapter.head(analysis.final_hidden[answer : answer + 1].to(lm.device, lm.dtype))

@@ -9,22 +9,13 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from .analysis import Analysis, answer_stats_of
+from .analysis import Analysis, answer_stats_of, check_states_fit
 from .errors import InputError
 from .lenses.spade import spade_final_states
 from .lenses.stats import DecodeStats
 from .models.loading import LoadedModel, operation
 from .progress import Progress
 from .windows import with_answer
-
-
-def _check_states_fit(lm: LoadedModel, analysis, what: str) -> None:
-    """InputError unless `analysis` is an Analysis whose kept states this model can continue."""
-    if not isinstance(analysis, Analysis):
-        raise InputError(f"{what} needs an Analysis from analyze, not {type(analysis).__name__}")
-    if analysis.model_name != lm.name or analysis.num_layers != lm.num_layers \
-            or analysis.residuals.shape[-1] != lm.model.config.hidden_size:
-        raise InputError(f"this analysis is of another model ({analysis.model_name}), not of {lm.name}")
 
 
 def _vocab_with(lm: LoadedModel, analysis: Analysis, stats: DecodeStats) -> dict[int, str]:
@@ -39,7 +30,7 @@ def _vocab_with(lm: LoadedModel, analysis: Analysis, stats: DecodeStats) -> dict
 def with_spade_no_bos(lm: LoadedModel, analysis: Analysis) -> Analysis:
     """The analysis with the "SPADE without <s>" ablation at the answer position (as
     `analyze(..., without_bos=True)` computes it), from its kept states: no new forward pass."""
-    _check_states_fit(lm, analysis, "with_spade_no_bos")
+    check_states_fit(lm, analysis, "with_spade_no_bos")
     if "spade_no_bos" in analysis.answer:
         return analysis
     answer = analysis.answer_position
@@ -68,7 +59,7 @@ def spade_grid(lm: LoadedModel, analysis: Analysis, progress: Progress | None = 
     """
     if not isinstance(lm, LoadedModel):
         raise InputError(f"spade_grid needs a model from load_model as its first argument, not {type(lm).__name__}")
-    _check_states_fit(lm, analysis, "spade_grid")
+    check_states_fit(lm, analysis, "spade_grid")
     return analysis.grid("spade").window(start, stop, cancel=cancel, progress=progress)
 
 

@@ -15,9 +15,7 @@ import threading
 import weakref
 from collections import OrderedDict
 
-import numpy as np
 import streamlit as st
-import torch
 
 import spade_viz as sv
 
@@ -72,22 +70,9 @@ def lens_problems(lm: sv.LoadedModel) -> tuple[str, ...]:
 
 
 def analysis_nbytes(res: sv.Analysis, shared_with: sv.Analysis | None = None) -> int:
-    """Bytes held by the hidden states and statistics of `res`, counting each buffer once and leaving
-    out those it shares with `shared_with` (a retargeted analysis shares almost all with its base)."""
-    def buffers(item: sv.Analysis) -> dict[int, int]:
-        found: dict[int, int] = {}
-        values = [item.residuals, item.final_hidden, *item.answer_states.values()]
-        values += [array for stats in [*item.grids.values(), *item.answer.values()] for array in vars(stats).values()]
-        for value in values:
-            if isinstance(value, torch.Tensor):
-                storage = value.untyped_storage()
-                found[storage.data_ptr()] = storage.nbytes()
-            elif isinstance(value, np.ndarray):
-                owner = value if value.base is None else value.base
-                found[id(owner)] = getattr(owner, "nbytes", value.nbytes)
-        return found
-
-    mine, theirs = buffers(res), buffers(shared_with) if shared_with is not None else {}
+    """Bytes held by `res` (hidden states, statistics, each grid's cache at full size), counting each
+    buffer once and leaving out those it shares with `shared_with` (a retarget shares almost all)."""
+    mine, theirs = res.buffers(), (shared_with.buffers() if shared_with is not None else {})
     return sum(size for key, size in mine.items() if key not in theirs)
 
 

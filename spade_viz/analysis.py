@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import viz
 from .data.datasets import overlong
 from .errors import InputError, check_int, check_text
 from .lenses.affine import AffineLens
@@ -61,6 +62,10 @@ class Analysis:
     def token(self, token_id: int) -> str:
         """The string of a token id that appears in the stats."""
         return self.vocab[int(token_id)]
+
+    def figures(self, metric: str = "entropy") -> dict:
+        """The Explore page's plotly figures of this analysis, by name (in Jupyter: `res.figures()[name]`)."""
+        return viz.analysis_figures(self, metric)
 
     def first_stable_layer(self, decoder: str) -> int | None:
         """First layer from which the decoder's top-1 equals the final answer and stays equal."""

@@ -21,7 +21,10 @@ from .. import compare
 from ..analysis import analyze
 from ..data import builtin_tasks
 from ..errors import InputError, SpadeVizError, check_text
-from ..files import check_output
+from ..explore import follow_generation, read_position, view_script
+from ..explore.cells import MAX_PINS
+from ..explore.generation import MAX_GENERATE
+from ..files import atomic_write_text, check_output
 from ..lenses.affine import default_lens_path
 from ..lenses.linear_spade import fit_linear_spade, format_scores
 from ..lenses.tuned import read_calibration_text, train_tuned_lens
@@ -69,11 +72,30 @@ def _cmd_analyze(args) -> None:
     check_text("the prompt", prompt)  # undecodable bytes in the command line: refused before the model loads
     if args.target is not None:
         check_text("the target", args.target)
+    for pin in args.pin:
+        check_text("a pinned token", pin)
+    script = None
+    if args.export_script is not None:  # refused before the model loads, never after the analysis
+        script = check_output(args.export_script, [*model_inputs(args.model)], what="--export-script")
     lm = _load(args)
     res = analyze(lm, prompt, top_k=args.top_k, target=args.target, spade_positions=args.spade_positions,
                   without_bos=args.without_bos, max_tokens=args.max_tokens)
+    reading = read_position(lm, res, pins=args.pin) if args.pin else None
+    generation = follow_generation(lm, prompt, args.generate, spade_positions=args.spade_positions,
+                                   max_tokens=args.max_tokens) if args.generate else None
+    if script is not None:
+        atomic_write_text(script, view_script({
+            "model": args.model, "prompt": prompt, "spade_positions": args.spade_positions,
+            "max_tokens": args.max_tokens, "target": args.target, "metric": "entropy", "pins": args.pin,
+            "generate": args.generate}))
+        print(f"wrote {script}", file=sys.stderr)
     if args.json:
-        print(res.to_json())
+        extra = {}
+        if reading is not None:
+            extra["pins"] = reading.trajectories("prob")
+        if generation is not None:
+            extra["generation"] = generation.to_dict()
+        print(json.dumps({**res.to_dict(), **extra}, ensure_ascii=False) if extra else res.to_json())
         return
     print(f"model {res.model_name}: {res.num_layers} layers; {len(res.tokens)} tokens "
           f"(answer position {res.answer_position}); final answer {res.token(res.final_answer_id)!r}, "
@@ -90,6 +112,13 @@ def _cmd_analyze(args) -> None:
     for name in ("logit_lens", "spade"):
         first = res.first_stable_layer(name)
         print(f"{name}: top-1 equals the final answer from layer {first} on")
+    for pin, per_decoder in (reading.trajectories("prob") if reading else {}).items():
+        for name, probs in per_decoder.items():
+            print(f"pin {pin!r} {name}: " + " ".join(f"{p:.3f}" for p in probs))
+    if generation is not None:
+        print(f"generated {len(generation.token_ids)} tokens: {generation.text!r}")
+        for name in generation.grids:
+            print(f"{name}: first layer giving each emitted token: {generation.first_layer(name)}")
 
 
 def _read_stdin() -> str:
@@ -241,6 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--without-bos", action="store_true",
                          help="add the ablation 'SPADE without <s>' (a second SPADE pass)")
     analyze.add_argument("--max-tokens", type=MAX_TOKENS, default=DEFAULT_TOKEN_LIMIT)
+    analyze.add_argument("--pin", action="append", default=[], metavar="TOKEN",
+                         help=f"follow this token's probability at the answer through the layers, per decoder "
+                              f"(text with its leading space, or #id; up to {MAX_PINS}; repeat the flag)")
+    analyze.add_argument("--generate", type=whole(0, MAX_GENERATE), default=0, metavar="N",
+                         help="also generate N tokens greedily and decode each step at every layer")
+    analyze.add_argument("--export-script", default=None, metavar="FILE",
+                         help="write a Python script that reproduces this analysis through the public API")
     analyze.add_argument("--json", action="store_true", help="print one JSON object")
     analyze.set_defaults(run=_cmd_analyze)
 

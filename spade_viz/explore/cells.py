@@ -44,6 +44,10 @@ class PositionReading:
     def decoders(self) -> list[str]:
         return list(self.top_ids)
 
+    def token(self, token_id: int) -> str:
+        """The text of a token id of the reading (a top token or a pin)."""
+        return self.vocab[int(token_id)]
+
     def top(self, decoder: str, layer: int) -> list[tuple[int, str, float]]:
         """(token id, token text, probability) of the decoder's top-k at `layer`, most probable first."""
         if decoder not in self.top_ids:

@@ -1,7 +1,7 @@
 """Figures of Explore's further views, from plain results: pinned tokens across the layers, two runs
 side by side with their difference, and the layers x generated-tokens heatmap of a generation.
 
-Inputs are duck-typed: a position reading (`pin_probs`, `pin_ranks`, `pins`, `num_layers`, `vocab`),
+Inputs are duck-typed: a position reading (`pin_probs`, `pin_ranks`, `pins`, `num_layers`, `token`),
 a comparison (`layers`, `decoders`, `names`, `same_depth`), a generation (`grids`, `token_ids`,
 `num_layers`, `token`, `first_layer`); `spade_viz.explore` makes them, a test can make others.
 """
@@ -46,7 +46,7 @@ def pin_curves(reading, metric: str = "prob") -> go.Figure:
     table = reading.pin_probs if metric == "prob" else reading.pin_ranks
     pins = list(table)
     names = ordered_decoders(next(iter(table.values()))) if pins else []
-    labels = dict(zip(pins, distinct_labels([reading.pins[p] for p in pins], reading.vocab.get)))
+    labels = dict(zip(pins, distinct_labels([reading.pins[p] for p in pins], reading.token)))
     fig = make_subplots(rows=1, cols=max(1, len(names)), shared_yaxes=True, horizontal_spacing=0.03,
                         subplot_titles=[html.escape(decoder_label(n)) for n in names] or [""])
     layers = np.arange(reading.num_layers + 1)

@@ -320,19 +320,23 @@ if page.cell is not None:
               for d in cell_names})
     panel_tokens = list(dict.fromkeys(f"#{i}" for d in cell_names for i in reading.top_ids[d][layer]))
     p1, p2, p3 = st.columns([2, 1, 1], vertical_alignment="bottom")
-    p1.selectbox("A token of this cell", panel_tokens, key="cell_token",
+    if page.cell_token not in panel_tokens:
+        page.cell_token = panel_tokens[0]
+    p1.selectbox("A token of this cell", panel_tokens, **bind(page, "cell_token", "cell_token"),
                  format_func=lambda t: viz.distinct_labels([int(t[1:])], reading.token)[0] + f"  ({t})")
     p2.button("Pin it", key="pin_cell", icon=":material/push_pin:", disabled=len(page.pins) >= links.MAX_PINS,
-              on_click=lambda: page.pin(st.session_state["cell_token"]))
+              on_click=lambda: page.pin(st.session_state.get("cell_token", page.cell_token)))
     p3.button("Close the cell", key="cell_close", on_click=setattr, args=(page, "cell", None))
 q1, q2, q3 = st.columns([2, 1, 1.4], vertical_alignment="bottom")
-q1.text_input("Pin a token", placeholder="' Paris' (with its leading space) or #1234", key="pin_box",
-              help=f"Up to {links.MAX_PINS} tokens; only a text's first token counts.")
+q1.text_input("Pin a token", placeholder="' Paris' (with its leading space) or #1234",
+              help=f"Up to {links.MAX_PINS} tokens; only a text's first token counts.",
+              **bind(page, "pin_text", "pin_box"))
 
 
 def pin_typed() -> None:
-    if not (problem := page.pin(st.session_state.get("pin_box", ""))):
-        st.session_state["pin_box"] = ""
+    """Pin the box's text (read from the box itself, whichever of its and the button's callbacks runs first)."""
+    if not (problem := page.pin(st.session_state.get("pin_box", page.pin_text))):
+        page.pin_text = st.session_state["pin_box"] = ""
     st.session_state["_sv_pin_problem"] = problem
 
 

@@ -159,6 +159,7 @@ class ExplorePage:
     cell: tuple[int, int] | None = None  # the clicked cell (layer, position): its top-10 shows
     pins: list[str] = field(default_factory=list)  # pinned tokens (text or '#id'), at most links.MAX_PINS
     pin_text: str = ""  # the box a token is typed into before it is pinned
+    cell_token: str = ""  # the clicked cell's token picked for pinning ('#<id>')
     pin_rank: bool = False  # the pinned tokens' chart shows ranks (else probabilities)
     compare: str = "off"  # "off", "prompt" (`compare_prompt`) or "model" (`compare_model`)
     compare_prompt: str = ""

@@ -67,22 +67,51 @@ def _load(args):
                       progress=say)
 
 
+def _check_explore_args(args):
+    """The pins and the script's path, refused before the model loads: the checked script path or None."""
+    if len(args.pin) > MAX_PINS:
+        raise InputError(f"at most {MAX_PINS} --pin tokens")
+    for pin in args.pin:
+        check_text("a pinned token", pin)
+        if not pin:
+            raise InputError("a --pin token is empty: give its text (with its leading space) or #id")
+    if args.export_script is None:
+        return None
+    return check_output(args.export_script, [*model_inputs(args.model)], what="--export-script")
+
+
+def _explore_extras(args, lm, prompt: str, res) -> dict:
+    """What --pin and --generate add to the output (and --export-script's file, written)."""
+    extra = {}
+    if args.pin:
+        extra["pins"] = read_position(lm, res, pins=args.pin).trajectories("prob")
+    if args.generate:
+        extra["generation"] = follow_generation(lm, prompt, args.generate, spade_positions=args.spade_positions,
+                                                max_tokens=args.max_tokens).to_dict()
+    return extra
+
+
+def _print_extras(extra: dict) -> None:
+    for pin, per_decoder in extra.get("pins", {}).items():
+        for name, probs in per_decoder.items():
+            print(f"pin {pin!r} {name}: " + " ".join(f"{p:.3f}" for p in probs))
+    if "generation" in extra:
+        generation = extra["generation"]
+        print(f"generated {len(generation['tokens'])} tokens: {generation['text']!r}")
+        for name, first in generation["first_layer"].items():
+            print(f"{name}: first layer giving each emitted token: {first}")
+
+
 def _cmd_analyze(args) -> None:
     prompt = _read_stdin() if args.prompt == "-" else args.prompt
     check_text("the prompt", prompt)  # undecodable bytes in the command line: refused before the model loads
     if args.target is not None:
         check_text("the target", args.target)
-    for pin in args.pin:
-        check_text("a pinned token", pin)
-    script = None
-    if args.export_script is not None:  # refused before the model loads, never after the analysis
-        script = check_output(args.export_script, [*model_inputs(args.model)], what="--export-script")
+    script = _check_explore_args(args)
     lm = _load(args)
     res = analyze(lm, prompt, top_k=args.top_k, target=args.target, spade_positions=args.spade_positions,
                   without_bos=args.without_bos, max_tokens=args.max_tokens)
-    reading = read_position(lm, res, pins=args.pin) if args.pin else None
-    generation = follow_generation(lm, prompt, args.generate, spade_positions=args.spade_positions,
-                                   max_tokens=args.max_tokens) if args.generate else None
+    extra = _explore_extras(args, lm, prompt, res)
     if script is not None:
         atomic_write_text(script, view_script({
             "model": args.model, "prompt": prompt, "spade_positions": args.spade_positions,
@@ -90,11 +119,6 @@ def _cmd_analyze(args) -> None:
             "generate": args.generate}))
         print(f"wrote {script}", file=sys.stderr)
     if args.json:
-        extra = {}
-        if reading is not None:
-            extra["pins"] = reading.trajectories("prob")
-        if generation is not None:
-            extra["generation"] = generation.to_dict()
         print(json.dumps({**res.to_dict(), **extra}, ensure_ascii=False) if extra else res.to_json())
         return
     print(f"model {res.model_name}: {res.num_layers} layers; {len(res.tokens)} tokens "
@@ -112,13 +136,7 @@ def _cmd_analyze(args) -> None:
     for name in ("logit_lens", "spade"):
         first = res.first_stable_layer(name)
         print(f"{name}: top-1 equals the final answer from layer {first} on")
-    for pin, per_decoder in (reading.trajectories("prob") if reading else {}).items():
-        for name, probs in per_decoder.items():
-            print(f"pin {pin!r} {name}: " + " ".join(f"{p:.3f}" for p in probs))
-    if generation is not None:
-        print(f"generated {len(generation.token_ids)} tokens: {generation.text!r}")
-        for name in generation.grids:
-            print(f"{name}: first layer giving each emitted token: {generation.first_layer(name)}")
+    _print_extras(extra)
 
 
 def _read_stdin() -> str:

@@ -212,10 +212,12 @@ def build_figures() -> dict:
             res, metric, window=window, decoder=name, zrange=zrange, compact=True, font_scale=scale)
             for name in grid_names if name != "logit_lens"}
         figs["agreement"] = viz.agreement_heatmap(res, "spade", "logit_lens", window=window, font_scale=scale)
+    for name in [name for name in figs if name.startswith("heatmap_") or name == "agreement"]:
+        viz.clickable_cells(figs[name])  # a click on a cell opens it below
     return figs
 
 
-figs = analyses.figures(sources, (metric, window, tuple(drawn), scale), build_figures)
+figs = dict(analyses.figures(sources, (metric, window, tuple(drawn), scale), build_figures))  # + this view's own
 
 
 

@@ -31,10 +31,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow,  # chromium on the real def
 
 FIGURES_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(el => ({
     title: el.layout && el.layout.title ? String(el.layout.title.text) : '',
-    traces: el.data.map(t => ({type: t.type, name: t.name || '', meta: t.meta || null,
-                               y: t.type === 'heatmap' ? null : Array.from(t.y || []),
-                               rows: t.z ? t.z.length : null, cols: t.z && t.z[0] ? t.z[0].length : null,
-                               z: t.type === 'heatmap' ? t.z.map(r => Array.from(r)) : null})),
+    traces: el._fullData.map(t => ({type: t.type, name: t.name || '', meta: t.meta || null,  // arrays decoded
+                                    y: t.type === 'heatmap' ? null : Array.from(t.y || []),
+                                    rows: t.z ? t.z.length : null, cols: t.z && t.z[0] ? t.z[0].length : null,
+                                    z: t.type === 'heatmap' ? Array.from(t.z, r => Array.from(r)) : null})),
     ticks: el.layout && el.layout.xaxis && el.layout.xaxis.ticktext ? Array.from(el.layout.xaxis.ticktext) : [],
 }))"""
 
@@ -113,7 +113,7 @@ def test_explore_views_in_chromium(cache_without_lenses, default_lm):
             point = page.evaluate(CELL_JS, list(CLICKED))
             page.mouse.click(point["x"], point["y"])
             page.wait_for_function("() => Array.from(document.querySelectorAll('[data-testid=\"stTable\"] th'))"
-                                   ".some(c => c.innerText.includes('logit lens'))")
+                                   ".some(c => c.innerText.trim() === 'logit lens')")
             _wait_idle(page)
             cell = sv.read_position(default_lm, res, CLICKED[1], k=10)
             table = next(t for t in page.evaluate(TABLES_JS) if "logit lens" in t["head"])

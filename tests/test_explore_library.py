@@ -184,3 +184,15 @@ def test_the_view_as_a_notebook_is_valid_json_with_the_script_steps():
 def test_decoder_aliases_of_the_papers_second_version():
     assert decoders.canonical("SimLens") == "spade" and decoders.canonical("linear-simlens") == "linear_spade"
     assert decoders.canonical("logit_lens") == "logit_lens"
+
+
+def test_clickable_cells_put_one_invisible_marker_with_the_cells_hover_on_each_cell(tiny_lm):
+    res = sv.analyze(tiny_lm, "one two three four")
+    fig = sv.viz.clickable_cells(sv.viz.layer_position_heatmap(res, "entropy", font_scale=1.4))
+    heat, cells = fig.data[0], fig.data[-1]
+    rows, cols = tiny_lm.num_layers + 1, len(res.tokens)
+    assert cells.type == "scatter" and len(cells.x) == rows * cols and heat.hoverinfo == "skip"
+    assert list(zip(cells.x[:cols + 1], cells.y[:cols + 1])) == [*((c, 0) for c in range(cols)), (0, 1)]
+    np.testing.assert_allclose(np.asarray(cells.marker.color).reshape(rows, cols), res.logit_lens.entropy, rtol=1e-6)
+    assert "%{marker.color:.3f}" in cells.hovertemplate and cells.marker.opacity == 0
+    assert fig.layout.clickmode == "event+select" and fig.layout.hoverdistance == -1

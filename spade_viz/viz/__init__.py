@@ -6,7 +6,15 @@ colours and the order of decoders come from `spade_viz.decoders`.
 
 from .agreement import agreement_grid, agreement_heatmap
 from .curves import entropy_curves, target_curves
-from .explore import LEGEND, analysis_figures, comparison_heatmaps, difference_curves, generation_heatmap, pin_curves
+from .explore import (
+    LEGEND,
+    analysis_figures,
+    clickable_cells,
+    comparison_heatmaps,
+    difference_curves,
+    generation_heatmap,
+    pin_curves,
+)
 from .heatmaps import (
     METRICS,
     Metric,
@@ -23,6 +31,7 @@ __all__ = [
     "Metric",
     "agreement_grid",
     "analysis_figures",
+    "clickable_cells",
     "agreement_heatmap",
     "answer_heatmap",
     "comparison_heatmaps",

@@ -8,6 +8,7 @@ a comparison (`layers`, `decoders`, `names`, `same_depth`), a generation (`grids
 
 from __future__ import annotations
 
+import base64
 import html
 from collections.abc import Sequence
 
@@ -134,15 +135,47 @@ def generation_heatmap(gen, decoder: str = "spade", metric: str = "target_prob")
                       x=1.0, xanchor="right", len=0.5, thickness=10),
         hovertemplate="<b>layer %{y}</b> · token %{x} (%{customdata})<br>top-1: <b>%{text}</b><br>"
                       f"{html.escape(spec.label)}: %{{z:.3f}}<extra></extra>"))
-    first = gen.first_layer(decoder)
+    first, name = gen.first_layer(decoder), decoder_label(decoder)
     fig.add_trace(go.Scatter(x=[i for i, f in enumerate(first) if f is not None], y=[f for f in first if f is not None],
                              mode="markers", marker=dict(symbol="circle", size=7, color=decoder_colour("answer")),
                              name="first layer giving the emitted token", hoverinfo="skip", showlegend=False))
     fig.update_layout(
-        title=dict(text=f"{html.escape(decoder_label(decoder))}: each generated token, layer by layer", x=0.01,
+        title=dict(text=f"{html.escape(name[:1].upper() + name[1:])}: each generated token, layer by layer", x=0.01,
                    font=dict(size=14)),
         font=FONT, height=18 * (gen.num_layers + 1) + 190, margin=dict(l=60, r=12, t=86, b=98), plot_bgcolor="white",
         xaxis=dict(tickmode="array", tickvals=list(range(n)), ticktext=columns, tickangle=-50,
                    title="generated token (the model's own, greedy)", range=[-0.5, n - 0.5]),
         yaxis=dict(title="layer", range=[-0.5, gen.num_layers + 0.5], dtick=1 if gen.num_layers < 40 else 5))
+    return fig
+
+
+def _plain(values) -> np.ndarray:
+    """A trace's array as numpy, also when plotly holds it packed ({"dtype", "bdata", "shape"})."""
+    if isinstance(values, dict) and "bdata" in values:
+        flat = np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"])
+        return flat.reshape([int(n) for n in values["shape"].split(",")]) if "shape" in values else flat
+    return np.asarray(values)
+
+
+def clickable_cells(fig: go.Figure) -> go.Figure:
+    """The heatmap `fig` (its first trace) with cells a click selects: plotly selects no heatmap cell, so an
+    invisible marker sits on each cell and carries the cell's hover (its colour value as `marker.color`).
+    A click anywhere selects the nearest cell's marker; Streamlit reports its x (position or column) and
+    y (layer) in the chart's selection state."""
+    heat = fig.data[0]
+    z = _plain(heat.z).astype(float)
+    rows, cols = z.shape
+    xs = _plain(heat.x) if heat.x is not None else np.arange(cols)
+    ys = _plain(heat.y) if heat.y is not None else np.arange(rows)
+    text = _plain(heat.text).astype(object) if heat.text is not None else np.full(z.shape, "", dtype=object)
+    custom = _plain(heat.customdata).astype(object)
+    fig.add_trace(go.Scatter(
+        x=np.tile(xs, rows), y=np.repeat(ys, cols), mode="markers", text=text.ravel(),
+        customdata=custom.reshape(rows * cols, -1), showlegend=False, name="cells",
+        hovertemplate=str(heat.hovertemplate).replace("%{z:", "%{marker.color:"),
+        marker=dict(color=z.ravel(), size=10, opacity=0, showscale=False, colorscale=heat.colorscale),
+        selected=dict(marker=dict(opacity=0)), unselected=dict(marker=dict(opacity=0))))
+    heat.hoverinfo = "skip"
+    heat.hovertemplate = None
+    fig.update_layout(hoverdistance=-1, clickmode="event+select", dragmode=False)
     return fig

@@ -21,9 +21,7 @@ from .. import compare
 from ..analysis import analyze
 from ..data import builtin_tasks
 from ..errors import InputError, SpadeVizError, check_text
-from ..explore import follow_generation, read_position, view_script
-from ..explore.cells import MAX_PINS
-from ..explore.generation import MAX_GENERATE
+from ..explore import view_script
 from ..files import atomic_write_text, check_output
 from ..lenses.affine import default_lens_path
 from ..lenses.linear_spade import fit_linear_spade, format_scores
@@ -33,6 +31,7 @@ from ..models.loading import DEFAULT_MODEL, DTYPES, ensure_default_model, load_m
 from ..sweep import SweepSettings, run_sweep
 from ..sweep.distributed import launched_processes
 from .exit_commands import add_exit_commands
+from .explore_args import add_explore_args, check_explore_args, explore_extras, print_extras
 from .options import (
     Bars,
     Parser,
@@ -67,51 +66,16 @@ def _load(args):
                       progress=say)
 
 
-def _check_explore_args(args):
-    """The pins and the script's path, refused before the model loads: the checked script path or None."""
-    if len(args.pin) > MAX_PINS:
-        raise InputError(f"at most {MAX_PINS} --pin tokens")
-    for pin in args.pin:
-        check_text("a pinned token", pin)
-        if not pin:
-            raise InputError("a --pin token is empty: give its text (with its leading space) or #id")
-    if args.export_script is None:
-        return None
-    return check_output(args.export_script, [*model_inputs(args.model)], what="--export-script")
-
-
-def _explore_extras(args, lm, prompt: str, res) -> dict:
-    """What --pin and --generate add to the output (and --export-script's file, written)."""
-    extra = {}
-    if args.pin:
-        extra["pins"] = read_position(lm, res, pins=args.pin).trajectories("prob")
-    if args.generate:
-        extra["generation"] = follow_generation(lm, prompt, args.generate, spade_positions=args.spade_positions,
-                                                max_tokens=args.max_tokens).to_dict()
-    return extra
-
-
-def _print_extras(extra: dict) -> None:
-    for pin, per_decoder in extra.get("pins", {}).items():
-        for name, probs in per_decoder.items():
-            print(f"pin {pin!r} {name}: " + " ".join(f"{p:.3f}" for p in probs))
-    if "generation" in extra:
-        generation = extra["generation"]
-        print(f"generated {len(generation['tokens'])} tokens: {generation['text']!r}")
-        for name, first in generation["first_layer"].items():
-            print(f"{name}: first layer giving each emitted token: {first}")
-
-
 def _cmd_analyze(args) -> None:
     prompt = _read_stdin() if args.prompt == "-" else args.prompt
     check_text("the prompt", prompt)  # undecodable bytes in the command line: refused before the model loads
     if args.target is not None:
         check_text("the target", args.target)
-    script = _check_explore_args(args)
+    script = check_explore_args(args)
     lm = _load(args)
     res = analyze(lm, prompt, top_k=args.top_k, target=args.target, spade_positions=args.spade_positions,
                   without_bos=args.without_bos, max_tokens=args.max_tokens)
-    extra = _explore_extras(args, lm, prompt, res)
+    extra = explore_extras(args, lm, prompt, res)
     if script is not None:
         atomic_write_text(script, view_script({
             "model": args.model, "prompt": prompt, "spade_positions": args.spade_positions,
@@ -136,7 +100,7 @@ def _cmd_analyze(args) -> None:
     for name in ("logit_lens", "spade"):
         first = res.first_stable_layer(name)
         print(f"{name}: top-1 equals the final answer from layer {first} on")
-    _print_extras(extra)
+    print_extras(extra)
 
 
 def _read_stdin() -> str:
@@ -288,13 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--without-bos", action="store_true",
                          help="add the ablation 'SPADE without <s>' (a second SPADE pass)")
     analyze.add_argument("--max-tokens", type=MAX_TOKENS, default=DEFAULT_TOKEN_LIMIT)
-    analyze.add_argument("--pin", action="append", default=[], metavar="TOKEN",
-                         help=f"follow this token's probability at the answer through the layers, per decoder "
-                              f"(text with its leading space, or #id; up to {MAX_PINS}; repeat the flag)")
-    analyze.add_argument("--generate", type=whole(0, MAX_GENERATE), default=0, metavar="N",
-                         help="also generate N tokens greedily and decode each step at every layer")
-    analyze.add_argument("--export-script", default=None, metavar="FILE",
-                         help="write a Python script that reproduces this analysis through the public API")
+    add_explore_args(analyze)
     analyze.add_argument("--json", action="store_true", help="print one JSON object")
     analyze.set_defaults(run=_cmd_analyze)
 

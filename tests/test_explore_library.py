@@ -196,3 +196,9 @@ def test_clickable_cells_put_one_invisible_marker_with_the_cells_hover_on_each_c
     np.testing.assert_allclose(np.asarray(cells.marker.color).reshape(rows, cols), res.logit_lens.entropy, rtol=1e-6)
     assert "%{marker.color:.3f}" in cells.hovertemplate and cells.marker.opacity == 0
     assert fig.layout.clickmode == "event+select" and fig.layout.hoverdistance == -1
+
+
+def test_tokens_that_look_alike_get_their_ids():
+    tokens = {1: "", 2: "", 3: " a", 4: "\u00a0a"}.get  # two partial bytes; a space and a no-break space
+    assert sv.viz.distinct_labels([1, 2, 3], tokens) == ["∅ #1", "∅ #2", "␣a"]
+    assert sv.viz.distinct_labels([3, 4], tokens) == ["␣a #3", "␣a #4"]

@@ -74,6 +74,9 @@ shows which token the model would answer if it stopped there:
 
 For every layer you see the top token, how undecided the prediction is (its entropy), and how the
 probability of an answer grows from layer to layer.
+
+*Names:* version 2 of the paper (March 2026) calls SPADE **SimLens**, linear SPADE **Linear SimLens** and the
+hybrid exit **SimExit**; this app keeps the first names (the command line takes both).
 """
 )
 models.current(show_errors_in_page=False)  # after the text above: it paints while the model loads

@@ -41,6 +41,15 @@ _LAZY: dict[str, tuple[str, str]] = {
     "with_spade_no_bos": ("spade_viz.analysis_extras", "with_spade_no_bos"),
     "Cancelled": ("spade_viz.windows", "Cancelled"),
     "DECODER_LABELS": ("spade_viz.decoders", "DECODER_LABELS"),
+    # further: a position read in full, two runs side by side, a generation, the view as code
+    "PositionReading": ("spade_viz.explore", "PositionReading"),
+    "read_position": ("spade_viz.explore", "read_position"),
+    "Comparison": ("spade_viz.explore", "Comparison"),
+    "compare_analyses": ("spade_viz.explore", "compare_analyses"),
+    "Generation": ("spade_viz.explore", "Generation"),
+    "follow_generation": ("spade_viz.explore", "follow_generation"),
+    "view_script": ("spade_viz.explore", "view_script"),
+    "view_notebook": ("spade_viz.explore", "view_notebook"),
     # a dataset, every layer, every decoder
     "SweepSettings": ("spade_viz.sweep", "SweepSettings"),
     "SweepResult": ("spade_viz.sweep", "SweepResult"),

@@ -1,12 +1,10 @@
 """Analysis of one prompt: every layer decoded by the logit lens and SPADE, answer first.
 
-`analyze` runs the model once with hidden states and decodes only the answer position, for
-every decoder: what the answer views show costs one forward pass plus one column. The
-layers x positions grids (the logit lens, a tuned lens, SPADE at every position) are computed
-on demand, a window of positions at a time, from the kept hidden states (`spade_viz.windows`):
-reading a whole grid computes all of it. Keeping the hidden states rather than any
-[layers x positions x vocab] tensor also lets the target change without running the model
-(`retarget`).
+`analyze` runs the model once with hidden states and decodes only the answer position, for every
+decoder: the answer views cost one forward pass plus one column. The layers x positions grids (logit
+lens, tuned lens, SPADE at every position) are computed on demand, a window at a time, from the kept
+hidden states (`spade_viz.windows`); reading a whole grid computes all of it. Kept hidden states, not a
+[layers x positions x vocab] tensor, also let the target change without running the model (`retarget`).
 """
 
 from __future__ import annotations
@@ -21,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import viz
 from .data.datasets import overlong
 from .errors import InputError, check_int, check_text
 from .lenses.affine import AffineLens
@@ -115,6 +114,10 @@ class Analysis:
         if text is None:
             raise KeyError(token_id)
         return text
+
+    def figures(self, metric: str = "entropy") -> dict:
+        """The Explore page's plotly figures of this analysis, by name (in Jupyter: `res.figures()[name]`)."""
+        return viz.analysis_figures(self, metric)
 
     def first_stable_layer(self, decoder: str) -> int | None:
         """First layer from which the decoder's top-1 equals the final answer and stays equal."""

@@ -79,6 +79,16 @@ CONFIDENCES: tuple[str, ...] = tuple(d.name for d in sorted((d for d in DECODERS
 # the sweep's columns when no map is saved for the model (as in the synthetic sweeps)
 WITHOUT_SAVED_LENS: tuple[str, ...] = tuple(name for name in SWEEP_COLUMNS if not _BY_NAME[name].needs_saved_lens)
 DECODER_LABELS: dict[str, str] = {d.name: d.label for d in DECODERS}
+# version 2 of the paper (March 2026) renames SPADE to SimLens and the hybrid exit to SimExit; the
+# project keeps its names and takes the new ones wherever a decoder is named (the CLI's choices)
+ALIASES: dict[str, str] = {"simlens": "spade", "linear_simlens": "linear_spade", "simlens_no_bos": "spade_no_bos"}
+
+
+def canonical(name: str) -> str:
+    """The project's name of a decoder named either way (`simlens` -> `spade`; case and '-' ignored
+    for the aliases); other names as given."""
+    key = name.strip().lower().replace("-", "_").replace(" ", "_")
+    return ALIASES.get(key, name)
 
 
 def decoder(name: str) -> Decoder | None:

@@ -10,6 +10,7 @@ Streamlit's own limits). `SPADE_VIZ_SERVE=1` switches it on with safe defaults;
     max_rows = 2000           # rows of an uploaded file
     max_prompt_tokens = 512   # default: the default token limit (spade_viz.limits)
     max_sweep_examples = 300
+    max_generate_tokens = 64  # tokens one generation on Explore may follow
     max_heavy_jobs = 1        # sweeps, fitting and training at once across the server; others queue
     visitors_save = false     # may visitors save lenses and sweeps that every visitor then uses
 
@@ -53,6 +54,7 @@ class ServeSettings:
     max_rows: int = 100_000
     max_prompt_tokens: int = 32_768
     max_sweep_examples: int = 100_000
+    max_generate_tokens: int = 512  # Explore's generation (the library's own bound)
     max_heavy_jobs: int = 0  # 0: no queue (a single user runs what they start)
     visitors_save: bool = True
 
@@ -70,7 +72,7 @@ class ServeSettings:
     def served(cls) -> ServeSettings:
         """Server mode's safe defaults."""
         return cls(enabled=True, max_upload_mb=5, max_rows=2000, max_prompt_tokens=DEFAULT_TOKEN_LIMIT,
-                   max_sweep_examples=300, max_heavy_jobs=1, visitors_save=False)
+                   max_sweep_examples=300, max_generate_tokens=64, max_heavy_jobs=1, visitors_save=False)
 
     @classmethod
     def current(cls, environ: dict | None = None) -> ServeSettings:

@@ -80,7 +80,7 @@ LAYERS = [  # lowest first; a module may import its own layer and the ones below
     ("spade_viz.engine",),
     ("spade_viz.lenses",),
     ("spade_viz.analysis", "spade_viz.analysis_extras", "spade_viz.windows", "spade_viz.compare", "spade_viz.sweep"),
-    ("spade_viz.exit",),
+    ("spade_viz.exit", "spade_viz.explore"),
     ("spade_viz.cli", "spade_viz.serve"),
     ("spade_viz.app", "spade_viz.__main__"),  # the Streamlit app: nothing below imports it
 ]

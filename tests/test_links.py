@@ -23,7 +23,8 @@ def test_defaults_make_an_empty_link_and_back():
 def test_a_view_round_trips():
     state = {"model": "Qwen/Qwen2.5-0.5B", "preset": "Translation", "prompt": "Äpfel & Birnen?\nx = 1 + 2;",
              "spade_positions": "renumbered", "max_tokens": 64, "show_no_bos": True, "metric": "kl_to_final",
-             "target": "#1234", "window_start": 3, "spade_grid": True}
+             "target": "#1234", "window_start": 3, "spade_grid": True, "cell": "3,1", "pins": '[" Paris", "#7"]',
+             "pin_rank": True, "compare_prompt": "Italy:", "compare_model": "gpt2", "generate": 8}
     query = links.encode(state, EXPLORE)
     assert all(isinstance(v, str) for v in query.values())
     assert query["nobos"] == "1" and query["tokens"] == "64" and query["pos"] == "renumbered"

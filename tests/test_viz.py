@@ -221,7 +221,8 @@ def test_layer_position_heatmap_shape_text_and_hover(res, metric):
     # hover: the top-k with probabilities
     custom = np.asarray(fig.data[0].customdata, dtype=object)
     assert custom.shape == (rows, cols, 2)
-    assert custom[0, 0, 1].count("<br>") == res.top_k - 1 and "%" in custom[0, 0, 1]
+    assert custom[1, 0, 1].count("<br>") == res.top_k - 1 and "%" in custom[1, 0, 1]
+    assert custom[0, 0, 1].startswith("<i>layer 0 is the input embeddings")  # the lens reads the embeddings there
     assert "customdata[1]" in trace["hovertemplate"]
     # axis: one tick per position, with the token strings
     assert list(fig.layout.xaxis.tickvals) == list(range(cols))

@@ -12,6 +12,7 @@ gives a clear message and a working page.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -129,7 +130,9 @@ def decode(query: Mapping[str, str | Sequence[str]], params: Sequence[Param]) ->
 
 def explore_params(presets: Sequence[str], metrics: Sequence[str], max_tokens: int,
                    position_modes: Sequence[str] = ("original", "renumbered")) -> tuple[Param, ...]:
-    """The Explore page's view: model, prompt, preset, SPADE options, target, metric, window, SPADE grid.
+    """The Explore page's view: model, prompt, preset, SPADE options, target, metric, window, SPADE grid,
+    the clicked cell ('layer,position'), the pinned tokens (a JSON list) and their rank switch, the
+    comparison (a second prompt, or a second model) and the generation's length (0: none).
 
     `target` is '' (the final answer), '#<id>' or a token's text; `model` is '' for the embedded
     default (a link never loads another model by itself: the page asks first).
@@ -145,6 +148,12 @@ def explore_params(presets: Sequence[str], metrics: Sequence[str], max_tokens: i
         Param("target", "target", "text", "", "target token", max_len=200),
         Param("start", "window_start", "int", None, "first position shown", low=0, high=100_000),
         Param("grid", "spade_grid", "bool", False, "'SPADE at every position' switch"),
+        Param("cell", "cell", "text", "", "clicked cell", max_len=40),
+        Param("pins", "pins", "text", "", "pinned tokens", max_len=1000),
+        Param("rank", "pin_rank", "bool", False, "'pinned tokens' rank' switch"),
+        Param("vs", "compare_prompt", "text", "", "second prompt"),
+        Param("vsmodel", "compare_model", "text", "", "second model", max_len=500),
+        Param("gen", "generate", "int", 0, "generated tokens", low=0, high=512),
     )
 
 
@@ -184,7 +193,32 @@ def explore_link_state(view: Mapping, preset_texts: Mapping[str, str]) -> dict:
     target = state.pop("target", "final")
     text = state.pop("target_text", "") or ""
     state["target"] = "" if target == "final" else (text if target == "other" else target)
+    cell = state.get("cell")
+    state["cell"] = f"{cell[0]},{cell[1]}" if cell else ""
+    state["pins"] = json.dumps(list(state.get("pins") or []), ensure_ascii=False) if state.get("pins") else ""
     return state
+
+
+MAX_PINS = 5
+
+
+def explore_cell(text: str) -> tuple[int, int] | None:
+    """A link's clicked cell, 'layer,position' -> (layer, position); None for '' or a malformed one."""
+    parts = text.split(",")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        return None
+    return int(parts[0]), int(parts[1])
+
+
+def explore_pins(text: str) -> list[str]:
+    """A link's pinned tokens (a JSON list of strings, at most `MAX_PINS`); [] for '' or a malformed one."""
+    try:
+        pins = json.loads(text) if text else []
+    except ValueError:
+        return []
+    if not isinstance(pins, list) or not all(isinstance(p, str) and p for p in pins):
+        return []
+    return list(dict.fromkeys(pins))[:MAX_PINS]
 
 
 def explore_target(target: str, options: Sequence[str]) -> tuple[str, str]:

@@ -156,6 +156,17 @@ class ExplorePage:
     target_text: str = ""
     window_start: int | None = None  # first position of the grid's window; None: the window ending at the answer
     spade_grid: bool = False  # SPADE at every position shown (computed on request)
+    cell: tuple[int, int] | None = None  # the clicked cell (layer, position): its top-10 shows
+    pins: list[str] = field(default_factory=list)  # pinned tokens (text or '#id'), at most links.MAX_PINS
+    pin_text: str = ""  # the box a token is typed into before it is pinned
+    cell_token: str = ""  # the clicked cell's token picked for pinning ('#<id>')
+    pin_rank: bool = False  # the pinned tokens' chart shows ranks (else probabilities)
+    compare: str = "off"  # "off", "prompt" (`compare_prompt`) or "model" (`compare_model`)
+    compare_prompt: str = ""
+    compare_model: str = ""
+    generate: int = 0  # tokens of the generation followed (0: none yet)
+    generate_length: int = 16  # the length box
+    exit_threshold: float = 1.0  # nats of SPADE's entropy: the generation's exit line
 
     def analyse(self, text: str | None = None) -> None:
         """Analyse the box's text (or `text`, then put in the box): a new prompt starts on the model's
@@ -164,7 +175,7 @@ class ExplorePage:
         self.prompt = text
         if text != self.request:
             self.request, self.target, self.target_text, self.window_start = text, "final", "", None
-            self.spade_grid = False
+            self.spade_grid, self.cell, self.generate = False, None, 0
 
     def fit_target(self, options: Sequence[str]) -> None:
         """Keep the target among the analysis's options: another '#<id>' becomes 'other' with its id."""
@@ -172,11 +183,43 @@ class ExplorePage:
             self.target_text = self.target if self.target.startswith("#") else self.target_text
             self.target = "other" if self.target_text else "final"
 
+    def take_click(self, chart: str, selection, answer_position: int) -> None:
+        """A click on a heatmap (Streamlit's selection state: {"points": [{"x": .., "y": ..}, ...]}) opens that
+        cell: y is the layer; x the position, or on the answer heatmap ("answer") a decoder's column."""
+        points = (selection or {}).get("points") or []
+        if not points:
+            return  # a cleared selection leaves the panel as it is
+        point = points[0]
+        layer = int(point["y"])
+        self.cell = (layer, answer_position if chart == "answer" else int(point["x"]))
+
+    def pin(self, token: str) -> str:
+        """Pin a token (text or '#id'); '' when pinned, else why not."""
+        if not token:
+            return "type a token first (with its leading space, e.g. ' Paris', or #1234)"
+        if token in self.pins:
+            return f"{token!r} is already pinned"
+        if len(self.pins) >= links.MAX_PINS:
+            return f"at most {links.MAX_PINS} tokens can be pinned: unpin one first"
+        self.pins = [*self.pins, token]
+        return ""
+
+    @property
+    def compared(self) -> tuple[str, str] | None:
+        """('prompt', text) or ('model', name) when a comparison is asked for and filled in, else None."""
+        if self.compare == "prompt" and self.compare_prompt.strip():
+            return "prompt", self.compare_prompt
+        if self.compare == "model" and self.compare_model.strip():
+            return "model", self.compare_model.strip()
+        return None
+
     def query(self, model: str, preset_texts: Mapping[str, str]) -> dict:
         """The page's link: `model` ('' for the default), the prompt (left out when it is its preset's), the view."""
         view = {name: getattr(self, name) for name in ("preset", "spade_positions", "max_tokens", "show_no_bos",
                                                         "metric", "target", "target_text", "window_start",
-                                                        "spade_grid")}
+                                                        "spade_grid", "cell", "pins", "pin_rank", "generate")}
+        kind, other = self.compared or ("", "")
+        view |= {"compare_prompt": other if kind == "prompt" else "", "compare_model": other if kind == "model" else ""}
         return links.explore_link_state({"model": model, "prompt": self.request or self.prompt, **view},
                                         preset_texts)
 
@@ -195,3 +238,15 @@ class ExplorePage:
             self.window_start = link.state["window_start"]
         if "spade_grid" in link.given:
             self.spade_grid = link.state["spade_grid"]
+        if "cell" in link.given:
+            self.cell = links.explore_cell(link.state["cell"])
+        if "pins" in link.given:
+            self.pins = links.explore_pins(link.state["pins"])
+        for name in link.given & {"pin_rank", "generate"}:
+            setattr(self, name, link.state[name])
+        if self.generate:
+            self.generate_length = self.generate
+        for kind in ("prompt", "model"):
+            if link.state[f"compare_{kind}"]:
+                self.compare = kind
+                setattr(self, f"compare_{kind}", link.state[f"compare_{kind}"])

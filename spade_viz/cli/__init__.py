@@ -21,7 +21,8 @@ from .. import compare
 from ..analysis import analyze
 from ..data import builtin_tasks
 from ..errors import InputError, SpadeVizError, check_text
-from ..files import check_output
+from ..explore import view_script
+from ..files import atomic_write_text, check_output
 from ..lenses.affine import default_lens_path
 from ..lenses.linear_spade import fit_linear_spade, format_scores
 from ..lenses.tuned import read_calibration_text, train_tuned_lens
@@ -30,6 +31,7 @@ from ..models.loading import DEFAULT_MODEL, DTYPES, ensure_default_model, load_m
 from ..sweep import SweepSettings, run_sweep
 from ..sweep.distributed import launched_processes
 from .exit_commands import add_exit_commands
+from .explore_args import add_explore_args, check_explore_args, explore_extras, print_extras
 from .options import (
     Bars,
     Parser,
@@ -69,11 +71,19 @@ def _cmd_analyze(args) -> None:
     check_text("the prompt", prompt)  # undecodable bytes in the command line: refused before the model loads
     if args.target is not None:
         check_text("the target", args.target)
+    script = check_explore_args(args)
     lm = _load(args)
     res = analyze(lm, prompt, top_k=args.top_k, target=args.target, spade_positions=args.spade_positions,
                   without_bos=args.without_bos, max_tokens=args.max_tokens)
+    extra = explore_extras(args, lm, prompt, res)
+    if script is not None:
+        atomic_write_text(script, view_script({
+            "model": args.model, "prompt": prompt, "spade_positions": args.spade_positions,
+            "max_tokens": args.max_tokens, "target": args.target, "metric": "entropy", "pins": args.pin,
+            "generate": args.generate}))
+        print(f"wrote {script}", file=sys.stderr)
     if args.json:
-        print(res.to_json())
+        print(json.dumps({**res.to_dict(), **extra}, ensure_ascii=False) if extra else res.to_json())
         return
     print(f"model {res.model_name}: {res.num_layers} layers; {len(res.tokens)} tokens "
           f"(answer position {res.answer_position}); final answer {res.token(res.final_answer_id)!r}, "
@@ -90,6 +100,7 @@ def _cmd_analyze(args) -> None:
     for name in ("logit_lens", "spade"):
         first = res.first_stable_layer(name)
         print(f"{name}: top-1 equals the final answer from layer {first} on")
+    print_extras(extra)
 
 
 def _read_stdin() -> str:
@@ -242,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="add the ablation 'SPADE without <s>' (a second SPADE pass)")
     analyze.add_argument("--max-tokens", type=MAX_TOKENS, default=DEFAULT_TOKEN_LIMIT,
                          help=f"longest prompt, in tokens with the start token (default {DEFAULT_TOKEN_LIMIT})")
+    add_explore_args(analyze)
     analyze.add_argument("--json", action="store_true", help="print one JSON object")
     analyze.set_defaults(run=_cmd_analyze)
 

@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+from ..decoders import canonical
 from ..errors import InputError
 from ..exit.arrays import ExitArrays
 from ..exit.cost import Checkpoints, CostModel
@@ -173,9 +174,11 @@ def add_exit_commands(commands, add_model_args) -> None:
     )
     curve.add_argument("--sweep", required=True, help="CSV written by `sweep` (one row per example, layer, decoder)")
     _checkpoint_args(curve, default="calibrated")
-    curve.add_argument("--confidence", default="linear_spade",
-                       help="decoder whose entropy is the confidence (default: linear_spade)")
-    curve.add_argument("--answer", default="spade", help="decoder that answers at the exit layer (default: spade)")
+    curve.add_argument("--confidence", default="linear_spade", type=canonical,
+                       help="decoder whose entropy is the confidence (default: linear_spade; the paper's v2 names "
+                            "simlens and linear_simlens are taken too)")
+    curve.add_argument("--answer", default="spade", type=canonical,
+                       help="decoder that answers at the exit layer (default: spade, alias simlens)")
     curve.add_argument("--thresholds", type=whole(2, 100_000), default=200,
                        help="number of entropy quantiles tried (default 200)")
     curve.add_argument("--threshold", type=finite_float(0), default=None, help="also report this one threshold")

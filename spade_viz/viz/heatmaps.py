@@ -27,7 +27,7 @@ from ..decoders import ordered as ordered_decoders
 from ..errors import InputError
 from .inputs import reads_prompt_layers
 from .style import font_scaled
-from .tokens import html_token, visible_tokens
+from .tokens import distinct_labels, html_token, visible_tokens
 
 if TYPE_CHECKING:  # figures take results, they do not compute them
     from .inputs import LayerStats, PromptLayers
@@ -137,17 +137,26 @@ def _layout_sizes(num_layers: int) -> tuple[int, int]:
     return row_px, 11 if row_px >= 17 else (9 if row_px >= 12 else 0)
 
 
-def _hover_top(res: PromptLayers, stats: LayerStats, cols: Sequence[int]) -> np.ndarray:
-    """[layers, len(cols)] strings: the top-k tokens with probabilities, one per line."""
+LAYER0_NOTE = "layer 0 is the input embeddings, read by the lens: not yet a prediction"
+
+
+def _hover_top(res: PromptLayers, stats: LayerStats, cols: Sequence[int], embeddings: bool = False) -> np.ndarray:
+    """[layers, len(cols)] strings: the top-k tokens with probabilities, one per line; two different
+    tokens that would look alike get their ids. `embeddings`: layer 0 says it reads the embeddings."""
     ids = stats.top_ids[:, cols]
     probs = stats.top_probs[:, cols]
-    names = {int(i): html_token(res.token(int(i))) for i in np.unique(ids)}
+    unique = [int(i) for i in np.unique(ids)]
+    names = {i: html_token(res.token(i)) for i in unique}
     out = np.empty(ids.shape[:2], dtype=object)
     for layer in range(ids.shape[0]):
         for col in range(ids.shape[1]):
-            out[layer, col] = "<br>".join(
-                f"{p:6.1%}  {names[int(i)]}" for i, p in zip(ids[layer, col], probs[layer, col])
-            )
+            cell = [int(i) for i in ids[layer, col]]
+            shown = [names[i] for i in cell]
+            if len(set(shown)) < len(set(cell)):  # two tokens shown alike: say which is which
+                shown = [html.escape(t, quote=False) for t in distinct_labels(cell, res.token)]
+            out[layer, col] = "<br>".join(f"{p:6.1%}  {t}" for t, p in zip(shown, probs[layer, col]))
+            if embeddings and layer == 0:
+                out[layer, col] = f"<i>{LAYER0_NOTE}</i><br>" + out[layer, col]
     return out
 
 
@@ -234,7 +243,7 @@ def layer_position_heatmap(
     if decoder == "spade" and 0 in cols:  # SPADE's grid: <s> has nothing to drop (analysis.spade_grid)
         position_text[cols.index(0)] += "<br>" + html.escape(SPADE_AT_START, quote=False)
     custom = np.stack([np.broadcast_to(position_text, (res.num_layers + 1, len(cols))),
-                       _hover_top(res, stats, cols)], axis=-1)
+                       _hover_top(res, stats, cols, embeddings=decoder != "spade")], axis=-1)
     z = spec.values(stats)[:, cols]
     trace = _heatmap_trace(
         res, z, _cell_text(res, stats.top1[:, cols], 4 if compact else 7), custom, spec, zrange, font_px,
@@ -288,7 +297,8 @@ def answer_heatmap(
     rows = res.num_layers + 1
     z = np.concatenate([spec.values(res.answer[n]) for n in names], axis=1)
     top1 = np.concatenate([res.answer[n].top1 for n in names], axis=1)
-    hover = np.concatenate([_hover_top(res, res.answer[n], [0]) for n in names], axis=1)
+    hover = np.concatenate([_hover_top(res, res.answer[n], [0], embeddings=n in ("logit_lens", "tuned_lens"))
+                            for n in names], axis=1)
     labels = [decoder_label(n) for n in names]
     custom = np.stack([np.broadcast_to(np.array([html.escape(x) for x in labels], dtype=object), (rows, len(names))),
                        hover], axis=-1)

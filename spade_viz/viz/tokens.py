@@ -74,3 +74,12 @@ def visible_tokens(tokens: list[str], max_len: int = 14, first_is_special: bool 
 def html_token(token: str, special: bool | None = None, max_len: int = 24) -> str:
     """`visible_token` escaped for plotly hover / cell text (which is HTML-ish)."""
     return html.escape(visible_token(token, special=special, max_len=max_len), quote=False)
+
+
+def distinct_labels(token_ids, token, max_len: int = 24) -> list[str]:
+    """`visible_token` of each id (`token(id)` gives its text), with ` #id` added where two different ids
+    would look the same (two partial-byte tokens both shown as `∅`, a space and a no-break space...)."""
+    ids = [int(i) for i in token_ids]
+    shown = [visible_token(token(i), max_len=max_len) for i in ids]
+    alike = {s for s in shown if len({i for i, t in zip(ids, shown) if t == s}) > 1}
+    return [f"{s} #{i}" if s in alike else s for i, s in zip(ids, shown)]

@@ -116,7 +116,7 @@ class Analysis:
         return text
 
     def figures(self, metric: str = "entropy") -> dict:
-        """The Explore page's plotly figures of this analysis, by name (in Jupyter: `res.figures()[name]`)."""
+        """The Explore page's figures by name (in Jupyter: `res.figures()[name]`)."""
         return viz.analysis_figures(self, metric)
 
     def first_stable_layer(self, decoder: str) -> int | None:
@@ -152,13 +152,8 @@ class Analysis:
             "spade_positions": self.spade_positions,
             "target": self.token(self.target_id),
             "final_answer": self.token(self.final_answer_id),
-            "layers": [
-                {
-                    "layer": layer,
-                    **{name: self._cell(stats, layer, 0) for name, stats in self.answer.items()},
-                }
-                for layer in range(self.num_layers + 1)
-            ],
+            "layers": [{"layer": layer, **{name: self._cell(stats, layer, 0) for name, stats in self.answer.items()}}
+                       for layer in range(self.num_layers + 1)],
             "grid": [
                 [
                     {

@@ -18,7 +18,7 @@ from spade_viz.app.state import EXIT_LINK_KEEP, ExitPage
 from spade_viz.app.widgets import bind, page_state
 from spade_viz.data import builtin_tasks
 from spade_viz.exit import Checkpoints
-from spade_viz.exit.session import CONFIDENCES, ExitSession, confidences, point_threshold, view_notes
+from spade_viz.exit.session import CONFIDENCES, ExitSession, confidences, point_threshold, shown, view_notes
 from spade_viz.viz import exit_figures as xf
 from spade_viz.viz import exports
 from spade_viz.viz.tokens import visible_token
@@ -194,8 +194,9 @@ with views_area:
     live_threshold_slider(session.slider(view), tradeoff, tau, page.release_id, view_notes(view), key="ee_live",
                           large=chrome.font_scale() > 1)
     chrome.explain(EXPLAIN["metrics"])
-    st.markdown(f"**Examples at τ = {tau:.3f}** (accuracy {p.accuracy:.1%}, compute {p.compute_fraction:.1%}, "
-                f"speedup {p.speedup:.2f}×, mean exit layer {p.mean_exit_layer:.1f} / {L})")
+    text = shown(tau, p)
+    st.markdown(f"**Examples at τ = {text['tau']}** (accuracy {text['accuracy']}, compute {text['compute_fraction']}, "
+                f"speedup {text['speedup']}, mean exit layer {text['mean_exit_layer']} / {L})")
     chrome.explain(EXPLAIN["table"])
     table = view.examples_table(outcome)
     for column in ("answer", "gold", "full answer"):

@@ -168,6 +168,13 @@ MARKER_JS = """() => {  // the current threshold's point over the trade-off curv
 }"""
 
 
+def _unfold_setup(page) -> None:
+    """Open the Early-exit page's set-up (data, sweep, linear SPADE), folded away once a sweep shows."""
+    setup = page.locator("[data-testid='stExpander'] details").filter(has_text="Data, sweep and linear SPADE")
+    if not setup.evaluate("(el) => el.open"):
+        setup.locator("summary").click()
+
+
 def _early_exit_task(page, url: str, task: str) -> None:
     """Open the Early-exit page and pick a built-in task."""
     page.set_default_timeout(WAIT_MS)
@@ -175,9 +182,7 @@ def _early_exit_task(page, url: str, task: str) -> None:
     page.get_by_text("how early can the model stop").wait_for()
     page.get_by_text("Data, sweep and linear SPADE").wait_for()
     _wait_idle(page)
-    setup = page.locator("[data-testid='stExpander'] details").filter(has_text="Data, sweep and linear SPADE")
-    if not setup.evaluate("(el) => el.open"):  # folded away once a sweep shows
-        setup.locator("summary").click()
+    _unfold_setup(page)
     page.locator(".st-key-ee_task").click()
     page.keyboard.type(task)  # the list scrolls: type to filter it, then take the first match
     page.keyboard.press("Enter")
@@ -202,6 +207,7 @@ def test_early_exit_slider_in_chromium(cache_without_lenses):
             _early_exit_task(page, url, "capitals")
             page.get_by_text("capitals: 153 examples").wait_for()
             _wait_idle(page)
+            _unfold_setup(page)
             limit = page.locator(".st-key-ee_limit input")
             limit.fill("24")
             limit.press("Enter")

@@ -128,7 +128,7 @@ def _drag(page, share: float) -> None:
 def _go(page, title: str, wait_for: str) -> None:
     """Leave for another page through the sidebar's page list (or come back)."""
     page.locator("[data-testid='stSidebarNav'] a").filter(has_text=title).first.click()
-    page.get_by_text(wait_for).first.wait_for()
+    page.get_by_text(wait_for).first.wait_for()  # a title, or a line the page shows
     _wait_idle(page)
 
 
@@ -193,7 +193,7 @@ def test_walking_the_early_exit_page_keeps_every_view_in_agreement(cache_without
             other = browser.new_page(viewport={"width": 1280, "height": 1000})
             other.set_default_timeout(WAIT_MS)
             other.goto(link)
-            other.get_by_text("Slide the threshold").wait_for()
+            other.get_by_text("Slide the threshold", exact=True).wait_for()
             _frame(other)
             _wait_idle(other)
             opened = _check(other, "the copied link in a new tab")

@@ -15,6 +15,7 @@ from spade_viz.exit.session import (
     confidences,
     point_threshold,
     search_layout,
+    shown,
     slider_grid,
     view_notes,
 )
@@ -112,6 +113,11 @@ def test_one_threshold_grid_for_the_slider_the_table_and_the_link(arrays):
     for i in (0, len(grid.taus) // 3, len(grid.taus) - 1):
         point = view.at(grid.taus[i]).point
         assert numbers["accuracy"][i] == round(point.accuracy, 6) and numbers["speedup"][i] == round(point.speedup, 6)
+        assert {key: values[i] for key, values in numbers["text"].items()} == shown(grid.taus[i], point)
+    # the slider shows the server's strings: a tie rounds as the table rounds it (56.25% -> 56.2%, not 56.3%)
+    tie = type("Point", (), {"accuracy": 0.5625, "compute_fraction": 0.5, "speedup": 2.0, "agreement": 1.0,
+                             "mean_exit_layer": 3.25})()
+    assert shown(0.0625, tie)["accuracy"] == "56.2%" and shown(0.0625, tie)["tau"] == "0.062"
 
 
 def test_small_sweeps_and_guessing_say_so_beside_the_numbers(arrays):

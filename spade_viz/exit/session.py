@@ -94,6 +94,14 @@ def confidences(arrays: ExitArrays) -> list[str]:
     return [name for name in CONFIDENCES if name in arrays.decoders]
 
 
+def shown(threshold: float, point) -> dict[str, str]:
+    """A threshold and its exit's numbers as every view writes them (the slider in the browser shows
+    these very strings, so its rounding cannot differ from the table's)."""
+    return {"tau": f"{threshold:.3f}", "accuracy": f"{point.accuracy:.1%}",
+            "compute_fraction": f"{point.compute_fraction:.1%}", "speedup": f"{point.speedup:.2f}×",
+            "agreement": f"{point.agreement:.1%}", "mean_exit_layer": f"{point.mean_exit_layer:.1f}"}
+
+
 def slider_grid(view: StudyView, grid: ThresholdGrid) -> dict:
     """Every slider position's numbers, for a slider that moves in the browser: at each threshold of
     `grid` the hybrid exit's metrics and exit-layer histogram (JSON-ready).
@@ -102,13 +110,17 @@ def slider_grid(view: StudyView, grid: ThresholdGrid) -> dict:
     L = view.arrays.num_layers
     out = {key: [] for key in ("accuracy", "compute_fraction", "speedup", "agreement", "mean_exit_layer",
                                "exit_rate", "histogram")}
+    text: dict[str, list[str]] = {}
     for tau in grid.taus:
         outcome = view.simulator.at(float(tau), with_answers=False)
         point = outcome.point
         for key in ("accuracy", "compute_fraction", "speedup", "agreement", "mean_exit_layer", "exit_rate"):
             out[key].append(round(float(getattr(point, key)), 6))
         out["histogram"].append(np.bincount(outcome.exit_layer, minlength=L + 1)[: L + 1].tolist())
-    return {"tau": grid.taus.tolist(), **out, "num_layers": L, "full_accuracy": float(view.full["accuracy"])}
+        for key, value in shown(float(tau), point).items():
+            text.setdefault(key, []).append(value)
+    return {"tau": grid.taus.tolist(), **out, "text": text, "num_layers": L,
+            "full_accuracy": float(view.full["accuracy"])}
 
 
 def point_threshold(view: StudyView, which: str) -> float | None:

@@ -132,11 +132,10 @@ if page.needs_opening(study_key):  # a sweep new in view opens at its fastest la
         page.apply(session.opening(study_key, page.settings), study_key)
 page.use(page.settings.fitted(arrays))
 view = session.view(study_key, page.settings)
-grid = session.grid(view)
-page.tau = grid.snap(page.tau)
+page.tau = session.grid(view).snap(page.tau)
 
 
-def set_by_hand() -> None:
+def set_by_hand() -> None:  # a layout control changed
     page.note = "Layout set by hand."
 
 

@@ -156,7 +156,8 @@ def test_two_models_of_different_depths_compare_by_depth(tiny_lm):
     a = sv.analyze(tiny_lm, "the cat sat")
     keep = [0, *range(2, a.num_layers + 1)]  # a shallower "model": one layer fewer (the tiny ones share a depth)
     shallow = {name: DecodeStats(**{k: v[keep] for k, v in stats.__dict__.items()}) for name, stats in a.answer.items()}
-    grids = {name: DecodeStats(**{k: v[keep] for k, v in stats.__dict__.items()}) for name, stats in a.grids.items()}
+    grids = {name: DecodeStats(**{k: v[keep] for k, v in stats.__dict__.items()})
+             for name, stats in a.windowed(0, len(a.tokens)).grids.items()}
     b = replace(a, num_layers=a.num_layers - 1, answer=shallow, grids=grids)
     cmp = sv.compare_analyses(a, b)
     rows = cmp.layers[cmp.layers["decoder"] == "spade"]

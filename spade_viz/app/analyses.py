@@ -25,7 +25,6 @@ from .models import model_key, serve_settings
 
 ANALYSIS_CACHE_ENTRIES = 16
 RETARGET_CACHE_ENTRIES = 32  # per analysis
-SPADE_GRID_ENTRIES = 8
 FIGURE_ENTRIES = 24  # views (an analysis's figures in one metric, window, target...) kept for all sessions
 
 
@@ -223,31 +222,3 @@ def analysis(lm: sv.LoadedModel, prompt: str, spade_positions: str = "original",
     if target is None or target == "":
         return store.get(entry, compute)
     return store.get_target(entry, target, compute, lambda base: sv.retarget(lm, base, target))
-
-
-@st.cache_resource(show_spinner=False)
-def _spade_grids() -> tuple[threading.Lock, dict]:
-    return threading.Lock(), {}  # key -> DecodeStats, oldest first (dicts keep insertion order)
-
-
-def spade_grid(lm: sv.LoadedModel, prompt: str, spade_positions: str = "original",
-               max_tokens: int = DEFAULT_MAX_TOKENS, progress=None, compute: bool = True):
-    """SPADE at every position of the prompt (`sv.spade_grid` on its kept analysis), kept for all
-    sessions (the last `SPADE_GRID_ENTRIES`); `compute=False`: None unless already kept.
-
-    Not an `st.cache_data`: its progress bar lives outside it, which a cache hit could not replay.
-    """
-    key = (model_key(lm), lm.fingerprint(), prompt, spade_positions, int(max_tokens))
-    lock, kept = _spade_grids()
-    with lock:
-        grid = kept.pop(key, None)
-        if grid is not None:
-            kept[key] = grid  # now the most recent
-    if grid is not None or not compute:
-        return grid
-    grid = sv.spade_grid(lm, analysis(lm, prompt, spade_positions, max_tokens), progress=progress)
-    with lock:
-        kept[key] = grid
-        while len(kept) > SPADE_GRID_ENTRIES:
-            kept.pop(next(iter(kept)))
-    return grid

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..analysis import DEFAULT_MAX_TOKENS, check_prompt
+from ..analysis import check_prompt
 from ..engine import continue_rows_in_bands
 from ..errors import InputError, check_int, check_number
 from ..exit.cost import Checkpoints, CostModel, full_cost, hybrid_costs
 from ..lenses.spade import POSITION_MODES, spade_position
 from ..lenses.stats import DecodeStats, distribution_stats
+from ..limits import DEFAULT_TOKEN_LIMIT
 from ..models.loading import LoadedModel, operation
 
 MAX_GENERATE = 512  # tokens of one generation (a server may allow fewer)
@@ -125,7 +126,7 @@ def _spade_grid(lm: LoadedModel, residuals, final_hidden, final_logprobs, token_
 
 @operation
 def follow_generation(lm: LoadedModel, prompt: str, max_new_tokens: int = 16, spade_positions: str = "original",
-                      top_k: int = 5, max_tokens: int = DEFAULT_MAX_TOKENS, limit: int = MAX_GENERATE) -> Generation:
+                      top_k: int = 5, max_tokens: int = DEFAULT_TOKEN_LIMIT, limit: int = MAX_GENERATE) -> Generation:
     """Generate up to `max_new_tokens` greedily, then decode each step at every layer by the logit lens
     and SPADE (`limit`: the most a caller allows, e.g. a server's)."""
     limit = check_int("limit", limit, 1, MAX_GENERATE)

@@ -265,3 +265,19 @@ def test_default_model_linear_spade_beats_logit_lens_held_out(capitals_sweep):
     assert (linear[mid_late] >= lens[mid_late]).mean() > 0.8, (linear.round(2), lens.round(2))
     corr = np.array([row["entropy_corr"] for row in scores])[mid_late]
     assert np.nanmean(corr) > 0.3, corr.round(2)
+
+
+def test_a_token_limit_every_example_fits_under_keys_a_sweep_as_before():
+    """The token limit rose from 512 to 2048: a sweep whose examples all fit under both is the same sweep
+    (same key: cached and shipped sweeps stay valid); one with a longer example is not."""
+    from types import SimpleNamespace
+
+    from spade_viz.sweep.results import KEYED_TOKEN_LIMIT, SweepSettings
+
+    short = [SimpleNamespace(token_ids=tuple(range(40))), SimpleNamespace(token_ids=tuple(range(300)))]
+    long = [*short, SimpleNamespace(token_ids=tuple(range(KEYED_TOKEN_LIMIT + 1)))]
+    now, before = SweepSettings(max_tokens=2048), SweepSettings(max_tokens=KEYED_TOKEN_LIMIT)
+    assert now.keyed(short).key() == before.keyed(short).key() and now.makes(before, short)
+    assert now.keyed(short).key()["max_tokens"] == KEYED_TOKEN_LIMIT
+    assert not now.makes(before, long) and now.keyed(long).key()["max_tokens"] == 2048
+    assert SweepSettings(max_tokens=100).keyed(short).key()["max_tokens"] == 100  # a limit that bites is kept

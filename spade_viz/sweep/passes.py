@@ -324,7 +324,7 @@ def cached_sweep(lm: LoadedModel, dataset, settings: SweepSettings | None = None
     if result is not None or not fallback_shipped:
         return result
     shipped = shipped_sweeps().get(dataset.source_hash)
-    if shipped is None or SweepSettings(**shipped["settings"]).key() != settings.key():
+    if shipped is None or not settings.makes(SweepSettings(**shipped["settings"]), prepared):
         return None
     result = read_shipped(shipped["key"], lm)  # None: another model's weights
     if result is None:
@@ -349,7 +349,7 @@ def shipped_sweep_problem(lm: LoadedModel, dataset, settings: SweepSettings | No
     shipped = shipped_sweeps().get(dataset.source_hash)
     if shipped is None:
         return None
-    if SweepSettings(**shipped["settings"]).key() != settings.key():
+    if not settings.makes(SweepSettings(**shipped["settings"]), prepare_dataset(lm, dataset, settings.max_tokens)[0]):
         return "the sweep shipped for these examples used the default settings, not these"
     if shipped["fingerprint"] != lm.fingerprint():
         return (f"the sweep shipped for these examples was computed on the default model's fp32 weights; this "
@@ -370,7 +370,7 @@ def _lenses_and_key(lm: LoadedModel, dataset, prepared, settings: SweepSettings,
     usable = [dataset.examples[p.index] for p in prepared]
     plan = plan_linear_spade(lm, usable, dataset.name, settings, linear_spade_map)
     tuned = find_lens(lm, "tuned_lens") if settings.tuned_lens else None
-    return plan, tuned, cache_key(lm, dataset, settings, plan.key(), tuned)
+    return plan, tuned, cache_key(lm, dataset, settings.keyed(prepared), plan.key(), tuned)
 
 
 def _checked(lm, dataset, settings) -> SweepSettings:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,9 @@ CSV_COLUMNS = (
     "example_id", "layer", "decoder", "top1", "top1_id", "correct", "agree_final",
     "entropy", "entropy_vocab", "n_tokens", "n_choices",
 )
+
+
+KEYED_TOKEN_LIMIT = 512  # see SweepSettings.keyed
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,19 @@ class SweepSettings:
         object.__setattr__(self, "confidence_shortlist", tuple(sorted(set(shortlist))))
         if not isinstance(self.tuned_lens, bool):
             raise InputError(f"tuned_lens must be True or False, not {self.tuned_lens!r}")
+
+    def keyed(self, prepared) -> SweepSettings:
+        """These settings as a sweep's key records them for the `prepared` examples: a token limit they
+        all fit under changes nothing, so it is keyed as `KEYED_TOKEN_LIMIT`, the limit sweeps were keyed
+        by before it rose (their cache entries and the shipped sweeps stay valid)."""
+        longest = max((len(p.token_ids) for p in prepared), default=0)
+        if longest <= min(self.max_tokens, KEYED_TOKEN_LIMIT):
+            return replace(self, max_tokens=KEYED_TOKEN_LIMIT)
+        return self
+
+    def makes(self, other: SweepSettings, prepared) -> bool:
+        """Whether a sweep of the `prepared` examples made with `other` is the one these settings make."""
+        return self.keyed(prepared).key() == other.keyed(prepared).key()
 
     def key(self) -> dict:
         """The settings that change results (batch size does not)."""

@@ -141,20 +141,6 @@ def _set_every(page, every: int) -> None:
     page.get_by_text("Checkpoints and compute accounting").click()  # fold it again
 
 
-def _open_task(page, task: str) -> None:
-    """On the Early-exit page, pick a built-in task (its shipped sweep shows at once)."""
-    setup = page.locator("[data-testid='stExpander'] details").filter(has_text="Data, sweep and linear SPADE")
-    if not setup.evaluate("(el) => el.open"):  # folded away once a sweep shows
-        setup.locator("summary").click()
-    page.keyboard.press("Escape")
-    page.locator(".st-key-ee_task").click()
-    page.keyboard.type(task)  # the list scrolls: type to filter it, then take the first match
-    page.keyboard.press("Enter")
-    page.get_by_text("This sweep shipped with spade-viz").wait_for()
-    page.locator(LIVE_SLIDER).scroll_into_view_if_needed()
-    _wait_idle(page)
-
-
 def test_walking_the_early_exit_page_keeps_every_view_in_agreement(cache_without_lenses):
     ARTIFACTS.mkdir(exist_ok=True)
     with streamlit_server(timeout=120, log_path=ARTIFACTS / "streamlit-walk.log") as url:
@@ -233,11 +219,11 @@ def test_every_built_in_task_opens_within_two_points_or_says_so(cache_without_le
         with chromium_browser() as browser:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.set_default_timeout(WAIT_MS)
-            page.goto(url)
-            page.get_by_text("what is the model about to say").wait_for()
-            _go(page, "Early exit", "how early can the model stop")
             for task in ("yes_no", "capitals", "multiple_choice"):
-                _open_task(page, task)
+                page.goto(f"{url}/Early_exit?task={task}")  # a link to the task: its shipped sweep shows at once
+                page.locator("[data-testid='stCaptionContainer']").filter(has_text=f"{task}, ").first.wait_for()
+                page.locator(LIVE_SLIDER).scroll_into_view_if_needed()  # a component's frame loads once in view
+                _wait_idle(page)
                 frame = _frame(page)
                 delta = frame.locator(".metric .delta").first.inner_text()
                 loss = -float(delta.split(" pt")[0]) if delta.startswith("-") else 0.0

@@ -247,7 +247,9 @@ def test_default_model_windows_equal_the_grid_at_once(default_lm):
     out = plain_forward(default_lm, at_once.token_ids)
     with torch.no_grad():
         reference = torch.log_softmax(default_lm.adapter.logit_lens(out.hidden_states[10][0]).float(), -1)
-    np.testing.assert_allclose(at_once.logit_lens.entropy[10], -(reference.exp() * reference).sum(-1), atol=1e-4)
+    # two float32 forward passes of different shapes: <s>'s huge activations leave ~1e-4 relative noise
+    np.testing.assert_allclose(at_once.logit_lens.entropy[10], -(reference.exp() * reference).sum(-1),
+                               rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(at_once.logit_lens.top1[10], reference.argmax(-1))
 
 

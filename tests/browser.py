@@ -49,19 +49,32 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _server_command(port: int, warm: bool) -> list[str]:
+    """The README's start command (`python -m spade_viz app`: the model loaded and a first prompt
+    analysed before the server answers), or with `warm` False a bare `streamlit run app.py`."""
+    where = ["--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none"]
+    if warm:
+        return [sys.executable, "-m", "spade_viz", "app", *where]
+    streamlit = Path(sys.executable).with_name("streamlit")
+    return [str(streamlit) if streamlit.exists() else shutil.which("streamlit") or "streamlit", "run", "app.py",
+            "--server.headless", "true", "--browser.gatherUsageStats", "false", *where]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @contextlib.contextmanager
 def streamlit_server(timeout: float = 90.0, log_path: Path | None = None, warm: bool = True):
-    """Start the app on a free localhost port; yield its URL once it answers; stop it afterwards.
-
-    `warm`: as the README's start command does (`python -m spade_viz app`: the model loaded and a first
-    prompt analysed before the server answers); otherwise a bare `streamlit run app.py`."""
+    """Start the app on a free localhost port (`_server_command`); yield its URL once it answers; stop it
+    afterwards."""
     port = free_port()
-    streamlit = Path(sys.executable).with_name("streamlit")
-    where = ["--server.port", str(port), "--server.address", "127.0.0.1"]
-    cmd = ([sys.executable, "-m", "spade_viz", "app", *where] if warm else
-           [str(streamlit) if streamlit.exists() else shutil.which("streamlit") or "streamlit", "run", "app.py",
-            "--server.headless", "true", *where, "--browser.gatherUsageStats", "false",
-            "--server.fileWatcherType", "none"])
+    cmd = _server_command(port, warm)
     log = open(log_path or os.devnull, "w")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
     url = f"http://127.0.0.1:{port}"
@@ -81,12 +94,7 @@ def streamlit_server(timeout: float = 90.0, log_path: Path | None = None, warm: 
             time.sleep(0.3)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
         log.close()
 
 
@@ -96,8 +104,7 @@ def warm_server(timeout: float = 300.0, env: dict | None = None, log_path: Path 
     before it serves), on a free localhost port; yield (URL, process) once it prints that it is ready;
     stop it afterwards. Its output goes to `log_path`."""
     port = free_port()
-    cmd = [sys.executable, "-m", "spade_viz", "app", "--server.port", str(port), "--server.address", "127.0.0.1",
-           "--server.fileWatcherType", "none"]
+    cmd = _server_command(port, warm=True)
     log_path = log_path or Path(os.devnull)
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env or dict(os.environ))
@@ -115,12 +122,7 @@ def warm_server(timeout: float = 300.0, env: dict | None = None, log_path: Path 
             time.sleep(0.3)
         yield f"http://127.0.0.1:{port}", proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
 
 
 @contextlib.contextmanager

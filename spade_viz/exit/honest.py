@@ -25,6 +25,7 @@ from ..sweep import SweepSettings, run_sweep
 from .arrays import ExitArrays
 from .cost import Checkpoints, CostModel
 from .real import RealExitReport, prepare_prompts, run_real_exit
+from .session import FEW_CALIBRATION_EXAMPLES
 from .simulate import search_checkpoints
 
 
@@ -56,7 +57,6 @@ class HonestExit:
         }
 
 
-FEW_CALIBRATION_EXAMPLES = 50
 
 
 def answer_shortlist(lm: LoadedModel, prompts, top: int = 10) -> list[int]:

@@ -129,7 +129,7 @@ def point_threshold(view: StudyView, which: str) -> float | None:
     return round(float(point["threshold"]), 6) if point else None
 
 
-FEW_EXAMPLES = 100  # below this, a layout and threshold chosen on half of them rarely hold on others
+FEW_CALIBRATION_EXAMPLES = 50  # below this, a layout and threshold chosen on them rarely hold on others
 
 
 def view_notes(view: StudyView) -> list[str]:
@@ -140,9 +140,10 @@ def view_notes(view: StudyView) -> list[str]:
         notes.append("This sweep has no linear SPADE column: the exit confidence falls back to another decoder. "
                      "Fit linear SPADE below and run the sweep again for the real method.")
     n = len(view.arrays)
-    if n < FEW_EXAMPLES:
+    if n < 2 * FEW_CALIBRATION_EXAMPLES:  # the view chooses on every other example
         notes.append(f"Only {n} examples: the layout and threshold were chosen on {(n + 1) // 2} of them, too few "
-                     f"for a reliable choice (use at least {FEW_EXAMPLES}); read these numbers as a rough sketch.")
+                     f"for a reliable choice (use at least {2 * FEW_CALIBRATION_EXAMPLES}); read these numbers as a "
+                     "rough sketch.")
     if warning := view.arrays.chance_level_warning(view.full["accuracy"]):
         notes.append(warning)
     return notes

@@ -1,8 +1,7 @@
 """Explore's further views in a real browser (`streamlit run app.py` + headless chromium) on the default
 model: a link opens a prompt with two pinned tokens, a second prompt to compare and a generation of 8
-tokens; each view is checked against the library's own numbers. Screenshots go to test-artifacts/.
-(A click on a cell is covered by tests/test_explore_views.py through the chart's selection state; a
-real click in chromium does not open the cell yet.)
+tokens; then a real mouse click on a cell of the positions heatmap opens that cell's top 10. Each view is
+checked against the library's own numbers. Screenshots go to test-artifacts/.
 """
 
 from __future__ import annotations
@@ -53,6 +52,48 @@ def _figure(figures: list[dict], title_start: str) -> dict:
     return found[0]
 
 
+TABLES_JS = """() => Array.from(document.querySelectorAll('[data-testid="stTable"] table')).map(t => ({
+    head: Array.from(t.querySelectorAll('thead th'), th => th.innerText.trim()),
+    rows: Array.from(t.querySelectorAll('tbody tr'),
+                     tr => Array.from(tr.querySelectorAll('td'), td => td.innerText.trim())),
+}))"""
+CELL_JS = """([layer, position]) => {  // where the positions heatmap draws cell (layer, position), in page pixels
+    const el = document.querySelector('.js-plotly-plot'), box = el.getBoundingClientRect();
+    const xa = el._fullLayout.xaxis, ya = el._fullLayout.yaxis, heat = el._fullData[0];
+    const column = Array.from(heat.x).findIndex(x => Number(x) === position || String(x).startsWith(position + ':'));
+    const row = Array.from(heat.y).findIndex(y => Number(y) === layer);
+    return {x: box.x + xa._offset + xa.d2p(heat.x[column]), y: box.y + ya._offset + ya.d2p(heat.y[row])};
+}"""
+
+
+def click_cell_and_read(page, lm, res, layer: int, position: int) -> None:
+    """Click cell (layer, position) of the positions heatmap with the mouse; check that the cell panel opens
+    on it and shows, for every decoder, the library's top 10 with their probabilities."""
+    page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    where = page.evaluate(CELL_JS, [layer, position])
+    page.mouse.move(where["x"], where["y"])
+    page.wait_for_timeout(300)
+    hover = page.locator(".hovertext").first.text_content()
+    assert f"layer {layer} · position {position}" in hover, hover
+    page.mouse.click(where["x"], where["y"])
+    page.get_by_role("button", name="Close the cell").wait_for()
+    _wait_idle(page)
+    assert page.get_by_text(f"Position {position} (").count() >= 1
+    reading = sv.read_position(lm, res, position)
+    names = decoders.ordered(reading.decoders)
+    heads = [decoders.label(d) for d in names]
+    tables = [t for t in page.evaluate(TABLES_JS) if t["head"][-len(heads):] == heads]
+    assert len(tables) == 1, page.evaluate(TABLES_JS)
+    rows = tables[0]["rows"]
+    assert len(rows) == 10
+    for column, name in enumerate(names):
+        labels = sv.viz.distinct_labels(reading.top_ids[name][layer], reading.token)
+        expected = [f"{t}  {p:.2%}" for t, (_, _, p) in zip(labels, reading.top(name, layer))]
+        shown = [row[-len(heads) + column] for row in rows]
+        assert [" ".join(s.split()) for s in shown] == [" ".join(e.split()) for e in expected], (name, shown, expected)
+
+
 def test_explore_views_in_chromium(cache_without_lenses, default_lm):
     ARTIFACTS.mkdir(exist_ok=True)
     res = sv.analyze(default_lm, PROMPT)
@@ -93,4 +134,9 @@ def test_explore_views_in_chromium(cache_without_lenses, default_lm):
                 assert (heat["traces"][0]["rows"], heat["traces"][0]["cols"]) == (default_lm.num_layers + 1, 8)
                 np.testing.assert_allclose(np.array(heat["traces"][0]["z"]), gen.grids[name].target_prob, rtol=1e-4)
             assert len(_figure(figures, "SPADE: each generated")["ticks"]) == 8
+
+            # a real click on a cell of the positions heatmap opens its top 10 by every decoder
+            click_cell_and_read(page, default_lm, res, layer=17, position=res.answer_position - 2)
+            assert page.locator("[data-testid='stException']").count() == 0
             page.screenshot(path=str(ARTIFACTS / "explore-views.png"), full_page=True)
+

@@ -5,6 +5,7 @@ and adds the figures it draws to `figs` (the downloads offer them all)."""
 from __future__ import annotations
 
 import json
+import re
 
 import streamlit as st
 
@@ -17,6 +18,17 @@ from .state import ExplorePage
 from .widgets import bind
 
 PLOT = dict(theme=None, config={"displaylogo": False})
+
+
+def _literal(cell):
+    """A table cell shown as it is: st.table reads Markdown, so a token such as "-" or "*" would become a list
+    or emphasis; every ASCII punctuation mark is escaped."""
+    return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", cell) if isinstance(cell, str) else cell
+
+
+def literal_table(columns: dict) -> None:
+    """`st.table` of `columns` ({header: cells}) with every header and cell shown literally."""
+    st.table({_literal(head): [_literal(cell) for cell in cells] for head, cells in columns.items()})
 
 
 def cell_and_pins(page: ExplorePage, lm, res, figs: dict, scale: float) -> None:
@@ -48,7 +60,7 @@ def cell_and_pins(page: ExplorePage, lm, res, figs: dict, scale: float) -> None:
         where = "the input embeddings read by the lens" if layer == 0 else f"layer {layer}"
         st.markdown(f"**Position {position} (`{viz.visible_token(res.tokens[position], max_len=30)}`), {where}:** "
                     "the top 10 of each decoder.")
-        st.table({decoders.label(d): [f"{t}  {p:.2%}" for t, (_, _, p) in zip(labels[d], reading.top(d, layer))]
+        literal_table({decoders.label(d): [f"{t}  {p:.2%}" for t, (_, _, p) in zip(labels[d], reading.top(d, layer))]
                   for d in cell_names})
         panel_tokens = list(dict.fromkeys(f"#{i}" for d in cell_names for i in reading.top_ids[d][layer]))
         p1, p2, p3 = st.columns([2, 1, 1], vertical_alignment="bottom")
@@ -128,7 +140,7 @@ def comparison(page: ExplorePage, lm, res, drawn, figs: dict, scale: float) -> N
             cb.plotly_chart(figs["compare_b"], key="fig_compare_b", **PLOT)
             st.plotly_chart(figs["difference"], key="fig_difference", **PLOT)
             rows = comparison.summary.to_dict("records")
-            st.table({"decoder": [decoders.label(r["decoder"]) for r in rows],
+            literal_table({"decoder": [decoders.label(r["decoder"]) for r in rows],
                       **{f"{what} · {run}": [viz.visible_token(r[f"final_answer_{run.lower()}"])
                                              if what == "final answer"
                                              else ("never" if r[f"first_layer_{run.lower()}"] is None
@@ -176,7 +188,7 @@ def generation(page: ExplorePage, lm, figs: dict, scale: float) -> None:
                 f"{len(gen.token_ids)} tokens would differ from the model's. (Each step counted as a prompt of the "
                 "tokens "
                 "before it, as on Early exit.)")
-            st.table({"token": [viz.visible_token(t) for t in gen.tokens],
+            literal_table({"token": [viz.visible_token(t) for t in gen.tokens],
                       **{f"first layer · {decoders.label(d)}": [("never" if f is None else f)
                                                                  for f in gen.first_layer(d)]
                          for d in gen.grids}})

@@ -104,6 +104,7 @@ with st.expander("Train a tuned lens" if lens is None else "Train the tuned lens
                    "tuned`), not from the browser.")
     if st.button("Train tuned lens", key="cd_train", type="primary", icon=":material/model_training:",
                  disabled=not ready or not serve.visitors_save):
+        jobs.stop_button("training", "cd_train_stop")
         bar = st.progress(0.0, text="Training the tuned lens…")
         try:
             with jobs.heavy_job("training the tuned lens"):
@@ -162,6 +163,7 @@ if st.button("Run the comparison", key="cd_run", type="primary", icon=":material
              disabled=key in results and not partial,
              help="Decodes every example at every layer with each decoder (once per dataset and lens; later visits "
                   "read the stored result)."):
+    jobs.stop_button("the comparison", "cd_run_stop")
     bar = st.progress(0.0, text="Decoding every example at every layer…")
     try:
         with jobs.heavy_job("decoding"):  # in server mode a visitor's sweep is not stored for everyone

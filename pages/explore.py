@@ -170,13 +170,17 @@ share()
 # back costs nothing); the answer views above read the answer column, computed with the analysis.
 grid_names = decoders.ordered(["logit_lens", *(["tuned_lens"] if "tuned_lens" in res.grids else []),
                                *(["spade"] if page.spade_grid else [])])
-bar = st.empty()
+bar, stop = st.empty(), st.empty()
+if "spade" in grid_names and not res.is_filled(*window, grid_names):  # seconds a window on a long prompt
+    jobs.stop_button("SPADE at every position", "spade_grid_stop", where=stop,
+                     then=lambda: setattr(page, "spade_grid", False))
 try:
     in_view = res.windowed(*window, decoders=grid_names, progress=jobs.bar_progress(bar, "Decoding the window"))
 except sv.SpadeVizError as err:
     chrome.show_error(err)
     st.stop()
 bar.empty()
+stop.empty()
 with_spade = "spade" in grid_names
 drawn = decoders.ordered(d for d in res.decoders if page.show_no_bos or d != "spade_no_bos")
 zrange = viz.metric_range(in_view, page.metric)

@@ -91,6 +91,10 @@ class Analysis:
             grids[name] = grid
         return replace(self, grids=grids)
 
+    def is_filled(self, start: int, stop: int, decoders: list[str]) -> bool:
+        """Whether `windowed(start, stop, decoders)` has nothing left to compute."""
+        return all(not isinstance(g := self.grid(d), Grid) or g.store.is_filled(start, stop) for d in decoders)
+
     def buffers(self) -> dict[int, int]:
         """Bytes held, per buffer (keyed by identity, so an analysis and its retargets share keys):
         hidden states, answer statistics and each grid's cache at full size (it never grows)."""

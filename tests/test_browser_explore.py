@@ -140,3 +140,27 @@ def test_explore_views_in_chromium(cache_without_lenses, default_lm):
             assert page.locator("[data-testid='stException']").count() == 0
             page.screenshot(path=str(ARTIFACTS / "explore-views.png"), full_page=True)
 
+
+def test_a_long_spade_grid_stops_from_the_page_and_keeps_what_it_finished(cache_without_lenses, default_lm):
+    """SPADE at every position on a 200-token prompt takes seconds a window: its Stop button ends the work at
+    the next chunk, the page says so and falls back to the logit lens, and asking again finishes the window."""
+    prompt = " ".join(["river stone light music garden paper window market"] * 25)
+    with streamlit_server(timeout=120, log_path=ARTIFACTS / "streamlit-explore-stop.log") as url:
+        with chromium_page(1280, 900) as page:
+            page.set_default_timeout(WAIT_MS)
+            page.goto(f"{url}/Explore?{urlencode({'prompt': prompt, 'grid': 1})}")
+            stop = page.get_by_role("button", name="Stop SPADE at every position")
+            stop.click()
+            page.get_by_text("Stopped SPADE at every position; what was finished is kept.").wait_for()
+            _wait_idle(page)
+            assert page.locator("[data-testid='stException']").count() == 0
+            titles = [f["title"] for f in page.evaluate(FIGURES_JS)]
+            assert any(t.startswith("Logit lens: top-1") for t in titles)
+            assert not any(t.startswith("SPADE") for t in titles), titles  # the grid's request withdrawn
+            assert "grid=1" not in page.url
+
+            page.get_by_role("button", name="Decode SPADE at every position").click()
+            page.wait_for_function("() => Array.from(document.querySelectorAll('.js-plotly-plot')).some(el => "
+                                   "el.layout && String(el.layout.title.text).startsWith('SPADE'))")
+            _wait_idle(page)
+            assert page.locator("[data-testid='stException']").count() == 0

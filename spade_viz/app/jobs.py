@@ -1,9 +1,10 @@
-"""Heavy jobs (sweeps, fits, trainings) under server mode's limit, and progress bars for them."""
+"""Heavy jobs (sweeps, fits, trainings, SPADE grids) under server mode's limit, with progress bars and a
+Stop button."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import streamlit as st
@@ -12,6 +13,7 @@ from ..serve import JobQueue
 from .models import serve_settings
 
 WAITED = "_sv_waited"  # how long the last job waited, said once on the next run
+STOPPED = "_sv_stopped"  # what the visitor stopped, said once on the next run
 
 
 @st.cache_resource(show_spinner=False)
@@ -38,10 +40,27 @@ def heavy_job(what: str) -> Iterator[None]:
         yield
 
 
+def stop_button(what: str, key: str, then: Callable[[], None] | None = None, where=None) -> None:
+    """A Stop button for long work this run is about to do (`what`, e.g. "the sweep"). A click asks
+    Streamlit for a rerun, and Streamlit ends the running script at its next call into Streamlit: the
+    work's next progress step. `then` withdraws the request that started the work (a one-shot button
+    needs none); what was finished is kept, and the next run says so (`say_wait`)."""
+    def stopped() -> None:
+        st.session_state[STOPPED] = f"Stopped {what}; what was finished is kept."
+        if then is not None:
+            then()
+
+    (where or st).button(f"Stop {what}", key=key, icon=":material/stop_circle:", on_click=stopped,
+                         help="Stops the work at its next step, keeping what is done. Your inputs are kept.")
+
+
 def say_wait() -> None:
-    """The last job's wait in the queue, once (drawn by `app.py` at the top of the next run)."""
+    """The last job's wait in the queue, or that the visitor stopped it, once (drawn by `app.py` at the top
+    of the next run)."""
     if waited := st.session_state.pop(WAITED, None):
         st.caption(waited)
+    if stopped := st.session_state.pop(STOPPED, None):
+        st.info(stopped, icon=":material/stop_circle:")
 
 
 def bar_progress(bar, label: str):

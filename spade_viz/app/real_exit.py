@@ -59,6 +59,7 @@ def show_honest_run(honest: HonestExit, apply: Callable[[HonestExit], None]) -> 
 def run_timed(lm, examples, lens, threshold: float, view, rounds: int, batch: int) -> RealExitReport | None:
     """Time the real exit on `examples` at `threshold` with the view's layout and cost (a progress bar
     meanwhile); None after showing why it could not run."""
+    jobs.stop_button("timing", "ee_real_stop")
     bar = st.progress(0.0, text="Timing…")
     try:
         prompts = prepare_prompts(lm, examples)
@@ -77,6 +78,7 @@ def run_honest(lm, dataset, rounds: int, batch: int) -> HonestExit | None:
     """The honest run on the whole dataset (its steps written in a status box); None after showing why
     it could not run. The confidence is over the whole vocabulary, as on the slider, so its threshold
     can be applied there."""
+    jobs.stop_button("the honest run", "ee_honest_stop")
     status = st.status("Choosing on the calibration half…")
     try:
         with jobs.heavy_job("the honest real early exit"):

@@ -77,6 +77,7 @@ def controls(session: ExitSession, key: Hashable, lm: sv.LoadedModel, subset, le
                          "to run the real early exit below.")
     if lens_col.button("Fit linear SPADE on these examples", key="ee_fit", icon=":material/tune:",
                        help="Fits the per-layer maps on these examples and saves them for this model."):
+        jobs.stop_button("fitting", "ee_fit_stop")
         bar = st.progress(0.0, text="Fitting linear SPADE…")
         try:
             with jobs.heavy_job("fitting linear SPADE"):
@@ -92,6 +93,7 @@ def controls(session: ExitSession, key: Hashable, lm: sv.LoadedModel, subset, le
     if run_col.button("Run the sweep", key="ee_run", type="primary", icon=":material/play_arrow:",
                       disabled=key in session and not differences(key),
                       help="Decodes every example at every layer with each decoder (done once per dataset)."):
+        jobs.stop_button("the sweep", "ee_run_stop")
         bar = st.progress(0.0, text="Sweeping…")
         try:
             with jobs.heavy_job("sweeping"):  # in server mode a visitor's sweep is not stored for everyone

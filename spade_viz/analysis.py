@@ -78,16 +78,16 @@ class Analysis:
 
     def windowed(self, start: int, stop: int, decoders: list[str] | None = None,
                  cancel: Callable[[], bool] | None = None, progress: Progress | None = None) -> Analysis:
-        """A copy whose grids are plain statistics with positions [start, stop) computed (and
-        whatever else was before; NaN, top id -1 elsewhere): what a figure of that window reads,
-        at the cost of that window. `decoders`: the grids to fill (default all of `grids`; "spade"
+        """A copy whose grids are plain statistics with positions [start, stop) computed (NaN, top id
+        -1 elsewhere, whatever was computed before): what a figure of that window reads, at the cost of
+        that window. `decoders`: the grids to fill (default all of `grids`; "spade"
         adds SPADE at every position)."""
         grids = {}
         for name in decoders if decoders is not None else list(self.grids):
             grid = self.grid(name)
             if isinstance(grid, Grid):
                 grid.fill(start, stop, cancel=cancel, progress=progress)
-                grid = grid.partial()
+                grid = grid.partial(start, stop)
             grids[name] = grid
         return replace(self, grids=grids)
 

@@ -166,15 +166,18 @@ class Grid:
         self.store.fill(start, stop, cancel=cancel, progress=progress)
         return self._patched(start, stop)
 
-    def partial(self) -> DecodeStats:
-        """The whole grid as computed so far, nothing computed now: cells of chunks not finished
-        hold NaN (top ids -1, rank 0). A figure of a filled window can take it as the analysis's grid."""
-        return self._patched(0, self.num_positions, only_done=True)
+    def partial(self, start: int = 0, stop: int | None = None) -> DecodeStats:
+        """The whole grid's shape with only positions [start, stop) shown, as computed so far (nothing is
+        computed now): every other cell holds NaN (top ids -1, rank 0), so what a figure reads of it
+        (a colour range, a peak) never depends on which windows were viewed before."""
+        start, stop = self._check(start, stop)
+        return self._patched(0, self.num_positions, shown=(start, stop))
 
-    def _patched(self, start: int, stop: int, only_done: bool = False) -> DecodeStats:
+    def _patched(self, start: int, stop: int, shown: tuple[int, int] | None = None) -> DecodeStats:
         arrays = {name: array[:, start:stop].copy() for name, array in self.store.arrays.items()}
-        if only_done:  # a chunk another thread is writing shows as missing, never half written
-            for begin, end in self.store.missing():
+        if shown is not None:  # a chunk another thread is writing shows as missing, never half written
+            hidden = [(0, shown[0]), (shown[1], self.num_positions), *self.store.missing()]
+            for begin, end in hidden:
                 for name, array in arrays.items():
                     array[:, begin:end] = -1 if name == "top_ids" else 0 if name == "target_rank" else np.nan
         if start <= self.answer_position < stop:

@@ -203,3 +203,24 @@ def test_tokens_that_look_alike_get_their_ids():
     tokens = {1: "", 2: "", 3: " a", 4: "\u00a0a"}.get  # two partial bytes; a space and a no-break space
     assert sv.viz.distinct_labels([1, 2, 3], tokens) == ["∅ #1", "∅ #2", "␣a"]
     assert sv.viz.distinct_labels([3, 4], tokens) == ["␣a #3", "␣a #4"]
+
+
+def test_the_answer_views_and_one_windows_heatmap_compute_no_more_of_the_grid(tiny_lm):
+    """Explore's first view on a long prompt costs the answer column and one window: no figure reads the
+    rest of the layers x positions grid (a colour bar once read the whole grid to name its peak)."""
+    res = sv.analyze(tiny_lm, " ".join(["the cat sat on the mat and"] * 12))
+    n = len(res.tokens)
+    start, stop = n - 14, n
+    in_view = res.windowed(start, stop)
+    zrange = sv.viz.metric_range(in_view, "kl_to_final")  # the window's cells and the answer columns
+    figures = [sv.viz.answer_heatmap(res, "kl_to_final", zrange=zrange), sv.viz.entropy_curves(res),
+               sv.viz.target_curves(res), sv.viz.layer_position_heatmap(in_view, "kl_to_final", window=(start, stop),
+                                                                        zrange=zrange)]
+    assert res.is_filled(start, stop, ["logit_lens"])
+    assert not res.is_filled(0, n, ["logit_lens"]) and not res.is_filled(0, 14, ["logit_lens"])
+    assert all(len(f.data) for f in figures)
+    # the window's copy shows that window only, whatever else was computed before: one range for one view
+    res.windowed(0, 14)
+    again = res.windowed(start, stop)
+    assert np.isnan(again.grids["logit_lens"].entropy[:, :start]).all()
+    assert sv.viz.metric_range(again, "kl_to_final") == zrange

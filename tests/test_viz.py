@@ -307,7 +307,9 @@ def test_kl_colour_scale_is_clipped_above_layer0_and_says_so():
                 viz.layer_position_heatmap(res, "kl_to_final", compact=True)):
         trace = fig.data[0]
         assert trace.zmax == clip
-        assert trace.colorbar.title.text == f"KL to final (nats)<br>clipped at {clip:g}: layer 0 reaches 192"
+        peak = float(np.nanmax(np.asarray(trace.z, dtype=float)))  # each bar speaks of the cells it colours
+        assert peak in (93.0, 192.0)
+        assert trace.colorbar.title.text == f"KL to final (nats)<br>clipped at {clip:g}: layer 0 reaches {peak:g}"
         assert trace.colorbar.ticktext[-1] == f"≥ {clip:g}" and trace.colorbar.tickvals[-1] == clip
         assert list(trace.colorbar.tickvals[:-1]) == [0.0, 1.0, 2.0, 3.0]
         assert np.asarray(trace.z).max() >= 93  # hover shows the true values: z is not clipped

@@ -176,10 +176,13 @@ def _clip_ticks(top: float) -> tuple[list[float], list[str]]:
     return values + [top], [f"{v:g}" for v in values] + [f"≥ {top:g}"]
 
 
-def _colorbar(res: PromptLayers, spec: Metric, zrange: tuple[float, float], length: float) -> dict:
-    """A horizontal colour bar; where cells lie above its top, the title and the last tick say so."""
+def _colorbar(z: np.ndarray, spec: Metric, zrange: tuple[float, float], length: float) -> dict:
+    """A horizontal colour bar for the cells `z` ([layers, columns]); where cells lie above its top, the
+    title and the last tick say so. Only the cells drawn are read: a figure of one window or of the answer
+    column never computes the rest of a grid."""
     title, ticks = html.escape(spec.label), {}
-    peak, layer = metric_peak(res, spec.key)
+    finite = np.where(np.isfinite(z), z, -np.inf)
+    peak, layer = (float(finite.max()), int(np.unravel_index(np.argmax(finite), z.shape)[0])) if z.size else (0, 0)
     if not spec.bounded and peak > zrange[1]:  # two lines: one fits above the bar of a narrow heatmap
         title += f"<br>clipped at {zrange[1]:g}: layer {layer} reaches {peak:.3g}"
         values, labels = _clip_ticks(zrange[1])
@@ -206,7 +209,7 @@ def _heatmap_trace(res, z, text, custom, spec, zrange, font_px, hover_head, bar_
         colorscale=spec.colorscale,
         zmin=zrange[0],
         zmax=zrange[1],
-        colorbar=_colorbar(res, spec, zrange, bar_len),
+        colorbar=_colorbar(np.asarray(z, dtype=float), spec, zrange, bar_len),
         xgap=1,
         ygap=1,
     )

@@ -1,0 +1,115 @@
+"""Pressing Analyze, as a person feels it: a real chromium on the README's warm server, prompts of
+several lengths typed into the Explore page's box, the wall clock from the click to the page showing
+that prompt's final answer and its first heatmap drawn (its tokens counted, its window's columns).
+
+Each press uses a new prompt (random words: no analysis is cached), lengths interleaved; medians are
+printed with the ratio of each length to the shortest, measured in the same run on the same server,
+and whether every final answer on the page equals `sv.analyze`'s.
+
+    python bench/analyze_browser.py [--lengths 15 500 2000] [--reps 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+import spade_viz as sv  # noqa: E402
+from browser import chromium_page, warm_server  # noqa: E402
+from spade_viz import viz  # noqa: E402
+
+WORDS = ("river stone light music garden paper window market silver winter planet engine story "
+         "forest bridge ocean letter mountain city teacher").split()
+SHOWN_JS = """(tokens) => {  // the final answer line for a prompt of `tokens` tokens, once its heatmap is drawn
+    const line = Array.from(document.querySelectorAll('p')).find(p => p.innerText.startsWith(tokens + ' tokens'));
+    const heat = document.querySelector('.js-plotly-plot');
+    const errors = document.querySelectorAll('[data-testid="stException"], [data-testid="stAlertContentError"]');
+    if (errors.length) return {error: Array.from(errors, e => e.innerText).join(' | ').slice(0, 300)};
+    if (!line || !heat || !heat._fullData || !heat._fullData.length) return null;
+    const columns = heat._fullData[0].z[0].length, title = String(heat.layout.title.text);
+    if (tokens > 14 ? !title.includes(`of ${tokens})`) : columns !== tokens) return null;  // the previous prompt's
+    return {line: line.innerText, ms: performance.now() - window.__pressed};
+}"""
+
+
+def make_prompt(lm, rng: random.Random, tokens: int) -> str:
+    """A prompt of exactly `tokens` tokens (with `<s>`), different each call."""
+    for extra in range(8):
+        words = [rng.choice(WORDS) for _ in range(tokens + extra)]
+        text = lm.tokenizer.decode(lm.encode(" ".join(words))[1:tokens])
+        if len(lm.encode(text)) == tokens:
+            return text
+    raise RuntimeError(f"no prompt of {tokens} tokens")
+
+
+def press(page, prompt: str, tokens: int, timeout_ms: int) -> dict:
+    """Type `prompt`, press Analyze, wait for its answer and first heatmap; the time from the click."""
+    box = page.get_by_label("Prompt (the model predicts the token that comes next)")
+    box.fill(prompt)
+    page.evaluate("() => { window.__pressed = performance.now(); }")
+    page.get_by_role("button", name="Analyze").click()
+    found = page.wait_for_function(SHOWN_JS, arg=tokens, timeout=timeout_ms, polling="raf").json_value()
+    page.wait_for_timeout(300)
+    return found
+
+
+def run(lengths: list[int], reps: int, timeout: float = 600) -> dict:
+    """{length: [ms, ...]}, the answers shown and any error, from one warm server and one tab."""
+    lm = sv.load_model(sv.DEFAULT_MODEL)
+    rng = random.Random(0)
+    times = {n: [] for n in lengths}
+    shown, errors = [], []
+    with warm_server(log_path=ROOT / "test-artifacts" / "analyze-browser.log") as (url, _):
+        with chromium_page(1280, 900) as page:
+            page.set_default_timeout(timeout * 1000)
+            page.goto(f"{url}/Explore")
+            page.get_by_role("button", name="Analyze").wait_for()
+            press(page, make_prompt(lm, rng, 8), 8, int(timeout * 1000))  # the tab's own warm-up
+            for _ in range(reps):
+                for tokens in lengths:
+                    prompt = make_prompt(lm, rng, tokens)
+                    found = press(page, prompt, tokens, int(timeout * 1000))
+                    if "error" in found:
+                        errors.append(found["error"])
+                        continue
+                    times[tokens].append(found["ms"])
+                    shown.append((prompt, found["line"]))
+    return {"times": times, "shown": shown, "errors": errors, "lm": lm}
+
+
+def answers_differ(found: dict) -> list[str]:
+    """The prompts whose final answer on the page is not `sv.analyze`'s."""
+    lm = found["lm"]
+    wrong = []
+    for prompt, line in found["shown"]:
+        res = sv.analyze(lm, prompt, max_tokens=4096)
+        if f"Final answer: {viz.visible_token(res.token(res.final_answer_id))}" not in line:
+            wrong.append(prompt[:40])
+    return wrong
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[15, 500, 2000])
+    parser.add_argument("--reps", type=int, default=3)
+    args = parser.parse_args()
+    found = run(args.lengths, args.reps)
+    base = statistics.median(found["times"][args.lengths[0]]) if found["times"][args.lengths[0]] else float("nan")
+    print(f"{'tokens':>6} {'median s':>9} {'max s':>7} {'/ shortest':>10}   (click -> final answer and first heatmap)")
+    for tokens, values in found["times"].items():
+        if values:
+            median = statistics.median(values)
+            print(f"{tokens:>6} {median / 1000:9.2f} {max(values) / 1000:7.2f} {median / base:10.2f}")
+    print(f"errors: {len(found['errors'])} {found['errors'][:3]}")
+    print(f"answers differing from sv.analyze: {answers_differ(found)}")
+
+
+if __name__ == "__main__":
+    main()

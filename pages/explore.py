@@ -166,6 +166,21 @@ if n > WINDOW:
     window = (start, start + WINDOW)
 share()
 
+drawn = decoders.ordered(d for d in res.decoders if page.show_no_bos or d != "spade_no_bos")
+first = {d: res.first_stable_layer(d) for d in drawn}
+
+
+def settled(d: str) -> str:
+    return f"layer {first[d]}" if first[d] is not None else "never"
+
+
+st.markdown(  # before any grid is decoded: the answer paints first
+    f"**{n} tokens · {res.num_layers} layers.** "
+    f"Final answer: **`{viz.visible_token(res.token(res.final_answer_id))}`**"
+    f" · target: **`{viz.visible_token(res.token(res.target_id))}`** · top-1 equals the final answer from "
+    + ", ".join(f"{decoders.label(d)}: **{settled(d)}**" for d in drawn)
+)
+
 # The grids are computed for the window in view only (cached by chunks with the analysis, so sliding
 # back costs nothing); the answer views above read the answer column, computed with the analysis.
 grid_names = decoders.ordered(["logit_lens", *(["tuned_lens"] if "tuned_lens" in res.grids else []),
@@ -182,21 +197,7 @@ except sv.SpadeVizError as err:
 bar.empty()
 stop.empty()
 with_spade = "spade" in grid_names
-drawn = decoders.ordered(d for d in res.decoders if page.show_no_bos or d != "spade_no_bos")
 zrange = viz.metric_range(in_view, page.metric)
-first = {d: res.first_stable_layer(d) for d in drawn}
-
-
-def settled(d: str) -> str:
-    return f"layer {first[d]}" if first[d] is not None else "never"
-
-
-st.markdown(
-    f"**{n} tokens · {res.num_layers} layers.** "
-    f"Final answer: **`{viz.visible_token(res.token(res.final_answer_id))}`**"
-    f" · target: **`{viz.visible_token(res.token(res.target_id))}`** · top-1 equals the final answer from "
-    + ", ".join(f"{decoders.label(d)}: **{settled(d)}**" for d in drawn)
-)
 
 scale = chrome.font_scale()
 metric = page.metric

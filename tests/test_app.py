@@ -277,3 +277,24 @@ def test_another_page_can_send_a_prompt_to_explore(tiny_folder):
     assert not at.exception and not _errors(at)
     assert at.text_area(key="prompt").value == "Italy: Rome\nSpain:"
     assert "␣Rome" in _specs(at)[0]["layout"]["xaxis"]["ticktext"]
+
+
+def test_a_first_visit_computes_the_window_in_view_only(tiny_folder, tiny_lm):
+    """A long prompt's grid is computed for the window shown, not the whole prompt: the answer heatmap's
+    colour bar reads the same window as the heatmap beside it (a class opening long presets pays for 14
+    positions each, not for every one)."""
+    from spade_viz.app.pages import SENT_PROMPT
+
+    prompt = " ".join(f"word{i}" for i in range(16)) + " and"
+    at = open_page("pages/explore.py", TIMEOUT)
+    at.session_state["sv_model"] = models.OTHER
+    at.session_state["sv_model_path"] = str(tiny_folder)
+    at.session_state[SENT_PROMPT] = prompt
+    at.run()
+    assert not at.exception and not _errors(at)
+    lm = models.model_pool(1).resident((str(tiny_folder), "auto", "fp32"))
+    grid = analyses.analysis(lm, prompt).grid("logit_lens")
+    n = grid.num_positions
+    assert n > grid.store.width + 14 and grid.is_filled(n - 14, n)  # the window ending at the answer is drawn
+    assert not grid.is_filled(0, 1)  # the prompt's start (another chunk) is not computed until slid to
+    assert len(_specs(at)) == 4

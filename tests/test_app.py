@@ -279,10 +279,11 @@ def test_another_page_can_send_a_prompt_to_explore(tiny_folder):
     assert "␣Rome" in _specs(at)[0]["layout"]["xaxis"]["ticktext"]
 
 
-def test_a_first_visit_computes_the_window_in_view_only(tiny_folder, tiny_lm):
+def test_a_first_visit_computes_the_window_in_view_only_and_reads_no_cell(tiny_folder, tiny_lm):
     """A long prompt's grid is computed for the window shown, not the whole prompt: the answer heatmap's
     colour bar reads the same window as the heatmap beside it (a class opening long presets pays for 14
-    positions each, not for every one)."""
+    positions each, not for every one); no cell open and nothing pinned: no position is read in full."""
+    from spade_viz.app import explorations
     from spade_viz.app.pages import SENT_PROMPT
 
     prompt = " ".join(f"word{i}" for i in range(16)) + " and"
@@ -290,8 +291,10 @@ def test_a_first_visit_computes_the_window_in_view_only(tiny_folder, tiny_lm):
     at.session_state["sv_model"] = models.OTHER
     at.session_state["sv_model_path"] = str(tiny_folder)
     at.session_state[SENT_PROMPT] = prompt
+    readings = explorations.RUNS["reading"]
     at.run()
     assert not at.exception and not _errors(at)
+    assert explorations.RUNS["reading"] == readings
     lm = models.model_pool(1).resident((str(tiny_folder), "auto", "fp32"))
     grid = analyses.analysis(lm, prompt).grid("logit_lens")
     n = grid.num_positions

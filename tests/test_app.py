@@ -301,3 +301,19 @@ def test_a_first_visit_computes_the_window_in_view_only_and_reads_no_cell(tiny_f
     assert n > grid.store.width + 14 and grid.is_filled(n - 14, n)  # the window ending at the answer is drawn
     assert not grid.is_filled(0, 1)  # the prompt's start (another chunk) is not computed until slid to
     assert len(_specs(at)) == 4
+
+
+def test_a_second_session_on_the_same_prompt_builds_no_figure(tiny_folder):
+    """A class opening one preset: the second visitor's figures are the first one's (`analyses.figures`),
+    and nothing is analysed again."""
+    first = _explore(tiny_folder)
+    assert not first.exception and not _errors(first)
+    kept = dict(analyses._analysis_store().figures)
+    runs = analyses.ANALYSIS_RUNS
+    second = _explore(tiny_folder)
+    assert not second.exception and not _errors(second)
+    assert analyses.ANALYSIS_RUNS == runs
+    now = analyses._analysis_store().figures
+    assert kept and set(now) == set(kept)  # no view added: the second session drew the kept figures
+    assert all(now[key] is value for key, value in kept.items())  # none rebuilt
+    assert [c.proto.spec for c in second.get("plotly_chart")] == [c.proto.spec for c in first.get("plotly_chart")]

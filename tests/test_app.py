@@ -256,6 +256,26 @@ def test_model_pool_holds_one_model_and_frees_the_old(tiny_folders):
     assert list(pool.models.items()) == [(second_key, second)]
 
 
+def test_a_model_and_its_analyses_go_without_the_garbage_collector(tiny_folders):
+    """The warm start freezes what it holds out of the collector (`app.command.serve`), so a model the pool
+    unloads later, and an analysis the store drops, must be freed by their reference counts alone."""
+    import gc
+    import weakref
+
+    for folder in tiny_folders.values():
+        lm = sv.load_model(str(folder), device="cpu")
+        res = sv.analyze(lm, "Italy: Rome\nSpain:")
+        res.windowed(0, 3, decoders=["logit_lens"])
+        sv.read_position(lm, res, 2, pins=["#5"])
+        gone = [weakref.ref(x) for x in (lm, lm.model, res)]
+        gc.disable()
+        try:
+            del lm, res
+            assert all(ref() is None for ref in gone), folder.name
+        finally:
+            gc.enable()
+
+
 def test_model_pool_keeps_the_most_recently_used_within_its_capacity(tiny_folders):
     pool = models.ModelPool(capacity=2)
     keys = [(str(tiny_folders[family]), "cpu", "fp32") for family in ("llama", "qwen2", "gpt2")]

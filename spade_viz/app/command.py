@@ -96,9 +96,10 @@ def serve(streamlit_flags: list[str]) -> None:
     from streamlit.web import bootstrap  # noqa: F401  (deferred: the server's modules, loaded before the freeze)
 
     # Streamlit runs a full garbage collection after every script run (`runner.postScriptGC`): with torch,
-    # transformers and the model loaded that walks ~450k objects, about 0.25 CPU-s a run, most of a cached
-    # visit's cost. What is alive now (modules, models, the warm analysis: none of it in reference cycles)
-    # stays alive, so it moves to the permanent generation and the collections walk only the sessions' objects.
+    # transformers and the model loaded that walks ~450k objects, about 0.25 CPU-s a run, half of a cached
+    # visit's cost. What is alive now moves to the permanent generation, so the collections walk only the
+    # sessions' objects. A model or analysis dropped later is still freed: by its reference count (it holds
+    # no reference cycle; tests/test_app.py checks every family).
     gc.collect()
     gc.freeze()
     print(f"warm in {time.perf_counter() - started:.1f} s; starting the server", flush=True)

@@ -256,6 +256,26 @@ def test_model_pool_holds_one_model_and_frees_the_old(tiny_folders):
     assert list(pool.models.items()) == [(second_key, second)]
 
 
+def test_a_model_and_its_analyses_go_without_the_garbage_collector(tiny_folders):
+    """The warm start freezes what it holds out of the collector (`app.command.serve`), so a model the pool
+    unloads later, and an analysis the store drops, must be freed by their reference counts alone."""
+    import gc
+    import weakref
+
+    for folder in tiny_folders.values():
+        lm = sv.load_model(str(folder), device="cpu")
+        res = sv.analyze(lm, "Italy: Rome\nSpain:")
+        res.windowed(0, 3, decoders=["logit_lens"])
+        sv.read_position(lm, res, 2, pins=["#5"])
+        gone = [weakref.ref(x) for x in (lm, lm.model, res)]
+        gc.disable()
+        try:
+            del lm, res
+            assert all(ref() is None for ref in gone), folder.name
+        finally:
+            gc.enable()
+
+
 def test_model_pool_keeps_the_most_recently_used_within_its_capacity(tiny_folders):
     pool = models.ModelPool(capacity=2)
     keys = [(str(tiny_folders[family]), "cpu", "fp32") for family in ("llama", "qwen2", "gpt2")]
@@ -277,3 +297,43 @@ def test_another_page_can_send_a_prompt_to_explore(tiny_folder):
     assert not at.exception and not _errors(at)
     assert at.text_area(key="prompt").value == "Italy: Rome\nSpain:"
     assert "␣Rome" in _specs(at)[0]["layout"]["xaxis"]["ticktext"]
+
+
+def test_a_first_visit_computes_the_window_in_view_only_and_reads_no_cell(tiny_folder, tiny_lm):
+    """A long prompt's grid is computed for the window shown, not the whole prompt: the answer heatmap's
+    colour bar reads the same window as the heatmap beside it (a class opening long presets pays for 14
+    positions each, not for every one); no cell open and nothing pinned: no position is read in full."""
+    from spade_viz.app import explorations
+    from spade_viz.app.pages import SENT_PROMPT
+
+    prompt = " ".join(f"word{i}" for i in range(16)) + " and"
+    at = open_page("pages/explore.py", TIMEOUT)
+    at.session_state["sv_model"] = models.OTHER
+    at.session_state["sv_model_path"] = str(tiny_folder)
+    at.session_state[SENT_PROMPT] = prompt
+    readings = explorations.RUNS["reading"]
+    at.run()
+    assert not at.exception and not _errors(at)
+    assert explorations.RUNS["reading"] == readings
+    lm = models.model_pool(1).resident((str(tiny_folder), "auto", "fp32"))
+    grid = analyses.analysis(lm, prompt).grid("logit_lens")
+    n = grid.num_positions
+    assert n > grid.store.width + 14 and grid.is_filled(n - 14, n)  # the window ending at the answer is drawn
+    assert not grid.is_filled(0, 1)  # the prompt's start (another chunk) is not computed until slid to
+    assert len(_specs(at)) == 4
+
+
+def test_a_second_session_on_the_same_prompt_builds_no_figure(tiny_folder):
+    """A class opening one preset: the second visitor's figures are the first one's (`analyses.figures`),
+    and nothing is analysed again."""
+    first = _explore(tiny_folder)
+    assert not first.exception and not _errors(first)
+    kept = dict(analyses._analysis_store().figures)
+    runs = analyses.ANALYSIS_RUNS
+    second = _explore(tiny_folder)
+    assert not second.exception and not _errors(second)
+    assert analyses.ANALYSIS_RUNS == runs
+    now = analyses._analysis_store().figures
+    assert kept and set(now) == set(kept)  # no view added: the second session drew the kept figures
+    assert all(now[key] is value for key, value in kept.items())  # none rebuilt
+    assert [c.proto.spec for c in second.get("plotly_chart")] == [c.proto.spec for c in first.get("plotly_chart")]

@@ -11,6 +11,7 @@ sessions run side by side on the cores.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -95,6 +96,14 @@ def serve(streamlit_flags: list[str]) -> None:
     print(f"warm in {time.perf_counter() - started:.1f} s; starting the server", flush=True)
     from streamlit.runtime.pages_manager import PagesManager  # deferred: only this command serves
     from streamlit.web import cli as streamlit_cli
+
+    # Streamlit runs a full garbage collection after every script run (`runner.postScriptGC`): with torch,
+    # transformers and the model loaded that walks ~450k objects, about 0.25 CPU-s a run, half of a cached
+    # visit's cost. What is alive now (modules, the server's included, models, the warm analysis) moves to
+    # the permanent generation, so the collections walk only the sessions' objects. A model or analysis
+    # dropped later is still freed, by its reference count (it holds no reference cycle: tests/test_app.py).
+    gc.collect()
+    gc.freeze()
 
     # The pages are declared by st.navigation in app.py. Streamlit would take pages/ for a page list of
     # its own until app.py first runs, and the first visitor's direct link would see "Page not found".

@@ -48,12 +48,14 @@ def cell_and_pins(page: ExplorePage, lm, res, figs: dict, scale: float) -> None:
         st.caption("Click a cell of a heatmap above to open it here.")
     else:
         layer, position = page.cell
-    try:
-        reading = explorations.reading(lm, res, position, page.pins)
-    except sv.SpadeVizError as err:
-        chrome.show_error(f"Pinned tokens not used: {err}")
-        page.pins = []
-        reading = explorations.reading(lm, res, position, [])
+    reading = None  # read only when shown (a cell open or a token pinned): most visits need neither
+    if page.cell is not None or page.pins:
+        try:
+            reading = explorations.reading(lm, res, position, page.pins)
+        except sv.SpadeVizError as err:
+            chrome.show_error(f"Pinned tokens not used: {err}")
+            page.pins = []
+            reading = explorations.reading(lm, res, position, [])
     if page.cell is not None:
         cell_names = decoders.ordered(reading.decoders)
         labels = {d: viz.distinct_labels(reading.top_ids[d][layer], reading.token) for d in cell_names}

@@ -176,6 +176,6 @@ def clickable_cells(fig: go.Figure) -> go.Figure:
         marker=dict(color=z.ravel(), size=10, opacity=0, showscale=False, colorscale=heat.colorscale),
         selected=dict(marker=dict(opacity=0)), unselected=dict(marker=dict(opacity=0))))
     heat.hoverinfo = "skip"
-    heat.hovertemplate = None
+    heat.hovertemplate = heat.customdata = None  # the markers carry the hover: sent once, not twice
     fig.update_layout(hoverdistance=-1, clickmode="event+select", dragmode=False)
     return fig

@@ -152,10 +152,12 @@ def test_a_long_spade_grid_stops_from_the_page_and_keeps_what_it_finished(cache_
             stop = page.get_by_role("button", name="Stop SPADE at every position")
             stop.click()
             page.get_by_text("Stopped SPADE at every position; what was finished is kept.").wait_for()
+            page.wait_for_function("() => Array.from(document.querySelectorAll('.js-plotly-plot')).some(el => "
+                                   "el.layout && String(el.layout.title.text).startsWith('Logit lens: top-1'))")
             _wait_idle(page)
             assert page.locator("[data-testid='stException']").count() == 0
             titles = [f["title"] for f in page.evaluate(FIGURES_JS)]
-            assert any(t.startswith("Logit lens: top-1") for t in titles)
+            assert any(t.startswith("Logit lens: top-1") for t in titles), titles
             assert not any(t.startswith("SPADE") for t in titles), titles  # the grid's request withdrawn
             assert "grid=1" not in page.url
 

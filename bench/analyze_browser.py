@@ -4,7 +4,9 @@ that prompt's final answer and its first heatmap drawn (its tokens counted, its 
 
 Each press uses a new prompt (random words: no analysis is cached), lengths interleaved; medians are
 printed with the ratio of each length to the shortest, measured in the same run on the same server,
-and whether every final answer on the page equals `sv.analyze`'s.
+and beside them one plain forward pass of the same prompts (the model's own, no hidden states kept: the
+part no lens can avoid), timed in this process after the browser is done; then whether every final
+answer on the page equals `sv.analyze`'s.
 
     python bench/analyze_browser.py [--lengths 15 500 2000] [--reps 3]
 """
@@ -15,7 +17,10 @@ import argparse
 import random
 import statistics
 import sys
+import time
 from pathlib import Path
+
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -84,6 +89,19 @@ def run(lengths: list[int], reps: int, timeout: float = 600) -> dict:
     return {"times": times, "shown": shown, "errors": errors, "lm": lm}
 
 
+def forward_seconds(lm, prompts: list[str]) -> float:
+    """The median wall clock of one plain forward pass over each prompt."""
+    times = []
+    with torch.no_grad():
+        lm.model(input_ids=torch.tensor([lm.encode(prompts[0])]), use_cache=False)  # warm-up
+        for prompt in prompts:
+            ids = torch.tensor([lm.encode(prompt)])
+            start = time.perf_counter()
+            lm.model(input_ids=ids, use_cache=False)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def answers_differ(found: dict) -> list[str]:
     """The prompts whose final answer on the page is not `sv.analyze`'s."""
     lm = found["lm"]
@@ -102,11 +120,16 @@ def main() -> None:
     args = parser.parse_args()
     found = run(args.lengths, args.reps)
     base = statistics.median(found["times"][args.lengths[0]]) if found["times"][args.lengths[0]] else float("nan")
-    print(f"{'tokens':>6} {'median s':>9} {'max s':>7} {'/ shortest':>10}   (click -> final answer and first heatmap)")
+    lm, prompts = found["lm"], {}
+    for prompt, line in found["shown"]:
+        prompts.setdefault(int(line.split(" tokens")[0]), []).append(prompt)
+    print(f"{'tokens':>6} {'median s':>9} {'max s':>7} {'/ shortest':>10} {'forward s':>9}   "
+          "(click -> final answer and first heatmap; one plain forward of the same prompts)")
     for tokens, values in found["times"].items():
         if values:
             median = statistics.median(values)
-            print(f"{tokens:>6} {median / 1000:9.2f} {max(values) / 1000:7.2f} {median / base:10.2f}")
+            print(f"{tokens:>6} {median / 1000:9.2f} {max(values) / 1000:7.2f} {median / base:10.2f} "
+                  f"{forward_seconds(lm, prompts[tokens]):9.2f}")
     print(f"errors: {len(found['errors'])} {found['errors'][:3]}")
     print(f"answers differing from sv.analyze: {answers_differ(found)}")
 

@@ -213,7 +213,7 @@ class Analysis:
 def answer_stats_of(lm: LoadedModel, states: torch.Tensor, final_logprobs, target_id, k) -> DecodeStats:
     """Stats of final-normed states [L+1, d'] at the answer position, as [L+1, 1]."""
     logits = lm.adapter.head(states)
-    stats = distribution_stats(logits, final_logprobs, torch.tensor(target_id, device=logits.device), k)
+    stats = distribution_stats(logits, final_logprobs, torch.tensor(target_id, device=logits.device), k, scratch=True)
     return DecodeStats.stack([stats], (states.shape[0], 1))
 
 

@@ -63,7 +63,7 @@ _BLOCK_ELEMENTS = 1 << 24  # float32 logits per block of rows: bounds each tempo
 
 
 def distribution_stats(
-    logits: torch.Tensor, final_logprobs: torch.Tensor, target_ids: torch.Tensor, k: int
+    logits: torch.Tensor, final_logprobs: torch.Tensor, target_ids: torch.Tensor, k: int, scratch: bool = False
 ) -> dict[str, torch.Tensor]:
     """Stats of softmax(logits) per row. logits [..., V]; final_logprobs and target_ids broadcast to it.
 
@@ -73,8 +73,13 @@ def distribution_stats(
     top-k, target and rank, KL, written into preallocated results (no concatenation). Memory is
     bounded by the block whatever the caller passes; larger blocks measured faster on 2 cores
     (1M-value blocks took 2.6x the time of one 16M-value block: per-operation overhead, not
-    cache misses, dominates there). bf16/fp16 logits are read as float32 block by block.
+    cache misses, dominates there). bf16/fp16 logits are read as float32 by the log-softmax.
     KL(final || p) = sum_v f_v (log f_v - log p_v) = -H(final) - <f, log p>.
+
+    Few large allocations: a fresh [rows, V] buffer costs its page faults, which measured more
+    than the pass that fills it (exp into a new tensor 62 ms, into a reused one 24 ms, [248, V]).
+    So one log-probability buffer and one work buffer serve every block; `scratch=True` says the
+    float32 `logits` are the caller's temporary, which then serves as the work buffer.
     """
     shape, vocab = logits.shape[:-1], logits.shape[-1]
     outer, width = shape[:-1].numel(), (shape[-1] if shape else 1)
@@ -98,6 +103,10 @@ def distribution_stats(
     }
     cols = max(1, _BLOCK_ELEMENTS // (outer * vocab))
     rows = outer if cols > 1 else max(1, _BLOCK_ELEMENTS // vocab)
+    block = min(rows, outer) * min(cols, width) * vocab
+    logprobs_buffer = torch.empty(block, device=device)
+    own = scratch and logits.dtype == torch.float32
+    work_buffer = None if own else torch.empty(block, device=device)
     for col in range(0, width, cols):
         for row in range(0, outer, rows):
             where = (slice(row, row + rows), slice(col, col + cols))
@@ -107,17 +116,23 @@ def distribution_stats(
                 final = (final_probs[where[1]], final_entropy[where[1]])
             else:
                 final = (final_probs, final_entropy)
-            _block_stats(logits[where], *final, targets[where], k, out, where)
+            part = logits[where]
+            size = part.numel()
+            logprobs = logprobs_buffer[:size].view(part.shape)
+            work = part if own else work_buffer[:size].view(part.shape)
+            _block_stats(part, logprobs, work, *final, targets[where], k, out, where)
     return {key: value.reshape(*shape, *value.shape[2:]) for key, value in out.items()}
 
 
-def _block_stats(logits, final_probs, final_entropy, targets, k, out, where) -> None:
-    """`distribution_stats` of one block of rows, written into `out[...][where]`. The fewest
-    full-width passes measured: log-softmax (one fused kernel), its exponent, the entropy's row
-    dot product, top-k, the rank count (only where a target is outside the top-k), the KL's
-    product with the final distributions."""
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
-    out["entropy"][where] = -_rowdot(logprobs.exp(), logprobs)
+def _block_stats(logits, logprobs, work, final_probs, final_entropy, targets, k, out, where) -> None:
+    """`distribution_stats` of one block of rows, written into `out[...][where]`; `logprobs` and
+    `work` are float32 buffers of the block's shape (`work` may be `logits` itself). The fewest
+    full-width passes measured: log-softmax (one fused kernel, reading bf16 as float32), its
+    exponent, the entropy's row dot product, top-k, the rank count (only where a target is
+    outside the top-k), the KL's product with the final distributions."""
+    torch.log_softmax(logits, -1, dtype=torch.float32, out=logprobs)
+    probs = torch.exp(logprobs, out=work)  # logits are read no more: `work` may be them
+    out["entropy"][where] = -_rowdot(probs, logprobs)
     top = logprobs.topk(k, dim=-1)
     out["top_ids"][where] = top.indices
     out["top_probs"][where] = top.values.exp()
@@ -125,8 +140,9 @@ def _block_stats(logits, final_probs, final_entropy, targets, k, out, where) -> 
     out["target_prob"][where] = picked.squeeze(-1).exp()
     if (top.indices == targets.unsqueeze(-1)).any(-1).all():  # every target in its top-k: count there
         rank = (top.values > picked).sum(-1)
-    else:  # int32 sums: half the time of int64
-        rank = (logprobs > picked).sum(-1, dtype=torch.int32)
+    else:  # 0/1 as float32 into the work buffer, summed there: exact below 2**24 tokens, and no
+        # [rows, V] bool and int copies (a bool tensor's integer sum converts it whole first)
+        rank = torch.gt(logprobs, picked, out=work).sum(-1)
     out["target_rank"][where] = rank.long() + 1
     kl = -final_entropy - _rowdot(logprobs, final_probs)  # -H(final) - <f, log p>
     out["kl_to_final"][where] = kl.clamp_min(0.0)

@@ -2,10 +2,11 @@
 
 A grid (the logit lens, a tuned lens, SPADE at every position) is cut into chunks of positions,
 every layer each. A chunk is computed once, by the first caller that needs it, from the hidden
-states the analysis kept (no new forward pass), and never as the whole [layers, positions,
-vocabulary] tensor: about `_CHUNK_ROWS` rows of logits at a time. Other threads that need the
-same chunk wait for it; a cancel hook is checked between chunks, and a cancelled or failed chunk
-is left missing, so the cache only ever holds finished chunks.
+states the analysis kept (no new forward pass), and never as a long prompt's whole [layers,
+positions, vocabulary] tensor: about `_CHUNK_ROWS` rows of logits at a time, or a short prompt's
+whole grid of at most four times that. Other threads that need the same chunk wait for it; a
+cancel hook is checked between chunks, and a cancelled or failed chunk is left missing, so the
+cache only ever holds finished chunks.
 
 Chunk boundaries depend only on the grid, never on the window asked for, so a grid filled
 window by window is exactly the grid filled at once.
@@ -208,9 +209,16 @@ def _numpy(stats: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return {name: value.cpu().numpy() for name, value in stats.items()}
 
 
-def chunk_width(layers: int) -> int:
-    """Positions per chunk: about `_CHUNK_ROWS` (layer, position) rows."""
-    return max(1, _CHUNK_ROWS // (layers + 1))
+def chunk_width(layers: int, positions: int) -> int:
+    """Positions per chunk: about `_CHUNK_ROWS` (layer, position) rows; a grid of at most four
+    times that is one chunk. A short prompt's whole grid as one product and one pass per
+    statistic measured faster than in chunks (32 tokens of the default model, 992 rows: 0.9 s
+    against 1.9 s in four chunks on 2 shared cores), while a long prompt keeps its first window
+    cheap."""
+    rows = layers + 1
+    if rows * positions <= 4 * _CHUNK_ROWS:
+        return max(1, positions)
+    return max(1, _CHUNK_ROWS // rows)
 
 
 @operation
@@ -224,7 +232,7 @@ def lens_chunk(lm: LoadedModel, residuals: torch.Tensor, final_hidden: torch.Ten
         final = final_hidden[start:stop].to(lm.device, lm.dtype)
         logits = lm.adapter.head(torch.cat([lm.adapter.finalize(mapped).to(final.device), final[None]]))
         final_logprobs = torch.log_softmax(logits[-1].float(), dim=-1)
-        return _numpy(distribution_stats(logits, final_logprobs, final_logprobs.argmax(-1), k))
+        return _numpy(distribution_stats(logits, final_logprobs, final_logprobs.argmax(-1), k, scratch=True))
 
 
 @operation
@@ -237,7 +245,7 @@ def spade_chunk(lm: LoadedModel, residuals: torch.Tensor, final_hidden: torch.Te
         final_logits = lm.adapter.head(final_hidden[start:stop].to(lm.device, lm.dtype))
         final_logprobs = torch.log_softmax(final_logits.float(), dim=-1)
         targets = final_logprobs.argmax(-1)
-        own = distribution_stats(final_logits, final_logprobs, targets, k)
+        own = distribution_stats(final_logits, final_logprobs, targets, k, scratch=True)
         out = {name: value.unsqueeze(0).repeat(layers + 1, *([1] * value.dim())) for name, value in own.items()}
         first = max(start, 1)
         if first < stop:
@@ -249,7 +257,7 @@ def spade_chunk(lm: LoadedModel, residuals: torch.Tensor, final_hidden: torch.Te
                                             torch.as_tensor(token_ids)[rows_i], positions, chunk=_CHUNK_ROWS * 4)
             logits = lm.adapter.head(states).view(layers, count, -1)
             cut = slice(first - start, None)
-            stats = distribution_stats(logits, final_logprobs[cut], targets[cut], k)
+            stats = distribution_stats(logits, final_logprobs[cut], targets[cut], k, scratch=True)
             for name, value in stats.items():
                 out[name][:layers, cut] = value.to(out[name].dtype)
         return _numpy(out)
@@ -259,7 +267,7 @@ def lens_store(lm: LoadedModel, residuals, final_hidden, k: int, lens: AffineLen
                label: str = "logit lens") -> GridStore:
     """The chunk cache of the logit lens (or of a tuned lens `lens`) over kept hidden states."""
     layers, positions = residuals.shape[0], residuals.shape[1]
-    return GridStore(label, layers + 1, positions, k, chunk_width(layers),
+    return GridStore(label, layers + 1, positions, k, chunk_width(layers, positions),
                      lambda start, stop: lens_chunk(lm, residuals, final_hidden, k, lens, start, stop),
                      rows=lambda start, stop: (layers + 1) * (stop - start))
 
@@ -269,7 +277,7 @@ def spade_store(lm: LoadedModel, residuals, final_hidden, token_ids: list[int], 
     layers, positions = residuals.shape[0], residuals.shape[1]
     if mode not in ("original", "renumbered"):
         raise InputError(f"spade_positions must be original or renumbered, not {mode!r}")
-    return GridStore("SPADE at every position", layers + 1, positions, k, chunk_width(layers),
+    return GridStore("SPADE at every position", layers + 1, positions, k, chunk_width(layers, positions),
                      lambda start, stop: spade_chunk(lm, residuals, final_hidden, token_ids, mode, k, start, stop),
                      rows=lambda start, stop: layers * max(0, stop - max(start, 1)))
 

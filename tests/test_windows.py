@@ -48,9 +48,9 @@ def filled_by_windows(res, name: str) -> sv.Analysis:
     return {field: np.concatenate([getattr(parts[p], field) for p in range(positions)], axis=1) for field in FIELDS}
 
 
-@pytest.fixture(params=[7, 40], ids=["chunks-of-1-or-2", "chunks-of-several"])
+@pytest.fixture(params=[7, 12], ids=["chunks-of-1", "chunks-of-3"])
 def small_chunks(request, monkeypatch):
-    """Tiny models have few layers: small chunk sizes give a prompt many chunks."""
+    """Tiny models have few layers (4 rows a position): small chunk sizes give a prompt many chunks."""
     monkeypatch.setattr(windows, "_CHUNK_ROWS", request.param)
     return request.param
 
@@ -231,6 +231,25 @@ def test_fused_statistics_in_blocks_equal_the_whole_formulas(shape, final_shape,
     assert half["entropy"].dtype == half["top_probs"].dtype == torch.float32
     plain = torch.log_softmax(logits.bfloat16().float(), -1)
     np.testing.assert_allclose(half["entropy"], -(plain.exp() * plain).sum(-1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("in_top_k", [True, False], ids=["targets-in-top-k", "targets-anywhere"])
+def test_rank_by_one_comparison_is_the_sorted_rank_ties_included(in_top_k):
+    """The rank counted as 0/1 floats against the target's log-probability is its place in a stable
+    descending sort, ties with the target counting as below it; the logits' use as the work buffer
+    (`scratch=True`) changes no number."""
+    gen = torch.Generator().manual_seed(2)
+    logits = torch.randint(0, 4, (3, 5, 50), generator=gen).float()  # many ties, some with the target
+    final = torch.log_softmax(torch.randn(5, 50, generator=gen), -1)
+    logp = torch.log_softmax(logits, -1)
+    targets = logp.topk(3, -1).indices[..., 2] if in_top_k else torch.randint(0, 50, (3, 5), generator=gen)
+    got = stats_module.distribution_stats(logits, final, targets, k=3)
+    rows, order = logp.reshape(-1, 50).numpy(), np.argsort(-logp.reshape(-1, 50).numpy(), axis=-1, kind="stable")
+    sorted_rank = [1 + int(np.argmax(row[o] == row[t])) for row, o, t in zip(rows, order, targets.reshape(-1))]
+    np.testing.assert_array_equal(got["target_rank"].reshape(-1), sorted_rank)
+    scratch = stats_module.distribution_stats(logits.clone(), final, targets, k=3, scratch=True)
+    for name in FIELDS:
+        np.testing.assert_array_equal(scratch[name], got[name], err_msg=name)
 
 
 @pytest.mark.slow

@@ -11,10 +11,12 @@ subprocesses (a fresh process per measurement of peak memory), time with plain t
             [layers, positions, vocab] logits (layer L read from the forward's own logits);
             skipped where its logits would not fit in half the available memory.
 Repetitions are interleaved and each uses a different prompt; medians are reported, and the
-ratios grid/floor and answer/forward come from the same process. Peak memory is the growth of
-the process's peak resident size (`resource.getrusage` ru_maxrss) over one run of the stage in a
-fresh process after loading the model and a warm-up on 8 tokens: torch's CPU allocator keeps no
-statistics and tracemalloc does not see its buffers.
+ratios grid/floor and answer/forward come from the same process. `cpu g/f` is grid/floor of the
+process's CPU time (both threads, `time.process_time`): on a shared machine, where another
+program's load lengthens the wall time of the stage it happens to overlap, a second reading.
+Peak memory is the growth of the process's peak resident size (`resource.getrusage` ru_maxrss)
+over one run of the stage in a fresh process after loading the model and a warm-up on 8 tokens:
+torch's CPU allocator keeps no statistics and tracemalloc does not see its buffers.
 
     .venv/bin/python bench/analyze.py [--lengths 32 128 512 2048] [--reps 3] [--model smollm2-135m]
     .venv/bin/python bench/analyze.py --lengths 15 500 2000 --first-views  # forward, answer, window only
@@ -111,13 +113,16 @@ def worker(model: str, tokens: int, reps: int, stage: str | None, first_views: b
     if first_views:
         del calls["grid"]
     times = {name: [] for name in calls}
+    cpu = {name: [] for name in calls}
     for rep in range(reps):
         for name, call in calls.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             call(prompts[rep])
             times[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
     return {"model": lm.name, "threads": torch.get_num_threads(),
-            **{name: statistics.median(values) for name, values in times.items()}}
+            **{name: statistics.median(values) for name, values in times.items()},
+            "cpu": {name: statistics.median(values) for name, values in cpu.items()}}
 
 
 def run_worker(args, tokens: int, reps: int, stage: str | None = None) -> dict:
@@ -147,7 +152,7 @@ def main() -> None:
     print(f"model {args.model}; medians in ms of {args.reps} interleaved reps (1 above 1024 tokens); "
           "peak memory: ru_maxrss growth in a fresh process", flush=True)
     print(f"{'tokens':>6} {'forward':>8} {'answer':>8} {'window':>8} {'grid':>8} {'floor':>8} "
-          f"{'answer/fwd':>10} {'grid/floor':>10} {'peak MiB answer/grid/floor':>27}", flush=True)
+          f"{'answer/fwd':>10} {'grid/floor':>10} {'cpu g/f':>8} {'peak MiB answer/grid/floor':>27}", flush=True)
     for tokens in args.lengths:
         reps = args.reps if tokens <= 1024 else 1
         times = run_worker(args, tokens, reps)
@@ -158,9 +163,11 @@ def main() -> None:
                     peaks[stage] = run_worker(args, tokens, 1, stage)["peak_mib"]
         ms = {name: f"{times[name] * 1000:8.0f}" if name in times else f"{'n/a':>8}" for name in STAGES}
         ratio = f"{times['grid'] / times['floor']:10.2f}" if "floor" in times and "grid" in times else f"{'n/a':>10}"
+        cpu = times["cpu"]
+        cpu_ratio = f"{cpu['grid'] / cpu['floor']:8.2f}" if "floor" in cpu and "grid" in cpu else f"{'n/a':>8}"
         memory = "/".join(f"{peaks[s]:.0f}" if s in peaks else "n/a" for s in ("answer", "grid", "floor"))
         print(f"{tokens:>6} {ms['forward']} {ms['answer']} {ms['window']} {ms['grid']} {ms['floor']} "
-              f"{times['answer'] / times['forward']:10.2f} {ratio} {memory:>27}", flush=True)
+              f"{times['answer'] / times['forward']:10.2f} {ratio} {cpu_ratio} {memory:>27}", flush=True)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ A grid (the logit lens, a tuned lens, SPADE at every position) is cut into chunk
 every layer each. A chunk is computed once, by the first caller that needs it, from the hidden
 states the analysis kept (no new forward pass), and never as a long prompt's whole [layers,
 positions, vocabulary] tensor: about `_CHUNK_ROWS` rows of logits at a time, or a short prompt's
-whole grid of at most four times that. Other threads that need the same chunk wait for it; a
+whole grid (`chunk_width`). Other threads that need the same chunk wait for it; a
 cancel hook is checked between chunks, and a cancelled or failed chunk is left missing, so the
 cache only ever holds finished chunks.
 
@@ -30,6 +30,7 @@ from .models.loading import LoadedModel, operation
 from .progress import Progress
 
 _CHUNK_ROWS = 256  # (layer, position) rows decoded at once: ~256 x vocab floats of logits
+_ONE_CHUNK_POSITIONS = 32  # a prompt this short is decoded in one chunk (see `chunk_width`)
 FIELDS = ("top_ids", "top_probs", "entropy", "kl_to_final", "target_prob", "target_rank")
 
 
@@ -210,13 +211,13 @@ def _numpy(stats: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
 
 
 def chunk_width(layers: int, positions: int) -> int:
-    """Positions per chunk: about `_CHUNK_ROWS` (layer, position) rows; a grid of at most four
-    times that is one chunk. A short prompt's whole grid as one product and one pass per
-    statistic measured faster than in chunks (32 tokens of the default model, 992 rows: 0.9 s
-    against 1.9 s in four chunks on 2 shared cores), while a long prompt keeps its first window
-    cheap."""
+    """Positions per chunk: about `_CHUNK_ROWS` (layer, position) rows; a short prompt's grid (at
+    most `_ONE_CHUNK_POSITIONS` positions and four times `_CHUNK_ROWS` rows) is one chunk: its
+    first window covers most of it anyway, and one product and one pass per statistic measured
+    faster than four chunks (32 tokens of the default model, 992 rows: 0.9 s against 1.9 s on
+    2 shared cores)."""
     rows = layers + 1
-    if rows * positions <= 4 * _CHUNK_ROWS:
+    if positions <= _ONE_CHUNK_POSITIONS and rows * positions <= 4 * _CHUNK_ROWS:
         return max(1, positions)
     return max(1, _CHUNK_ROWS // rows)
 

@@ -2,11 +2,10 @@
 
 A grid (the logit lens, a tuned lens, SPADE at every position) is cut into chunks of positions,
 every layer each. A chunk is computed once, by the first caller that needs it, from the hidden
-states the analysis kept (no new forward pass), and never as a long prompt's whole [layers,
-positions, vocabulary] tensor: about `_CHUNK_ROWS` rows of logits at a time, or a short prompt's
-whole grid (`chunk_width`). Other threads that need the same chunk wait for it; a
-cancel hook is checked between chunks, and a cancelled or failed chunk is left missing, so the
-cache only ever holds finished chunks.
+states the analysis kept (no new forward pass), and never as the whole [layers, positions,
+vocabulary] tensor: about `_CHUNK_ROWS` rows of logits at a time. Other threads that need the
+same chunk wait for it; a cancel hook is checked between chunks, and a cancelled or failed chunk
+is left missing, so the cache only ever holds finished chunks.
 
 Chunk boundaries depend only on the grid, never on the window asked for, so a grid filled
 window by window is exactly the grid filled at once.
@@ -30,7 +29,6 @@ from .models.loading import LoadedModel, operation
 from .progress import Progress
 
 _CHUNK_ROWS = 256  # (layer, position) rows decoded at once: ~256 x vocab floats of logits
-_ONE_CHUNK_POSITIONS = 32  # a prompt this short is decoded in one chunk (see `chunk_width`)
 FIELDS = ("top_ids", "top_probs", "entropy", "kl_to_final", "target_prob", "target_rank")
 
 
@@ -210,16 +208,9 @@ def _numpy(stats: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return {name: value.cpu().numpy() for name, value in stats.items()}
 
 
-def chunk_width(layers: int, positions: int) -> int:
-    """Positions per chunk: about `_CHUNK_ROWS` (layer, position) rows; a short prompt's grid (at
-    most `_ONE_CHUNK_POSITIONS` positions and four times `_CHUNK_ROWS` rows) is one chunk: its
-    first window covers most of it anyway, and one product and one pass per statistic measured
-    faster than four chunks (32 tokens of the default model, 992 rows: 0.9 s against 1.9 s on
-    2 shared cores)."""
-    rows = layers + 1
-    if positions <= _ONE_CHUNK_POSITIONS and rows * positions <= 4 * _CHUNK_ROWS:
-        return max(1, positions)
-    return max(1, _CHUNK_ROWS // rows)
+def chunk_width(layers: int) -> int:
+    """Positions per chunk: about `_CHUNK_ROWS` (layer, position) rows."""
+    return max(1, _CHUNK_ROWS // (layers + 1))
 
 
 @operation
@@ -268,7 +259,7 @@ def lens_store(lm: LoadedModel, residuals, final_hidden, k: int, lens: AffineLen
                label: str = "logit lens") -> GridStore:
     """The chunk cache of the logit lens (or of a tuned lens `lens`) over kept hidden states."""
     layers, positions = residuals.shape[0], residuals.shape[1]
-    return GridStore(label, layers + 1, positions, k, chunk_width(layers, positions),
+    return GridStore(label, layers + 1, positions, k, chunk_width(layers),
                      lambda start, stop: lens_chunk(lm, residuals, final_hidden, k, lens, start, stop),
                      rows=lambda start, stop: (layers + 1) * (stop - start))
 
@@ -278,7 +269,7 @@ def spade_store(lm: LoadedModel, residuals, final_hidden, token_ids: list[int], 
     layers, positions = residuals.shape[0], residuals.shape[1]
     if mode not in ("original", "renumbered"):
         raise InputError(f"spade_positions must be original or renumbered, not {mode!r}")
-    return GridStore("SPADE at every position", layers + 1, positions, k, chunk_width(layers, positions),
+    return GridStore("SPADE at every position", layers + 1, positions, k, chunk_width(layers),
                      lambda start, stop: spade_chunk(lm, residuals, final_hidden, token_ids, mode, k, start, stop),
                      rows=lambda start, stop: layers * max(0, stop - max(start, 1)))
 

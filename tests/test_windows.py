@@ -48,9 +48,9 @@ def filled_by_windows(res, name: str) -> sv.Analysis:
     return {field: np.concatenate([getattr(parts[p], field) for p in range(positions)], axis=1) for field in FIELDS}
 
 
-@pytest.fixture(params=[7, 12], ids=["chunks-of-1", "chunks-of-3"])
+@pytest.fixture(params=[7, 40], ids=["chunks-of-1-or-2", "chunks-of-several"])
 def small_chunks(request, monkeypatch):
-    """Tiny models have few layers (4 rows a position): small chunk sizes give a prompt many chunks."""
+    """Tiny models have few layers: small chunk sizes give a prompt many chunks."""
     monkeypatch.setattr(windows, "_CHUNK_ROWS", request.param)
     return request.param
 

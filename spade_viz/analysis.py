@@ -216,7 +216,7 @@ def answer_stats_of(lm: LoadedModel, states: torch.Tensor, final_logprobs, targe
 
 def answer_columns(lm: LoadedModel, states: dict[str, torch.Tensor], target, k) -> tuple[int, dict[str, DecodeStats]]:
     """(target id, answer stats) of final-normed answer states {decoder: [L+1, d']}, "logit_lens" among them: one
-    unembedding product for all (the [V, d] weight read once: ~50 ms of a 32-token analysis's ~300, 2 cores)."""
+    unembedding product for all (the [V, d] weight read once, not once a decoder and again for the model's own)."""
     logits = lm.adapter.head(torch.cat([value.to(lm.device, lm.dtype) for value in states.values()]))
     parts = dict(zip(states, logits.split([value.shape[0] for value in states.values()])))
     final_logprobs = torch.log_softmax(parts["logit_lens"][-1].float(), dim=-1)  # [V], the model's own

@@ -71,6 +71,7 @@ def run(lengths: list[int], reps: int, timeout: float = 600) -> dict:
     rng = random.Random(0)
     times = {n: [] for n in lengths}
     shown, errors = [], []
+    (ROOT / "test-artifacts").mkdir(exist_ok=True)
     with warm_server(log_path=ROOT / "test-artifacts" / "analyze-browser.log") as (url, _):
         with chromium_page(1280, 900) as page:
             page.set_default_timeout(timeout * 1000)

@@ -145,6 +145,7 @@ def test_a_long_spade_grid_stops_from_the_page_and_keeps_what_it_finished(cache_
     """SPADE at every position on a 200-token prompt takes seconds a window: its Stop button ends the work at
     the next chunk, the page says so and falls back to the logit lens, and asking again finishes the window."""
     prompt = " ".join(["river stone light music garden paper window market"] * 25)
+    ARTIFACTS.mkdir(exist_ok=True)
     with streamlit_server(timeout=120, log_path=ARTIFACTS / "streamlit-explore-stop.log") as url:
         with chromium_page(1280, 900) as page:
             page.set_default_timeout(WAIT_MS)

@@ -18,7 +18,6 @@ from spade_viz.viz.compare import comparison_figure, heldout_kl_figure
 
 state = st.session_state
 page: ComparePage = page_state("_cd_page", ComparePage)
-PLOT = dict(theme=None, config={"displaylogo": False})
 MAX_RESULTS = 4  # sweeps kept per session
 
 st.title("Compare decoders: which one finds the answer earliest?")
@@ -130,7 +129,8 @@ if kl:
         chrome.explain("The KL divergence measures how much the layer's prediction differs from the model's final one "
                    "on text not used for training (0 = identical). A working tuned lens is below the logit lens "
                    "at every layer.")
-        st.plotly_chart(heldout_kl_figure(kl["per_layer"], font_scale=chrome.font_scale()), key="cd_fig_kl", **PLOT)
+        st.plotly_chart(heldout_kl_figure(kl["per_layer"], font_scale=chrome.font_scale()), key="cd_fig_kl",
+                        **chrome.PLOT)
 
 # ------------------------------------------------------------------ 2. the data
 
@@ -202,7 +202,7 @@ chrome.explain(
 if missing:
     st.caption("Not in this comparison: " + ", ".join(missing) + (" (train a tuned lens above and run again)."
                                                                   if "tuned lens" in missing else "."))
-st.plotly_chart(comparison_figure(curves, font_scale=chrome.font_scale()), key="cd_fig_compare", **PLOT)
+st.plotly_chart(comparison_figure(curves, font_scale=chrome.font_scale()), key="cd_fig_compare", **chrome.PLOT)
 chrome.explain(
     "How early each decoder gets there: the first layer at which its accuracy reaches 95% of the full model's, "
     "the layer from which it stays there, and the first layer at which it agrees with the final answer on 95% "

@@ -52,7 +52,6 @@ EXPLAIN = {
             "for twenty. The honest run chooses the layout and threshold on half of the examples and measures "
             "the other half, so its numbers are what new prompts can expect.",
 }
-PLOT = dict(theme=None, config={"displaylogo": False})
 EXIT_LINK = links.exit_params(list(builtin_tasks()), CONFIDENCES)
 
 page: ExitPage = page_state("_ee_page", ExitPage)
@@ -254,9 +253,9 @@ st.caption("First layer reaching the full model's accuracy: "
            + ", ".join(f"{decoders.label(d)} {'never' if v is None else v}" for d, v in first.items()))
 a1, a2 = st.columns(2)
 a1.plotly_chart(xf.layer_accuracy_figure(view.layer_accuracy, view.full["accuracy"], font_scale=chrome.font_scale()),
-                key="ee_fig_layers", **PLOT)
+                key="ee_fig_layers", **chrome.PLOT)
 a2.plotly_chart(xf.layer_accuracy_figure(view.layer_accuracy, metric="agreement", font_scale=chrome.font_scale()),
-                key="ee_fig_agree", **PLOT)
+                key="ee_fig_agree", **chrome.PLOT)
 
 # ------------------------------------------------------------------ 5. real early exit
 

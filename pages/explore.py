@@ -20,7 +20,6 @@ PRESETS = presets()
 BY_NAME = {p.name: p for p in PRESETS}
 TEXTS = {p.name: p.text for p in PRESETS}
 WINDOW = 14  # prompt positions shown at once in heatmap 1: readable cells on a laptop screen
-PLOT = dict(theme=None, config={"displaylogo": False})
 
 st.title("Explore a prompt, layer by layer")
 chrome.explain(
@@ -185,8 +184,9 @@ st.markdown(  # before any grid is decoded: the answer paints first
 # back costs nothing); the answer views above read the answer column, computed with the analysis.
 grid_names = decoders.ordered(["logit_lens", *(["tuned_lens"] if "tuned_lens" in res.grids else []),
                                *(["spade"] if page.spade_grid else [])])
+with_spade = "spade" in grid_names
 bar, stop = st.empty(), st.empty()
-if "spade" in grid_names and not res.is_filled(*window, grid_names):  # seconds a window on a long prompt
+if with_spade and not res.is_filled(*window, grid_names):  # seconds a window on a long prompt
     jobs.stop_button("SPADE at every position", "spade_grid_stop", where=stop,
                      then=lambda: setattr(page, "spade_grid", False))
 try:
@@ -196,7 +196,6 @@ except sv.SpadeVizError as err:
     st.stop()
 bar.empty()
 stop.empty()
-with_spade = "spade" in grid_names
 zrange = viz.metric_range(in_view, page.metric)
 
 scale = chrome.font_scale()
@@ -225,7 +224,6 @@ def build_figures() -> dict:
 figs = dict(analyses.figures((res,), (metric, window, tuple(drawn), tuple(grid_names), scale), build_figures))
 
 
-
 def clickable(key: str, chart: str = "positions") -> dict:
     """A heatmap whose cells open on a click: the click goes into the page's state (`take_click`)."""
     def clicked() -> None:
@@ -242,7 +240,7 @@ chrome.explain(
 )
 st.caption(viz.LEGEND)
 if not with_spade:
-    st.plotly_chart(figs["heatmap_positions"], **clickable("fig_positions"), **PLOT)
+    st.plotly_chart(figs["heatmap_positions"], **clickable("fig_positions"), **chrome.PLOT)
     chrome.explain(
         "**SPADE at every position.** Decode each token of the prompt as if it were the answer: keep `<s>` and "
         "that token at each layer and let the remaining layers finish. Position 0 is `<s>` itself: with nothing to "
@@ -261,13 +259,13 @@ else:
     for column, name in zip(st.columns(len(grid_names), gap="small"), grid_names):
         key = "heatmap_positions" if name == "logit_lens" else f"heatmap_positions_{name}"
         chart_key = "fig_positions" if name == "logit_lens" else f"fig_positions_{name}"
-        column.plotly_chart(figs[key], **clickable(chart_key), **PLOT)
+        column.plotly_chart(figs[key], **clickable(chart_key), **chrome.PLOT)
     chrome.explain(
         "**Where the two disagree.** Green: both already give the model's final answer at that position; orange: "
         "only SPADE does; blue: only the logit lens. Triangles and circles mark the layer from which each settles "
         "on the final answer; the number on top is how many layers earlier SPADE settles."
     )
-    st.plotly_chart(figs["agreement"], **clickable("fig_agreement"), **PLOT)
+    st.plotly_chart(figs["agreement"], **clickable("fig_agreement"), **chrome.PLOT)
     st.button("Hide SPADE at every position", key="spade_grid_hide", icon=":material/grid_off:",
               on_click=setattr, args=(page, "spade_grid", False))
 
@@ -277,15 +275,15 @@ with h2:
         "**The answer position, decoded several ways.** SPADE often finds the final answer many layers before "
         "the logit lens. Red outline: from this layer up, the decoder's top-1 is the final answer."
     )
-    st.plotly_chart(figs["heatmap_answer"], **clickable("fig_answer", "answer"), **PLOT)
+    st.plotly_chart(figs["heatmap_answer"], **clickable("fig_answer", "answer"), **chrome.PLOT)
 with curves:
     chrome.explain(
         "**Curves at the answer position.** Entropy measures how undecided a prediction is (0 = certain). Below, "
         "the probability and the rank of the target token (rank 1 = the top prediction). A star and a dotted "
         "line mark the first layer from which each decoder's top-1 is the final answer and stays so."
     )
-    st.plotly_chart(figs["entropy_curves"], key="fig_entropy", **PLOT)
-    st.plotly_chart(figs["target_curves"], key="fig_target", **PLOT)
+    st.plotly_chart(figs["entropy_curves"], key="fig_entropy", **chrome.PLOT)
+    st.plotly_chart(figs["target_curves"], key="fig_target", **chrome.PLOT)
 
 explore_views.cell_and_pins(page, lm, res, figs, scale)
 explore_views.comparison(page, lm, res, drawn, figs, scale)

@@ -7,6 +7,7 @@ import streamlit as st
 from ..viz.style import PROJECTOR_SCALE
 
 PROJECTOR_KEY = "sv_big_fonts"
+PLOT = dict(theme=None, config={"displaylogo": False})  # every st.plotly_chart: the figures' own theme
 
 _STYLE = """
 <style>

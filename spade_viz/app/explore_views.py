@@ -17,8 +17,6 @@ from . import analyses, chrome, explorations, links, models
 from .state import ExplorePage
 from .widgets import bind
 
-PLOT = dict(theme=None, config={"displaylogo": False})
-
 
 def _literal(cell):
     """A table cell shown as it is: st.table reads Markdown, so a token such as "-" or "*" would become a list
@@ -63,7 +61,7 @@ def cell_and_pins(page: ExplorePage, lm, res, figs: dict, scale: float) -> None:
         st.markdown(f"**Position {position} (`{viz.visible_token(res.tokens[position], max_len=30)}`), {where}:** "
                     "the top 10 of each decoder.")
         literal_table({decoders.label(d): [f"{t}  {p:.2%}" for t, (_, _, p) in zip(labels[d], reading.top(d, layer))]
-                  for d in cell_names})
+                       for d in cell_names})
         panel_tokens = list(dict.fromkeys(f"#{i}" for d in cell_names for i in reading.top_ids[d][layer]))
         p1, p2, p3 = st.columns([2, 1, 1], vertical_alignment="bottom")
         if page.cell_token not in panel_tokens:
@@ -78,13 +76,11 @@ def cell_and_pins(page: ExplorePage, lm, res, figs: dict, scale: float) -> None:
                   help=f"Up to {links.MAX_PINS} tokens; only a text's first token counts.",
                   **bind(page, "pin_text", "pin_box"))
 
-
     def pin_typed() -> None:
         """Pin the box's text (read from the box itself, whichever of its and the button's callbacks runs first)."""
         if not (problem := page.pin(st.session_state.get("pin_box", page.pin_text))):
             page.pin_text = st.session_state["pin_box"] = ""
         st.session_state["_sv_pin_problem"] = problem
-
 
     q2.button("Pin", key="pin_add", on_click=pin_typed, icon=":material/push_pin:")
     q3.toggle("Ranks instead of probabilities", **bind(page, "pin_rank", "pin_rank"))
@@ -95,7 +91,7 @@ def cell_and_pins(page: ExplorePage, lm, res, figs: dict, scale: float) -> None:
                        format_func=lambda t: f"{viz.visible_token(reading.token(reading.pins[t]))} "
                                              f"(#{reading.pins[t]})")
         figs["pins"] = viz.pin_curves(reading, "rank" if page.pin_rank else "prob", font_scale=scale)
-        st.plotly_chart(figs["pins"], key="fig_pins", **PLOT)
+        st.plotly_chart(figs["pins"], key="fig_pins", **chrome.PLOT)
 
 
 def comparison(page: ExplorePage, lm, res, drawn, figs: dict, scale: float) -> None:
@@ -138,16 +134,16 @@ def comparison(page: ExplorePage, lm, res, drawn, figs: dict, scale: float) -> N
                                                                              decoders=drawn, font_scale=scale)
             figs["difference"] = viz.difference_curves(comparison, font_scale=scale)
             ca, cb = st.columns(2, gap="small")
-            ca.plotly_chart(figs["compare_a"], key="fig_compare_a", **PLOT)
-            cb.plotly_chart(figs["compare_b"], key="fig_compare_b", **PLOT)
-            st.plotly_chart(figs["difference"], key="fig_difference", **PLOT)
+            ca.plotly_chart(figs["compare_a"], key="fig_compare_a", **chrome.PLOT)
+            cb.plotly_chart(figs["compare_b"], key="fig_compare_b", **chrome.PLOT)
+            st.plotly_chart(figs["difference"], key="fig_difference", **chrome.PLOT)
             rows = comparison.summary.to_dict("records")
             literal_table({"decoder": [decoders.label(r["decoder"]) for r in rows],
-                      **{f"{what} · {run}": [viz.visible_token(r[f"final_answer_{run.lower()}"])
-                                             if what == "final answer"
-                                             else ("never" if r[f"first_layer_{run.lower()}"] is None
-                                                   else r[f"first_layer_{run.lower()}"]) for r in rows]
-                         for what in ("final answer", "first layer") for run in ("A", "B")}})
+                           **{f"{what} · {run}": [viz.visible_token(r[f"final_answer_{run.lower()}"])
+                                                  if what == "final answer"
+                                                  else ("never" if r[f"first_layer_{run.lower()}"] is None
+                                                        else r[f"first_layer_{run.lower()}"]) for r in rows]
+                              for what in ("final answer", "first layer") for run in ("A", "B")}})
 
 
 def generation(page: ExplorePage, lm, figs: dict, scale: float) -> None:
@@ -180,7 +176,7 @@ def generation(page: ExplorePage, lm, figs: dict, scale: float) -> None:
             gen_cols = st.columns(2, gap="small")
             for column, name in zip(gen_cols, ("logit_lens", "spade")):
                 figs[f"generation_{name}"] = viz.generation_heatmap(gen, name, font_scale=scale)
-                column.plotly_chart(figs[f"generation_{name}"], key=f"fig_generation_{name}", **PLOT)
+                column.plotly_chart(figs[f"generation_{name}"], key=f"fig_generation_{name}", **chrome.PLOT)
             spent = gen.exit_blocks(page.exit_threshold)
             st.markdown(
                 f"At threshold {spent['threshold']:g} nats, the hybrid exit would have run "
@@ -188,12 +184,11 @@ def generation(page: ExplorePage, lm, figs: dict, scale: float) -> None:
                 f"block-token units for the whole answer against **{spent['full_blocks']:,.0f}** for the full model "
                 f"({spent['hybrid_blocks'] / spent['full_blocks']:.0%}), and {spent['changed']} of its "
                 f"{len(gen.token_ids)} tokens would differ from the model's. (Each step counted as a prompt of the "
-                "tokens "
-                "before it, as on Early exit.)")
+                "tokens before it, as on Early exit.)")
             literal_table({"token": [viz.visible_token(t) for t in gen.tokens],
-                      **{f"first layer · {decoders.label(d)}": [("never" if f is None else f)
-                                                                 for f in gen.first_layer(d)]
-                         for d in gen.grids}})
+                           **{f"first layer · {decoders.label(d)}": [("never" if f is None else f)
+                                                                      for f in gen.first_layer(d)]
+                              for d in gen.grids}})
 
 
 def downloads(page: ExplorePage, lm, res, target, window: tuple[int, int], has_spade_grid: bool, figs: dict) -> None:

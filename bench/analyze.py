@@ -38,10 +38,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import spade_viz as sv  # noqa: E402
+from spade_viz import windows  # noqa: E402
 
 WORDS = ("river stone light music garden paper window market silver winter planet engine story "
          "forest bridge ocean letter mountain city teacher").split()
-WINDOW = 14  # positions the Explore page's heatmap shows at once
 STAGES = ("forward", "answer", "window", "grid", "floor")
 
 
@@ -71,7 +71,7 @@ def floor(lm, ids):
 def window(lm, prompt):
     res = sv.analyze(lm, prompt, max_tokens=4096)
     stop = res.answer_position + 1
-    res.logit_lens.window(max(0, stop - WINDOW), stop)
+    res.logit_lens.window(max(0, stop - windows.VIEW), stop)  # the Explore page's first heatmap
     return res
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 import spade_viz as sv
-from spade_viz import decoders, viz
+from spade_viz import decoders, viz, windows
 from spade_viz.app import chrome, jobs, links, models, sharing
 from spade_viz.app.datasets import presets
 from spade_viz.app.pages import SENT_PROMPT
@@ -19,7 +19,7 @@ from spade_viz.app.widgets import bind, page_state
 PRESETS = presets()
 BY_NAME = {p.name: p for p in PRESETS}
 TEXTS = {p.name: p.text for p in PRESETS}
-WINDOW = 14  # prompt positions shown at once in heatmap 1: readable cells on a laptop screen
+WINDOW = windows.VIEW  # prompt positions shown at once in heatmap 1: readable cells on a laptop screen
 
 st.title("Explore a prompt, layer by layer")
 chrome.explain(

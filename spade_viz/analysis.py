@@ -24,7 +24,7 @@ from .data.datasets import overlong
 from .errors import InputError, check_int, check_text
 from .lenses.affine import AffineLens
 from .lenses.spade import POSITION_MODES, spade_final_states
-from .lenses.stats import DecodeStats, distribution_stats
+from .lenses.stats import Buffers, DecodeStats, distribution_stats
 from .limits import DEFAULT_TOKEN_LIMIT
 from .models.loading import LoadedModel, operation
 from .progress import Progress
@@ -82,11 +82,11 @@ class Analysis:
         -1 elsewhere, whatever was computed before): what a figure of that window reads, at the cost of
         that window. `decoders`: the grids to fill (default all of `grids`; "spade"
         adds SPADE at every position)."""
-        grids = {}
+        grids, buffers = {}, Buffers()  # one set of scratch tensors for every grid's chunks
         for name in decoders if decoders is not None else list(self.grids):
             grid = self.grid(name)
             if isinstance(grid, Grid):
-                grid.fill(start, stop, cancel=cancel, progress=progress)
+                grid.fill(start, stop, cancel=cancel, progress=progress, buffers=buffers)
                 grid = grid.partial(start, stop)
             grids[name] = grid
         return replace(self, grids=grids)

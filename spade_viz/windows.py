@@ -8,11 +8,15 @@ same chunk wait for it; a cancel hook is checked between chunks, and a cancelled
 is left missing, so the cache only ever holds finished chunks.
 
 Chunk boundaries depend only on the grid, never on the window asked for, so a grid filled
-window by window is exactly the grid filled at once.
+window by window is exactly the grid filled at once. They are counted back from the answer, in
+widths that divide `VIEW`: the first view a page shows (the `VIEW` positions ending at the
+answer) is whole chunks, and nothing outside it is computed for it. The answer's own column is
+never computed here: the analysis already has it (`Grid` shows its answer statistics there).
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -24,11 +28,12 @@ from .engine import continue_rows_in_bands
 from .errors import InputError, SpadeVizError, check_int
 from .lenses.affine import AffineLens
 from .lenses.spade import spade_position
-from .lenses.stats import DecodeStats, distribution_stats
+from .lenses.stats import Buffers, DecodeStats, distribution_stats
 from .models.loading import LoadedModel, operation
 from .progress import Progress
 
-_CHUNK_ROWS = 256  # (layer, position) rows decoded at once: ~256 x vocab floats of logits
+_CHUNK_ROWS = 256  # (layer, position) rows decoded at once, at most: ~256 x vocab floats of logits
+VIEW = 14  # positions a layers x positions heatmap shows at once (the Explore page's window): readable cells
 FIELDS = ("top_ids", "top_probs", "entropy", "kl_to_final", "target_prob", "target_rank")
 
 
@@ -44,15 +49,19 @@ def _check_cancel(cancel: Callable[[], bool] | None, what: str) -> None:
 class GridStore:
     """One decoder's [L+1, P] statistics, chunk by chunk, shared by an analysis and its retargets.
 
-    `compute(start, stop)` returns the chunk's arrays {field: [L+1, stop-start, ...]}. Arrays are
-    allocated at full size once (what `nbytes` counts), so the memory of a grid never grows.
-    Thread-safe: a chunk is computed by one thread; the others wait for it (or for their cancel).
+    `compute(start, stop, buffers)` returns the arrays {field: [L+1, stop-start, ...]} of positions
+    [start, stop), with `buffers` to reuse from one chunk to the next; the last position (the
+    answer) is never asked for. Arrays are allocated at full size once (what `nbytes` counts), so
+    the memory of a grid never grows. Thread-safe: a chunk is computed by one thread; the others
+    wait for it (or for their cancel).
     """
 
     def __init__(self, label: str, layers: int, positions: int, k: int, width: int,
-                 compute: Callable[[int, int], dict[str, np.ndarray]], rows: Callable[[int, int], int]):
+                 compute: Callable[[int, int, Buffers], dict[str, np.ndarray]], rows: Callable[[int, int], int]):
         self.label, self.positions, self.width = label, positions, max(1, width)
-        self._compute, self._rows = compute, rows  # rows(start, stop): the work of a chunk, for progress
+        self._compute, self._rows = compute, rows  # rows(start, stop): the work of positions, for progress
+        count = -(-positions // self.width)
+        self._origin = positions - count * self.width  # chunk c starts at origin + c * width (the last ends at P)
         self.arrays = {
             "top_ids": np.full((layers, positions, k), -1, dtype=np.int64),
             "top_probs": np.full((layers, positions, k), np.nan, dtype=np.float32),
@@ -60,7 +69,7 @@ class GridStore:
                for name in ("entropy", "kl_to_final", "target_prob")},
             "target_rank": np.zeros((layers, positions), dtype=np.int64),
         }
-        self._state: list[bool | threading.Event] = [False] * -(-positions // self.width)
+        self._state: list[bool | threading.Event] = [False] * count
         self._lock = threading.Lock()
 
     @property
@@ -68,10 +77,15 @@ class GridStore:
         return sum(array.nbytes for array in self.arrays.values())
 
     def _chunks(self, start: int, stop: int) -> range:
-        return range(start // self.width, -(-stop // self.width))
+        return range((start - self._origin) // self.width, -(-(stop - self._origin) // self.width))
 
     def _bounds(self, chunk: int) -> tuple[int, int]:
-        return chunk * self.width, min(self.positions, (chunk + 1) * self.width)
+        return max(0, self._origin + chunk * self.width), self._origin + (chunk + 1) * self.width
+
+    def _computed(self, chunk: int) -> tuple[int, int]:
+        """The positions of a chunk computed here: all but the answer."""
+        start, stop = self._bounds(chunk)
+        return start, min(stop, self.positions - 1)
 
     def is_filled(self, start: int = 0, stop: int | None = None) -> bool:
         """Whether every chunk of positions [start, stop) is computed."""
@@ -85,23 +99,25 @@ class GridStore:
             return [self._bounds(c) for c, state in enumerate(self._state) if state is not True]
 
     def fill(self, start: int = 0, stop: int | None = None, cancel: Callable[[], bool] | None = None,
-             progress: Progress | None = None) -> None:
+             progress: Progress | None = None, buffers: Buffers | None = None) -> None:
         """Compute every missing chunk of positions [start, stop); `progress(done, total, label)` in
-        (layer, position) rows; `Cancelled` when `cancel()` turns true between chunks."""
+        (layer, position) rows; `Cancelled` when `cancel()` turns true between chunks. `buffers`: the
+        caller's, to share with its other fills (default: this call's own)."""
         stop = self.positions if stop is None else stop
         with self._lock:
             todo = [c for c in self._chunks(start, stop) if self._state[c] is not True]
-        sizes = [self._rows(*self._bounds(c)) for c in todo]
+        sizes = [self._rows(*self._computed(c)) for c in todo]
         total, done = sum(sizes), 0
         if progress:
             progress(0, total, self.label)
+        buffers = Buffers() if buffers is None else buffers
         for chunk, size in zip(todo, sizes):
-            self._fill_chunk(chunk, cancel)
+            self._fill_chunk(chunk, cancel, buffers)
             done += size
             if progress:
                 progress(done, total, self.label)
 
-    def _fill_chunk(self, chunk: int, cancel: Callable[[], bool] | None) -> None:
+    def _fill_chunk(self, chunk: int, cancel: Callable[[], bool] | None, buffers: Buffers) -> None:
         while True:
             with self._lock:
                 state = self._state[chunk]
@@ -116,10 +132,11 @@ class GridStore:
                     _check_cancel(cancel, self.label)
                 continue
             try:
-                start, stop = self._bounds(chunk)
-                values = self._compute(start, stop)
-                for name, array in self.arrays.items():
-                    array[:, start:stop] = values[name]
+                start, stop = self._computed(chunk)
+                if start < stop:
+                    values = self._compute(start, stop, buffers)
+                    for name, array in self.arrays.items():
+                        array[:, start:stop] = values[name]
             except BaseException:
                 with self._lock:
                     self._state[chunk] = False
@@ -155,9 +172,9 @@ class Grid:
         return self.store.is_filled(*self._check(start, stop))
 
     def fill(self, start: int = 0, stop: int | None = None, cancel: Callable[[], bool] | None = None,
-             progress: Progress | None = None) -> None:
+             progress: Progress | None = None, buffers: Buffers | None = None) -> None:
         """Compute positions [start, stop) (all by default) where not yet done; see `GridStore.fill`."""
-        self.store.fill(*self._check(start, stop), cancel=cancel, progress=progress)
+        self.store.fill(*self._check(start, stop), cancel=cancel, progress=progress, buffers=buffers)
 
     def window(self, start: int = 0, stop: int | None = None, cancel: Callable[[], bool] | None = None,
                progress: Progress | None = None) -> DecodeStats:
@@ -209,29 +226,42 @@ def _numpy(stats: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
 
 
 def chunk_width(layers: int) -> int:
-    """Positions per chunk: about `_CHUNK_ROWS` (layer, position) rows."""
-    return max(1, _CHUNK_ROWS // (layers + 1))
+    """Positions per chunk: the widest that divides `VIEW` with at most `_CHUNK_ROWS` (layer, position)
+    rows (or one position)."""
+    most = max(1, _CHUNK_ROWS // (layers + 1))
+    return max(w for w in range(1, VIEW + 1) if VIEW % w == 0 and w <= most)
 
 
 @operation
 def lens_chunk(lm: LoadedModel, residuals: torch.Tensor, final_hidden: torch.Tensor, k: int,
-               lens: AffineLens | None, start: int, stop: int) -> dict[str, np.ndarray]:
+               lens: AffineLens | None, start: int, stop: int, buffers: Buffers | None = None) -> dict[str, np.ndarray]:
     """Logit lens (or a tuned lens) at positions [start, stop) of every layer, then the model's own
-    output as layer L, in one unembedding product; each position follows the model's final top-1."""
+    output as layer L, in one unembedding product; each position follows the model's final top-1.
+    `buffers`: the caller's, reused for the logits and their statistics."""
+    buffers = Buffers() if buffers is None else buffers
     with torch.no_grad():
         raw = residuals[:, start:stop].to(lm.device, lm.dtype)
         mapped = raw if lens is None else lens.apply(raw)
         final = final_hidden[start:stop].to(lm.device, lm.dtype)
-        logits = lm.adapter.head(torch.cat([lm.adapter.finalize(mapped).to(final.device), final[None]]))
+        states = torch.cat([lm.adapter.finalize(mapped).to(final.device), final[None]])
+        logits = lm.adapter.head(states, out=_logits_buffer(lm, buffers, states.shape[:-1]))
         final_logprobs = torch.log_softmax(logits[-1].float(), dim=-1)
-        return _numpy(distribution_stats(logits, final_logprobs, final_logprobs.argmax(-1), k, scratch=True))
+        return _numpy(distribution_stats(logits, final_logprobs, final_logprobs.argmax(-1), k, scratch=True,
+                                         buffers=buffers))
+
+
+def _logits_buffer(lm: LoadedModel, buffers: Buffers, rows: tuple[int, ...]) -> torch.Tensor:
+    """The reused tensor the unembedding of `rows` states writes its logits into."""
+    return buffers.take("logits", (*rows, lm.adapter.lm_head.weight.shape[0]), lm.dtype, lm.adapter.output_device)
 
 
 @operation
 def spade_chunk(lm: LoadedModel, residuals: torch.Tensor, final_hidden: torch.Tensor, token_ids: list[int],
-                mode: str, k: int, start: int, stop: int) -> dict[str, np.ndarray]:
+                mode: str, k: int, start: int, stop: int, buffers: Buffers | None = None) -> dict[str, np.ndarray]:
     """SPADE at positions [start, stop) of every layer, each position in turn the answer (see
-    `sv.spade_grid`); position 0 is `<s>` itself, the model's own output at every layer."""
+    `sv.spade_grid`); position 0 is `<s>` itself, the model's own output at every layer.
+    `buffers`: the caller's, reused for the logits and their statistics."""
+    buffers = Buffers() if buffers is None else buffers
     layers = lm.num_layers
     with torch.no_grad():
         final_logits = lm.adapter.head(final_hidden[start:stop].to(lm.device, lm.dtype))
@@ -247,9 +277,9 @@ def spade_chunk(lm: LoadedModel, residuals: torch.Tensor, final_hidden: torch.Te
             positions = rows_i if mode == "original" else torch.full_like(rows_i, spade_position(0, mode, True))
             states = continue_rows_in_bands(lm, residuals[rows_l, rows_i].to(lm.device, lm.dtype), rows_l,
                                             torch.as_tensor(token_ids)[rows_i], positions, chunk=_CHUNK_ROWS * 4)
-            logits = lm.adapter.head(states).view(layers, count, -1)
+            logits = lm.adapter.head(states, out=_logits_buffer(lm, buffers, states.shape[:-1])).view(layers, count, -1)
             cut = slice(first - start, None)
-            stats = distribution_stats(logits, final_logprobs[cut], targets[cut], k, scratch=True)
+            stats = distribution_stats(logits, final_logprobs[cut], targets[cut], k, scratch=True, buffers=buffers)
             for name, value in stats.items():
                 out[name][:layers, cut] = value.to(out[name].dtype)
         return _numpy(out)
@@ -260,7 +290,7 @@ def lens_store(lm: LoadedModel, residuals, final_hidden, k: int, lens: AffineLen
     """The chunk cache of the logit lens (or of a tuned lens `lens`) over kept hidden states."""
     layers, positions = residuals.shape[0], residuals.shape[1]
     return GridStore(label, layers + 1, positions, k, chunk_width(layers),
-                     lambda start, stop: lens_chunk(lm, residuals, final_hidden, k, lens, start, stop),
+                     functools.partial(lens_chunk, lm, residuals, final_hidden, k, lens),
                      rows=lambda start, stop: (layers + 1) * (stop - start))
 
 
@@ -270,7 +300,7 @@ def spade_store(lm: LoadedModel, residuals, final_hidden, token_ids: list[int], 
     if mode not in ("original", "renumbered"):
         raise InputError(f"spade_positions must be original or renumbered, not {mode!r}")
     return GridStore("SPADE at every position", layers + 1, positions, k, chunk_width(layers),
-                     lambda start, stop: spade_chunk(lm, residuals, final_hidden, token_ids, mode, k, start, stop),
+                     functools.partial(spade_chunk, lm, residuals, final_hidden, token_ids, mode, k),
                      rows=lambda start, stop: layers * max(0, stop - max(start, 1)))
 
 

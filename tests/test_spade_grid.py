@@ -76,7 +76,7 @@ def test_progress_positions_mode_and_with_grid(tiny_lm):
     res = sv.analyze(tiny_lm, PROMPT)
     calls = []
     grid = sv.spade_grid(tiny_lm, res, progress=lambda done, total, stage: calls.append((done, total)))
-    rows = tiny_lm.num_layers * (len(res.tokens) - 1)
+    rows = tiny_lm.num_layers * (len(res.tokens) - 2)  # neither <s> (the model's own) nor the answer (known)
     assert calls[0] == (0, rows) and calls[-1] == (rows, rows)
     renumbered = sv.spade_grid(tiny_lm, sv.analyze(tiny_lm, PROMPT, spade_positions="renumbered"))
     assert not np.allclose(renumbered.entropy, grid.entropy)  # the position option is respected

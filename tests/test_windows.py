@@ -119,7 +119,7 @@ def test_cancel_keeps_finished_chunks_and_the_rest_fills_later(tiny_lm, monkeypa
     assert not grid.is_filled() and grid.is_filled(0, done)
     # a failure inside a chunk leaves it missing too, and the next call computes it
     compute = store._compute
-    store._compute = lambda start, stop: (_ for _ in ()).throw(RuntimeError("broken chunk"))
+    store._compute = lambda start, stop, buffers: (_ for _ in ()).throw(RuntimeError("broken chunk"))
     with pytest.raises(RuntimeError, match="broken chunk"):
         grid.fill(done, done + 1)
     store._compute = compute
@@ -139,10 +139,10 @@ def test_threads_reading_windows_at_once_get_exact_results_and_compute_each_chun
     calls: dict[tuple, int] = {}
     lock = threading.Lock()
     for name, store in shared.stores.items():
-        def counted(start, stop, compute=store._compute, name=name):
+        def counted(start, stop, buffers, compute=store._compute, name=name):
             with lock:
                 calls[name, start] = calls.get((name, start), 0) + 1
-            return compute(start, stop)
+            return compute(start, stop, buffers)
         store._compute = counted
     errors, barrier = [], threading.Barrier(6)
 
@@ -176,7 +176,7 @@ def test_retargets_share_the_chunks_and_progress_counts_rows(tiny_lm, monkeypatc
     moved = sv.retarget(tiny_lm, res, f"#{other}")
     calls = []
     moved.grid("spade").fill(progress=lambda done, total, stage: calls.append((done, total, stage)))
-    rows = tiny_lm.num_layers * (len(res.tokens) - 1)
+    rows = tiny_lm.num_layers * (len(res.tokens) - 2)  # neither <s> (the model's own) nor the answer (known)
     assert calls[0] == (0, rows, "SPADE at every position") and calls[-1][:2] == (rows, rows)
     assert [done for done, _, _ in calls] == sorted(done for done, _, _ in calls)
     assert res.grid("spade").is_filled()  # the base analysis reads the chunks its retarget computed
@@ -294,3 +294,38 @@ def test_a_windowed_copy_is_what_a_heatmap_of_that_window_reads(tiny_lm, monkeyp
         z = np.asarray(figure.data[0].z, dtype=float)
         np.testing.assert_array_equal(z, shown.grids[name].entropy[:, start:stop])
     assert not res.grid("logit_lens").is_filled(0, start)
+
+
+def test_the_first_view_is_whole_chunks_and_the_answer_column_is_not_decoded_again(tiny_lm):
+    """The `VIEW` positions ending at the answer (the Explore page's first heatmap) cost their own
+    chunks and nothing more, and the answer's column comes from the analysis, not from a second decode."""
+    res = sv.analyze(tiny_lm, LONG)
+    n, view, layers = len(res.tokens), windows.VIEW, tiny_lm.num_layers
+    assert n > 2 * view
+    totals = {}
+    res.windowed(n - view, n, decoders=["logit_lens", "spade"],
+                 progress=lambda done, total, stage: totals.setdefault(stage, total))
+    assert totals == {"logit lens": (layers + 1) * (view - 1), "SPADE at every position": layers * (view - 1)}
+    for store in res.stores.values():
+        assert store.is_filled(n - view, n) and max(stop for _, stop in store.missing()) == n - view
+        assert np.isnan(store.arrays["entropy"][:, n - 1]).all()  # never decoded here: `Grid` shows the answer's
+    for layers in range(1, 100):  # every width divides the view and keeps a chunk within its rows
+        width = windows.chunk_width(layers)
+        assert view % width == 0 and (width == 1 or width * (layers + 1) <= windows._CHUNK_ROWS)
+    assert windows.chunk_width(30) == 7  # the default model: the first view is two chunks of 217 rows
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_logits_written_into_a_reused_buffer_are_the_heads_own(tiny_lms, family):
+    """`head(states, out=buffer)` (the grids' reused logits) is bit for bit the unembedding's product,
+    written into the buffer where the head is a plain linear layer."""
+    lm = tiny_lms[family]
+    vocab, width = lm.adapter.lm_head.weight.shape  # (OPT: the width after its project_out)
+    states = torch.randn(3, 5, width, generator=torch.Generator().manual_seed(0)).to(lm.dtype)
+    buffers = stats_module.Buffers()
+    for _ in range(2):  # the second call reuses the first's memory
+        out = buffers.take("logits", (3, 5, vocab), lm.dtype)
+        got = lm.adapter.head(states, out=out)
+        torch.testing.assert_close(got, lm.adapter.head(states), rtol=0, atol=0)
+    assert (got.data_ptr() == out.data_ptr()) == (type(lm.adapter.lm_head) is torch.nn.Linear
+                                                 and lm.adapter.lm_head.bias is None)

@@ -13,6 +13,7 @@ model's answer.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,11 +60,30 @@ def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.einsum(f"{letters}v,{''.join(letters[i] for i in kept)}v->{letters}", a, b)
 
 
+class Buffers:
+    """Scratch tensors one caller reuses from call to call (the chunks of one grid fill): a fresh
+    [rows, V] buffer costs its page faults, measured as much as the pass that fills it, and torch's
+    CPU allocator hands such sizes back to the system when freed. Not thread-safe: one per caller."""
+
+    def __init__(self):
+        self._kept: dict[str, torch.Tensor] = {}
+
+    def take(self, name: str, shape: tuple[int, ...], dtype: torch.dtype = torch.float32,
+             device: torch.device | str = "cpu") -> torch.Tensor:
+        """An uninitialised contiguous tensor of `shape`, the memory of the last one taken as `name`
+        where it is large enough (so the previous one must no longer be in use)."""
+        size, kept = math.prod(shape), self._kept.get(name)
+        if kept is None or kept.numel() < size or kept.dtype != dtype or kept.device != torch.device(device):
+            kept = self._kept[name] = torch.empty(size, dtype=dtype, device=device)
+        return kept[:size].view(shape)
+
+
 _BLOCK_ELEMENTS = 1 << 24  # float32 logits per block of rows: bounds each temporary to ~64 MiB
 
 
 def distribution_stats(
-    logits: torch.Tensor, final_logprobs: torch.Tensor, target_ids: torch.Tensor, k: int, scratch: bool = False
+    logits: torch.Tensor, final_logprobs: torch.Tensor, target_ids: torch.Tensor, k: int, scratch: bool = False,
+    buffers: Buffers | None = None,
 ) -> dict[str, torch.Tensor]:
     """Stats of softmax(logits) per row. logits [..., V]; final_logprobs and target_ids broadcast to it.
 
@@ -79,7 +99,8 @@ def distribution_stats(
     Few large allocations: a fresh [rows, V] buffer costs its page faults, which measured more
     than the pass that fills it (exp into a new tensor 62 ms, into a reused one 24 ms, [248, V]).
     So one log-probability buffer and one work buffer serve every block; `scratch=True` says the
-    float32 `logits` are the caller's temporary, which then serves as the work buffer.
+    float32 `logits` are the caller's temporary, which then serves as the work buffer; `buffers`
+    keeps the log-probability buffer for the caller's next call.
     """
     shape, vocab = logits.shape[:-1], logits.shape[-1]
     outer, width = shape[:-1].numel(), (shape[-1] if shape else 1)
@@ -104,9 +125,10 @@ def distribution_stats(
     cols = max(1, _BLOCK_ELEMENTS // (outer * vocab))
     rows = outer if cols > 1 else max(1, _BLOCK_ELEMENTS // vocab)
     block = min(rows, outer) * min(cols, width) * vocab
-    logprobs_buffer = torch.empty(block, device=device)
+    buffers = Buffers() if buffers is None else buffers
+    logprobs_buffer = buffers.take("logprobs", (block,), device=device)
     own = scratch and logits.dtype == torch.float32
-    work_buffer = None if own else torch.empty(block, device=device)
+    work_buffer = None if own else buffers.take("work", (block,), device=device)
     for col in range(0, width, cols):
         for row in range(0, outer, rows):
             where = (slice(row, row + rows), slice(col, col + cols))

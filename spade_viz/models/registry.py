@@ -129,14 +129,19 @@ class Adapter:
     def num_layers(self) -> int:
         return len(self.blocks)
 
-    def head(self, final_hidden: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def head(self, final_hidden: torch.Tensor, rows: torch.Tensor | None = None,
+             out: torch.Tensor | None = None) -> torch.Tensor:
         """Unembed a state that has already been through the final norm (hidden_states[L]).
 
         `rows`: only these vocabulary rows (an answer's choices), reading C rows of the unembedding
-        instead of all V (an offloaded unembedding is brought in for the call). Logits are on
-        `output_device`."""
+        instead of all V (an offloaded unembedding is brought in for the call). `out`: a tensor of the
+        logits' shape and dtype to write them into (a caller's reused buffer), used where the
+        unembedding is a plain resident bias-free linear layer (the same product as calling it).
+        Logits are on `output_device`."""
         final_hidden = final_hidden.to(self.output_device)
-        if rows is None:
+        if rows is None and out is not None and self._plain_head(final_hidden.device):
+            logits = torch.matmul(final_hidden, self.lm_head.weight.t(), out=out)
+        elif rows is None:
             logits = self.lm_head(final_hidden)
         else:
             with align_module_device(self.lm_head):
@@ -144,8 +149,14 @@ class Adapter:
                 rows = rows.to(weight.device)
                 logits = torch.nn.functional.linear(final_hidden, weight[rows], None if bias is None else bias[rows])
         if self.softcap:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
+            cap = self.softcap
+            logits = logits.div_(cap).tanh_().mul_(cap) if logits is out else torch.tanh(logits / cap) * cap
         return logits
+
+    def _plain_head(self, device: torch.device) -> bool:
+        head = self.lm_head
+        return (type(head) is nn.Linear and head.bias is None and not hasattr(head, "_hf_hook")
+                and head.weight.device == device)
 
     def finalize(self, residual: torch.Tensor) -> torch.Tensor:
         """What the model does between its last block and the unembedding; on `output_device`."""

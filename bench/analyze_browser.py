@@ -4,9 +4,11 @@ that prompt's final answer and its first heatmap drawn (its tokens counted, its 
 
 Each press uses a new prompt (random words: no analysis is cached), lengths interleaved; medians are
 printed with the ratio of each length to the shortest, measured in the same run on the same server,
-and beside them one plain forward pass of the same prompts (the model's own, no hidden states kept: the
-part no lens can avoid), timed in this process after the browser is done; then whether every final
-answer on the page equals `sv.analyze`'s.
+and beside them one plain forward pass of the same prompts (the model's blocks over every token and its
+head at the last: the part no lens can avoid), timed in this process on the quiet machine after the
+browser is done. `bound` is the ratio an analysis would reach if everything but that forward pass were
+free: the shortest prompt's time plus the difference of the two forward passes, over the shortest's
+time. Then whether every final answer on the page equals `sv.analyze`'s.
 
     python bench/analyze_browser.py [--lengths 15 500 2000] [--reps 3]
 """
@@ -32,15 +34,28 @@ from spade_viz import viz  # noqa: E402
 
 WORDS = ("river stone light music garden paper window market silver winter planet engine story "
          "forest bridge ocean letter mountain city teacher").split()
-SHOWN_JS = """(tokens) => {  // the final answer line for a prompt of `tokens` tokens, once its heatmap is drawn
-    const line = Array.from(document.querySelectorAll('p')).find(p => p.innerText.startsWith(tokens + ' tokens'));
-    const heat = document.querySelector('.js-plotly-plot');
-    const errors = document.querySelectorAll('[data-testid="stException"], [data-testid="stAlertContentError"]');
-    if (errors.length) return {error: Array.from(errors, e => e.innerText).join(' | ').slice(0, 300)};
-    if (!line || !heat || !heat._fullData || !heat._fullData.length) return null;
-    const columns = heat._fullData[0].z[0].length, title = String(heat.layout.title.text);
-    if (tokens > 14 ? !title.includes(`of ${tokens})`) : columns !== tokens) return null;  // the previous prompt's
-    return {line: line.innerText, ms: performance.now() - window.__pressed};
+WATCH_JS = """(tokens) => {  // from now on, the first frame showing a prompt of `tokens` tokens: its final answer
+    // line and its heatmap drawn. Checked when the page changes (a MutationObserver), never polled: a
+    // check every frame (layout of every paragraph's text) took a share of the CPU the server computes on.
+    const shown = () => {
+        const errors = document.querySelectorAll('[data-testid="stException"], [data-testid="stAlertContentError"]');
+        if (errors.length) return {error: Array.from(errors, e => e.textContent).join(' | ').slice(0, 300)};
+        const line = Array.from(document.querySelectorAll('p')).find(p => p.textContent.startsWith(tokens + ' tokens'));
+        const heat = document.querySelector('.js-plotly-plot');
+        if (!line || !heat || !heat._fullData || !heat._fullData.length) return null;
+        const columns = heat._fullData[0].z[0].length, title = String(heat.layout.title.text);
+        if (tokens > 14 ? !title.includes(`of ${tokens})`) : columns !== tokens) return null;  // the previous prompt's
+        return {line: line.textContent};
+    };
+    window.__shown = null;
+    const pressed = performance.now();
+    const observer = new MutationObserver(() => {
+        const found = shown();
+        if (!found) return;
+        observer.disconnect();
+        requestAnimationFrame(() => { window.__shown = {...found, ms: performance.now() - pressed}; });
+    });
+    observer.observe(document.body, {childList: true, subtree: true, attributes: true, characterData: true});
 }"""
 
 
@@ -58,9 +73,9 @@ def press(page, prompt: str, tokens: int, timeout_ms: int) -> dict:
     """Type `prompt`, press Analyze, wait for its answer and first heatmap; the time from the click."""
     box = page.get_by_label("Prompt (the model predicts the token that comes next)")
     box.fill(prompt)
-    page.evaluate("() => { window.__pressed = performance.now(); }")
+    page.evaluate(WATCH_JS, tokens)
     page.get_by_role("button", name="Analyze").click()
-    found = page.wait_for_function(SHOWN_JS, arg=tokens, timeout=timeout_ms, polling="raf").json_value()
+    found = page.wait_for_function("() => window.__shown", timeout=timeout_ms, polling=200).json_value()
     page.wait_for_timeout(300)
     return found
 
@@ -91,14 +106,14 @@ def run(lengths: list[int], reps: int, timeout: float = 600) -> dict:
 
 
 def forward_seconds(lm, prompts: list[str]) -> float:
-    """The median wall clock of one plain forward pass over each prompt."""
+    """The median wall clock of one plain forward pass over each prompt, logits at the last position."""
     times = []
     with torch.no_grad():
-        lm.model(input_ids=torch.tensor([lm.encode(prompts[0])]), use_cache=False)  # warm-up
+        lm.model(input_ids=torch.tensor([lm.encode(prompts[0])]), use_cache=False, logits_to_keep=1)  # warm-up
         for prompt in prompts:
             ids = torch.tensor([lm.encode(prompt)])
             start = time.perf_counter()
-            lm.model(input_ids=ids, use_cache=False)
+            lm.model(input_ids=ids, use_cache=False, logits_to_keep=1)
             times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -124,13 +139,15 @@ def main() -> None:
     lm, prompts = found["lm"], {}
     for prompt, line in found["shown"]:
         prompts.setdefault(int(line.split(" tokens")[0]), []).append(prompt)
-    print(f"{'tokens':>6} {'median s':>9} {'max s':>7} {'/ shortest':>10} {'forward s':>9}   "
+    print(f"{'tokens':>6} {'median s':>9} {'max s':>7} {'/ shortest':>10} {'forward s':>9} {'bound':>6}   "
           "(click -> final answer and first heatmap; one plain forward of the same prompts)")
+    forwards = {tokens: forward_seconds(lm, prompts[tokens]) for tokens, values in found["times"].items() if values}
     for tokens, values in found["times"].items():
         if values:
             median = statistics.median(values)
+            bound = (base / 1000 + forwards[tokens] - forwards[args.lengths[0]]) / (base / 1000)
             print(f"{tokens:>6} {median / 1000:9.2f} {max(values) / 1000:7.2f} {median / base:10.2f} "
-                  f"{forward_seconds(lm, prompts[tokens]):9.2f}")
+                  f"{forwards[tokens]:9.2f} {bound:6.2f}")
     print(f"errors: {len(found['errors'])} {found['errors'][:3]}")
     print(f"answers differing from sv.analyze: {answers_differ(found)}")
 

@@ -22,6 +22,7 @@ OTHER_PROGRAMS = {
     "--server.address": "scripts/start.sh",  # passed on to `streamlit run`
     "--server.port": "scripts/start.sh",
     "--tabs": "bench/class_load.py",
+    "--reps": "bench/analyze", "--lengths": "bench/analyze",  # analyze.py and analyze_browser.py
     "--standalone": "torchrun", "--nproc-per-node": "torchrun", "--nnodes": "torchrun", "--node-rank": "torchrun",
     "--rdzv-endpoint": "torchrun",
     "--multi_gpu": "accelerate", "--num_processes": "accelerate", "--cpu": "accelerate",

@@ -100,7 +100,7 @@ def distribution_stats(
     than the pass that fills it (exp into a new tensor 62 ms, into a reused one 24 ms, [248, V]).
     So one log-probability buffer and one work buffer serve every block; `scratch=True` says the
     float32 `logits` are the caller's temporary, which then serves as the work buffer; `buffers`
-    keeps the log-probability buffer for the caller's next call.
+    keeps both buffers for the caller's next call.
     """
     shape, vocab = logits.shape[:-1], logits.shape[-1]
     outer, width = shape[:-1].numel(), (shape[-1] if shape else 1)

@@ -234,11 +234,10 @@ def chunk_width(layers: int) -> int:
 
 @operation
 def lens_chunk(lm: LoadedModel, residuals: torch.Tensor, final_hidden: torch.Tensor, k: int,
-               lens: AffineLens | None, start: int, stop: int, buffers: Buffers | None = None) -> dict[str, np.ndarray]:
+               lens: AffineLens | None, start: int, stop: int, buffers: Buffers) -> dict[str, np.ndarray]:
     """Logit lens (or a tuned lens) at positions [start, stop) of every layer, then the model's own
     output as layer L, in one unembedding product; each position follows the model's final top-1.
     `buffers`: the caller's, reused for the logits and their statistics."""
-    buffers = Buffers() if buffers is None else buffers
     with torch.no_grad():
         raw = residuals[:, start:stop].to(lm.device, lm.dtype)
         mapped = raw if lens is None else lens.apply(raw)
@@ -257,11 +256,10 @@ def _logits_buffer(lm: LoadedModel, buffers: Buffers, rows: tuple[int, ...]) -> 
 
 @operation
 def spade_chunk(lm: LoadedModel, residuals: torch.Tensor, final_hidden: torch.Tensor, token_ids: list[int],
-                mode: str, k: int, start: int, stop: int, buffers: Buffers | None = None) -> dict[str, np.ndarray]:
+                mode: str, k: int, start: int, stop: int, buffers: Buffers) -> dict[str, np.ndarray]:
     """SPADE at positions [start, stop) of every layer, each position in turn the answer (see
     `sv.spade_grid`); position 0 is `<s>` itself, the model's own output at every layer.
     `buffers`: the caller's, reused for the logits and their statistics."""
-    buffers = Buffers() if buffers is None else buffers
     layers = lm.num_layers
     with torch.no_grad():
         final_logits = lm.adapter.head(final_hidden[start:stop].to(lm.device, lm.dtype))

@@ -91,17 +91,20 @@ def _finite(res: PromptLayers, spec: Metric, layers: slice = slice(None)) -> np.
     return flat[np.isfinite(flat)]
 
 
+def _peak(values: np.ndarray) -> tuple[float, int]:
+    """The largest finite value of [layers, ...] values and its layer ((0, 0) where none is above 0)."""
+    finite = np.where(np.isfinite(values), values, -np.inf)
+    if not finite.size or finite.max() <= 0:
+        return 0.0, 0
+    return float(finite.max()), int(np.unravel_index(np.argmax(finite), finite.shape)[0])
+
+
 @reads_prompt_layers
 def metric_peak(res: PromptLayers, metric: str) -> tuple[float, int]:
     """The largest finite value of the metric over every view of `res`, and its layer ((0, 0) for none)."""
     spec = _metric(metric)
-    best, layer = 0.0, 0
-    for stats in [*res.grids.values(), *res.answer.values()]:
-        values = spec.values(stats)
-        values = np.where(np.isfinite(values), values, -np.inf)
-        if values.size and values.max() > best:
-            best, layer = float(values.max()), int(np.unravel_index(np.argmax(values), values.shape)[0])
-    return best, layer
+    peaks = [_peak(spec.values(stats)) for stats in [*res.grids.values(), *res.answer.values()]]
+    return max(peaks, key=lambda peak: peak[0], default=(0.0, 0))
 
 
 @reads_prompt_layers
@@ -181,8 +184,7 @@ def _colorbar(z: np.ndarray, spec: Metric, zrange: tuple[float, float], length: 
     title and the last tick say so. Only the cells drawn are read: a figure of one window or of the answer
     column never computes the rest of a grid."""
     title, ticks = html.escape(spec.label), {}
-    finite = np.where(np.isfinite(z), z, -np.inf)
-    peak, layer = (float(finite.max()), int(np.unravel_index(np.argmax(finite), z.shape)[0])) if z.size else (0, 0)
+    peak, layer = _peak(z)
     if not spec.bounded and peak > zrange[1]:  # two lines: one fits above the bar of a narrow heatmap
         title += f"<br>clipped at {zrange[1]:g}: layer {layer} reaches {peak:.3g}"
         values, labels = _clip_ticks(zrange[1])

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from browser import CHROMIUM, chromium_available, chromium_browser, streamlit_server
+from spade_viz import windows
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -233,3 +234,78 @@ def test_every_built_in_task_opens_within_two_points_or_says_so(cache_without_le
                 else:
                     assert warning == "", (task, delta, warning)
                 _check(page, f"{task} opening")
+
+
+EXPLORE_PROMPT = ("river stone light music garden paper window market silver winter planet engine story forest "
+                  "bridge ocean letter mountain city teacher ") * 3  # about 60 tokens: 46 window positions
+
+
+def _explore_views(page, with_copied_link: bool = False) -> dict:
+    """The first position shown, as the window slider, the heatmap's title, the address bar and the copied
+    link say it (a link without `start` shows the window ending at the answer)."""
+    title = page.evaluate("() => String(document.querySelector('.js-plotly-plot').layout.title.text)")
+    first, count = re.search(r"positions (\d+)–\d+ of (\d+)", title).groups()
+
+    def start_of(url: str) -> int:
+        query = parse_qs(urlparse(url).query)
+        return int(query["start"][-1]) if "start" in query else int(count) - windows.VIEW
+
+    views = {"slider": int(page.locator("[data-testid='stSliderThumbValue']").first.inner_text()),
+             "heatmap": int(first), "url": start_of(page.url)}
+    if with_copied_link:
+        views["copied"] = start_of(_copied_link(page))
+    return views
+
+
+def _explore_check(page, what: str, with_copied_link: bool = False) -> int:
+    """The first position shown once every view agrees (read again for up to 15 s, as `_check`)."""
+    for _ in range(15):
+        views = _explore_views(page, with_copied_link)
+        if len(set(views.values())) == 1:
+            break
+        page.wait_for_timeout(1000)
+    assert len(set(views.values())) == 1, (what, views)
+    assert page.locator("[data-testid='stException']").count() == 0, what
+    return views["slider"]
+
+
+def _move_window(page, key: str, times: int) -> None:
+    slider = page.get_by_role("slider").first
+    slider.focus()
+    for _ in range(times):
+        slider.press(key)
+    _wait_idle(page)
+
+
+def test_walking_the_explore_window_keeps_every_view_in_agreement(cache_without_lenses):
+    """A reproduction: key presses arriving while the previous window's rerun ran left the address bar
+    (and so the copied link) one step ahead of the slider and heatmap, for good."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    with streamlit_server(timeout=120, log_path=ARTIFACTS / "streamlit-walk-explore.log") as url:
+        with chromium_browser() as browser:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.set_default_timeout(WAIT_MS)
+            page.goto(f"{url}/Explore")
+            page.get_by_label("Prompt (the model predicts the token that comes next)").fill(EXPLORE_PROMPT)
+            page.get_by_role("button", name="Analyze").click()
+            page.get_by_text("tokens · 30 layers").first.wait_for()
+            _wait_idle(page)
+            last = _explore_check(page, "the window ending at the answer", with_copied_link=True)
+            _move_window(page, "ArrowLeft", 5)
+            assert _explore_check(page, "5 left") < last
+            for step in range(4):  # presses while the last one's rerun still computes its window
+                _move_window(page, "ArrowLeft", 3)
+                moved = _explore_check(page, f"3 more left, step {step}", with_copied_link=step == 3)
+            _go(page, "Home", ELSEWHERE["Home"])
+            _go(page, "Explore", "tokens · 30 layers")
+            assert _explore_check(page, "left for Home and came back", with_copied_link=True) == moved
+            link = _copied_link(page)
+            other = browser.new_page(viewport={"width": 1280, "height": 1000})
+            other.set_default_timeout(WAIT_MS)
+            other.goto(link)
+            other.get_by_text("tokens · 30 layers").first.wait_for()
+            _wait_idle(other)
+            assert _explore_check(other, "the copied link in a new tab") == moved
+            other.close()
+            _move_window(page, "End", 1)
+            assert _explore_check(page, "End", with_copied_link=True) == last

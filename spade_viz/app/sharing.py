@@ -48,12 +48,17 @@ def _quote(text: str, safe: str = "", encoding=None, errors=None) -> str:
 
 
 def share(page: str, query: dict[str, str], where=None) -> str:
-    """Put the page's state into the URL (when it changed) and show the link in `where` (a popover
-    or a container: `st.code` has its own copy button; None: the URL only). Returns the link: the
-    page's address in the visitor's browser (`st.context.url`) with the query; where that is
-    unknown, the query alone (append it to the page's address)."""
-    if st.query_params.to_dict() != query:
-        st.query_params.from_dict(query)
+    """Put the page's state into the URL and show the link in `where` (a popover or a container:
+    `st.code` has its own copy button; None: the URL only). Returns the link: the page's address in
+    the visitor's browser (`st.context.url`) with the query; where that is unknown, the query alone
+    (append it to the page's address).
+
+    The URL is sent on every run, not only when the server's copy differs: a run interrupted by the
+    next one may already have sent its own state, while the next run's copy is the URL the browser
+    had when it asked (the slider's previous value), so a check against it kept the interrupted
+    run's URL beside the view of the last one. The browser adds no history entry for an unchanged
+    URL."""
+    st.query_params.from_dict(query)
     st.session_state[f"_sv_link_{page}"] = dict(query)
     text = urlencode(query, quote_via=_quote)
     base = (getattr(st.context, "url", None) or "").split("?")[0]  # the address as the browser last had it
